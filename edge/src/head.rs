@@ -1,0 +1,238 @@
+//! The clustering head: `y = V z`, nearest centroid in `y` space, margin and outlier flag.
+
+use alloc::vec::Vec;
+
+/// Bad head tensors or a bad latent vector.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum HeadError {
+    /// A tensor or vector has the wrong length.
+    #[error("{what}: expected {expected} values, got {got}")]
+    LengthMismatch {
+        /// What was passed.
+        what: &'static str,
+        /// Required length.
+        expected: usize,
+        /// Given length.
+        got: usize,
+    },
+    /// `k` or the latent dimension is zero.
+    #[error("the head needs at least one cluster and one latent dimension")]
+    Empty,
+    /// NaN or infinite input.
+    #[error("{what}: value at index {index} is not finite")]
+    NotFinite {
+        /// What was passed.
+        what: &'static str,
+        /// First offending index.
+        index: usize,
+    },
+}
+
+/// Where one sample landed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Assignment {
+    /// Index of the nearest centroid.
+    pub cluster: u32,
+    /// Euclidean distance to that centroid in `y` space.
+    pub distance: f32,
+    /// Distance to the second nearest centroid minus `distance` (infinite when `k = 1`); small
+    /// margins mark samples between clusters.
+    pub margin: f32,
+    /// `distance` exceeds the cluster's calibrated threshold.
+    pub outlier: bool,
+}
+
+/// Rotation, centroids and thresholds of a trained model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterHead {
+    d: usize,
+    v: Vec<f32>,
+    centroids_y: Vec<f32>,
+    thresholds: Vec<f32>,
+}
+
+fn check(what: &'static str, xs: &[f32], expected: usize) -> Result<(), HeadError> {
+    if xs.len() != expected {
+        return Err(HeadError::LengthMismatch {
+            what,
+            expected,
+            got: xs.len(),
+        });
+    }
+    match xs.iter().position(|x| !x.is_finite()) {
+        Some(index) => Err(HeadError::NotFinite { what, index }),
+        None => Ok(()),
+    }
+}
+
+impl ClusterHead {
+    /// `v` is `[d, d]` row-major (rows are eigenvectors), `centroids_y` is `[k, d]`,
+    /// `thresholds` is `[k]`; `k` is taken from `thresholds`.
+    pub fn new(
+        d: usize,
+        v: Vec<f32>,
+        centroids_y: Vec<f32>,
+        thresholds: Vec<f32>,
+    ) -> Result<Self, HeadError> {
+        let k = thresholds.len();
+        if d == 0 || k == 0 {
+            return Err(HeadError::Empty);
+        }
+        check("rotation V", &v, d * d)?;
+        check("centroids", &centroids_y, k * d)?;
+        // Thresholds may be +inf ("never an outlier") but not NaN.
+        if let Some(index) = thresholds.iter().position(|t| t.is_nan()) {
+            return Err(HeadError::NotFinite {
+                what: "thresholds",
+                index,
+            });
+        }
+        Ok(Self {
+            d,
+            v,
+            centroids_y,
+            thresholds,
+        })
+    }
+
+    /// Latent dimension.
+    pub fn latent_dim(&self) -> usize {
+        self.d
+    }
+
+    /// Number of clusters.
+    pub fn k(&self) -> usize {
+        self.thresholds.len()
+    }
+
+    /// Outlier thresholds, one per cluster.
+    pub fn thresholds(&self) -> &[f32] {
+        &self.thresholds
+    }
+
+    /// Replaces the outlier thresholds (e.g. after recalibration at another quantile).
+    pub fn set_thresholds(&mut self, thresholds: Vec<f32>) -> Result<(), HeadError> {
+        check("thresholds", &thresholds, self.k())?;
+        self.thresholds = thresholds;
+        Ok(())
+    }
+
+    /// Writes `y = V z` into `y`.
+    pub fn project(&self, z: &[f32], y: &mut [f32]) -> Result<(), HeadError> {
+        check("latent vector", z, self.d)?;
+        if y.len() != self.d {
+            return Err(HeadError::LengthMismatch {
+                what: "projection buffer",
+                expected: self.d,
+                got: y.len(),
+            });
+        }
+        for (yi, row) in y.iter_mut().zip(self.v.chunks_exact(self.d)) {
+            *yi = row.iter().zip(z).map(|(a, b)| a * b).sum();
+        }
+        Ok(())
+    }
+
+    /// Assigns the latent vector `z`, using `y` (length `d`) as scratch for the projection.
+    pub fn assign(&self, z: &[f32], y: &mut [f32]) -> Result<Assignment, HeadError> {
+        self.project(z, y)?;
+        let (mut best, mut d1, mut d2) = (0usize, f32::INFINITY, f32::INFINITY);
+        for (c, mu) in self.centroids_y.chunks_exact(self.d).enumerate() {
+            let dist: f32 = mu.iter().zip(&*y).map(|(m, v)| (m - v) * (m - v)).sum();
+            if dist < d1 {
+                (d2, d1, best) = (d1, dist, c);
+            } else if dist < d2 {
+                d2 = dist;
+            }
+        }
+        let distance = sqrt(d1);
+        Ok(Assignment {
+            cluster: best as u32,
+            distance,
+            margin: sqrt(d2) - distance,
+            outlier: distance > self.thresholds[best],
+        })
+    }
+}
+
+/// `f32::sqrt` is not in `core`; two Newton steps from the bit-level estimate are exact to 1 ulp
+/// for the distances we compare against thresholds.
+fn sqrt(x: f32) -> f32 {
+    if x <= 0.0 || !x.is_finite() {
+        return if x == f32::INFINITY { x } else { 0.0 };
+    }
+    let mut r = f32::from_bits((x.to_bits() >> 1) + 0x1fc0_0000);
+    for _ in 0..4 {
+        r = 0.5 * (r + x / r);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn head() -> ClusterHead {
+        // V swaps the two axes.
+        ClusterHead::new(
+            2,
+            vec![0.0, 1.0, 1.0, 0.0],
+            vec![0.0, 0.0, 10.0, 0.0],
+            vec![1.0, 1.0],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn assigns_in_rotated_space_with_margin_and_outlier() {
+        let h = head();
+        let mut y = [0.0; 2];
+        // z = (0, 9) -> y = (9, 0): nearest centroid 1 at distance 1.
+        let a = h.assign(&[0.0, 9.0], &mut y).unwrap();
+        assert_eq!(a.cluster, 1);
+        assert!((a.distance - 1.0).abs() < 1e-6);
+        assert!((a.margin - 8.0).abs() < 1e-6);
+        assert!(!a.outlier);
+        let a = h.assign(&[3.0, 0.0], &mut y).unwrap();
+        assert_eq!(a.cluster, 0);
+        assert!(a.outlier, "distance 3 > threshold 1");
+    }
+
+    #[test]
+    fn rejects_bad_shapes_and_nan() {
+        let h = head();
+        let mut y = [0.0; 2];
+        assert_eq!(
+            h.assign(&[1.0], &mut y),
+            Err(HeadError::LengthMismatch {
+                what: "latent vector",
+                expected: 2,
+                got: 1
+            })
+        );
+        assert_eq!(
+            h.assign(&[f32::NAN, 0.0], &mut y),
+            Err(HeadError::NotFinite {
+                what: "latent vector",
+                index: 0
+            })
+        );
+        assert_eq!(
+            ClusterHead::new(2, vec![1.0; 3], vec![0.0; 2], vec![1.0]),
+            Err(HeadError::LengthMismatch {
+                what: "rotation V",
+                expected: 4,
+                got: 3
+            })
+        );
+    }
+
+    #[test]
+    fn sqrt_is_accurate() {
+        for x in [1e-8f32, 0.5, 2.0, 12345.0, 3e20] {
+            let r = sqrt(x);
+            assert!(((r - x.sqrt()) / x.sqrt()).abs() < 2e-7, "{x}: {r}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Tensor names and shapes of an exported `model.safetensors`.
+//!
+//! All tensors are little-endian `F32`. Weights follow PyTorch's layout: a convolution's weight
+//! is `[out, in, kh, kw]`, a linear layer's `[out, in]`, so `y = W x + b`.
+
+use alloc::{format, string::String, vec, vec::Vec};
+
+use crate::{ContractError, EncoderSpec};
+
+/// Rotation `V` (`[d, d]`): row `i` is the eigenvector of `Sw` with the `i`-th smallest
+/// eigenvalue, so `y = V z` and the last coordinate of `y` is the most discriminative.
+pub const V: &str = "dekm.v";
+/// Eigenvalues of `Sw` in ascending order (`[d]`), matching the rows of [`V`].
+pub const EIGENVALUES: &str = "dekm.eigenvalues";
+/// Cluster centres in latent space (`[k, d]`).
+pub const CENTROIDS_Z: &str = "dekm.centroids_z";
+/// Cluster centres in the rotated space, `V mu` (`[k, d]`).
+pub const CENTROIDS_Y: &str = "dekm.centroids_y";
+/// Outlier threshold per cluster: Euclidean distance in `y` space (`[k]`), at the quantile named
+/// by [`crate::ModelMeta::threshold_quantile`].
+pub const THRESHOLDS: &str = "dekm.thresholds";
+/// Quantile levels of the calibration table, ascending in `(0, 1]` (`[q]`).
+pub const QUANTILE_LEVELS: &str = "dekm.quantile_levels";
+/// Per-cluster distance quantiles on the training data (`[k, q]`), so a device can pick another
+/// outlier threshold without retraining.
+pub const DISTANCE_QUANTILES: &str = "dekm.distance_quantiles";
+/// Per-feature offset subtracted from a raw sample (`[input_len]`).
+pub const INPUT_OFFSET: &str = "input.offset";
+/// Per-feature factor applied after the offset (`[input_len]`).
+pub const INPUT_SCALE: &str = "input.scale";
+
+/// Key of the JSON metadata block in the safetensors header.
+pub const META_KEY: &str = "dekm.meta";
+/// Key of the format version in the safetensors header (duplicated outside the JSON so a reader
+/// can reject a newer file before parsing anything else).
+pub const FORMAT_KEY: &str = "dekm.format_version";
+
+/// Name of the `i`-th convolution of the encoder, e.g. `encoder.conv0`.
+pub fn conv(i: usize) -> String {
+    format!("encoder.conv{i}")
+}
+
+/// Name of the `i`-th hidden dense layer of the encoder, e.g. `encoder.dense0`.
+pub fn dense(i: usize) -> String {
+    format!("encoder.dense{i}")
+}
+
+/// Name of the linear layer producing the latent vector.
+pub const LATENT: &str = "encoder.latent";
+
+/// One tensor the export must contain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Full tensor name.
+    pub name: String,
+    /// Expected shape.
+    pub shape: Vec<usize>,
+}
+
+fn layer(name: String, weight: Vec<usize>, out: usize) -> [TensorSpec; 2] {
+    [
+        TensorSpec {
+            name: format!("{name}.weight"),
+            shape: weight,
+        },
+        TensorSpec {
+            name: format!("{name}.bias"),
+            shape: vec![out],
+        },
+    ]
+}
+
+/// Every tensor of an export for `spec` with `k` clusters and `q` calibration quantiles, in a
+/// fixed order: encoder layers first to last, then the clustering head, then preprocessing.
+pub fn expected_tensors(
+    spec: &EncoderSpec,
+    k: usize,
+    q: usize,
+) -> Result<Vec<TensorSpec>, ContractError> {
+    spec.validate()?;
+    let d = spec.latent_dim();
+    let mut out = Vec::new();
+    match spec {
+        EncoderSpec::Conv { .. } => {
+            for (i, g) in spec.conv_geometry()?.iter().enumerate() {
+                let w = vec![g.output.channels, g.input.channels, g.kernel, g.kernel];
+                out.extend(layer(conv(i), w, g.output.channels));
+            }
+        }
+        EncoderSpec::Dense { input, hidden, .. } => {
+            let mut prev = *input;
+            for (i, &h) in hidden.iter().enumerate() {
+                out.extend(layer(dense(i), vec![h, prev], h));
+                prev = h;
+            }
+        }
+    }
+    out.extend(layer(LATENT.into(), vec![d, spec.pre_latent_len()?], d));
+    let n = spec.input_len();
+    for (name, shape) in [
+        (V, vec![d, d]),
+        (EIGENVALUES, vec![d]),
+        (CENTROIDS_Z, vec![k, d]),
+        (CENTROIDS_Y, vec![k, d]),
+        (THRESHOLDS, vec![k]),
+        (QUANTILE_LEVELS, vec![q]),
+        (DISTANCE_QUANTILES, vec![k, q]),
+        (INPUT_OFFSET, vec![n]),
+        (INPUT_SCALE, vec![n]),
+    ] {
+        out.push(TensorSpec {
+            name: name.into(),
+            shape,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ImageShape;
+
+    #[test]
+    fn paper_conv_export_lists_encoder_then_head() {
+        let input = ImageShape {
+            channels: 1,
+            height: 28,
+            width: 28,
+        };
+        let t = expected_tensors(&EncoderSpec::paper_conv(input, 10), 10, 9).unwrap();
+        assert_eq!(t[0].name, "encoder.conv0.weight");
+        assert_eq!(t[0].shape, [32, 1, 5, 5]);
+        assert_eq!(t[6].name, "encoder.latent.weight");
+        assert_eq!(t[6].shape, [10, 1152]);
+        assert_eq!(t.last().unwrap().shape, [784]);
+        assert_eq!(t.len(), 8 + 9);
+    }
+}

@@ -1,0 +1,1 @@
+//! Home of the cross-crate tests in `tests/`; no library code.

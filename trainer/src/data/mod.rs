@@ -1,0 +1,486 @@
+//! Data sets: where samples come from and in what shape.
+//!
+//! Every source ends as a [`Dataset`]: raw row-major `f32` samples (pixels stay 0..=255), a
+//! sample shape, and labels or anomaly flags when known. Normalisation is not applied here; the
+//! fitted [`Normalizer`] travels with the model so the edge applies the same map.
+
+pub mod idx;
+pub mod synthetic;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+
+use dekm_shared::{EncoderSpec, ImageShape, Normalizer};
+
+pub use table::LabelColumn;
+
+/// Why a data set could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The data directory or a file in it is missing.
+    #[error(
+        "{name} not found: looked for {missing} in {searched}. Put the IDX files (gzip or raw) in \
+         <data-dir>/{name}/ and pass --data-dir or set DEKM_DATA; on Debian, \
+         `apt-get install dataset-fashion-mnist` installs Fashion-MNIST under /usr/share/datasets"
+    )]
+    NotFound {
+        /// Data set name.
+        name: String,
+        /// File that was looked for.
+        missing: String,
+        /// Directories searched.
+        searched: String,
+    },
+    /// An I/O error on a file that exists.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file's structure is invalid.
+    #[error("{path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file ends before the data its header announces.
+    #[error("{path}: truncated, expected {expected} bytes, got {got}")]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Bytes required.
+        expected: usize,
+        /// Bytes present.
+        got: usize,
+    },
+    /// Image and label files disagree.
+    #[error("{name}: {images} images but {labels} labels")]
+    CountMismatch {
+        /// Data set name.
+        name: String,
+        /// Number of images.
+        images: usize,
+        /// Number of labels.
+        labels: usize,
+    },
+    /// A CSV row has the wrong number of fields.
+    #[error("{path}: line {line} has {got} fields, expected {expected}")]
+    Ragged {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// Fields in the first row.
+        expected: usize,
+        /// Fields in this row.
+        got: usize,
+    },
+    /// A CSV field is not a number.
+    #[error("{path}: line {line}, column {column}: '{value}' is not a number")]
+    NotNumeric {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The offending text (first 40 characters).
+        value: String,
+    },
+    /// NaN or infinity in the data.
+    #[error("{path}: {location} is NaN or infinite")]
+    NotFinite {
+        /// The file.
+        path: PathBuf,
+        /// Where.
+        location: String,
+    },
+    /// The label column cannot be used.
+    #[error("{path}: label column: {reason}")]
+    BadLabelColumn {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No samples.
+    #[error("{path}: no samples")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The data source string is not understood.
+    #[error(
+        "unknown data set '{0}': use mnist, fashion-mnist, synthetic, csv:PATH or npy:PATH"
+    )]
+    UnknownSource(String),
+}
+
+/// Where samples come from, parsed from `--dataset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataSource {
+    /// MNIST digits (IDX files under `<data-dir>/mnist`).
+    Mnist,
+    /// Fashion-MNIST (IDX files under `<data-dir>/fashion-mnist`).
+    FashionMnist,
+    /// The built-in sensor generator.
+    Synthetic,
+    /// A CSV file.
+    Csv(PathBuf),
+    /// A NumPy `.npy` file.
+    Npy(PathBuf),
+}
+
+impl std::str::FromStr for DataSource {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self, DataError> {
+        Ok(match s {
+            "mnist" => Self::Mnist,
+            "fashion-mnist" | "fashion_mnist" | "fmnist" => Self::FashionMnist,
+            "synthetic" => Self::Synthetic,
+            _ => match s.split_once(':') {
+                Some(("csv", p)) if !p.is_empty() => Self::Csv(p.into()),
+                Some(("npy", p)) if !p.is_empty() => Self::Npy(p.into()),
+                _ => return Err(DataError::UnknownSource(s.to_string())),
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for DataSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Mnist => f.write_str("mnist"),
+            Self::FashionMnist => f.write_str("fashion-mnist"),
+            Self::Synthetic => f.write_str("synthetic"),
+            Self::Csv(p) => write!(f, "csv:{}", p.display()),
+            Self::Npy(p) => write!(f, "npy:{}", p.display()),
+        }
+    }
+}
+
+/// Which part of an IDX data set to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Split {
+    /// Train and test concatenated (70,000 images), as the clustering literature does.
+    #[default]
+    All,
+    /// The training files only.
+    Train,
+    /// The test files only.
+    Test,
+}
+
+/// How to load a data set.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Directory holding `mnist/` and `fashion-mnist/`.
+    pub data_dir: Option<PathBuf>,
+    /// IDX split.
+    pub split: Split,
+    /// Keep only the first `limit` samples.
+    pub limit: Option<usize>,
+    /// Label column of CSV/NPY data.
+    pub label_column: Option<LabelColumn>,
+    /// Samples and seed of the synthetic generator.
+    pub synthetic: SyntheticOptions,
+}
+
+/// Parameters of the built-in generator.
+#[derive(Debug, Clone, Copy)]
+pub struct SyntheticOptions {
+    /// Number of regimes.
+    pub k: usize,
+    /// Number of windows.
+    pub samples: usize,
+    /// Fraction of corrupted windows.
+    pub anomaly_rate: f64,
+    /// Seed of the plant (regimes).
+    pub world_seed: u64,
+    /// Seed of this draw.
+    pub draw_seed: u64,
+}
+
+impl Default for SyntheticOptions {
+    fn default() -> Self {
+        Self {
+            k: 5,
+            samples: 5000,
+            anomaly_rate: 0.01,
+            world_seed: 42,
+            draw_seed: 1,
+        }
+    }
+}
+
+/// Shape of one sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleShape {
+    /// An image, clustered with the convolutional autoencoder.
+    Image(ImageShape),
+    /// A feature vector, clustered with the dense autoencoder.
+    Vector(usize),
+}
+
+impl SampleShape {
+    /// Values per sample.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Image(s) => s.len(),
+            Self::Vector(d) => *d,
+        }
+    }
+
+    /// True for zero-length samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Samples in memory.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    /// Source name, recorded in the model.
+    pub name: String,
+    /// Shape of one sample.
+    pub shape: SampleShape,
+    /// Raw row-major values.
+    pub xs: Vec<f32>,
+    /// Ground-truth classes, when known.
+    pub labels: Option<Vec<u32>>,
+    /// Injected-anomaly flags (synthetic data only).
+    pub anomalies: Option<Vec<bool>>,
+}
+
+impl Dataset {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.xs.len() / self.shape.len().max(1)
+    }
+
+    /// True when there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Raw values of sample `i`.
+    pub fn sample(&self, i: usize) -> &[f32] {
+        let d = self.shape.len();
+        &self.xs[i * d..(i + 1) * d]
+    }
+
+    /// The normalisation the model should use: pixels to [0, 1], vectors standardised.
+    pub fn fit_normalizer(&self) -> Normalizer {
+        match self.shape {
+            SampleShape::Image(s) => Normalizer::pixels(s.len()),
+            SampleShape::Vector(d) => Normalizer::standardize(&self.xs, d),
+        }
+    }
+
+    /// The paper's encoder for this sample shape.
+    pub fn encoder_spec(&self, latent: usize) -> EncoderSpec {
+        match self.shape {
+            SampleShape::Image(s) => EncoderSpec::paper_conv(s, latent),
+            SampleShape::Vector(d) => EncoderSpec::paper_dense(d, latent),
+        }
+    }
+
+    fn truncate(&mut self, n: usize) {
+        if n < self.len() {
+            self.xs.truncate(n * self.shape.len());
+            if let Some(l) = &mut self.labels {
+                l.truncate(n);
+            }
+            if let Some(a) = &mut self.anomalies {
+                a.truncate(n);
+            }
+        }
+    }
+}
+
+/// Loads `source` with `opts`.
+pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataError> {
+    let mut ds = match source {
+        DataSource::Mnist => load_idx("mnist", opts)?,
+        DataSource::FashionMnist => load_idx("fashion-mnist", opts)?,
+        DataSource::Synthetic => {
+            let s = opts.synthetic;
+            let draw = synthetic::Plant::new(s.k, s.world_seed).draw(s.samples, s.anomaly_rate, s.draw_seed);
+            Dataset {
+                name: source.to_string(),
+                shape: SampleShape::Vector(synthetic::CHANNELS * synthetic::WINDOW),
+                xs: draw.xs,
+                labels: Some(draw.labels),
+                anomalies: Some(draw.anomalies),
+            }
+        }
+        DataSource::Csv(path) | DataSource::Npy(path) => {
+            let io = |source| DataError::Io {
+                path: path.clone(),
+                source,
+            };
+            let t = if matches!(source, DataSource::Csv(_)) {
+                let text = std::fs::read_to_string(path).map_err(io)?;
+                table::parse_csv(&text, opts.label_column.as_ref(), path)?
+            } else {
+                let bytes = std::fs::read(path).map_err(io)?;
+                table::parse_npy(&bytes, opts.label_column.as_ref(), path)?
+            };
+            Dataset {
+                name: source.to_string(),
+                shape: SampleShape::Vector(t.dim),
+                xs: t.xs,
+                labels: t.labels,
+                anomalies: None,
+            }
+        }
+    };
+    if let Some(n) = opts.limit {
+        ds.truncate(n);
+    }
+    Ok(ds)
+}
+
+/// The directory named by `--data-dir`, else `DEKM_DATA`, else `../shared/data` when it exists.
+pub fn default_data_dir(explicit: Option<&Path>) -> Option<PathBuf> {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("DEKM_DATA").map(PathBuf::from))
+}
+
+fn find(dir: &Path, name: &str, stem: &str) -> Result<PathBuf, DataError> {
+    let candidates = [dir.join(name), dir.to_path_buf()];
+    for d in &candidates {
+        for f in [format!("{stem}.gz"), stem.to_string()] {
+            let p = d.join(&f);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(DataError::NotFound {
+        name: name.into(),
+        missing: format!("{stem}[.gz]"),
+        searched: candidates.map(|c| c.display().to_string()).join(" and "),
+    })
+}
+
+fn load_idx(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
+    let dir = default_data_dir(opts.data_dir.as_deref()).ok_or_else(|| DataError::NotFound {
+        name: name.into(),
+        missing: "a data directory".into(),
+        searched: "--data-dir and DEKM_DATA (neither is set)".into(),
+    })?;
+    let parts: &[&str] = match opts.split {
+        Split::All => &["train", "t10k"],
+        Split::Train => &["train"],
+        Split::Test => &["t10k"],
+    };
+    let (mut xs, mut labels, mut shape) = (Vec::new(), Vec::new(), None);
+    for part in parts {
+        let ipath = find(&dir, name, &format!("{part}-images-idx3-ubyte"))?;
+        let lpath = find(&dir, name, &format!("{part}-labels-idx1-ubyte"))?;
+        let images = idx::parse(&idx::read_maybe_gz(&ipath)?, 3, &ipath)?;
+        let lab = idx::parse(&idx::read_maybe_gz(&lpath)?, 1, &lpath)?;
+        if images.dims[0] != lab.dims[0] {
+            return Err(DataError::CountMismatch {
+                name: format!("{name} {part}"),
+                images: images.dims[0],
+                labels: lab.dims[0],
+            });
+        }
+        let s = ImageShape {
+            channels: 1,
+            height: images.dims[1],
+            width: images.dims[2],
+        };
+        if shape.is_some_and(|p| p != s) {
+            return Err(DataError::Corrupt {
+                path: ipath,
+                reason: format!("image size {}x{} differs from the other split", s.height, s.width),
+            });
+        }
+        shape = Some(s);
+        xs.extend(images.data.iter().map(|&p| f32::from(p)));
+        labels.extend(lab.data.iter().map(|&l| u32::from(l)));
+    }
+    Ok(Dataset {
+        name: name.into(),
+        shape: SampleShape::Image(shape.unwrap_or(ImageShape {
+            channels: 1,
+            height: 0,
+            width: 0,
+        })),
+        xs,
+        labels: Some(labels),
+        anomalies: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_parse_and_unknown_is_named() {
+        assert_eq!("mnist".parse::<DataSource>().unwrap(), DataSource::Mnist);
+        assert_eq!("csv:a.csv".parse::<DataSource>().unwrap(), DataSource::Csv("a.csv".into()));
+        let err = "cifar".parse::<DataSource>().unwrap_err();
+        assert!(err.to_string().contains("unknown data set 'cifar'"), "{err}");
+    }
+
+    #[test]
+    fn missing_directory_says_where_and_how() {
+        let opts = LoadOptions {
+            data_dir: Some("/nonexistent/dekm".into()),
+            ..Default::default()
+        };
+        let err = load(&DataSource::Mnist, &opts).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/nonexistent/dekm/mnist"), "{msg}");
+        assert!(msg.contains("DEKM_DATA"), "{msg}");
+    }
+
+    fn write_idx(dir: &Path, stem: &str, dims: &[u32], data: &[u8]) {
+        let mut b = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            b.extend(d.to_be_bytes());
+        }
+        b.extend(data);
+        std::fs::write(dir.join(stem), b).unwrap();
+    }
+
+    #[test]
+    fn count_mismatch_between_images_and_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("mnist");
+        std::fs::create_dir(&m).unwrap();
+        write_idx(&m, "train-images-idx3-ubyte", &[2, 2, 2], &[0; 8]);
+        write_idx(&m, "train-labels-idx1-ubyte", &[3], &[0; 3]);
+        let opts = LoadOptions {
+            data_dir: Some(dir.path().into()),
+            split: Split::Train,
+            ..Default::default()
+        };
+        let err = load(&DataSource::Mnist, &opts).unwrap_err();
+        assert!(matches!(err, DataError::CountMismatch { images: 2, labels: 3, .. }), "{err}");
+        write_idx(&m, "train-labels-idx1-ubyte", &[2], &[3, 4]);
+        let ds = load(&DataSource::Mnist, &opts).unwrap();
+        assert_eq!((ds.len(), ds.labels.unwrap()), (2, vec![3, 4]));
+    }
+
+    #[test]
+    fn synthetic_respects_limit() {
+        let opts = LoadOptions {
+            limit: Some(50),
+            ..Default::default()
+        };
+        let ds = load(&DataSource::Synthetic, &opts).unwrap();
+        assert_eq!(ds.len(), 50);
+        assert_eq!(ds.anomalies.unwrap().len(), 50);
+    }
+}

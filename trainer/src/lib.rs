@@ -1,0 +1,15 @@
+//! The dekm trainer: data loading, the autoencoders, DEKM training, clustering metrics and
+//! model export.
+
+pub mod data;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// A deterministic random stream: one `seed` per run, one `stream` per purpose, so adding a use
+/// of randomness in one place never shifts the numbers drawn in another.
+pub fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    r.set_stream(stream);
+    r
+}

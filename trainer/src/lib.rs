@@ -2,6 +2,10 @@
 //! model export.
 
 pub mod data;
+pub mod kmeans;
+pub mod metrics;
+pub mod model;
+pub mod rotation;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

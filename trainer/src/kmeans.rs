@@ -1,0 +1,286 @@
+//! k-means with k-means++ seeding and restarts, on row-major `f32` points.
+//!
+//! Written here rather than taken from a crate because DEKM calls it on every iteration with a
+//! warm start from the previous centroids, and needs bit-for-bit reproducible results for a given
+//! seed whatever the thread count: restarts run in parallel but each has its own random stream
+//! and the winner is chosen by (inertia, restart index).
+
+use rand::Rng;
+use rayon::prelude::*;
+
+use crate::rng;
+
+/// Why k-means cannot run.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ClusterError {
+    /// `k` is zero or larger than the number of points.
+    #[error("k = {k} is invalid for {n} samples (need 1 <= k <= samples)")]
+    BadK {
+        /// Requested clusters.
+        k: usize,
+        /// Number of points.
+        n: usize,
+    },
+    /// Data length is not a multiple of the dimension, or a warm start has the wrong size.
+    #[error("{what}: expected {expected} values, got {got}")]
+    Shape {
+        /// Which buffer.
+        what: &'static str,
+        /// Required length.
+        expected: usize,
+        /// Given length.
+        got: usize,
+    },
+    /// NaN or infinity in the points.
+    #[error("point {index} has a NaN or infinite coordinate")]
+    NotFinite {
+        /// Index of the first bad point.
+        index: usize,
+    },
+}
+
+/// Settings of one k-means fit.
+#[derive(Debug, Clone, Copy)]
+pub struct KMeansConfig {
+    /// Number of clusters.
+    pub k: usize,
+    /// Independent k-means++ seedings; the lowest inertia wins.
+    pub restarts: usize,
+    /// Lloyd iterations per restart.
+    pub max_iter: usize,
+    /// Seed of the restarts' random streams.
+    pub seed: u64,
+}
+
+/// A fitted clustering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KMeans {
+    /// Dimension of the points.
+    pub d: usize,
+    /// Row-major `[k, d]` centres.
+    pub centroids: Vec<f32>,
+    /// Cluster of each point.
+    pub labels: Vec<u32>,
+    /// Sum of squared distances of points to their centres.
+    pub inertia: f64,
+}
+
+fn sq(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// Index and squared distance of the nearest centre (lowest index on ties).
+fn nearest(x: &[f32], centroids: &[f32], d: usize) -> (usize, f32) {
+    centroids
+        .chunks_exact(d)
+        .enumerate()
+        .fold((0, f32::INFINITY), |best, (c, mu)| {
+            let dist = sq(x, mu);
+            if dist < best.1 { (c, dist) } else { best }
+        })
+}
+
+/// Greedy k-means++ (as scikit-learn): each new centre is the best of `2 + ln k` candidates
+/// drawn proportionally to the squared distance to the chosen centres.
+fn plus_plus(xs: &[f32], d: usize, k: usize, r: &mut impl Rng) -> Vec<f32> {
+    let n = xs.len() / d;
+    let point = |i: usize| &xs[i * d..(i + 1) * d];
+    let mut centroids = point(r.random_range(0..n)).to_vec();
+    let mut dist: Vec<f32> = (0..n).map(|i| sq(point(i), &centroids)).collect();
+    let trials = 2 + (k as f64).ln() as usize;
+    for _ in 1..k {
+        let total: f64 = dist.iter().map(|&x| f64::from(x)).sum();
+        let mut best: Option<(f64, usize, Vec<f32>)> = None;
+        for _ in 0..trials {
+            let cand = if total > 0.0 {
+                let mut target = r.random::<f64>() * total;
+                dist.iter()
+                    .position(|&x| {
+                        target -= f64::from(x);
+                        target < 0.0
+                    })
+                    .unwrap_or(n - 1)
+            } else {
+                r.random_range(0..n)
+            };
+            let new: Vec<f32> = (0..n).map(|i| dist[i].min(sq(point(i), point(cand)))).collect();
+            let pot: f64 = new.iter().map(|&x| f64::from(x)).sum();
+            if best.as_ref().is_none_or(|b| pot < b.0) {
+                best = Some((pot, cand, new));
+            }
+        }
+        if let Some((_, cand, new)) = best {
+            centroids.extend_from_slice(point(cand));
+            dist = new;
+        }
+    }
+    centroids
+}
+
+/// Lloyd iterations from `centroids` until assignments stop changing.
+fn lloyd(xs: &[f32], d: usize, mut centroids: Vec<f32>, max_iter: usize) -> KMeans {
+    let n = xs.len() / d;
+    let k = centroids.len() / d;
+    let mut labels = vec![u32::MAX; n];
+    let mut dists = vec![0f32; n];
+    for _ in 0..max_iter.max(1) {
+        let mut changed = false;
+        for (i, x) in xs.chunks_exact(d).enumerate() {
+            let (c, dist) = nearest(x, &centroids, d);
+            changed |= labels[i] != c as u32;
+            labels[i] = c as u32;
+            dists[i] = dist;
+        }
+        let mut sums = vec![0f64; k * d];
+        let mut counts = vec![0usize; k];
+        for (x, &l) in xs.chunks_exact(d).zip(&labels) {
+            counts[l as usize] += 1;
+            for (s, &v) in sums[l as usize * d..][..d].iter_mut().zip(x) {
+                *s += f64::from(v);
+            }
+        }
+        for c in 0..k {
+            if counts[c] == 0 {
+                // An empty cluster takes the point farthest from its centre.
+                let far = (0..n)
+                    .max_by(|&a, &b| dists[a].total_cmp(&dists[b]).then(b.cmp(&a)))
+                    .unwrap_or(0);
+                centroids[c * d..(c + 1) * d].copy_from_slice(&xs[far * d..(far + 1) * d]);
+                dists[far] = 0.0;
+                labels[far] = c as u32;
+                changed = true;
+            } else {
+                for (m, s) in centroids[c * d..(c + 1) * d].iter_mut().zip(&sums[c * d..]) {
+                    *m = (s / counts[c] as f64) as f32;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    // Final assignment against the final centres so labels and inertia are consistent.
+    let mut inertia = 0f64;
+    for (i, x) in xs.chunks_exact(d).enumerate() {
+        let (c, dist) = nearest(x, &centroids, d);
+        labels[i] = c as u32;
+        inertia += f64::from(dist);
+    }
+    KMeans {
+        d,
+        centroids,
+        labels,
+        inertia,
+    }
+}
+
+/// Fits k-means on `xs` (`[n, d]` row-major). `warm` adds one extra run seeded with the given
+/// centres (DEKM passes the previous iteration's).
+pub fn fit(xs: &[f32], d: usize, cfg: &KMeansConfig, warm: Option<&[f32]>) -> Result<KMeans, ClusterError> {
+    if d == 0 || xs.len() % d != 0 {
+        return Err(ClusterError::Shape {
+            what: "points",
+            expected: d.max(1) * (xs.len() / d.max(1)),
+            got: xs.len(),
+        });
+    }
+    let n = xs.len() / d;
+    if cfg.k == 0 || cfg.k > n {
+        return Err(ClusterError::BadK { k: cfg.k, n });
+    }
+    if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
+        return Err(ClusterError::NotFinite { index: i / d });
+    }
+    if let Some(w) = warm
+        && w.len() != cfg.k * d
+    {
+        return Err(ClusterError::Shape {
+            what: "warm-start centroids",
+            expected: cfg.k * d,
+            got: w.len(),
+        });
+    }
+    let runs: Vec<KMeans> = (0..cfg.restarts.max(1))
+        .into_par_iter()
+        .map(|r| {
+            let init = plus_plus(xs, d, cfg.k, &mut rng(cfg.seed, 1000 + r as u64));
+            lloyd(xs, d, init, cfg.max_iter)
+        })
+        .chain(warm.map(|w| lloyd(xs, d, w.to_vec(), cfg.max_iter)))
+        .collect();
+    // `min_by` keeps the first of equal elements, so ties go to the lowest restart index.
+    Ok(runs
+        .into_iter()
+        .min_by(|a, b| a.inertia.total_cmp(&b.inertia))
+        .unwrap_or_else(|| unreachable!("at least one restart")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::accuracy;
+    use rand_distr::{Distribution, Normal};
+
+    /// `k` well-separated Gaussian blobs in `d` dimensions.
+    pub(crate) fn blobs(k: usize, per: usize, d: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
+        let mut r = rng(seed, 0);
+        let noise = Normal::new(0.0f32, 0.5).unwrap();
+        let (mut xs, mut ys) = (Vec::new(), Vec::new());
+        for i in 0..per * k {
+            let c = i % k;
+            for j in 0..d {
+                let centre = if j == c % d { 20.0 * (1 + c / d) as f32 } else { 0.0 };
+                xs.push(centre + noise.sample(&mut r));
+            }
+            ys.push(c as u32);
+        }
+        (xs, ys)
+    }
+
+    fn cfg(k: usize) -> KMeansConfig {
+        KMeansConfig {
+            k,
+            restarts: 4,
+            max_iter: 100,
+            seed: 3,
+        }
+    }
+
+    #[test]
+    fn separates_blobs_perfectly() {
+        let (xs, ys) = blobs(6, 50, 4, 1);
+        let km = fit(&xs, 4, &cfg(6), None).unwrap();
+        assert_eq!(accuracy(&km.labels, &ys), 1.0);
+        assert_eq!(km.centroids.len(), 24);
+    }
+
+    #[test]
+    fn deterministic_and_warm_start_never_worse() {
+        let (xs, _) = blobs(5, 40, 3, 2);
+        let a = fit(&xs, 3, &cfg(5), None).unwrap();
+        assert_eq!(a, fit(&xs, 3, &cfg(5), None).unwrap());
+        let w = fit(&xs, 3, &cfg(5), Some(&a.centroids)).unwrap();
+        assert!(w.inertia <= a.inertia + 1e-9);
+    }
+
+    #[test]
+    fn bad_input_is_rejected() {
+        let xs = [0.0, 1.0, 2.0, 3.0];
+        assert_eq!(fit(&xs, 2, &cfg(0), None), Err(ClusterError::BadK { k: 0, n: 2 }));
+        assert_eq!(fit(&xs, 2, &cfg(3), None), Err(ClusterError::BadK { k: 3, n: 2 }));
+        assert!(matches!(fit(&xs, 3, &cfg(1), None), Err(ClusterError::Shape { .. })));
+        assert_eq!(
+            fit(&[0.0, f32::NAN, 1.0, 1.0], 2, &cfg(1), None),
+            Err(ClusterError::NotFinite { index: 0 })
+        );
+        assert!(matches!(fit(&xs, 2, &cfg(1), Some(&[0.0])), Err(ClusterError::Shape { .. })));
+    }
+
+    #[test]
+    fn identical_points_fill_every_cluster() {
+        let xs = vec![1.0f32; 20];
+        let km = fit(&xs, 2, &cfg(3), None).unwrap();
+        assert_eq!(km.inertia, 0.0);
+        assert_eq!(km.labels.len(), 10);
+    }
+}

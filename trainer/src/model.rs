@@ -1,0 +1,299 @@
+//! The autoencoders, defined once from an [`EncoderSpec`] and built either fresh (a `VarMap`
+//! being trained) or from the tensors of an export, through candle's `VarBuilder`.
+//!
+//! Samples travel as flat `[batch, input_len]` tensors; the convolutional encoder reshapes them
+//! to `[batch, c, h, w]` itself, so data loading never depends on the architecture.
+
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Linear, VarBuilder, VarMap};
+use dekm_shared::{EncoderSpec, ImageShape, names};
+use rand::Rng;
+
+use crate::rng;
+
+fn linear(vb: &VarBuilder, name: &str, input: usize, output: usize) -> Result<Linear> {
+    candle_nn::linear(input, output, vb.pp(name))
+}
+
+/// Maps a flat sample batch to latent vectors `z`.
+#[derive(Debug, Clone)]
+pub enum Encoder {
+    /// Convolutions, flatten, linear.
+    Conv {
+        /// Input image shape.
+        input: ImageShape,
+        /// Convolutions, ReLU after each.
+        convs: Vec<Conv2d>,
+        /// Linear layer to the latent space.
+        latent: Linear,
+    },
+    /// Dense layers with ReLU, then linear.
+    Dense {
+        /// Hidden layers.
+        hidden: Vec<Linear>,
+        /// Linear layer to the latent space.
+        latent: Linear,
+    },
+}
+
+impl Encoder {
+    /// Builds the encoder's layers under their export names (`encoder.conv0`, ...).
+    pub fn new(spec: &EncoderSpec, vb: &VarBuilder) -> Result<Self> {
+        let pre = spec.pre_latent_len().map_err(candle_core::Error::wrap)?;
+        let latent = linear(vb, names::LATENT, pre, spec.latent_dim())?;
+        Ok(match spec {
+            EncoderSpec::Conv { input, .. } => {
+                let geometry = spec.conv_geometry().map_err(candle_core::Error::wrap)?;
+                let convs = geometry
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| {
+                        let cfg = Conv2dConfig {
+                            padding: g.pad,
+                            stride: g.stride,
+                            ..Default::default()
+                        };
+                        candle_nn::conv2d(g.input.channels, g.output.channels, g.kernel, cfg, vb.pp(names::conv(i)))
+                    })
+                    .collect::<Result<_>>()?;
+                Self::Conv {
+                    input: *input,
+                    convs,
+                    latent,
+                }
+            }
+            EncoderSpec::Dense { input, hidden, .. } => {
+                let widths = std::iter::once(*input).chain(hidden.iter().copied());
+                let hidden = widths
+                    .clone()
+                    .zip(hidden.iter())
+                    .enumerate()
+                    .map(|(i, (a, &b))| linear(vb, &names::dense(i), a, b))
+                    .collect::<Result<_>>()?;
+                Self::Dense { hidden, latent }
+            }
+        })
+    }
+}
+
+impl Module for Encoder {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Conv { input, convs, latent } => {
+                let b = xs.dim(0)?;
+                let mut h = xs.reshape((b, input.channels, input.height, input.width))?;
+                for c in convs {
+                    h = c.forward(&h)?.relu()?;
+                }
+                latent.forward(&h.flatten_from(1)?)
+            }
+            Self::Dense { hidden, latent } => {
+                let mut h = xs.clone();
+                for l in hidden {
+                    h = l.forward(&h)?.relu()?;
+                }
+                latent.forward(&h)
+            }
+        }
+    }
+}
+
+/// Mirror of the encoder back to a flat reconstruction; used only in pretraining.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    latent: Linear,
+    /// Shape the latent layer's output is reshaped to before the transposed convolutions.
+    unflatten: Option<ImageShape>,
+    /// Layers applied in order; ReLU after every one but the last.
+    layers: Vec<DecoderLayer>,
+}
+
+#[derive(Debug, Clone)]
+enum DecoderLayer {
+    Deconv(ConvTranspose2d),
+    Dense(Linear),
+}
+
+impl Decoder {
+    /// Builds the decoder under `decoder.*` names; `decoder.deconv{i}` inverts `encoder.conv{i}`.
+    pub fn new(spec: &EncoderSpec, vb: &VarBuilder) -> Result<Self> {
+        let pre = spec.pre_latent_len().map_err(candle_core::Error::wrap)?;
+        let latent = linear(vb, "decoder.latent", spec.latent_dim(), pre)?;
+        let (unflatten, layers) = match spec {
+            EncoderSpec::Conv { .. } => {
+                let geometry = spec.conv_geometry().map_err(candle_core::Error::wrap)?;
+                let mut layers = Vec::new();
+                for (i, g) in geometry.iter().enumerate().rev() {
+                    let (ph, pw) = g.transpose_output_padding();
+                    if ph != pw {
+                        candle_core::bail!("layer {i}: non-square images need equal output padding in both axes");
+                    }
+                    let cfg = ConvTranspose2dConfig {
+                        padding: g.pad,
+                        output_padding: ph,
+                        stride: g.stride,
+                        dilation: 1,
+                    };
+                    let vb = vb.pp(format!("decoder.deconv{i}"));
+                    layers.push(DecoderLayer::Deconv(candle_nn::conv_transpose2d(
+                        g.output.channels,
+                        g.input.channels,
+                        g.kernel,
+                        cfg,
+                        vb,
+                    )?));
+                }
+                (geometry.last().map(|g| g.output), layers)
+            }
+            EncoderSpec::Dense { input, hidden, .. } => {
+                let mut layers = Vec::new();
+                for i in (0..hidden.len()).rev() {
+                    let out = if i == 0 { *input } else { hidden[i - 1] };
+                    layers.push(DecoderLayer::Dense(linear(vb, &format!("decoder.dense{i}"), hidden[i], out)?));
+                }
+                (None, layers)
+            }
+        };
+        Ok(Self {
+            latent,
+            unflatten,
+            layers,
+        })
+    }
+}
+
+impl Module for Decoder {
+    fn forward(&self, z: &Tensor) -> Result<Tensor> {
+        let b = z.dim(0)?;
+        let mut h = self.latent.forward(z)?;
+        if self.layers.is_empty() {
+            return Ok(h);
+        }
+        h = h.relu()?;
+        if let Some(s) = self.unflatten {
+            h = h.reshape((b, s.channels, s.height, s.width))?;
+        }
+        let last = self.layers.len() - 1;
+        for (i, l) in self.layers.iter().enumerate() {
+            h = match l {
+                DecoderLayer::Deconv(c) => c.forward(&h)?,
+                DecoderLayer::Dense(d) => d.forward(&h)?,
+            };
+            if i < last {
+                h = h.relu()?;
+            }
+        }
+        h.flatten_from(1)
+    }
+}
+
+/// Encoder plus decoder.
+#[derive(Debug, Clone)]
+pub struct Autoencoder {
+    /// The part that is exported.
+    pub encoder: Encoder,
+    /// The part used only to pretrain.
+    pub decoder: Decoder,
+}
+
+impl Autoencoder {
+    /// Builds both halves on `vb`.
+    pub fn new(spec: &EncoderSpec, vb: &VarBuilder) -> Result<Self> {
+        Ok(Self {
+            encoder: Encoder::new(spec, vb)?,
+            decoder: Decoder::new(spec, vb)?,
+        })
+    }
+
+    /// Creates a fresh model in `varmap` with PyTorch's default initialisation drawn from
+    /// `seed` (candle's own initialisers use an unseeded generator on CPU).
+    pub fn init(spec: &EncoderSpec, varmap: &VarMap, seed: u64) -> Result<Self> {
+        let vb = VarBuilder::from_varmap(varmap, DType::F32, &candle_core::Device::Cpu);
+        let model = Self::new(spec, &vb)?;
+        reinit(varmap, seed)?;
+        Ok(model)
+    }
+}
+
+impl Module for Autoencoder {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.decoder.forward(&self.encoder.forward(xs)?)
+    }
+}
+
+/// Overwrites every variable with `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` (PyTorch's default for
+/// conv and linear layers, weights and biases alike), visiting names in sorted order so the
+/// result depends only on `seed`.
+fn reinit(varmap: &VarMap, seed: u64) -> Result<()> {
+    let vars = varmap.data().lock().map_err(|_| candle_core::Error::Msg("var map lock poisoned".into()))?;
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut r = rng(seed, 7);
+    for name in names {
+        let var = &vars[name];
+        let weight = name
+            .strip_suffix(".bias")
+            .map(|base| format!("{base}.weight"))
+            .unwrap_or_else(|| name.clone());
+        let dims = vars
+            .get(&weight)
+            .map(|w| w.dims().to_vec())
+            .unwrap_or_else(|| var.dims().to_vec());
+        let fan_in: usize = dims.iter().skip(1).product::<usize>().max(1);
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let values: Vec<f32> = (0..var.elem_count()).map(|_| r.random_range(-bound..bound)).collect();
+        var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
+    }
+    Ok(())
+}
+
+/// Latent vectors of all rows of `xs` (`[n, input_len]`), row-major `[n, d]`, in batches.
+pub fn embed(encoder: &Encoder, xs: &Tensor, batch: usize) -> Result<Vec<f32>> {
+    let n = xs.dim(0)?;
+    let mut out = Vec::new();
+    for start in (0..n).step_by(batch.max(1)) {
+        let len = batch.min(n - start);
+        let z = encoder.forward(&xs.narrow(0, start, len)?)?;
+        out.extend(z.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn conv_autoencoder_reconstructs_input_shape() {
+        let spec = EncoderSpec::paper_conv(
+            ImageShape {
+                channels: 2,
+                height: 13,
+                width: 13,
+            },
+            4,
+        );
+        let vm = VarMap::new();
+        let ae = Autoencoder::init(&spec, &vm, 1).unwrap();
+        let xs = Tensor::ones((3, spec.input_len()), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(ae.encoder.forward(&xs).unwrap().dims(), [3, 4]);
+        assert_eq!(ae.forward(&xs).unwrap().dims(), [3, 2 * 13 * 13]);
+    }
+
+    #[test]
+    fn init_is_seeded() {
+        let spec = EncoderSpec::paper_dense(5, 3);
+        let dump = |seed| {
+            let vm = VarMap::new();
+            Autoencoder::init(&spec, &vm, seed).unwrap();
+            let data = vm.data().lock().unwrap();
+            data["encoder.latent.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        assert_eq!(dump(1), dump(1));
+        assert_ne!(dump(1), dump(2));
+        let w = dump(1);
+        let bound = 1.0 / 2000f32.sqrt();
+        assert!(w.iter().all(|x| x.abs() <= bound));
+    }
+}

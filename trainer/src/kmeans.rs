@@ -174,6 +174,18 @@ fn lloyd(xs: &[f32], d: usize, mut centroids: Vec<f32>, max_iter: usize) -> KMea
     }
 }
 
+/// Lloyd iterations from given centres (resuming a clustering exactly where it was).
+pub fn refine(xs: &[f32], d: usize, centroids: Vec<f32>, max_iter: usize) -> Result<KMeans, ClusterError> {
+    if d == 0 || xs.len() % d != 0 || centroids.is_empty() || centroids.len() % d != 0 {
+        return Err(ClusterError::Shape {
+            what: "centroids",
+            expected: d,
+            got: centroids.len(),
+        });
+    }
+    Ok(lloyd(xs, d, centroids, max_iter))
+}
+
 /// Fits k-means on `xs` (`[n, d]` row-major). `warm` adds one extra run seeded with the given
 /// centres (DEKM passes the previous iteration's).
 pub fn fit(xs: &[f32], d: usize, cfg: &KMeansConfig, warm: Option<&[f32]>) -> Result<KMeans, ClusterError> {

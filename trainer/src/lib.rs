@@ -2,10 +2,13 @@
 //! model export.
 
 pub mod data;
+pub mod export;
 pub mod kmeans;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod rotation;
+pub mod train;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

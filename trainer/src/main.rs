@@ -1,1 +1,335 @@
-fn main(){}
+//! `dekm`: train, evaluate and demo the Deep Embedded K-Means pipeline.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use dekm_trainer::data::{self, DataSource, LabelColumn, LoadOptions, Split, SyntheticOptions};
+use dekm_trainer::export::read_model;
+use dekm_trainer::metrics;
+use dekm_trainer::pipeline::{assign, cluster_sizes, metrics_table, train_and_export};
+use dekm_trainer::train::{RunOptions, TrainConfig};
+
+#[derive(Parser)]
+#[command(name = "dekm", version, about = "Deep Embedded K-Means: train, evaluate and export clustering models")]
+struct Cli {
+    /// Hide progress bars and informational logs.
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model and export it to --out.
+    Train(TrainArgs),
+    /// Assign a data set with an exported model and print cluster sizes and metrics.
+    Evaluate(EvalArgs),
+    /// Train on built-in synthetic sensor data, export, and assign a fresh stream.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct DataArgs {
+    /// mnist, fashion-mnist, synthetic, csv:PATH or npy:PATH.
+    #[arg(long)]
+    dataset: DataSource,
+    /// Directory with mnist/ and fashion-mnist/ (IDX files, gzip or raw).
+    #[arg(long, env = "DEKM_DATA")]
+    data_dir: Option<PathBuf>,
+    /// IDX split: train+test (the literature's 70,000), train or test.
+    #[arg(long, value_enum, default_value_t = Split::All)]
+    split: Split,
+    /// Use only the first N samples.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Label column of CSV/NPY data: index, header name or "last".
+    #[arg(long)]
+    label_col: Option<LabelColumn>,
+    /// Windows generated for --dataset synthetic.
+    #[arg(long, default_value_t = 5000)]
+    synthetic_samples: usize,
+}
+
+impl DataArgs {
+    fn load(&self, k: usize, seed: u64) -> Result<data::Dataset> {
+        let opts = LoadOptions {
+            data_dir: self.data_dir.clone(),
+            split: self.split,
+            limit: self.limit,
+            label_column: self.label_col.clone(),
+            synthetic: SyntheticOptions {
+                k,
+                samples: self.synthetic_samples,
+                draw_seed: seed.wrapping_add(1),
+                ..Default::default()
+            },
+        };
+        let started = Instant::now();
+        let ds = data::load(&self.dataset, &opts)?;
+        tracing::info!(dataset = %self.dataset, samples = ds.len(), seconds = started.elapsed().as_secs_f32(), "loaded");
+        Ok(ds)
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Number of clusters.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Output model directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Pretraining epochs.
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Maximum DEKM iterations.
+    #[arg(long, default_value_t = 50)]
+    max_iter: usize,
+    /// Fine-tuning minibatches per DEKM iteration.
+    #[arg(long, default_value_t = 140)]
+    steps_per_iter: usize,
+    /// Stop when fewer than this fraction of assignments change.
+    #[arg(long, default_value_t = 0.005)]
+    tol: f64,
+    /// k-means++ restarts.
+    #[arg(long, default_value_t = 10)]
+    restarts: usize,
+    /// Latent dimension.
+    #[arg(long, default_value_t = 10)]
+    latent: usize,
+    /// Outlier threshold: quantile of each cluster's training distances.
+    #[arg(long, default_value_t = 0.99)]
+    threshold_quantile: f32,
+    /// Continue from OUT/checkpoint after an interruption.
+    #[arg(long)]
+    resume: bool,
+}
+
+impl TrainArgs {
+    fn config(&self) -> TrainConfig {
+        TrainConfig {
+            k: self.k,
+            latent: self.latent,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            seed: self.seed,
+            max_iter: self.max_iter,
+            steps_per_iter: self.steps_per_iter,
+            tol: self.tol,
+            restarts: self.restarts,
+            threshold_quantile: self.threshold_quantile,
+        }
+    }
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Model directory (or model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Where to export the model (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Operating regimes (clusters).
+    #[arg(long, default_value_t = 5)]
+    k: usize,
+    /// Pretraining epochs.
+    #[arg(long, default_value_t = 15)]
+    epochs: usize,
+}
+
+fn train(args: &TrainArgs, quiet: bool) -> Result<()> {
+    let ds = args.data.load(args.k, args.seed)?;
+    let cfg = args.config();
+    let opts = RunOptions {
+        checkpoint: Some(args.out.join("checkpoint")),
+        resume: args.resume,
+        quiet,
+    };
+    let outcome = train_and_export(&ds, &cfg, &opts, &args.out).context("training failed")?;
+    let sizes = cluster_sizes(&outcome.calibration.labels, cfg.k);
+    let h = &outcome.trained.history;
+    println!(
+        "trained on {} ({} samples) in {:.1} s pretraining + {:.1} s DEKM ({} iterations)",
+        ds.name,
+        ds.len(),
+        h.pretrain_seconds,
+        h.dekm_seconds,
+        h.iterations.len()
+    );
+    println!("cluster sizes: {sizes:?}");
+    if let (Some(b), Some(m)) = (outcome.trained.baseline, outcome.meta.metrics) {
+        print!("{}", metrics_table(&[("AE+k-means", b), ("DEKM", m)]));
+    }
+    println!("model: {} (sha256 {})", args.out.display(), outcome.sha256);
+    Ok(())
+}
+
+fn evaluate(args: &EvalArgs) -> Result<()> {
+    let model = read_model(&args.model)?;
+    let ds = args.data.load(model.meta.k, model.meta.seed)?;
+    let out = assign(&model, &ds)?;
+    let labels: Vec<u32> = out.iter().map(|a| a.cluster).collect();
+    let outliers = out.iter().filter(|a| a.outlier).count();
+    println!(
+        "{} samples of {} with the model trained on {} (k = {})",
+        ds.len(),
+        ds.name,
+        model.meta.dataset,
+        model.meta.k
+    );
+    println!("cluster sizes: {:?}", cluster_sizes(&labels, model.meta.k));
+    println!("outliers: {outliers} ({:.2}%)", 100.0 * outliers as f64 / ds.len().max(1) as f64);
+    if let Some(t) = &ds.labels {
+        print!("{}", metrics_table(&[("DEKM", metrics::evaluate(&labels, t))]));
+    }
+    Ok(())
+}
+
+fn demo(args: &DemoArgs, quiet: bool) -> Result<()> {
+    let tmp;
+    let out = match &args.out {
+        Some(p) => p.clone(),
+        None => {
+            tmp = tempfile_dir()?;
+            tmp.0.clone()
+        }
+    };
+    let world = SyntheticOptions {
+        k: args.k,
+        samples: 4000,
+        anomaly_rate: 0.01,
+        world_seed: args.seed.wrapping_add(42),
+        draw_seed: args.seed.wrapping_add(1),
+    };
+    let train_set = data::load(&DataSource::Synthetic, &LoadOptions { synthetic: world, ..Default::default() })?;
+    println!(
+        "demo: {} synthetic sensor windows ({} channels x {} steps) from {} regimes, {} injected anomalies",
+        train_set.len(),
+        data::synthetic::CHANNELS,
+        data::synthetic::WINDOW,
+        args.k,
+        train_set.anomalies.iter().flatten().filter(|&&a| a).count()
+    );
+    let cfg = TrainConfig {
+        k: args.k,
+        epochs: args.epochs,
+        seed: args.seed,
+        max_iter: 20,
+        steps_per_iter: 40,
+        ..Default::default()
+    };
+    let opts = RunOptions {
+        checkpoint: None,
+        resume: false,
+        quiet,
+    };
+    let started = Instant::now();
+    let outcome = train_and_export(&train_set, &cfg, &opts, &out)?;
+    println!(
+        "trained and exported to {} in {:.1} s",
+        out.display(),
+        started.elapsed().as_secs_f32()
+    );
+    if let (Some(b), Some(m)) = (outcome.trained.baseline, outcome.meta.metrics) {
+        print!("{}", metrics_table(&[("AE+k-means", b), ("DEKM", m)]));
+    }
+
+    let stream_opts = SyntheticOptions {
+        samples: 1000,
+        anomaly_rate: 0.03,
+        draw_seed: args.seed.wrapping_add(1000),
+        ..world
+    };
+    let stream = data::load(&DataSource::Synthetic, &LoadOptions { synthetic: stream_opts, ..Default::default() })?;
+    let model = read_model(&out)?;
+    let started = Instant::now();
+    let assigned = assign(&model, &stream)?;
+    let secs = started.elapsed().as_secs_f64();
+    let labels: Vec<u32> = assigned.iter().map(|a| a.cluster).collect();
+    println!(
+        "\nfresh stream: {} windows assigned with the exported model in {:.1} ms ({:.0} windows/s)",
+        stream.len(),
+        secs * 1e3,
+        stream.len() as f64 / secs
+    );
+    println!("cluster sizes: {:?}", cluster_sizes(&labels, args.k));
+    if let Some(t) = &stream.labels {
+        print!("{}", metrics_table(&[("DEKM (stream)", metrics::evaluate(&labels, t))]));
+    }
+    let truth = stream.anomalies.as_deref().unwrap_or_default();
+    let injected = truth.iter().filter(|&&a| a).count();
+    let caught = assigned.iter().zip(truth).filter(|(a, t)| a.outlier && **t).count();
+    let false_alarms = assigned.iter().zip(truth).filter(|(a, t)| a.outlier && !**t).count();
+    println!(
+        "anomalies: {caught} of {injected} injected flagged ({:.0}%), {false_alarms} false alarms in {} normal windows ({:.1}%)",
+        100.0 * caught as f64 / injected.max(1) as f64,
+        stream.len() - injected,
+        100.0 * false_alarms as f64 / (stream.len() - injected).max(1) as f64
+    );
+    if args.out.is_none() {
+        println!("(model directory was temporary; pass --out DIR to keep it)");
+    }
+    Ok(())
+}
+
+/// A temporary directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> Result<TempDir> {
+    let base = std::env::temp_dir();
+    for i in 0..100u32 {
+        let p = base.join(format!("dekm-demo-{}-{i}", std::process::id()));
+        if std::fs::create_dir(&p).is_ok() {
+            return Ok(TempDir(p));
+        }
+    }
+    bail!("could not create a temporary directory under {}", base.display())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // Progress bars carry the running figures; `RUST_LOG=info` adds structured logs.
+    let level = "warn";
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match &cli.command {
+        Command::Train(a) => train(a, cli.quiet),
+        Command::Evaluate(a) => evaluate(a),
+        Command::Demo(a) => demo(a, cli.quiet),
+    }
+}

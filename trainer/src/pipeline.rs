@@ -1,0 +1,130 @@
+//! The whole job as the CLI and the tests run it: train, calibrate, export; and assigning a data
+//! set with an exported model.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use candle_core::{Device, Tensor};
+use dekm_edge::Assignment;
+use dekm_shared::{FORMAT_VERSION, ModelMeta, TrainingMetrics};
+
+use crate::data::Dataset;
+use crate::export::{self, Calibration, ExportError, LoadedModel, MetricsReport};
+use crate::metrics;
+use crate::model::embed;
+use crate::train::{self, RunOptions, TrainConfig, TrainError, Trained};
+
+/// Any failure of the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// Writing or reading the model failed.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// The clustering head rejected a vector.
+    #[error("clustering head: {0}")]
+    Head(#[from] dekm_edge::HeadError),
+    /// The data does not fit the model.
+    #[error("{0}")]
+    Input(String),
+    /// A tensor operation failed.
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Result of [`train_and_export`].
+pub struct Outcome {
+    /// The trained model.
+    pub trained: Trained,
+    /// Thresholds and final assignments.
+    pub calibration: Calibration,
+    /// Metadata written into the header.
+    pub meta: ModelMeta,
+    /// SHA-256 of `model.safetensors`.
+    pub sha256: String,
+}
+
+/// Trains on `ds` and writes the model directory `out` (checkpoints under `out/checkpoint`).
+pub fn train_and_export(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions, out: &Path) -> Result<Outcome, PipelineError> {
+    let trained = train::train(ds, cfg, opts)?;
+    let calibration = export::calibrate(&trained, cfg.threshold_quantile)?;
+    let dekm = ds.labels.as_ref().map(|t| metrics::evaluate(&calibration.labels, t));
+    let meta = ModelMeta {
+        format_version: FORMAT_VERSION,
+        encoder: trained.spec.clone(),
+        k: cfg.k,
+        threshold_quantile: cfg.threshold_quantile,
+        dataset: ds.name.clone(),
+        samples: ds.len(),
+        seed: cfg.seed,
+        metrics: dekm,
+        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        trainer_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let report = MetricsReport {
+        dataset: &ds.name,
+        samples: ds.len(),
+        config: cfg,
+        baseline: trained.baseline,
+        dekm,
+        cluster_sizes: cluster_sizes(&calibration.labels, cfg.k),
+        outliers: calibration.outliers.iter().filter(|&&o| o).count(),
+        history: &trained.history,
+    };
+    let sha256 = export::write_model(out, &trained, &calibration, &meta, &report)?;
+    Ok(Outcome {
+        trained,
+        calibration,
+        meta,
+        sha256,
+    })
+}
+
+/// Samples per cluster.
+pub fn cluster_sizes(labels: &[u32], k: usize) -> Vec<usize> {
+    let mut sizes = vec![0; k];
+    for &l in labels {
+        if let Some(s) = sizes.get_mut(l as usize) {
+            *s += 1;
+        }
+    }
+    sizes
+}
+
+/// Encodes and assigns every sample of `ds` with an exported model.
+pub fn assign(model: &LoadedModel, ds: &Dataset) -> Result<Vec<Assignment>, PipelineError> {
+    let len = model.meta.encoder.input_len();
+    if ds.shape.len() != len {
+        return Err(PipelineError::Input(format!(
+            "data set {} has {} values per sample but the model expects {len} (trained on {})",
+            ds.name,
+            ds.shape.len(),
+            model.meta.dataset
+        )));
+    }
+    let mut flat = vec![0f32; ds.xs.len()];
+    for (i, (raw, out)) in ds.xs.chunks_exact(len).zip(flat.chunks_exact_mut(len)).enumerate() {
+        model
+            .normalizer
+            .apply(raw, out)
+            .map_err(|e| PipelineError::Input(format!("sample {i}: {e}")))?;
+    }
+    let xs = Tensor::from_vec(flat, (ds.len(), len), &Device::Cpu)?;
+    let z = embed(&model.encoder, &xs, 1024)?;
+    let d = model.head.latent_dim();
+    let mut y = vec![0f32; d];
+    z.chunks_exact(d)
+        .map(|z| model.head.assign(z, &mut y).map_err(PipelineError::from))
+        .collect()
+}
+
+/// Renders rows of metrics as an aligned table.
+pub fn metrics_table(rows: &[(&str, TrainingMetrics)]) -> String {
+    let mut s = format!("{:<14} {:>8} {:>8} {:>8}\n", "method", "ACC", "NMI", "ARI");
+    for (name, m) in rows {
+        s += &format!("{:<14} {:>8.4} {:>8.4} {:>8.4}\n", name, m.acc, m.nmi, m.ari);
+    }
+    s
+}

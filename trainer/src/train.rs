@@ -1,0 +1,489 @@
+//! The training loop: autoencoder pretraining, then DEKM iterations, with checkpoints.
+//!
+//! DEKM iteration (Guo et al., "Deep Embedded K-Means Clustering", 2021): embed all samples,
+//! k-means, `Sw`, `V` from its eigenvectors; targets `y' = V z` with the last (largest-eigenvalue,
+//! most discriminative) coordinate replaced by the centroid's; fine-tune the encoder on
+//! `‖V z − y'‖²`; repeat until the fraction of changed assignments drops below `tol`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{Device, Module, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use dekm_shared::{EncoderSpec, Normalizer, TrainingMetrics};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Dataset;
+use crate::kmeans::{self, ClusterError, KMeans, KMeansConfig};
+use crate::metrics;
+use crate::model::{Autoencoder, Encoder, embed};
+use crate::rng;
+use crate::rotation::{Rotation, rotation, within_scatter};
+
+/// Why training stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A setting is out of range for this data.
+    #[error("invalid setting: {0}")]
+    Config(String),
+    /// k-means rejected its input.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A tensor operation failed.
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// The checkpoint cannot be written or does not belong to this run.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// Checkpoint directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The loss became NaN or infinite.
+    #[error("training diverged: loss is {loss} at {phase}")]
+    Diverged {
+        /// Loss value.
+        loss: f32,
+        /// Where.
+        phase: String,
+    },
+}
+
+/// Training settings (what `dekm train` exposes, saved as `config.json` next to the model).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    /// Number of clusters.
+    pub k: usize,
+    /// Latent dimension.
+    pub latent: usize,
+    /// Pretraining epochs.
+    pub epochs: usize,
+    /// Minibatch size for pretraining and fine-tuning.
+    pub batch_size: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Maximum DEKM iterations.
+    pub max_iter: usize,
+    /// Minibatches of encoder fine-tuning per DEKM iteration.
+    pub steps_per_iter: usize,
+    /// Stop when fewer than this fraction of assignments change.
+    pub tol: f64,
+    /// k-means++ restarts per clustering.
+    pub restarts: usize,
+    /// Quantile of training distances used as the outlier threshold.
+    pub threshold_quantile: f32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            k: 10,
+            latent: 10,
+            epochs: 30,
+            batch_size: 256,
+            lr: 1e-3,
+            seed: 0,
+            max_iter: 50,
+            steps_per_iter: 140,
+            tol: 0.005,
+            restarts: 10,
+            threshold_quantile: 0.99,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the settings against a data set of `n` samples.
+    pub fn validate(&self, n: usize) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.k == 0 || self.k > n {
+            return bad(format!("k = {} but the data set has {n} samples (need 1 <= k <= samples)", self.k));
+        }
+        if self.latent == 0 || self.batch_size == 0 {
+            return bad("latent dimension and batch size must be positive".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("learning rate {} must be positive", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.tol) {
+            return bad(format!("tolerance {} must be in [0, 1)", self.tol));
+        }
+        if !(self.threshold_quantile > 0.0 && self.threshold_quantile <= 1.0) {
+            return bad(format!("threshold quantile {} must be in (0, 1]", self.threshold_quantile));
+        }
+        Ok(())
+    }
+}
+
+/// Where to checkpoint and whether to resume.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Checkpoint directory; none disables checkpoints.
+    pub checkpoint: Option<PathBuf>,
+    /// Continue from the checkpoint when it exists.
+    pub resume: bool,
+    /// Hide progress bars.
+    pub quiet: bool,
+}
+
+/// One DEKM iteration's record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IterationLog {
+    /// Mean fine-tuning loss.
+    pub loss: f32,
+    /// Fraction of assignments that changed.
+    pub changed: f64,
+    /// Metrics after the iteration, when labels exist.
+    pub metrics: Option<TrainingMetrics>,
+}
+
+/// Loss and metric curves.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct History {
+    /// Mean reconstruction loss per pretraining epoch.
+    pub pretrain_loss: Vec<f32>,
+    /// One entry per DEKM iteration.
+    pub iterations: Vec<IterationLog>,
+    /// Seconds spent pretraining (this process only, when resumed).
+    pub pretrain_seconds: f64,
+    /// Seconds spent in the DEKM stage.
+    pub dekm_seconds: f64,
+}
+
+/// A trained model and how it got there.
+pub struct Trained {
+    /// Encoder architecture.
+    pub spec: EncoderSpec,
+    /// All weights (encoder and decoder).
+    pub varmap: VarMap,
+    /// The encoder, sharing `varmap`'s variables.
+    pub encoder: Encoder,
+    /// Input preprocessing.
+    pub normalizer: Normalizer,
+    /// Final clustering in latent space.
+    pub kmeans: KMeans,
+    /// Final rotation.
+    pub rotation: Rotation,
+    /// Final latent vectors, `[n, d]`.
+    pub z: Vec<f32>,
+    /// AE + k-means before any DEKM iteration, when labels exist.
+    pub baseline: Option<TrainingMetrics>,
+    /// Curves.
+    pub history: History,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct RunKey {
+    dataset: String,
+    samples: usize,
+    config: TrainConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Phase {
+    Pretrain { epochs_done: usize },
+    Dekm { iterations_done: usize, centroids: Vec<f32>, baseline: Option<TrainingMetrics>, converged: bool },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    run: RunKey,
+    phase: Phase,
+    history: History,
+}
+
+const WEIGHTS: &str = "weights.safetensors";
+const STATE: &str = "state.json";
+
+struct Checkpointer<'a> {
+    dir: Option<&'a Path>,
+    run: RunKey,
+}
+
+impl Checkpointer<'_> {
+    fn err(&self, reason: impl std::fmt::Display) -> TrainError {
+        TrainError::Checkpoint {
+            path: self.dir.map(Path::to_path_buf).unwrap_or_default(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Writes weights then state, each to a temporary file renamed into place, so a crash leaves
+    /// the previous complete checkpoint (state is renamed last and names the phase).
+    fn save(&self, varmap: &VarMap, phase: Phase, history: &History) -> Result<(), TrainError> {
+        let Some(dir) = self.dir else { return Ok(()) };
+        std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
+        let tmp = dir.join(format!("{WEIGHTS}.tmp"));
+        varmap.save(&tmp)?;
+        std::fs::rename(&tmp, dir.join(WEIGHTS)).map_err(|e| self.err(e))?;
+        let state = CheckpointState {
+            run: self.run.clone(),
+            phase,
+            history: history.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&state).map_err(|e| self.err(e))?;
+        crate::export::write_atomic(&dir.join(STATE), &json).map_err(|e| self.err(e))
+    }
+
+    fn load(&self, varmap: &mut VarMap) -> Result<Option<CheckpointState>, TrainError> {
+        let Some(dir) = self.dir else { return Ok(None) };
+        let path = dir.join(STATE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = std::fs::read(&path).map_err(|e| self.err(e))?;
+        let state: CheckpointState = serde_json::from_slice(&bytes).map_err(|e| self.err(format!("{STATE}: {e}")))?;
+        if state.run != self.run {
+            return Err(self.err(
+                "it belongs to a different run (data set, size or settings differ); remove it or drop --resume",
+            ));
+        }
+        varmap.load(dir.join(WEIGHTS))?;
+        Ok(Some(state))
+    }
+}
+
+fn bar(quiet: bool, len: usize, prefix: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len as u64).with_prefix(prefix.to_string());
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+fn finite(loss: f32, phase: impl FnOnce() -> String) -> Result<f32, TrainError> {
+    if loss.is_finite() { Ok(loss) } else { Err(TrainError::Diverged { loss, phase: phase() }) }
+}
+
+/// Trains on `ds`: pretraining, then DEKM, checkpointing after every epoch and iteration.
+pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Trained, TrainError> {
+    let n = ds.len();
+    cfg.validate(n)?;
+    let dev = Device::Cpu;
+    let spec = ds.encoder_spec(cfg.latent);
+    spec.validate().map_err(|e| TrainError::Config(e.to_string()))?;
+    let normalizer = ds.fit_normalizer();
+    let len = spec.input_len();
+    let mut flat = vec![0f32; ds.xs.len()];
+    for (raw, out) in ds.xs.chunks_exact(len).zip(flat.chunks_exact_mut(len)) {
+        normalizer
+            .apply(raw, out)
+            .map_err(|e| TrainError::Config(format!("input data: {e}")))?;
+    }
+    let xs = Tensor::from_vec(flat, (n, len), &dev)?;
+
+    let mut varmap = VarMap::new();
+    let ae = Autoencoder::init(&spec, &varmap, cfg.seed)?;
+    let ckpt = Checkpointer {
+        dir: opts.checkpoint.as_deref(),
+        run: RunKey {
+            dataset: ds.name.clone(),
+            samples: n,
+            config: cfg.clone(),
+        },
+    };
+    let resumed = if opts.resume { ckpt.load(&mut varmap)? } else { None };
+    let mut history = resumed.as_ref().map(|s| s.history.clone()).unwrap_or_default();
+    let epochs_done = match &resumed {
+        Some(CheckpointState { phase: Phase::Pretrain { epochs_done }, .. }) => *epochs_done,
+        Some(_) => cfg.epochs,
+        None => 0,
+    };
+    if let Some(s) = &resumed {
+        tracing::info!(phase = ?std::mem::discriminant(&s.phase), epochs_done, "resuming from checkpoint");
+    }
+
+    let started = Instant::now();
+    if epochs_done < cfg.epochs {
+        let params = ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        let mut opt = AdamW::new(varmap.all_vars(), params)?;
+        let batches = n.div_ceil(cfg.batch_size);
+        for epoch in epochs_done..cfg.epochs {
+            let pb = bar(opts.quiet, batches, &format!("epoch {}", epoch + 1));
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.shuffle(&mut rng(cfg.seed, 10_000 + epoch as u64));
+            let mut total = 0f64;
+            for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+                let xb = xs.index_select(&Tensor::new(chunk, &dev)?, 0)?;
+                let loss = candle_nn::loss::mse(&ae.forward(&xb)?, &xb)?;
+                opt.backward_step(&loss)?;
+                let l = finite(loss.to_scalar::<f32>()?, || format!("pretraining epoch {}", epoch + 1))?;
+                total += f64::from(l) * chunk.len() as f64;
+                pb.inc(1);
+                if b % 8 == 0 {
+                    pb.set_message(format!("loss {l:.5}"));
+                }
+            }
+            let mean = (total / n as f64) as f32;
+            pb.finish_with_message(format!("loss {mean:.5}"));
+            tracing::info!(epoch = epoch + 1, loss = mean, "pretraining");
+            history.pretrain_loss.push(mean);
+            ckpt.save(&varmap, Phase::Pretrain { epochs_done: epoch + 1 }, &history)?;
+        }
+    }
+    history.pretrain_seconds += started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let d = cfg.latent;
+    let kcfg = |it: usize| KMeansConfig {
+        k: cfg.k,
+        restarts: cfg.restarts,
+        max_iter: 300,
+        seed: cfg.seed.wrapping_add(it as u64),
+    };
+    let mut z = embed(&ae.encoder, &xs, 1024)?;
+    let (mut km, mut start, baseline, mut converged) = match resumed.map(|s| s.phase) {
+        Some(Phase::Dekm { iterations_done, centroids, baseline, converged }) => {
+            (kmeans::refine(&z, d, centroids, 300)?, iterations_done, baseline, converged)
+        }
+        _ => {
+            let km = kmeans::fit(&z, d, &kcfg(0), None)?;
+            let baseline = ds.labels.as_ref().map(|t| metrics::evaluate(&km.labels, t));
+            if let Some(m) = baseline {
+                tracing::info!(acc = m.acc, nmi = m.nmi, ari = m.ari, "AE + k-means");
+            }
+            (km, 0, baseline, false)
+        }
+    };
+    let mut rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
+    let enc_vars: Vec<Var> = {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| TrainError::Config("variable map lock poisoned".into()))?;
+        let mut named: Vec<(&String, &Var)> = data.iter().filter(|(k, _)| k.starts_with("encoder.")).collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        named.into_iter().map(|(_, v)| v.clone()).collect()
+    };
+    let params = ParamsAdamW {
+        lr: cfg.lr,
+        weight_decay: 0.0,
+        ..Default::default()
+    };
+    let mut opt = AdamW::new(enc_vars, params)?;
+    let pb = bar(opts.quiet, cfg.max_iter, "DEKM");
+    pb.set_position(start as u64);
+    while start < cfg.max_iter && !converged {
+        let it = start;
+        let vt = Tensor::from_vec(rot.v.clone(), (d, d), &dev)?.t()?.contiguous()?;
+        let targets = dekm_targets(&z, d, &km, &rot);
+        let targets = Tensor::from_vec(targets, (n, d), &dev)?;
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        let mut r = rng(cfg.seed, 20_000 + it as u64);
+        order.shuffle(&mut r);
+        let mut total = 0f64;
+        for step in 0..cfg.steps_per_iter {
+            let from = (step * cfg.batch_size) % n;
+            let chunk = &order[from..(from + cfg.batch_size).min(n)];
+            let ids = Tensor::new(chunk, &dev)?;
+            let xb = xs.index_select(&ids, 0)?;
+            let yb = ae.encoder.forward(&xb)?.matmul(&vt)?;
+            let loss = candle_nn::loss::mse(&yb, &targets.index_select(&ids, 0)?)?;
+            opt.backward_step(&loss)?;
+            total += f64::from(finite(loss.to_scalar::<f32>()?, || format!("DEKM iteration {}", it + 1))?);
+        }
+        z = embed(&ae.encoder, &xs, 1024)?;
+        let new = kmeans::fit(&z, d, &kcfg(it + 1), Some(&km.centroids))?;
+        let changed = metrics::changed_fraction(&km.labels, &new.labels);
+        km = new;
+        rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
+        let m = ds.labels.as_ref().map(|t| metrics::evaluate(&km.labels, t));
+        let loss = (total / cfg.steps_per_iter.max(1) as f64) as f32;
+        history.iterations.push(IterationLog { loss, changed, metrics: m });
+        pb.inc(1);
+        pb.set_message(match m {
+            Some(m) => format!("changed {:.2}% acc {:.4}", changed * 100.0, m.acc),
+            None => format!("changed {:.2}%", changed * 100.0),
+        });
+        tracing::info!(iteration = it + 1, loss, changed, acc = m.map(|m| m.acc), "DEKM");
+        start += 1;
+        converged = changed < cfg.tol;
+        let phase = Phase::Dekm {
+            iterations_done: start,
+            centroids: km.centroids.clone(),
+            baseline,
+            converged,
+        };
+        ckpt.save(&varmap, phase, &history)?;
+    }
+    pb.finish();
+    history.dekm_seconds += started.elapsed().as_secs_f64();
+    Ok(Trained {
+        spec,
+        varmap,
+        encoder: ae.encoder,
+        normalizer,
+        kmeans: km,
+        rotation: rot,
+        z,
+        baseline,
+        history,
+    })
+}
+
+/// `y' = V z` for every sample, with the last coordinate replaced by the centroid's.
+fn dekm_targets(z: &[f32], d: usize, km: &KMeans, rot: &Rotation) -> Vec<f32> {
+    let project = |x: &[f32], out: &mut [f32]| {
+        for (o, row) in out.iter_mut().zip(rot.v.chunks_exact(d)) {
+            *o = row.iter().zip(x).map(|(a, b)| a * b).sum();
+        }
+    };
+    let mut mu_last = vec![0f32; km.centroids.len() / d];
+    let mut y = vec![0f32; d];
+    for (m, mu) in mu_last.iter_mut().zip(km.centroids.chunks_exact(d)) {
+        project(mu, &mut y);
+        *m = y[d - 1];
+    }
+    let mut out = vec![0f32; z.len()];
+    for ((x, o), &l) in z.chunks_exact(d).zip(out.chunks_exact_mut(d)).zip(&km.labels) {
+        project(x, o);
+        o[d - 1] = mu_last[l as usize];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_move_only_the_last_coordinate_to_the_centroid() {
+        let rot = Rotation {
+            d: 2,
+            v: vec![0.0, 1.0, 1.0, 0.0],
+            eigenvalues: vec![1.0, 2.0],
+        };
+        let km = KMeans {
+            d: 2,
+            centroids: vec![5.0, 0.0, -5.0, 1.0],
+            labels: vec![0, 1],
+            inertia: 0.0,
+        };
+        // y = (z1, z0); last coordinate becomes the centroid's z0.
+        let t = dekm_targets(&[4.0, 0.5, -6.0, 2.0], 2, &km, &rot);
+        assert_eq!(t, [0.5, 5.0, 2.0, -5.0]);
+    }
+
+    #[test]
+    fn settings_are_checked_against_the_data() {
+        let cfg = TrainConfig { k: 11, ..Default::default() };
+        let err = cfg.validate(10).unwrap_err();
+        assert!(err.to_string().contains("k = 11 but the data set has 10 samples"), "{err}");
+        let cfg = TrainConfig { lr: f64::NAN, ..Default::default() };
+        assert!(cfg.validate(100).is_err());
+    }
+}

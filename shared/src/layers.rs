@@ -215,7 +215,9 @@ impl EncoderSpec {
     /// Checks every derived size; call once on any spec read from outside.
     pub fn validate(&self) -> Result<(), ContractError> {
         if self.latent_dim() == 0 {
-            return Err(ContractError::ZeroSize { what: "latent dimension" });
+            return Err(ContractError::ZeroSize {
+                what: "latent dimension",
+            });
         }
         if self.input_len() == 0 {
             return Err(ContractError::ZeroSize { what: "input size" });
@@ -223,7 +225,9 @@ impl EncoderSpec {
         if let Self::Dense { hidden, .. } = self
             && hidden.contains(&0)
         {
-            return Err(ContractError::ZeroSize { what: "hidden layer width" });
+            return Err(ContractError::ZeroSize {
+                what: "hidden layer width",
+            });
         }
         self.pre_latent_len().map(drop)
     }
@@ -273,20 +277,31 @@ mod tests {
             width: 4,
         };
         let err = EncoderSpec::paper_conv(input, 10).validate().unwrap_err();
-        assert!(matches!(err, ContractError::InputTooSmall { layer: 2, .. }), "{err}");
+        assert!(
+            matches!(err, ContractError::InputTooSmall { layer: 2, .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn zero_latent_is_rejected() {
         let err = EncoderSpec::paper_dense(8, 0).validate().unwrap_err();
-        assert_eq!(err, ContractError::ZeroSize { what: "latent dimension" });
+        assert_eq!(
+            err,
+            ContractError::ZeroSize {
+                what: "latent dimension"
+            }
+        );
     }
 
     #[test]
     fn spec_serialises_to_tagged_json() {
         let spec = EncoderSpec::paper_dense(96, 10);
         let json = serde_json::to_string(&spec).unwrap();
-        assert_eq!(json, r#"{"kind":"dense","input":96,"hidden":[500,500,2000],"latent":10}"#);
+        assert_eq!(
+            json,
+            r#"{"kind":"dense","input":96,"hidden":[500,500,2000],"latent":10}"#
+        );
         assert_eq!(serde_json::from_str::<EncoderSpec>(&json).unwrap(), spec);
     }
 }

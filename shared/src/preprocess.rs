@@ -41,7 +41,7 @@ impl Normalizer {
     /// Per-feature standardisation fitted on row-major `xs` with `dim` columns; a constant
     /// feature keeps scale 1 so it maps to 0 instead of dividing by zero.
     pub fn standardize(xs: &[f32], dim: usize) -> Self {
-        let n = if dim == 0 { 0 } else { xs.len() / dim };
+        let n = xs.len().checked_div(dim).unwrap_or(0);
         let mut mean = alloc::vec![0f64; dim];
         let mut var = alloc::vec![0f64; dim];
         for row in xs.chunks_exact(dim.max(1)).take(n) {

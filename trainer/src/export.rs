@@ -55,7 +55,9 @@ pub enum ExportError {
         reason: String,
     },
     /// The weights do not match their recorded checksum.
-    #[error("{path}: SHA-256 mismatch (expected {expected}, file has {actual}); the file is corrupt")]
+    #[error(
+        "{path}: SHA-256 mismatch (expected {expected}, file has {actual}); the file is corrupt"
+    )]
     Checksum {
         /// The file.
         path: PathBuf,
@@ -111,8 +113,18 @@ pub fn calibrate(trained: &Trained, q: f32) -> Result<Calibration, dekm_edge::He
     let d = trained.rotation.d;
     let k = trained.kmeans.centroids.len() / d;
     let mut cy = vec![0f32; k * d];
-    let open = ClusterHead::new(d, trained.rotation.v.clone(), vec![0.0; k * d], vec![f32::INFINITY; k])?;
-    for (mu, out) in trained.kmeans.centroids.chunks_exact(d).zip(cy.chunks_exact_mut(d)) {
+    let open = ClusterHead::new(
+        d,
+        trained.rotation.v.clone(),
+        vec![0.0; k * d],
+        vec![f32::INFINITY; k],
+    )?;
+    for (mu, out) in trained
+        .kmeans
+        .centroids
+        .chunks_exact(d)
+        .zip(cy.chunks_exact_mut(d))
+    {
         open.project(mu, out)?;
     }
     let mut head = ClusterHead::new(d, trained.rotation.v.clone(), cy, vec![f32::INFINITY; k])?;
@@ -197,9 +209,17 @@ pub fn write_model(
             tensors.insert(name.clone(), (var.dims().to_vec(), f32_view(&values)));
         }
     }
-    let (d, k) = (trained.rotation.d, trained.kmeans.centroids.len() / trained.rotation.d);
+    let (d, k) = (
+        trained.rotation.d,
+        trained.kmeans.centroids.len() / trained.rotation.d,
+    );
     let mut cy = vec![0f32; k * d];
-    for (mu, out) in trained.kmeans.centroids.chunks_exact(d).zip(cy.chunks_exact_mut(d)) {
+    for (mu, out) in trained
+        .kmeans
+        .centroids
+        .chunks_exact(d)
+        .zip(cy.chunks_exact_mut(d))
+    {
         calibration
             .head
             .project(mu, out)
@@ -281,14 +301,22 @@ pub struct LoadedModel {
 /// Reads a model directory (or a `model.safetensors` path), verifying the checksum when the
 /// `.sha256` file is present and every tensor's name, dtype and shape.
 pub fn read_model(path: &Path) -> Result<LoadedModel, ExportError> {
-    let file = if path.is_dir() { path.join(MODEL_FILE) } else { path.to_path_buf() };
+    let file = if path.is_dir() {
+        path.join(MODEL_FILE)
+    } else {
+        path.to_path_buf()
+    };
     let bytes = std::fs::read(&file).map_err(|source| ExportError::Io {
         path: file.clone(),
         source,
     })?;
     let sha_path = file.with_file_name(SHA_FILE);
     if let Ok(recorded) = std::fs::read_to_string(&sha_path) {
-        let expected = recorded.split_whitespace().next().unwrap_or_default().to_string();
+        let expected = recorded
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
         let actual = hex(&Sha256::digest(&bytes));
         if expected != actual {
             return Err(ExportError::Checksum {
@@ -320,12 +348,24 @@ pub fn read_model(path: &Path) -> Result<LoadedModel, ExportError> {
             .tensor(&spec.name)
             .map_err(|_| contract(&file, format!("missing tensor {}", spec.name)))?;
         if view.dtype() != Dtype::F32 {
-            return Err(contract(&file, format!("tensor {} has dtype {:?}, expected F32", spec.name, view.dtype())));
+            return Err(contract(
+                &file,
+                format!(
+                    "tensor {} has dtype {:?}, expected F32",
+                    spec.name,
+                    view.dtype()
+                ),
+            ));
         }
         if view.shape() != spec.shape.as_slice() {
             return Err(contract(
                 &file,
-                format!("tensor {} has shape {:?}, expected {:?}", spec.name, view.shape(), spec.shape),
+                format!(
+                    "tensor {} has shape {:?}, expected {:?}",
+                    spec.name,
+                    view.shape(),
+                    spec.shape
+                ),
             ));
         }
         let values: Vec<f32> = view
@@ -342,14 +382,24 @@ pub fn read_model(path: &Path) -> Result<LoadedModel, ExportError> {
     let candle_tensors = expected
         .iter()
         .filter(|s| s.name.starts_with("encoder."))
-        .map(|s| Ok((s.name.clone(), Tensor::from_vec(tensors[&s.name].clone(), s.shape.as_slice(), &dev)?)))
+        .map(|s| {
+            Ok((
+                s.name.clone(),
+                Tensor::from_vec(tensors[&s.name].clone(), s.shape.as_slice(), &dev)?,
+            ))
+        })
         .collect::<Result<HashMap<_, _>, candle_core::Error>>()?;
     let vb = VarBuilder::from_tensors(candle_tensors, DType::F32, &dev);
     let encoder = Encoder::new(&meta.encoder, &vb)?;
     let d = meta.encoder.latent_dim();
     let take = |n: &str| tensors[n].clone();
-    let head = ClusterHead::new(d, take(names::V), take(names::CENTROIDS_Y), take(names::THRESHOLDS))
-        .map_err(|e| contract(&file, e.to_string()))?;
+    let head = ClusterHead::new(
+        d,
+        take(names::V),
+        take(names::CENTROIDS_Y),
+        take(names::THRESHOLDS),
+    )
+    .map_err(|e| contract(&file, e.to_string()))?;
     let normalizer = Normalizer::new(take(names::INPUT_OFFSET), take(names::INPUT_SCALE))
         .map_err(|e| contract(&file, e.to_string()))?;
     Ok(LoadedModel {

@@ -103,7 +103,9 @@ fn plus_plus(xs: &[f32], d: usize, k: usize, r: &mut impl Rng) -> Vec<f32> {
             } else {
                 r.random_range(0..n)
             };
-            let new: Vec<f32> = (0..n).map(|i| dist[i].min(sq(point(i), point(cand)))).collect();
+            let new: Vec<f32> = (0..n)
+                .map(|i| dist[i].min(sq(point(i), point(cand))))
+                .collect();
             let pot: f64 = new.iter().map(|&x| f64::from(x)).sum();
             if best.as_ref().is_none_or(|b| pot < b.0) {
                 best = Some((pot, cand, new));
@@ -175,8 +177,17 @@ fn lloyd(xs: &[f32], d: usize, mut centroids: Vec<f32>, max_iter: usize) -> KMea
 }
 
 /// Lloyd iterations from given centres (resuming a clustering exactly where it was).
-pub fn refine(xs: &[f32], d: usize, centroids: Vec<f32>, max_iter: usize) -> Result<KMeans, ClusterError> {
-    if d == 0 || xs.len() % d != 0 || centroids.is_empty() || centroids.len() % d != 0 {
+pub fn refine(
+    xs: &[f32],
+    d: usize,
+    centroids: Vec<f32>,
+    max_iter: usize,
+) -> Result<KMeans, ClusterError> {
+    if d == 0
+        || !xs.len().is_multiple_of(d)
+        || centroids.is_empty()
+        || !centroids.len().is_multiple_of(d)
+    {
         return Err(ClusterError::Shape {
             what: "centroids",
             expected: d,
@@ -188,8 +199,13 @@ pub fn refine(xs: &[f32], d: usize, centroids: Vec<f32>, max_iter: usize) -> Res
 
 /// Fits k-means on `xs` (`[n, d]` row-major). `warm` adds one extra run seeded with the given
 /// centres (DEKM passes the previous iteration's).
-pub fn fit(xs: &[f32], d: usize, cfg: &KMeansConfig, warm: Option<&[f32]>) -> Result<KMeans, ClusterError> {
-    if d == 0 || xs.len() % d != 0 {
+pub fn fit(
+    xs: &[f32],
+    d: usize,
+    cfg: &KMeansConfig,
+    warm: Option<&[f32]>,
+) -> Result<KMeans, ClusterError> {
+    if d == 0 || !xs.len().is_multiple_of(d) {
         return Err(ClusterError::Shape {
             what: "points",
             expected: d.max(1) * (xs.len() / d.max(1)),
@@ -241,7 +257,11 @@ mod tests {
         for i in 0..per * k {
             let c = i % k;
             for j in 0..d {
-                let centre = if j == c % d { 20.0 * (1 + c / d) as f32 } else { 0.0 };
+                let centre = if j == c % d {
+                    20.0 * (1 + c / d) as f32
+                } else {
+                    0.0
+                };
                 xs.push(centre + noise.sample(&mut r));
             }
             ys.push(c as u32);
@@ -278,14 +298,26 @@ mod tests {
     #[test]
     fn bad_input_is_rejected() {
         let xs = [0.0, 1.0, 2.0, 3.0];
-        assert_eq!(fit(&xs, 2, &cfg(0), None), Err(ClusterError::BadK { k: 0, n: 2 }));
-        assert_eq!(fit(&xs, 2, &cfg(3), None), Err(ClusterError::BadK { k: 3, n: 2 }));
-        assert!(matches!(fit(&xs, 3, &cfg(1), None), Err(ClusterError::Shape { .. })));
+        assert_eq!(
+            fit(&xs, 2, &cfg(0), None),
+            Err(ClusterError::BadK { k: 0, n: 2 })
+        );
+        assert_eq!(
+            fit(&xs, 2, &cfg(3), None),
+            Err(ClusterError::BadK { k: 3, n: 2 })
+        );
+        assert!(matches!(
+            fit(&xs, 3, &cfg(1), None),
+            Err(ClusterError::Shape { .. })
+        ));
         assert_eq!(
             fit(&[0.0, f32::NAN, 1.0, 1.0], 2, &cfg(1), None),
             Err(ClusterError::NotFinite { index: 0 })
         );
-        assert!(matches!(fit(&xs, 2, &cfg(1), Some(&[0.0])), Err(ClusterError::Shape { .. })));
+        assert!(matches!(
+            fit(&xs, 2, &cfg(1), Some(&[0.0])),
+            Err(ClusterError::Shape { .. })
+        ));
     }
 
     #[test]

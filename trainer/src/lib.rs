@@ -6,6 +6,7 @@ pub mod export;
 pub mod kmeans;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod pipeline;
 pub mod rotation;
 pub mod train;

@@ -12,7 +12,11 @@ use dekm_trainer::pipeline::{assign, cluster_sizes, metrics_table, train_and_exp
 use dekm_trainer::train::{RunOptions, TrainConfig};
 
 #[derive(Parser)]
-#[command(name = "dekm", version, about = "Deep Embedded K-Means: train, evaluate and export clustering models")]
+#[command(
+    name = "dekm",
+    version,
+    about = "Deep Embedded K-Means: train, evaluate and export clustering models"
+)]
 struct Cli {
     /// Hide progress bars and informational logs.
     #[arg(long, global = true)]
@@ -203,9 +207,15 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
         model.meta.k
     );
     println!("cluster sizes: {:?}", cluster_sizes(&labels, model.meta.k));
-    println!("outliers: {outliers} ({:.2}%)", 100.0 * outliers as f64 / ds.len().max(1) as f64);
+    println!(
+        "outliers: {outliers} ({:.2}%)",
+        100.0 * outliers as f64 / ds.len().max(1) as f64
+    );
     if let Some(t) = &ds.labels {
-        print!("{}", metrics_table(&[("DEKM", metrics::evaluate(&labels, t))]));
+        print!(
+            "{}",
+            metrics_table(&[("DEKM", metrics::evaluate(&labels, t))])
+        );
     }
     Ok(())
 }
@@ -226,7 +236,13 @@ fn demo(args: &DemoArgs, quiet: bool) -> Result<()> {
         world_seed: args.seed.wrapping_add(42),
         draw_seed: args.seed.wrapping_add(1),
     };
-    let train_set = data::load(&DataSource::Synthetic, &LoadOptions { synthetic: world, ..Default::default() })?;
+    let train_set = data::load(
+        &DataSource::Synthetic,
+        &LoadOptions {
+            synthetic: world,
+            ..Default::default()
+        },
+    )?;
     println!(
         "demo: {} synthetic sensor windows ({} channels x {} steps) from {} regimes, {} injected anomalies",
         train_set.len(),
@@ -265,7 +281,13 @@ fn demo(args: &DemoArgs, quiet: bool) -> Result<()> {
         draw_seed: args.seed.wrapping_add(1000),
         ..world
     };
-    let stream = data::load(&DataSource::Synthetic, &LoadOptions { synthetic: stream_opts, ..Default::default() })?;
+    let stream = data::load(
+        &DataSource::Synthetic,
+        &LoadOptions {
+            synthetic: stream_opts,
+            ..Default::default()
+        },
+    )?;
     let model = read_model(&out)?;
     let started = Instant::now();
     let assigned = assign(&model, &stream)?;
@@ -279,12 +301,23 @@ fn demo(args: &DemoArgs, quiet: bool) -> Result<()> {
     );
     println!("cluster sizes: {:?}", cluster_sizes(&labels, args.k));
     if let Some(t) = &stream.labels {
-        print!("{}", metrics_table(&[("DEKM (stream)", metrics::evaluate(&labels, t))]));
+        print!(
+            "{}",
+            metrics_table(&[("DEKM (stream)", metrics::evaluate(&labels, t))])
+        );
     }
     let truth = stream.anomalies.as_deref().unwrap_or_default();
     let injected = truth.iter().filter(|&&a| a).count();
-    let caught = assigned.iter().zip(truth).filter(|(a, t)| a.outlier && **t).count();
-    let false_alarms = assigned.iter().zip(truth).filter(|(a, t)| a.outlier && !**t).count();
+    let caught = assigned
+        .iter()
+        .zip(truth)
+        .filter(|(a, t)| a.outlier && **t)
+        .count();
+    let false_alarms = assigned
+        .iter()
+        .zip(truth)
+        .filter(|(a, t)| a.outlier && !**t)
+        .count();
     println!(
         "anomalies: {caught} of {injected} injected flagged ({:.0}%), {false_alarms} false alarms in {} normal windows ({:.1}%)",
         100.0 * caught as f64 / injected.max(1) as f64,
@@ -314,7 +347,10 @@ fn tempfile_dir() -> Result<TempDir> {
             return Ok(TempDir(p));
         }
     }
-    bail!("could not create a temporary directory under {}", base.display())
+    bail!(
+        "could not create a temporary directory under {}",
+        base.display()
+    )
 }
 
 fn main() -> Result<()> {
@@ -323,7 +359,8 @@ fn main() -> Result<()> {
     let level = "warn";
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .init();

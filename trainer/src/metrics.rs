@@ -79,10 +79,16 @@ pub fn best_map(pred: &[u32], truth: &[u32]) -> Vec<Option<u32>> {
     let n = rows.max(cols);
     let max = t.iter().flatten().copied().max().unwrap_or(0) as i64;
     let cost: Vec<Vec<i64>> = (0..n)
-        .map(|r| (0..n).map(|c| max - t.get(r).and_then(|row| row.get(c)).map_or(0, |&x| x as i64)).collect())
+        .map(|r| {
+            (0..n)
+                .map(|c| max - t.get(r).and_then(|row| row.get(c)).map_or(0, |&x| x as i64))
+                .collect()
+        })
         .collect();
     let col = hungarian(&cost);
-    (0..rows).map(|r| (col[r] < cols).then_some(col[r] as u32)).collect()
+    (0..rows)
+        .map(|r| (col[r] < cols).then_some(col[r] as u32))
+        .collect()
 }
 
 /// Fraction of samples on which `pred`, relabelled by [`best_map`], equals `truth`.
@@ -114,8 +120,13 @@ pub fn nmi(pred: &[u32], truth: &[u32]) -> f64 {
     let t = contingency(pred, truth);
     let n = pred.len() as f64;
     let rows: Vec<u64> = t.iter().map(|r| r.iter().sum()).collect();
-    let cols: Vec<u64> = (0..t.first().map_or(0, Vec::len)).map(|c| t.iter().map(|r| r[c]).sum()).collect();
-    let (hp, ht) = (entropy(rows.iter().copied(), n), entropy(cols.iter().copied(), n));
+    let cols: Vec<u64> = (0..t.first().map_or(0, Vec::len))
+        .map(|c| t.iter().map(|r| r[c]).sum())
+        .collect();
+    let (hp, ht) = (
+        entropy(rows.iter().copied(), n),
+        entropy(cols.iter().copied(), n),
+    );
     if hp == 0.0 && ht == 0.0 {
         return 1.0;
     }
@@ -129,7 +140,11 @@ pub fn nmi(pred: &[u32], truth: &[u32]) -> f64 {
         }
     }
     let denom = (hp + ht) / 2.0;
-    if denom <= 0.0 { 0.0 } else { (mi / denom).clamp(0.0, 1.0) }
+    if denom <= 0.0 {
+        0.0
+    } else {
+        (mi / denom).clamp(0.0, 1.0)
+    }
 }
 
 /// Adjusted Rand index.
@@ -209,8 +224,16 @@ mod tests {
 
     #[test]
     fn nmi_and_ari_match_scikit_learn() {
-        assert!((nmi(&PRED, &TRUTH) - NMI_REF).abs() < 1e-9, "{}", nmi(&PRED, &TRUTH));
-        assert!((ari(&PRED, &TRUTH) - ARI_REF).abs() < 1e-9, "{}", ari(&PRED, &TRUTH));
+        assert!(
+            (nmi(&PRED, &TRUTH) - NMI_REF).abs() < 1e-9,
+            "{}",
+            nmi(&PRED, &TRUTH)
+        );
+        assert!(
+            (ari(&PRED, &TRUTH) - ARI_REF).abs() < 1e-9,
+            "{}",
+            ari(&PRED, &TRUTH)
+        );
     }
 
     #[test]

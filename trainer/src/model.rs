@@ -5,7 +5,9 @@
 //! to `[batch, c, h, w]` itself, so data loading never depends on the architecture.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Linear, VarBuilder, VarMap};
+use candle_nn::{
+    Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Linear, VarBuilder, VarMap,
+};
 use dekm_shared::{EncoderSpec, ImageShape, names};
 use rand::Rng;
 
@@ -53,7 +55,13 @@ impl Encoder {
                             stride: g.stride,
                             ..Default::default()
                         };
-                        candle_nn::conv2d(g.input.channels, g.output.channels, g.kernel, cfg, vb.pp(names::conv(i)))
+                        candle_nn::conv2d(
+                            g.input.channels,
+                            g.output.channels,
+                            g.kernel,
+                            cfg,
+                            vb.pp(names::conv(i)),
+                        )
                     })
                     .collect::<Result<_>>()?;
                 Self::Conv {
@@ -79,7 +87,11 @@ impl Encoder {
 impl Module for Encoder {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Conv { input, convs, latent } => {
+            Self::Conv {
+                input,
+                convs,
+                latent,
+            } => {
                 let b = xs.dim(0)?;
                 let mut h = xs.reshape((b, input.channels, input.height, input.width))?;
                 for c in convs {
@@ -126,7 +138,9 @@ impl Decoder {
                 for (i, g) in geometry.iter().enumerate().rev() {
                     let (ph, pw) = g.transpose_output_padding();
                     if ph != pw {
-                        candle_core::bail!("layer {i}: non-square images need equal output padding in both axes");
+                        candle_core::bail!(
+                            "layer {i}: non-square images need equal output padding in both axes"
+                        );
                     }
                     let cfg = ConvTranspose2dConfig {
                         padding: g.pad,
@@ -149,7 +163,12 @@ impl Decoder {
                 let mut layers = Vec::new();
                 for i in (0..hidden.len()).rev() {
                     let out = if i == 0 { *input } else { hidden[i - 1] };
-                    layers.push(DecoderLayer::Dense(linear(vb, &format!("decoder.dense{i}"), hidden[i], out)?));
+                    layers.push(DecoderLayer::Dense(linear(
+                        vb,
+                        &format!("decoder.dense{i}"),
+                        hidden[i],
+                        out,
+                    )?));
                 }
                 (None, layers)
             }
@@ -225,7 +244,10 @@ impl Module for Autoencoder {
 /// conv and linear layers, weights and biases alike), visiting names in sorted order so the
 /// result depends only on `seed`.
 fn reinit(varmap: &VarMap, seed: u64) -> Result<()> {
-    let vars = varmap.data().lock().map_err(|_| candle_core::Error::Msg("var map lock poisoned".into()))?;
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("var map lock poisoned".into()))?;
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
     let mut r = rng(seed, 7);
@@ -241,7 +263,9 @@ fn reinit(varmap: &VarMap, seed: u64) -> Result<()> {
             .unwrap_or_else(|| var.dims().to_vec());
         let fan_in: usize = dims.iter().skip(1).product::<usize>().max(1);
         let bound = 1.0 / (fan_in as f32).sqrt();
-        let values: Vec<f32> = (0..var.elem_count()).map(|_| r.random_range(-bound..bound)).collect();
+        let values: Vec<f32> = (0..var.elem_count())
+            .map(|_| r.random_range(-bound..bound))
+            .collect();
         var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
     }
     Ok(())
@@ -288,7 +312,11 @@ mod tests {
             let vm = VarMap::new();
             Autoencoder::init(&spec, &vm, seed).unwrap();
             let data = vm.data().lock().unwrap();
-            data["encoder.latent.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            data["encoder.latent.weight"]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
         };
         assert_eq!(dump(1), dump(1));
         assert_ne!(dump(1), dump(2));

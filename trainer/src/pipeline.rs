@@ -47,10 +47,18 @@ pub struct Outcome {
 }
 
 /// Trains on `ds` and writes the model directory `out` (checkpoints under `out/checkpoint`).
-pub fn train_and_export(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions, out: &Path) -> Result<Outcome, PipelineError> {
+pub fn train_and_export(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    opts: &RunOptions,
+    out: &Path,
+) -> Result<Outcome, PipelineError> {
     let trained = train::train(ds, cfg, opts)?;
     let calibration = export::calibrate(&trained, cfg.threshold_quantile)?;
-    let dekm = ds.labels.as_ref().map(|t| metrics::evaluate(&calibration.labels, t));
+    let dekm = ds
+        .labels
+        .as_ref()
+        .map(|t| metrics::evaluate(&calibration.labels, t));
     let meta = ModelMeta {
         format_version: FORMAT_VERSION,
         encoder: trained.spec.clone(),
@@ -60,7 +68,9 @@ pub fn train_and_export(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions, out:
         samples: ds.len(),
         seed: cfg.seed,
         metrics: dekm,
-        created_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        created_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
         trainer_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let report = MetricsReport {
@@ -105,7 +115,12 @@ pub fn assign(model: &LoadedModel, ds: &Dataset) -> Result<Vec<Assignment>, Pipe
         )));
     }
     let mut flat = vec![0f32; ds.xs.len()];
-    for (i, (raw, out)) in ds.xs.chunks_exact(len).zip(flat.chunks_exact_mut(len)).enumerate() {
+    for (i, (raw, out)) in ds
+        .xs
+        .chunks_exact(len)
+        .zip(flat.chunks_exact_mut(len))
+        .enumerate()
+    {
         model
             .normalizer
             .apply(raw, out)
@@ -124,7 +139,10 @@ pub fn assign(model: &LoadedModel, ds: &Dataset) -> Result<Vec<Assignment>, Pipe
 pub fn metrics_table(rows: &[(&str, TrainingMetrics)]) -> String {
     let mut s = format!("{:<14} {:>8} {:>8} {:>8}\n", "method", "ACC", "NMI", "ARI");
     for (name, m) in rows {
-        s += &format!("{:<14} {:>8.4} {:>8.4} {:>8.4}\n", name, m.acc, m.nmi, m.ari);
+        s += &format!(
+            "{:<14} {:>8.4} {:>8.4} {:>8.4}\n",
+            name, m.acc, m.nmi, m.ari
+        );
     }
     s
 }

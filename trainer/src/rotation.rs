@@ -46,7 +46,10 @@ pub fn rotation(sw: DMatrix<f64>) -> Rotation {
     let mut v = Vec::with_capacity(d * d);
     for &i in &order {
         let col = eig.eigenvectors.column(i);
-        let big = col.iter().copied().fold(0f64, |m, x| if x.abs() > m.abs() { x } else { m });
+        let big = col
+            .iter()
+            .copied()
+            .fold(0f64, |m, x| if x.abs() > m.abs() { x } else { m });
         let sign = if big < 0.0 { -1.0 } else { 1.0 };
         v.extend(col.iter().map(|&x| (sign * x) as f32));
     }
@@ -70,18 +73,36 @@ mod tests {
         let noise = Normal::new(0.0f32, 1.0).unwrap();
         let d = 10;
         // Anisotropic data: coordinate j has scale j + 1.
-        let z: Vec<f32> = (0..2000 * d).map(|i| noise.sample(&mut r) * (1 + i % d) as f32).collect();
-        let km = fit(&z, d, &KMeansConfig { k: 4, restarts: 2, max_iter: 50, seed: 1 }, None).unwrap();
+        let z: Vec<f32> = (0..2000 * d)
+            .map(|i| noise.sample(&mut r) * (1 + i % d) as f32)
+            .collect();
+        let km = fit(
+            &z,
+            d,
+            &KMeansConfig {
+                k: 4,
+                restarts: 2,
+                max_iter: 50,
+                seed: 1,
+            },
+            None,
+        )
+        .unwrap();
         let rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
         let v = DMatrix::from_row_slice(d, d, &rot.v);
-        let err = (v.transpose() * &v - DMatrix::<f32>::identity(d, d)).abs().max();
+        let err = (v.transpose() * &v - DMatrix::<f32>::identity(d, d))
+            .abs()
+            .max();
         assert!(err < 1e-5, "VᵀV - I = {err}");
         assert!(rot.eigenvalues.windows(2).all(|w| w[0] <= w[1]));
         // V diagonalises Sw: V Sw Vᵀ = diag(eigenvalues).
         let sw = within_scatter(&z, d, &km.labels, &km.centroids).map(|x| x as f32);
         let diag = &v * sw * v.transpose();
         for i in 0..d {
-            assert!((diag[(i, i)] - rot.eigenvalues[i]).abs() <= 1e-3 * rot.eigenvalues[i].abs().max(1.0));
+            assert!(
+                (diag[(i, i)] - rot.eigenvalues[i]).abs()
+                    <= 1e-3 * rot.eigenvalues[i].abs().max(1.0)
+            );
         }
     }
 }

@@ -8,8 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::collections::HashMap;
+
 use candle_core::{Device, Module, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use candle_nn::VarMap;
 use dekm_shared::{EncoderSpec, Normalizer, TrainingMetrics};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -19,6 +21,7 @@ use crate::data::Dataset;
 use crate::kmeans::{self, ClusterError, KMeans, KMeansConfig};
 use crate::metrics;
 use crate::model::{Autoencoder, Encoder, embed};
+use crate::optim::Adam;
 use crate::rng;
 use crate::rotation::{Rotation, rotation, within_scatter};
 
@@ -102,7 +105,10 @@ impl TrainConfig {
     pub fn validate(&self, n: usize) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
         if self.k == 0 || self.k > n {
-            return bad(format!("k = {} but the data set has {n} samples (need 1 <= k <= samples)", self.k));
+            return bad(format!(
+                "k = {} but the data set has {n} samples (need 1 <= k <= samples)",
+                self.k
+            ));
         }
         if self.latent == 0 || self.batch_size == 0 {
             return bad("latent dimension and batch size must be positive".into());
@@ -114,7 +120,10 @@ impl TrainConfig {
             return bad(format!("tolerance {} must be in [0, 1)", self.tol));
         }
         if !(self.threshold_quantile > 0.0 && self.threshold_quantile <= 1.0) {
-            return bad(format!("threshold quantile {} must be in (0, 1]", self.threshold_quantile));
+            return bad(format!(
+                "threshold quantile {} must be in (0, 1]",
+                self.threshold_quantile
+            ));
         }
         Ok(())
     }
@@ -186,19 +195,32 @@ struct RunKey {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Phase {
-    Pretrain { epochs_done: usize },
-    Dekm { iterations_done: usize, centroids: Vec<f32>, baseline: Option<TrainingMetrics>, converged: bool },
+    Pretrain {
+        epochs_done: usize,
+    },
+    Dekm {
+        iterations_done: usize,
+        centroids: Vec<f32>,
+        baseline: Option<TrainingMetrics>,
+        converged: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CheckpointState {
     run: RunKey,
     phase: Phase,
+    /// Updates applied by the optimizer of the current phase.
+    adam_steps: usize,
     history: History,
 }
 
+/// A checkpoint read back: its state and the optimizer's moments.
+type Resumed = (CheckpointState, HashMap<String, Tensor>);
+
 const WEIGHTS: &str = "weights.safetensors";
 const STATE: &str = "state.json";
+const OPTIMIZER: &str = "optimizer.safetensors";
 
 struct Checkpointer<'a> {
     dir: Option<&'a Path>,
@@ -215,36 +237,49 @@ impl Checkpointer<'_> {
 
     /// Writes weights then state, each to a temporary file renamed into place, so a crash leaves
     /// the previous complete checkpoint (state is renamed last and names the phase).
-    fn save(&self, varmap: &VarMap, phase: Phase, history: &History) -> Result<(), TrainError> {
+    fn save(
+        &self,
+        varmap: &VarMap,
+        opt: &Adam,
+        phase: Phase,
+        history: &History,
+    ) -> Result<(), TrainError> {
         let Some(dir) = self.dir else { return Ok(()) };
         std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
         let tmp = dir.join(format!("{WEIGHTS}.tmp"));
         varmap.save(&tmp)?;
         std::fs::rename(&tmp, dir.join(WEIGHTS)).map_err(|e| self.err(e))?;
+        let tmp = dir.join(format!("{OPTIMIZER}.tmp"));
+        candle_core::safetensors::save(&opt.state(), &tmp)?;
+        std::fs::rename(&tmp, dir.join(OPTIMIZER)).map_err(|e| self.err(e))?;
         let state = CheckpointState {
             run: self.run.clone(),
             phase,
+            adam_steps: opt.steps(),
             history: history.clone(),
         };
         let json = serde_json::to_vec_pretty(&state).map_err(|e| self.err(e))?;
         crate::export::write_atomic(&dir.join(STATE), &json).map_err(|e| self.err(e))
     }
 
-    fn load(&self, varmap: &mut VarMap) -> Result<Option<CheckpointState>, TrainError> {
+    /// Loads weights into `varmap`; returns the state and the optimizer moments.
+    fn load(&self, varmap: &mut VarMap) -> Result<Option<Resumed>, TrainError> {
         let Some(dir) = self.dir else { return Ok(None) };
         let path = dir.join(STATE);
         if !path.exists() {
             return Ok(None);
         }
         let bytes = std::fs::read(&path).map_err(|e| self.err(e))?;
-        let state: CheckpointState = serde_json::from_slice(&bytes).map_err(|e| self.err(format!("{STATE}: {e}")))?;
+        let state: CheckpointState =
+            serde_json::from_slice(&bytes).map_err(|e| self.err(format!("{STATE}: {e}")))?;
         if state.run != self.run {
             return Err(self.err(
                 "it belongs to a different run (data set, size or settings differ); remove it or drop --resume",
             ));
         }
         varmap.load(dir.join(WEIGHTS))?;
-        Ok(Some(state))
+        let moments = candle_core::safetensors::load(dir.join(OPTIMIZER), &Device::Cpu)?;
+        Ok(Some((state, moments)))
     }
 }
 
@@ -262,7 +297,14 @@ fn bar(quiet: bool, len: usize, prefix: &str) -> ProgressBar {
 }
 
 fn finite(loss: f32, phase: impl FnOnce() -> String) -> Result<f32, TrainError> {
-    if loss.is_finite() { Ok(loss) } else { Err(TrainError::Diverged { loss, phase: phase() }) }
+    if loss.is_finite() {
+        Ok(loss)
+    } else {
+        Err(TrainError::Diverged {
+            loss,
+            phase: phase(),
+        })
+    }
 }
 
 /// Trains on `ds`: pretraining, then DEKM, checkpointing after every epoch and iteration.
@@ -271,7 +313,8 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
     cfg.validate(n)?;
     let dev = Device::Cpu;
     let spec = ds.encoder_spec(cfg.latent);
-    spec.validate().map_err(|e| TrainError::Config(e.to_string()))?;
+    spec.validate()
+        .map_err(|e| TrainError::Config(e.to_string()))?;
     let normalizer = ds.fit_normalizer();
     let len = spec.input_len();
     let mut flat = vec![0f32; ds.xs.len()];
@@ -289,28 +332,64 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         run: RunKey {
             dataset: ds.name.clone(),
             samples: n,
-            config: cfg.clone(),
+            // A run may be resumed with more epochs or iterations than it started with.
+            config: TrainConfig {
+                epochs: 0,
+                max_iter: 0,
+                ..cfg.clone()
+            },
         },
     };
-    let resumed = if opts.resume { ckpt.load(&mut varmap)? } else { None };
-    let mut history = resumed.as_ref().map(|s| s.history.clone()).unwrap_or_default();
+    let resumed = if opts.resume {
+        ckpt.load(&mut varmap)?
+    } else {
+        None
+    };
+    let mut history = resumed
+        .as_ref()
+        .map(|s| s.0.history.clone())
+        .unwrap_or_default();
     let epochs_done = match &resumed {
-        Some(CheckpointState { phase: Phase::Pretrain { epochs_done }, .. }) => *epochs_done,
+        Some((
+            CheckpointState {
+                phase: Phase::Pretrain { epochs_done },
+                ..
+            },
+            _,
+        )) => *epochs_done,
         Some(_) => cfg.epochs,
         None => 0,
     };
-    if let Some(s) = &resumed {
-        tracing::info!(phase = ?std::mem::discriminant(&s.phase), epochs_done, "resuming from checkpoint");
+    if resumed.is_some() {
+        tracing::info!(epochs_done, "resuming from checkpoint");
     }
+    let named_vars = |prefix: &str| -> Result<Vec<(String, Var)>, TrainError> {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| TrainError::Config("variable map lock poisoned".into()))?;
+        let mut named: Vec<(String, Var)> = data
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(named)
+    };
 
     let started = Instant::now();
     if epochs_done < cfg.epochs {
-        let params = ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        };
-        let mut opt = AdamW::new(varmap.all_vars(), params)?;
+        let mut opt = Adam::new(named_vars("")?, cfg.lr)?;
+        if let Some((
+            state @ CheckpointState {
+                phase: Phase::Pretrain { .. },
+                ..
+            },
+            moments,
+        )) = &resumed
+        {
+            opt.restore(moments, state.adam_steps)?;
+        }
         let batches = n.div_ceil(cfg.batch_size);
         for epoch in epochs_done..cfg.epochs {
             let pb = bar(opts.quiet, batches, &format!("epoch {}", epoch + 1));
@@ -321,7 +400,9 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
                 let xb = xs.index_select(&Tensor::new(chunk, &dev)?, 0)?;
                 let loss = candle_nn::loss::mse(&ae.forward(&xb)?, &xb)?;
                 opt.backward_step(&loss)?;
-                let l = finite(loss.to_scalar::<f32>()?, || format!("pretraining epoch {}", epoch + 1))?;
+                let l = finite(loss.to_scalar::<f32>()?, || {
+                    format!("pretraining epoch {}", epoch + 1)
+                })?;
                 total += f64::from(l) * chunk.len() as f64;
                 pb.inc(1);
                 if b % 8 == 0 {
@@ -332,7 +413,14 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             pb.finish_with_message(format!("loss {mean:.5}"));
             tracing::info!(epoch = epoch + 1, loss = mean, "pretraining");
             history.pretrain_loss.push(mean);
-            ckpt.save(&varmap, Phase::Pretrain { epochs_done: epoch + 1 }, &history)?;
+            ckpt.save(
+                &varmap,
+                &opt,
+                Phase::Pretrain {
+                    epochs_done: epoch + 1,
+                },
+                &history,
+            )?;
         }
     }
     history.pretrain_seconds += started.elapsed().as_secs_f64();
@@ -346,9 +434,29 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         seed: cfg.seed.wrapping_add(it as u64),
     };
     let mut z = embed(&ae.encoder, &xs, 1024)?;
-    let (mut km, mut start, baseline, mut converged) = match resumed.map(|s| s.phase) {
-        Some(Phase::Dekm { iterations_done, centroids, baseline, converged }) => {
-            (kmeans::refine(&z, d, centroids, 300)?, iterations_done, baseline, converged)
+    let mut opt = Adam::new(named_vars("encoder.")?, cfg.lr)?;
+    let (mut km, mut start, baseline, mut converged) = match resumed {
+        Some((
+            CheckpointState {
+                phase:
+                    Phase::Dekm {
+                        iterations_done,
+                        centroids,
+                        baseline,
+                        converged,
+                    },
+                adam_steps,
+                ..
+            },
+            moments,
+        )) => {
+            opt.restore(&moments, adam_steps)?;
+            (
+                kmeans::refine(&z, d, centroids, 300)?,
+                iterations_done,
+                baseline,
+                converged,
+            )
         }
         _ => {
             let km = kmeans::fit(&z, d, &kcfg(0), None)?;
@@ -360,26 +468,13 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         }
     };
     let mut rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
-    let enc_vars: Vec<Var> = {
-        let data = varmap
-            .data()
-            .lock()
-            .map_err(|_| TrainError::Config("variable map lock poisoned".into()))?;
-        let mut named: Vec<(&String, &Var)> = data.iter().filter(|(k, _)| k.starts_with("encoder.")).collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        named.into_iter().map(|(_, v)| v.clone()).collect()
-    };
-    let params = ParamsAdamW {
-        lr: cfg.lr,
-        weight_decay: 0.0,
-        ..Default::default()
-    };
-    let mut opt = AdamW::new(enc_vars, params)?;
     let pb = bar(opts.quiet, cfg.max_iter, "DEKM");
     pb.set_position(start as u64);
     while start < cfg.max_iter && !converged {
         let it = start;
-        let vt = Tensor::from_vec(rot.v.clone(), (d, d), &dev)?.t()?.contiguous()?;
+        let vt = Tensor::from_vec(rot.v.clone(), (d, d), &dev)?
+            .t()?
+            .contiguous()?;
         let targets = dekm_targets(&z, d, &km, &rot);
         let targets = Tensor::from_vec(targets, (n, d), &dev)?;
         let mut order: Vec<u32> = (0..n as u32).collect();
@@ -394,7 +489,9 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             let yb = ae.encoder.forward(&xb)?.matmul(&vt)?;
             let loss = candle_nn::loss::mse(&yb, &targets.index_select(&ids, 0)?)?;
             opt.backward_step(&loss)?;
-            total += f64::from(finite(loss.to_scalar::<f32>()?, || format!("DEKM iteration {}", it + 1))?);
+            total += f64::from(finite(loss.to_scalar::<f32>()?, || {
+                format!("DEKM iteration {}", it + 1)
+            })?);
         }
         z = embed(&ae.encoder, &xs, 1024)?;
         let new = kmeans::fit(&z, d, &kcfg(it + 1), Some(&km.centroids))?;
@@ -403,13 +500,23 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
         let m = ds.labels.as_ref().map(|t| metrics::evaluate(&km.labels, t));
         let loss = (total / cfg.steps_per_iter.max(1) as f64) as f32;
-        history.iterations.push(IterationLog { loss, changed, metrics: m });
+        history.iterations.push(IterationLog {
+            loss,
+            changed,
+            metrics: m,
+        });
         pb.inc(1);
         pb.set_message(match m {
             Some(m) => format!("changed {:.2}% acc {:.4}", changed * 100.0, m.acc),
             None => format!("changed {:.2}%", changed * 100.0),
         });
-        tracing::info!(iteration = it + 1, loss, changed, acc = m.map(|m| m.acc), "DEKM");
+        tracing::info!(
+            iteration = it + 1,
+            loss,
+            changed,
+            acc = m.map(|m| m.acc),
+            "DEKM"
+        );
         start += 1;
         converged = changed < cfg.tol;
         let phase = Phase::Dekm {
@@ -418,7 +525,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             baseline,
             converged,
         };
-        ckpt.save(&varmap, phase, &history)?;
+        ckpt.save(&varmap, &opt, phase, &history)?;
     }
     pb.finish();
     history.dekm_seconds += started.elapsed().as_secs_f64();
@@ -449,7 +556,11 @@ fn dekm_targets(z: &[f32], d: usize, km: &KMeans, rot: &Rotation) -> Vec<f32> {
         *m = y[d - 1];
     }
     let mut out = vec![0f32; z.len()];
-    for ((x, o), &l) in z.chunks_exact(d).zip(out.chunks_exact_mut(d)).zip(&km.labels) {
+    for ((x, o), &l) in z
+        .chunks_exact(d)
+        .zip(out.chunks_exact_mut(d))
+        .zip(&km.labels)
+    {
         project(x, o);
         o[d - 1] = mu_last[l as usize];
     }
@@ -480,10 +591,20 @@ mod tests {
 
     #[test]
     fn settings_are_checked_against_the_data() {
-        let cfg = TrainConfig { k: 11, ..Default::default() };
+        let cfg = TrainConfig {
+            k: 11,
+            ..Default::default()
+        };
         let err = cfg.validate(10).unwrap_err();
-        assert!(err.to_string().contains("k = 11 but the data set has 10 samples"), "{err}");
-        let cfg = TrainConfig { lr: f64::NAN, ..Default::default() };
+        assert!(
+            err.to_string()
+                .contains("k = 11 but the data set has 10 samples"),
+            "{err}"
+        );
+        let cfg = TrainConfig {
+            lr: f64::NAN,
+            ..Default::default()
+        };
         assert!(cfg.validate(100).is_err());
     }
 }

@@ -42,7 +42,10 @@ pub fn parse(bytes: &[u8], expect_dims: usize, path: &Path) -> Result<Idx, DataE
         reason,
     };
     if bytes.len() < 4 {
-        return Err(corrupt(format!("{} bytes, shorter than the IDX magic", bytes.len())));
+        return Err(corrupt(format!(
+            "{} bytes, shorter than the IDX magic",
+            bytes.len()
+        )));
     }
     let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let (kind, ndim) = (bytes[2], bytes[3] as usize);
@@ -115,21 +118,37 @@ mod tests {
         let mut b = file(&[3], &[0, 1, 2]);
         b[2] = 0x0d;
         let err = parse(&b, 1, Path::new("labels")).unwrap_err();
-        assert!(err.to_string().contains("bad IDX magic 0x00000d01"), "{err}");
+        assert!(
+            err.to_string().contains("bad IDX magic 0x00000d01"),
+            "{err}"
+        );
         let err = parse(&file(&[3], &[0, 1, 2]), 3, Path::new("x")).unwrap_err();
         assert!(err.to_string().contains("3 dimensions"), "{err}");
-        assert!(matches!(parse(&[0, 0], 1, Path::new("x")), Err(DataError::Corrupt { .. })));
+        assert!(matches!(
+            parse(&[0, 0], 1, Path::new("x")),
+            Err(DataError::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn truncated_data_and_header_are_named() {
         let err = parse(&file(&[2, 2, 3], &[1; 11]), 3, Path::new("x")).unwrap_err();
         assert!(
-            matches!(err, DataError::Truncated { expected: 28, got: 27, .. }),
+            matches!(
+                err,
+                DataError::Truncated {
+                    expected: 28,
+                    got: 27,
+                    ..
+                }
+            ),
             "{err}"
         );
         let err = parse(&[0, 0, 8, 3, 0, 0], 3, Path::new("x")).unwrap_err();
-        assert!(matches!(err, DataError::Truncated { expected: 16, .. }), "{err}");
+        assert!(
+            matches!(err, DataError::Truncated { expected: 16, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -114,9 +114,7 @@ pub enum DataError {
         path: PathBuf,
     },
     /// The data source string is not understood.
-    #[error(
-        "unknown data set '{0}': use mnist, fashion-mnist, synthetic, csv:PATH or npy:PATH"
-    )]
+    #[error("unknown data set '{0}': use mnist, fashion-mnist, synthetic, csv:PATH or npy:PATH")]
     UnknownSource(String),
 }
 
@@ -309,7 +307,11 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
         DataSource::FashionMnist => load_idx("fashion-mnist", opts)?,
         DataSource::Synthetic => {
             let s = opts.synthetic;
-            let draw = synthetic::Plant::new(s.k, s.world_seed).draw(s.samples, s.anomaly_rate, s.draw_seed);
+            let draw = synthetic::Plant::new(s.k, s.world_seed).draw(
+                s.samples,
+                s.anomaly_rate,
+                s.draw_seed,
+            );
             Dataset {
                 name: source.to_string(),
                 shape: SampleShape::Vector(synthetic::CHANNELS * synthetic::WINDOW),
@@ -401,7 +403,10 @@ fn load_idx(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
         if shape.is_some_and(|p| p != s) {
             return Err(DataError::Corrupt {
                 path: ipath,
-                reason: format!("image size {}x{} differs from the other split", s.height, s.width),
+                reason: format!(
+                    "image size {}x{} differs from the other split",
+                    s.height, s.width
+                ),
             });
         }
         shape = Some(s);
@@ -428,9 +433,15 @@ mod tests {
     #[test]
     fn sources_parse_and_unknown_is_named() {
         assert_eq!("mnist".parse::<DataSource>().unwrap(), DataSource::Mnist);
-        assert_eq!("csv:a.csv".parse::<DataSource>().unwrap(), DataSource::Csv("a.csv".into()));
+        assert_eq!(
+            "csv:a.csv".parse::<DataSource>().unwrap(),
+            DataSource::Csv("a.csv".into())
+        );
         let err = "cifar".parse::<DataSource>().unwrap_err();
-        assert!(err.to_string().contains("unknown data set 'cifar'"), "{err}");
+        assert!(
+            err.to_string().contains("unknown data set 'cifar'"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -467,7 +478,17 @@ mod tests {
             ..Default::default()
         };
         let err = load(&DataSource::Mnist, &opts).unwrap_err();
-        assert!(matches!(err, DataError::CountMismatch { images: 2, labels: 3, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DataError::CountMismatch {
+                    images: 2,
+                    labels: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         write_idx(&m, "train-labels-idx1-ubyte", &[2], &[3, 4]);
         let ds = load(&DataSource::Mnist, &opts).unwrap();
         assert_eq!((ds.len(), ds.labels.unwrap()), (2, vec![3, 4]));

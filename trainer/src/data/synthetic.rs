@@ -78,7 +78,8 @@ impl Plant {
     /// Draws `n` windows with about `anomaly_rate` of them corrupted.
     pub fn draw(&self, n: usize, anomaly_rate: f64, seed: u64) -> Draw {
         let mut r = rng(seed, 1);
-        let noise = Normal::new(0.0f32, 0.1).unwrap_or_else(|_| unreachable!("constant parameters"));
+        let noise =
+            Normal::new(0.0f32, 0.1).unwrap_or_else(|_| unreachable!("constant parameters"));
         let mut out = Draw {
             xs: Vec::with_capacity(n * CHANNELS * WINDOW),
             labels: Vec::with_capacity(n),
@@ -92,7 +93,8 @@ impl Plant {
                 let amp = w.amplitude * r.random_range(0.9..1.1);
                 for t in 0..WINDOW {
                     let angle = std::f32::consts::TAU * w.cycles * t as f32 / WINDOW as f32 + phase;
-                    out.xs.push(w.level + amp * angle.sin() + noise.sample(&mut r));
+                    out.xs
+                        .push(w.level + amp * angle.sin() + noise.sample(&mut r));
                 }
             }
             let anomalous = r.random_bool(anomaly_rate.clamp(0.0, 1.0));
@@ -143,7 +145,13 @@ mod tests {
         assert_ne!(a.xs, p.draw(200, 0.05, 3).xs);
         assert_eq!(a.xs.len(), 200 * CHANNELS * WINDOW);
         let flagged = a.anomalies.iter().filter(|&&x| x).count();
-        assert!((2..=25).contains(&flagged), "{flagged} anomalies in 200 at 5%");
-        assert!((0..4).all(|l| a.labels.contains(&l)), "every regime appears");
+        assert!(
+            (2..=25).contains(&flagged),
+            "{flagged} anomalies in 200 at 5%"
+        );
+        assert!(
+            (0..4).all(|l| a.labels.contains(&l)),
+            "every regime appears"
+        );
     }
 }

@@ -41,13 +41,20 @@ fn fields(l: &str) -> Vec<&str> {
     l.split(',').map(str::trim).collect()
 }
 
-fn resolve(col: &LabelColumn, width: usize, header: Option<&[&str]>, path: &Path) -> Result<usize, DataError> {
+fn resolve(
+    col: &LabelColumn,
+    width: usize,
+    header: Option<&[&str]>,
+    path: &Path,
+) -> Result<usize, DataError> {
     let bad = |reason: String| DataError::BadLabelColumn {
         path: path.to_path_buf(),
         reason,
     };
     let i = match col {
-        LabelColumn::Last => width.checked_sub(1).ok_or_else(|| bad("no columns".into()))?,
+        LabelColumn::Last => width
+            .checked_sub(1)
+            .ok_or_else(|| bad("no columns".into()))?,
         LabelColumn::Index(i) => *i,
         LabelColumn::Name(n) => header
             .ok_or_else(|| bad(format!("column '{n}' named but the file has no header")))?
@@ -90,10 +97,15 @@ pub fn parse_csv(text: &str, label: Option<&LabelColumn>, path: &Path) -> Result
         .filter(|(_, l)| !l.is_empty())
         .peekable();
     let Some(&(_, first)) = lines.peek() else {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     };
     let first = fields(first);
-    let header = first.iter().any(|f| f.parse::<f64>().is_err()).then_some(first.clone());
+    let header = first
+        .iter()
+        .any(|f| f.parse::<f64>().is_err())
+        .then_some(first.clone());
     if header.is_some() {
         lines.next();
     }
@@ -134,7 +146,9 @@ pub fn parse_csv(text: &str, label: Option<&LabelColumn>, path: &Path) -> Result
     }
     let dim = width - usize::from(label_at.is_some());
     if xs.is_empty() {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(Table {
         dim,
@@ -144,7 +158,11 @@ pub fn parse_csv(text: &str, label: Option<&LabelColumn>, path: &Path) -> Result
 }
 
 /// Parses a 2-D little-endian `f4`/`f8` `.npy` array (C or Fortran order).
-pub fn parse_npy(bytes: &[u8], label: Option<&LabelColumn>, path: &Path) -> Result<Table, DataError> {
+pub fn parse_npy(
+    bytes: &[u8],
+    label: Option<&LabelColumn>,
+    path: &Path,
+) -> Result<Table, DataError> {
     let corrupt = |reason: &str| DataError::Corrupt {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -154,7 +172,10 @@ pub fn parse_npy(bytes: &[u8], label: Option<&LabelColumn>, path: &Path) -> Resu
     }
     let (start, hlen) = match bytes[6] {
         1 => (10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
-        2 | 3 if bytes.len() >= 12 => (12, u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize),
+        2 | 3 if bytes.len() >= 12 => (
+            12,
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+        ),
         v => return Err(corrupt(&format!("unsupported .npy version {v}"))),
     };
     let header = bytes
@@ -173,7 +194,9 @@ pub fn parse_npy(bytes: &[u8], label: Option<&LabelColumn>, path: &Path) -> Resu
         8
     } else {
         let d: String = descr.chars().take_while(|&c| c != ',').collect();
-        return Err(corrupt(&format!("dtype {d} is not supported; save as float32 or float64")));
+        return Err(corrupt(&format!(
+            "dtype {d} is not supported; save as float32 or float64"
+        )));
     };
     let fortran = field("fortran_order").is_some_and(|f| f.starts_with("True"));
     let shape = field("shape").ok_or_else(|| corrupt("header has no 'shape'"))?;
@@ -187,7 +210,9 @@ pub fn parse_npy(bytes: &[u8], label: Option<&LabelColumn>, path: &Path) -> Resu
         .map(|s| s.parse().map_err(|_| corrupt("malformed 'shape'")))
         .collect::<Result<_, _>>()?;
     let [rows, cols] = shape[..] else {
-        return Err(corrupt(&format!("expected a 2-D array (samples x features), got shape {shape:?}")));
+        return Err(corrupt(&format!(
+            "expected a 2-D array (samples x features), got shape {shape:?}"
+        )));
     };
     let data = &bytes[start + hlen..];
     let expected = rows * cols * width;
@@ -201,12 +226,18 @@ pub fn parse_npy(bytes: &[u8], label: Option<&LabelColumn>, path: &Path) -> Resu
     let value = |i: usize, j: usize| -> f64 {
         let at = if fortran { j * rows + i } else { i * cols + j } * width;
         match width {
-            4 => f64::from(f32::from_le_bytes(data[at..at + 4].try_into().unwrap_or_default())),
+            4 => f64::from(f32::from_le_bytes(
+                data[at..at + 4].try_into().unwrap_or_default(),
+            )),
             _ => f64::from_le_bytes(data[at..at + 8].try_into().unwrap_or_default()),
         }
     };
     let label_at = label.map(|c| resolve(c, cols, None, path)).transpose()?;
-    let (mut xs, mut labels, mut ids) = (Vec::with_capacity(rows * cols), Vec::new(), LabelIds::default());
+    let (mut xs, mut labels, mut ids) = (
+        Vec::with_capacity(rows * cols),
+        Vec::new(),
+        LabelIds::default(),
+    );
     for i in 0..rows {
         for j in 0..cols {
             let v = value(i, j);
@@ -224,7 +255,9 @@ pub fn parse_npy(bytes: &[u8], label: Option<&LabelColumn>, path: &Path) -> Resu
         }
     }
     if rows == 0 {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(Table {
         dim: cols - usize::from(label_at.is_some()),
@@ -243,7 +276,12 @@ mod tests {
 
     #[test]
     fn csv_with_and_without_header() {
-        let t = parse_csv("a,b,label\n1,2,x\n3,4,y\n5,6,x\n", Some(&"label".parse().unwrap()), p()).unwrap();
+        let t = parse_csv(
+            "a,b,label\n1,2,x\n3,4,y\n5,6,x\n",
+            Some(&"label".parse().unwrap()),
+            p(),
+        )
+        .unwrap();
         assert_eq!((t.dim, t.xs.as_slice()), (2, &[1., 2., 3., 4., 5., 6.][..]));
         assert_eq!(t.labels.unwrap(), [0, 1, 0]);
         let t = parse_csv("1, 2\n3, 4\n", None, p()).unwrap();
@@ -253,20 +291,37 @@ mod tests {
     #[test]
     fn csv_errors_name_the_line() {
         let err = parse_csv("1,2\n3\n", None, p()).unwrap_err();
-        assert!(matches!(err, DataError::Ragged { line: 2, expected: 2, got: 1, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DataError::Ragged {
+                    line: 2,
+                    expected: 2,
+                    got: 1,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let err = parse_csv("x,y\n1,2\n3,abc\n", None, p()).unwrap_err();
         assert!(err.to_string().contains("line 3, column 2"), "{err}");
         assert!(err.to_string().contains("abc"), "{err}");
         let err = parse_csv("1,2\n3,NaN\n", None, p()).unwrap_err();
         assert!(matches!(err, DataError::NotFinite { .. }), "{err}");
         assert!(err.to_string().contains("line 2, column 2"), "{err}");
-        assert!(matches!(parse_csv("\n\n", None, p()), Err(DataError::Empty { .. })));
+        assert!(matches!(
+            parse_csv("\n\n", None, p()),
+            Err(DataError::Empty { .. })
+        ));
         let err = parse_csv("a,b\n1,2\n", Some(&"c".parse().unwrap()), p()).unwrap_err();
         assert!(err.to_string().contains("no column named 'c'"), "{err}");
     }
 
     fn npy(descr: &str, shape: &str, fortran: bool, data: &[u8]) -> Vec<u8> {
-        let mut h = format!("{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}", if fortran { "True" } else { "False" });
+        let mut h = format!(
+            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+            if fortran { "True" } else { "False" }
+        );
         while (10 + h.len() + 1) % 64 != 0 {
             h.push(' ');
         }
@@ -280,10 +335,18 @@ mod tests {
 
     #[test]
     fn npy_f32_f64_and_fortran_order() {
-        let f32s: Vec<u8> = [1f32, 2., 3., 4., 5., 6.].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f32s: Vec<u8> = [1f32, 2., 3., 4., 5., 6.]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let t = parse_npy(&npy("<f4", "(3, 2)", false, &f32s), None, p()).unwrap();
         assert_eq!((t.dim, t.xs), (2, vec![1., 2., 3., 4., 5., 6.]));
-        let t = parse_npy(&npy("<f4", "(3, 2)", true, &f32s), Some(&LabelColumn::Last), p()).unwrap();
+        let t = parse_npy(
+            &npy("<f4", "(3, 2)", true, &f32s),
+            Some(&LabelColumn::Last),
+            p(),
+        )
+        .unwrap();
         assert_eq!((t.dim, t.xs), (1, vec![1., 2., 3.]));
         assert_eq!(t.labels.unwrap(), [0, 1, 2]);
         let f64s: Vec<u8> = [1f64, 2.].iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -293,7 +356,10 @@ mod tests {
 
     #[test]
     fn npy_errors() {
-        let f32s: Vec<u8> = [1f32, 2., 3.].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f32s: Vec<u8> = [1f32, 2., 3.]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         let err = parse_npy(&npy("<f4", "(2, 2)", false, &f32s), None, p()).unwrap_err();
         assert!(matches!(err, DataError::Truncated { .. }), "{err}");
         let err = parse_npy(&npy("<i8", "(1, 1)", false, &[0; 8]), None, p()).unwrap_err();

@@ -1,0 +1,151 @@
+//! Export → reload round trips and what a damaged model file does.
+
+mod common;
+
+use std::path::Path;
+
+use dekm_shared::names;
+use dekm_trainer::export::{ExportError, MODEL_FILE, SHA_FILE, read_model};
+use dekm_trainer::pipeline::{Outcome, assign, train_and_export};
+use dekm_trainer::train::RunOptions;
+
+fn train_small(dir: &Path) -> (dekm_trainer::data::Dataset, Outcome) {
+    let ds = common::synthetic(3, 600, 5);
+    let opts = RunOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let out = train_and_export(&ds, &common::quick_config(3), &opts, dir).expect("training");
+    (ds, out)
+}
+
+#[test]
+fn reload_is_bit_identical_and_assigns_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, out) = train_small(dir.path());
+    let model = read_model(dir.path()).expect("reload");
+    assert_eq!(model.meta, out.meta);
+
+    let vars = out.trained.varmap.data().lock().unwrap();
+    let mut encoder_tensors = 0;
+    for (name, var) in vars.iter().filter(|(n, _)| n.starts_with("encoder.")) {
+        let trained: Vec<u32> = var
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        let stored: Vec<u32> = model.tensors[name].iter().map(|x| x.to_bits()).collect();
+        assert_eq!(trained, stored, "{name}");
+        encoder_tensors += 1;
+    }
+    assert_eq!(encoder_tensors, 8, "4 dense layers, weight and bias each");
+    let bits = |xs: &[f32]| xs.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&model.tensors[names::V]),
+        bits(&out.trained.rotation.v)
+    );
+    assert_eq!(
+        bits(&model.tensors[names::CENTROIDS_Z]),
+        bits(&out.trained.kmeans.centroids)
+    );
+    assert_eq!(
+        bits(&model.tensors[names::THRESHOLDS]),
+        bits(out.calibration.head.thresholds())
+    );
+
+    let assigned: Vec<u32> = assign(&model, &ds)
+        .unwrap()
+        .iter()
+        .map(|a| a.cluster)
+        .collect();
+    assert_eq!(
+        assigned, out.calibration.labels,
+        "reloaded model assigns like the trainer"
+    );
+    let sha = std::fs::read_to_string(dir.path().join(SHA_FILE)).unwrap();
+    assert!(sha.starts_with(&out.sha256));
+    for f in ["metrics.json", "config.json"] {
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(f)).unwrap()).unwrap();
+        assert!(json.is_object(), "{f}");
+    }
+}
+
+#[test]
+fn damaged_files_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    train_small(dir.path());
+    let model = dir.path().join(MODEL_FILE);
+    let good = std::fs::read(&model).unwrap();
+
+    let mut flipped = good.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 0x55;
+    std::fs::write(&model, &flipped).unwrap();
+    let err = read_model(dir.path()).unwrap_err();
+    assert!(matches!(err, ExportError::Checksum { .. }), "{err}");
+
+    // Without the checksum file the parser itself must catch damage.
+    std::fs::remove_file(dir.path().join(SHA_FILE)).unwrap();
+    std::fs::write(&model, &good[..good.len() - 100]).unwrap();
+    let err = read_model(dir.path()).unwrap_err();
+    assert!(matches!(err, ExportError::Format { .. }), "{err}");
+
+    std::fs::write(&model, b"not a model").unwrap();
+    assert!(matches!(
+        read_model(dir.path()),
+        Err(ExportError::Format { .. })
+    ));
+
+    let newer = replace(
+        &good,
+        b"\"dekm.format_version\":\"1\"",
+        b"\"dekm.format_version\":\"9\"",
+    );
+    std::fs::write(&model, newer).unwrap();
+    let err = read_model(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("unsupported model format version 9"), "{err}");
+
+    std::fs::write(
+        &model,
+        replace(&good, b"dekm.thresholds", b"dekm.thresholdz"),
+    )
+    .unwrap();
+    let err = read_model(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("missing tensor dekm.thresholds"), "{err}");
+
+    let err = read_model(&dir.path().join("nope")).unwrap_err();
+    assert!(matches!(err, ExportError::Io { .. }), "{err}");
+}
+
+#[test]
+fn other_readers_see_documented_names_and_dtypes() {
+    let dir = tempfile::tempdir().unwrap();
+    train_small(dir.path());
+    let bytes = std::fs::read(dir.path().join(MODEL_FILE)).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor(names::V).unwrap();
+    assert_eq!(
+        (v.dtype(), v.shape()),
+        (safetensors::Dtype::F32, &[10usize, 10][..])
+    );
+    assert!(st.names().contains(&"encoder.dense0.weight"));
+    assert!(
+        !st.names().iter().any(|n| n.starts_with("decoder.")),
+        "decoder is not exported"
+    );
+}
+
+/// `bytes` with the first occurrence of `from` replaced by the same-length `to`.
+fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("pattern in header");
+    let mut out = bytes.to_vec();
+    out[at..at + to.len()].copy_from_slice(to);
+    out
+}

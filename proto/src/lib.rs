@@ -1,0 +1,33 @@
+//! The dekm gRPC contract. Generated code stays private; everything is re-exported as [`pb`].
+
+mod generated {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/dekm.v1.rs"));
+}
+
+/// Protocol buffer types of package `dekm.v1`.
+pub mod pb {
+    pub use crate::generated::*;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pb;
+    use prost::Message;
+
+    #[test]
+    fn assign_request_round_trips_on_the_wire() {
+        let req = pb::AssignRequest {
+            model_id: "m1".into(),
+            samples: vec![pb::Sample {
+                values: vec![0.5, 1.0],
+            }],
+        };
+        let bytes = req.encode_to_vec();
+        assert_eq!(pb::AssignRequest::decode(bytes.as_slice()).unwrap(), req);
+        assert!(
+            pb::AssignRequest::decode(&bytes[..bytes.len() - 1]).is_err(),
+            "truncated input is an error"
+        );
+    }
+}

@@ -16,7 +16,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::model::Encoder;
+use crate::model::{ConvBackend, Encoder};
 use crate::train::{History, TrainConfig, Trained};
 
 /// File names inside a model directory.
@@ -390,7 +390,7 @@ pub fn read_model(path: &Path) -> Result<LoadedModel, ExportError> {
         })
         .collect::<Result<HashMap<_, _>, candle_core::Error>>()?;
     let vb = VarBuilder::from_tensors(candle_tensors, DType::F32, &dev);
-    let encoder = Encoder::new(&meta.encoder, &vb)?;
+    let encoder = Encoder::new(&meta.encoder, &vb, ConvBackend::Fast)?;
     let d = meta.encoder.latent_dim();
     let take = |n: &str| tensors[n].clone();
     let head = ClusterHead::new(

@@ -8,8 +8,12 @@ use clap::{Args, Parser, Subcommand};
 use dekm_trainer::data::{self, DataSource, LabelColumn, LoadOptions, Split, SyntheticOptions};
 use dekm_trainer::export::read_model;
 use dekm_trainer::metrics;
+use dekm_trainer::model::ConvBackend;
 use dekm_trainer::pipeline::{assign, cluster_sizes, metrics_table, train_and_export};
 use dekm_trainer::train::{RunOptions, TrainConfig};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -121,6 +125,9 @@ struct TrainArgs {
     /// Continue from OUT/checkpoint after an interruption.
     #[arg(long)]
     resume: bool,
+    /// Convolution kernels: fast (im2col + GEMM) or candle's built-in ops, for comparison.
+    #[arg(long, value_enum, default_value_t = ConvBackend::Fast)]
+    conv: ConvBackend,
 }
 
 impl TrainArgs {
@@ -137,6 +144,7 @@ impl TrainArgs {
             tol: self.tol,
             restarts: self.restarts,
             threshold_quantile: self.threshold_quantile,
+            conv: self.conv,
         }
     }
 }

@@ -8,6 +8,9 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{
     Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Linear, VarBuilder, VarMap,
 };
+use serde::{Deserialize, Serialize};
+
+use crate::conv::{FastConv2d, FastConvTranspose2d, swap_batch_channels};
 use dekm_shared::{EncoderSpec, ImageShape, names};
 use rand::Rng;
 
@@ -15,6 +18,35 @@ use crate::rng;
 
 fn linear(vb: &VarBuilder, name: &str, input: usize, output: usize) -> Result<Linear> {
     candle_nn::linear(input, output, vb.pp(name))
+}
+
+/// Which convolution kernels the convolutional layers run on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvBackend {
+    /// im2col / col2im + GEMM ([`crate::conv`]), forward and backward.
+    #[default]
+    Fast,
+    /// candle's built-in `conv2d` / `conv_transpose2d` (for comparison).
+    Candle,
+}
+
+/// One convolution of the encoder on the selected backend.
+#[derive(Debug, Clone)]
+pub enum ConvLayer {
+    /// [`FastConv2d`].
+    Fast(FastConv2d),
+    /// candle's `Conv2d`.
+    Candle(Conv2d),
+}
+
+impl Module for ConvLayer {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Fast(c) => c.forward(xs),
+            Self::Candle(c) => c.forward(xs),
+        }
+    }
 }
 
 /// Maps a flat sample batch to latent vectors `z`.
@@ -25,9 +57,11 @@ pub enum Encoder {
         /// Input image shape.
         input: ImageShape,
         /// Convolutions, ReLU after each.
-        convs: Vec<Conv2d>,
+        convs: Vec<ConvLayer>,
         /// Linear layer to the latent space.
         latent: Linear,
+        /// Run the convolutions on channel-major `[c, b, h, w]` activations (fast backend).
+        channel_major: bool,
     },
     /// Dense layers with ReLU, then linear.
     Dense {
@@ -40,7 +74,7 @@ pub enum Encoder {
 
 impl Encoder {
     /// Builds the encoder's layers under their export names (`encoder.conv0`, ...).
-    pub fn new(spec: &EncoderSpec, vb: &VarBuilder) -> Result<Self> {
+    pub fn new(spec: &EncoderSpec, vb: &VarBuilder, backend: ConvBackend) -> Result<Self> {
         let pre = spec.pre_latent_len().map_err(candle_core::Error::wrap)?;
         let latent = linear(vb, names::LATENT, pre, spec.latent_dim())?;
         Ok(match spec {
@@ -50,24 +84,28 @@ impl Encoder {
                     .iter()
                     .enumerate()
                     .map(|(i, g)| {
-                        let cfg = Conv2dConfig {
-                            padding: g.pad,
-                            stride: g.stride,
-                            ..Default::default()
-                        };
-                        candle_nn::conv2d(
-                            g.input.channels,
-                            g.output.channels,
-                            g.kernel,
-                            cfg,
-                            vb.pp(names::conv(i)),
-                        )
+                        let (cin, cout, vb) =
+                            (g.input.channels, g.output.channels, vb.pp(names::conv(i)));
+                        Ok(match backend {
+                            ConvBackend::Fast => ConvLayer::Fast(FastConv2d::new(
+                                cin, cout, g.kernel, g.stride, g.pad, vb,
+                            )?),
+                            ConvBackend::Candle => {
+                                let cfg = Conv2dConfig {
+                                    padding: g.pad,
+                                    stride: g.stride,
+                                    ..Default::default()
+                                };
+                                ConvLayer::Candle(candle_nn::conv2d(cin, cout, g.kernel, cfg, vb)?)
+                            }
+                        })
                     })
                     .collect::<Result<_>>()?;
                 Self::Conv {
                     input: *input,
                     convs,
                     latent,
+                    channel_major: backend == ConvBackend::Fast,
                 }
             }
             EncoderSpec::Dense { input, hidden, .. } => {
@@ -91,11 +129,18 @@ impl Module for Encoder {
                 input,
                 convs,
                 latent,
+                channel_major,
             } => {
                 let b = xs.dim(0)?;
                 let mut h = xs.reshape((b, input.channels, input.height, input.width))?;
+                if *channel_major {
+                    h = swap_batch_channels(&h)?;
+                }
                 for c in convs {
                     h = c.forward(&h)?.relu()?;
+                }
+                if *channel_major {
+                    h = swap_batch_channels(&h)?;
                 }
                 latent.forward(&h.flatten_from(1)?)
             }
@@ -116,19 +161,22 @@ pub struct Decoder {
     latent: Linear,
     /// Shape the latent layer's output is reshaped to before the transposed convolutions.
     unflatten: Option<ImageShape>,
+    /// Run the transposed convolutions on channel-major activations (fast backend).
+    channel_major: bool,
     /// Layers applied in order; ReLU after every one but the last.
     layers: Vec<DecoderLayer>,
 }
 
 #[derive(Debug, Clone)]
 enum DecoderLayer {
+    FastDeconv(FastConvTranspose2d),
     Deconv(ConvTranspose2d),
     Dense(Linear),
 }
 
 impl Decoder {
     /// Builds the decoder under `decoder.*` names; `decoder.deconv{i}` inverts `encoder.conv{i}`.
-    pub fn new(spec: &EncoderSpec, vb: &VarBuilder) -> Result<Self> {
+    pub fn new(spec: &EncoderSpec, vb: &VarBuilder, backend: ConvBackend) -> Result<Self> {
         let pre = spec.pre_latent_len().map_err(candle_core::Error::wrap)?;
         let latent = linear(vb, "decoder.latent", spec.latent_dim(), pre)?;
         let (unflatten, layers) = match spec {
@@ -148,14 +196,19 @@ impl Decoder {
                         stride: g.stride,
                         dilation: 1,
                     };
-                    let vb = vb.pp(format!("decoder.deconv{i}"));
-                    layers.push(DecoderLayer::Deconv(candle_nn::conv_transpose2d(
+                    let (cin, cout, vb) = (
                         g.output.channels,
                         g.input.channels,
-                        g.kernel,
-                        cfg,
-                        vb,
-                    )?));
+                        vb.pp(format!("decoder.deconv{i}")),
+                    );
+                    layers.push(match backend {
+                        ConvBackend::Fast => DecoderLayer::FastDeconv(FastConvTranspose2d::new(
+                            cin, cout, g.kernel, cfg, vb,
+                        )?),
+                        ConvBackend::Candle => DecoderLayer::Deconv(candle_nn::conv_transpose2d(
+                            cin, cout, g.kernel, cfg, vb,
+                        )?),
+                    });
                 }
                 (geometry.last().map(|g| g.output), layers)
             }
@@ -176,6 +229,7 @@ impl Decoder {
         Ok(Self {
             latent,
             unflatten,
+            channel_major: backend == ConvBackend::Fast,
             layers,
         })
     }
@@ -189,18 +243,26 @@ impl Module for Decoder {
             return Ok(h);
         }
         h = h.relu()?;
+        let swap = self.unflatten.is_some() && self.channel_major;
         if let Some(s) = self.unflatten {
             h = h.reshape((b, s.channels, s.height, s.width))?;
+            if swap {
+                h = swap_batch_channels(&h)?;
+            }
         }
         let last = self.layers.len() - 1;
         for (i, l) in self.layers.iter().enumerate() {
             h = match l {
+                DecoderLayer::FastDeconv(c) => c.forward(&h)?,
                 DecoderLayer::Deconv(c) => c.forward(&h)?,
                 DecoderLayer::Dense(d) => d.forward(&h)?,
             };
             if i < last {
                 h = h.relu()?;
             }
+        }
+        if swap {
+            h = swap_batch_channels(&h)?;
         }
         h.flatten_from(1)
     }
@@ -217,18 +279,23 @@ pub struct Autoencoder {
 
 impl Autoencoder {
     /// Builds both halves on `vb`.
-    pub fn new(spec: &EncoderSpec, vb: &VarBuilder) -> Result<Self> {
+    pub fn new(spec: &EncoderSpec, vb: &VarBuilder, backend: ConvBackend) -> Result<Self> {
         Ok(Self {
-            encoder: Encoder::new(spec, vb)?,
-            decoder: Decoder::new(spec, vb)?,
+            encoder: Encoder::new(spec, vb, backend)?,
+            decoder: Decoder::new(spec, vb, backend)?,
         })
     }
 
     /// Creates a fresh model in `varmap` with PyTorch's default initialisation drawn from
     /// `seed` (candle's own initialisers use an unseeded generator on CPU).
-    pub fn init(spec: &EncoderSpec, varmap: &VarMap, seed: u64) -> Result<Self> {
+    pub fn init(
+        spec: &EncoderSpec,
+        varmap: &VarMap,
+        seed: u64,
+        backend: ConvBackend,
+    ) -> Result<Self> {
         let vb = VarBuilder::from_varmap(varmap, DType::F32, &candle_core::Device::Cpu);
-        let model = Self::new(spec, &vb)?;
+        let model = Self::new(spec, &vb, backend)?;
         reinit(varmap, seed)?;
         Ok(model)
     }
@@ -299,10 +366,26 @@ mod tests {
             4,
         );
         let vm = VarMap::new();
-        let ae = Autoencoder::init(&spec, &vm, 1).unwrap();
         let xs = Tensor::ones((3, spec.input_len()), DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(ae.encoder.forward(&xs).unwrap().dims(), [3, 4]);
-        assert_eq!(ae.forward(&xs).unwrap().dims(), [3, 2 * 13 * 13]);
+        let fast = Autoencoder::init(&spec, &vm, 1, ConvBackend::Fast).unwrap();
+        assert_eq!(fast.encoder.forward(&xs).unwrap().dims(), [3, 4]);
+        let out = fast.forward(&xs).unwrap();
+        assert_eq!(out.dims(), [3, 2 * 13 * 13]);
+        // The same variables on candle's kernels give the same reconstruction.
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let reference = Autoencoder::new(&spec, &vb, ConvBackend::Candle)
+            .unwrap()
+            .forward(&xs)
+            .unwrap();
+        let err = (out - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err < 1e-4, "fast vs candle: {err}");
     }
 
     #[test]
@@ -310,7 +393,7 @@ mod tests {
         let spec = EncoderSpec::paper_dense(5, 3);
         let dump = |seed| {
             let vm = VarMap::new();
-            Autoencoder::init(&spec, &vm, seed).unwrap();
+            Autoencoder::init(&spec, &vm, seed, ConvBackend::Fast).unwrap();
             let data = vm.data().lock().unwrap();
             data["encoder.latent.weight"]
                 .flatten_all()

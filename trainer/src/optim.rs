@@ -29,7 +29,7 @@ impl Adam {
         let params = vars
             .into_iter()
             .map(|(name, var)| {
-                let zeros = var.zeros_like()?;
+                let zeros = var.zeros_like()?.detach();
                 Ok(Param {
                     name,
                     m: zeros.clone(),
@@ -57,8 +57,10 @@ impl Adam {
         let (scale_m, scale_v) = (1.0 / (1.0 - BETA1.powi(t)), 1.0 / (1.0 - BETA2.powi(t)));
         for p in &mut self.params {
             let Some(g) = grads.get(&p.var) else { continue };
-            p.m = ((&p.m * BETA1)? + (g * (1.0 - BETA1))?)?;
-            p.v = ((&p.v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
+            // Detached: a moment that kept its op history would hold every past step's graph.
+            let g = g.detach();
+            p.m = ((&p.m * BETA1)? + (&g * (1.0 - BETA1))?)?.detach();
+            p.v = ((&p.v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?.detach();
             let update = ((&p.m * scale_m)? / ((&p.v * scale_v)?.sqrt()? + EPS)?)?;
             p.var.set(&(p.var.as_tensor() - (update * self.lr)?)?)?;
         }
@@ -151,6 +153,8 @@ mod tests {
                 opt.backward_step(&var.sqr().unwrap().sum_all().unwrap())
                     .unwrap();
             }
+            // Moments must not keep the autograd graph of past steps alive.
+            assert!(opt.state().values().all(|t| !t.track_op()));
             var.to_vec1::<f32>().unwrap()
         };
         assert_eq!(run(None), run(Some(3)));

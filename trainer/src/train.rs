@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Dataset;
 use crate::kmeans::{self, ClusterError, KMeans, KMeansConfig};
 use crate::metrics;
-use crate::model::{Autoencoder, Encoder, embed};
+use crate::model::{Autoencoder, ConvBackend, Encoder, embed};
 use crate::optim::Adam;
 use crate::rng;
 use crate::rotation::{Rotation, rotation, within_scatter};
@@ -80,6 +80,9 @@ pub struct TrainConfig {
     pub restarts: usize,
     /// Quantile of training distances used as the outlier threshold.
     pub threshold_quantile: f32,
+    /// Convolution kernels (results agree to float rounding; `candle` is for comparison).
+    #[serde(default)]
+    pub conv: ConvBackend,
 }
 
 impl Default for TrainConfig {
@@ -96,6 +99,7 @@ impl Default for TrainConfig {
             tol: 0.005,
             restarts: 10,
             threshold_quantile: 0.99,
+            conv: ConvBackend::Fast,
         }
     }
 }
@@ -326,7 +330,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
     let xs = Tensor::from_vec(flat, (n, len), &dev)?;
 
     let mut varmap = VarMap::new();
-    let ae = Autoencoder::init(&spec, &varmap, cfg.seed)?;
+    let ae = Autoencoder::init(&spec, &varmap, cfg.seed, cfg.conv)?;
     let ckpt = Checkpointer {
         dir: opts.checkpoint.as_deref(),
         run: RunKey {

@@ -105,6 +105,11 @@ impl ClusterHead {
         self.thresholds.len()
     }
 
+    /// Centroids in `y` space, row-major `[k, d]`.
+    pub fn centroids(&self) -> &[f32] {
+        &self.centroids_y
+    }
+
     /// Outlier thresholds, one per cluster.
     pub fn thresholds(&self) -> &[f32] {
         &self.thresholds

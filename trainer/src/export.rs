@@ -113,19 +113,13 @@ pub fn calibrate(trained: &Trained, q: f32) -> Result<Calibration, dekm_edge::He
     let d = trained.rotation.d;
     let k = trained.kmeans.centroids.len() / d;
     let mut cy = vec![0f32; k * d];
-    let open = ClusterHead::new(
-        d,
-        trained.rotation.v.clone(),
-        vec![0.0; k * d],
-        vec![f32::INFINITY; k],
-    )?;
     for (mu, out) in trained
         .kmeans
         .centroids
         .chunks_exact(d)
         .zip(cy.chunks_exact_mut(d))
     {
-        open.project(mu, out)?;
+        trained.rotation.project(mu, out);
     }
     let mut head = ClusterHead::new(d, trained.rotation.v.clone(), cy, vec![f32::INFINITY; k])?;
     let mut y = vec![0f32; d];
@@ -209,29 +203,14 @@ pub fn write_model(
             tensors.insert(name.clone(), (var.dims().to_vec(), f32_view(&values)));
         }
     }
-    let (d, k) = (
-        trained.rotation.d,
-        trained.kmeans.centroids.len() / trained.rotation.d,
-    );
-    let mut cy = vec![0f32; k * d];
-    for (mu, out) in trained
-        .kmeans
-        .centroids
-        .chunks_exact(d)
-        .zip(cy.chunks_exact_mut(d))
-    {
-        calibration
-            .head
-            .project(mu, out)
-            .map_err(|e| contract(dir, e.to_string()))?;
-    }
+    let (d, k) = (trained.rotation.d, calibration.head.k());
     let q = QUANTILE_LEVELS.len();
     let n = trained.normalizer.len();
     for (name, shape, values) in [
         (names::V, vec![d, d], trained.rotation.v.as_slice()),
         (names::EIGENVALUES, vec![d], &trained.rotation.eigenvalues),
         (names::CENTROIDS_Z, vec![k, d], &trained.kmeans.centroids),
-        (names::CENTROIDS_Y, vec![k, d], &cy),
+        (names::CENTROIDS_Y, vec![k, d], calibration.head.centroids()),
         (names::THRESHOLDS, vec![k], calibration.head.thresholds()),
         (names::QUANTILE_LEVELS, vec![q], &QUANTILE_LEVELS),
         (names::DISTANCE_QUANTILES, vec![k, q], &calibration.table),

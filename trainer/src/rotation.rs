@@ -14,6 +14,16 @@ pub struct Rotation {
     pub eigenvalues: Vec<f32>,
 }
 
+impl Rotation {
+    /// Writes `y = V z` into `y` (both of length `d`). The edge head computes the same product;
+    /// the export round-trip test pins the two together.
+    pub fn project(&self, z: &[f32], y: &mut [f32]) {
+        for (yi, row) in y.iter_mut().zip(self.v.chunks_exact(self.d)) {
+            *yi = row.iter().zip(z).map(|(a, b)| a * b).sum();
+        }
+    }
+}
+
 /// `Sw = Σ_c Σ_{z in c} (z - mu_c)(z - mu_c)ᵀ`, accumulated in `f64`.
 pub fn within_scatter(z: &[f32], d: usize, labels: &[u32], centroids: &[f32]) -> DMatrix<f64> {
     let mut sw = DMatrix::<f64>::zeros(d, d);

@@ -548,15 +548,10 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
 
 /// `y' = V z` for every sample, with the last coordinate replaced by the centroid's.
 fn dekm_targets(z: &[f32], d: usize, km: &KMeans, rot: &Rotation) -> Vec<f32> {
-    let project = |x: &[f32], out: &mut [f32]| {
-        for (o, row) in out.iter_mut().zip(rot.v.chunks_exact(d)) {
-            *o = row.iter().zip(x).map(|(a, b)| a * b).sum();
-        }
-    };
     let mut mu_last = vec![0f32; km.centroids.len() / d];
     let mut y = vec![0f32; d];
     for (m, mu) in mu_last.iter_mut().zip(km.centroids.chunks_exact(d)) {
-        project(mu, &mut y);
+        rot.project(mu, &mut y);
         *m = y[d - 1];
     }
     let mut out = vec![0f32; z.len()];
@@ -565,7 +560,7 @@ fn dekm_targets(z: &[f32], d: usize, km: &KMeans, rot: &Rotation) -> Vec<f32> {
         .zip(out.chunks_exact_mut(d))
         .zip(&km.labels)
     {
-        project(x, o);
+        rot.project(x, o);
         o[d - 1] = mu_last[l as usize];
     }
     out

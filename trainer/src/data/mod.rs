@@ -347,7 +347,7 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
     Ok(ds)
 }
 
-/// The directory named by `--data-dir`, else `DEKM_DATA`, else `../shared/data` when it exists.
+/// The directory named by `--data-dir`, else by `DEKM_DATA`; nothing else is guessed.
 pub fn default_data_dir(explicit: Option<&Path>) -> Option<PathBuf> {
     explicit
         .map(Path::to_path_buf)

@@ -114,18 +114,9 @@ pub fn assign(model: &LoadedModel, ds: &Dataset) -> Result<Vec<Assignment>, Pipe
             model.meta.dataset
         )));
     }
-    let mut flat = vec![0f32; ds.xs.len()];
-    for (i, (raw, out)) in ds
-        .xs
-        .chunks_exact(len)
-        .zip(flat.chunks_exact_mut(len))
-        .enumerate()
-    {
-        model
-            .normalizer
-            .apply(raw, out)
-            .map_err(|e| PipelineError::Input(format!("sample {i}: {e}")))?;
-    }
+    let flat = ds
+        .normalized(&model.normalizer)
+        .map_err(|(i, e)| PipelineError::Input(format!("sample {i}: {e}")))?;
     let xs = Tensor::from_vec(flat, (ds.len(), len), &Device::Cpu)?;
     let z = embed(&model.encoder, &xs, 1024)?;
     let d = model.head.latent_dim();

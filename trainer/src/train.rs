@@ -321,12 +321,9 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         .map_err(|e| TrainError::Config(e.to_string()))?;
     let normalizer = ds.fit_normalizer();
     let len = spec.input_len();
-    let mut flat = vec![0f32; ds.xs.len()];
-    for (raw, out) in ds.xs.chunks_exact(len).zip(flat.chunks_exact_mut(len)) {
-        normalizer
-            .apply(raw, out)
-            .map_err(|e| TrainError::Config(format!("input data: {e}")))?;
-    }
+    let flat = ds
+        .normalized(&normalizer)
+        .map_err(|(i, e)| TrainError::Config(format!("input sample {i}: {e}")))?;
     let xs = Tensor::from_vec(flat, (n, len), &dev)?;
 
     let mut varmap = VarMap::new();

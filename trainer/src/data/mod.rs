@@ -287,6 +287,25 @@ impl Dataset {
         }
     }
 
+    /// All samples through `normalizer`, row-major; on failure, the index of the first bad
+    /// sample and why (wrong length, NaN or infinity).
+    pub fn normalized(
+        &self,
+        normalizer: &Normalizer,
+    ) -> Result<Vec<f32>, (usize, dekm_shared::ContractError)> {
+        let len = self.shape.len();
+        let mut flat = vec![0f32; self.xs.len()];
+        for (i, (raw, out)) in self
+            .xs
+            .chunks_exact(len)
+            .zip(flat.chunks_exact_mut(len))
+            .enumerate()
+        {
+            normalizer.apply(raw, out).map_err(|e| (i, e))?;
+        }
+        Ok(flat)
+    }
+
     fn truncate(&mut self, n: usize) {
         if n < self.len() {
             self.xs.truncate(n * self.shape.len());

@@ -1,22 +1,32 @@
-//! Fast CPU convolutions for training: `im2col` / `col2im` as candle custom ops, each the other's
-//! backward, with every multiply-add in one large GEMM (candle's `matmul`, backed by `gemm`).
+//! Fast CPU convolutions for training: each convolution and transposed convolution is one
+//! candle custom op over `(input, weight, bias)`, with its own backward pass, built on `im2col` /
+//! `col2im` and three GEMMs.
 //!
 //! candle 0.11's CPU `conv_transpose2d` is a direct loop and `conv2d`'s backward pass goes
 //! through it, which makes training the paper's autoencoder about ten times slower than PyTorch.
-//! Here a convolution is `W[O, C·k·k] · im2col(x)[C·k·k, B·L]` and a transposed convolution is
-//! `col2im(Wᵀ · x)`; candle's autograd differentiates the matmuls and the custom ops supply the
-//! adjoint of the data movement, so gradients for input, weight and bias all come from GEMMs.
+//! Expressing the convolution through candle's own matmul fixes the multiply-adds but not the
+//! rest: candle's autograd gives every intermediate tensor a zero-filled gradient buffer plus an
+//! addition, so the 40 MB `im2col` matrix of a layer cost more in memory traffic than its GEMM.
+//! Here the whole layer is one node of the graph: the column matrix lives in a reused scratch
+//! buffer and never becomes a tensor, bias and ReLU are fused into the output pass, and the
+//! backward pass computes exactly three things (input, weight and bias gradients), skipping the
+//! input gradient when nothing upstream needs it.
 //!
 //! Activations are channel-major, `[c, b, h, w]`: a convolution's GEMM output `[o, b·oh·ow]` is
 //! then already the next layer's input, with no transposes, and the bias gradient is a reduction
 //! over the contiguous last axis.
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor, bail};
+use std::sync::Mutex;
+
+use candle_core::{
+    CpuStorage, CustomOp3, Device, Layout, Module, Result, Shape, Storage, Tensor, bail,
+};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 /// Shape of one convolution: channel-major input `[c, b, h, w]`, square kernel, output
-/// spatial size `oh x ow`.
+/// spatial size `oh x ow`. For a transposed convolution it describes the forward convolution
+/// whose adjoint it is (`c, h, w` are the transposed convolution's output).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Geometry {
     b: usize,
@@ -31,12 +41,18 @@ struct Geometry {
 }
 
 impl Geometry {
+    /// Rows of the column matrix: one per `(channel, ki, kj)`.
     fn rows(&self) -> usize {
         self.c * self.k * self.k
     }
 
+    /// Columns of the column matrix: one per output position of every image.
     fn cols(&self) -> usize {
         self.b * self.oh * self.ow
+    }
+
+    fn image_len(&self) -> usize {
+        self.c * self.b * self.h * self.w
     }
 
     /// Input coordinate read by output `o` at kernel offset `kk`, if inside the image.
@@ -46,114 +62,531 @@ impl Geometry {
             .filter(|&i| i < limit)
     }
 
-    /// Outputs `lo..hi` along an axis of `outs` positions whose input `o·stride + kk − pad` lies
-    /// in `0..limit`, so the inner loops run without bounds tests.
-    fn valid(&self, kk: usize, limit: usize, outs: usize) -> (usize, usize) {
-        let lo = self.pad.saturating_sub(kk).div_ceil(self.stride);
-        let hi = match (limit + self.pad).checked_sub(kk + 1) {
-            Some(last) => (last / self.stride + 1).min(outs),
-            None => 0,
-        };
-        (lo.min(hi), hi)
+    /// Image batches small enough that a batch's column matrix stays in cache (4 MiB):
+    /// the column matrix of a whole batch is tens of megabytes, and writing it to memory and
+    /// reading it back cost more than the GEMM that consumes it.
+    fn chunks(&self) -> impl Iterator<Item = Images> + use<> {
+        let per_image = (self.rows() * self.oh * self.ow).max(1);
+        let len = (CHUNK_FLOATS / per_image).clamp(1, self.b.max(1));
+        let b = self.b;
+        (0..b).step_by(len).map(move |first| Images {
+            first,
+            len: len.min(b - first),
+        })
     }
+
+    /// Columns of the column matrix of `images`.
+    fn chunk_cols(&self, images: Images) -> usize {
+        images.len * self.oh * self.ow
+    }
+
+    /// `x[c, b, h, w]` → `out[c·k·k, images·oh·ow]` for the images of `images`; row
+    /// `(ci, ki, kj)` matches a weight reshaped to `[O, C·k·k]`. Every element of `out` is
+    /// written, so it may hold stale scratch data.
+    fn im2col(&self, x: &[f32], images: Images, out: &mut [f32]) {
+        let cols = self.chunk_cols(images);
+        out[..self.rows() * cols]
+            .par_chunks_mut(cols)
+            .enumerate()
+            .for_each(|(r, row)| self.im2col_row(x, images, r, row));
+    }
+
+    /// Source offset within an image of every output position `o` for kernel offset
+    /// `(ki, kj)`, `usize::MAX` where it falls in the padding: the inner loops are then one
+    /// branch-predictable gather or scatter, with no per-line setup.
+    fn offsets(&self, ki: usize, kj: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.oh * self.ow).map(move |o| {
+            match (
+                self.src(o / self.ow, ki, self.h),
+                self.src(o % self.ow, kj, self.w),
+            ) {
+                (Some(iy), Some(ix)) => iy * self.w + ix,
+                _ => usize::MAX,
+            }
+        })
+    }
+
+    #[inline(never)]
+    fn im2col_row(&self, x: &[f32], images: Images, r: usize, row: &mut [f32]) {
+        let g = self;
+        let (l, hw) = (g.oh * g.ow, g.h * g.w);
+        let (ci, ki, kj) = (r / (g.k * g.k), r / g.k % g.k, r % g.k);
+        let map: Vec<usize> = g.offsets(ki, kj).collect();
+        let planes = x[(ci * g.b + images.first) * hw..][..images.len * hw].chunks_exact(hw);
+        for (plane, dst) in planes.zip(row.chunks_exact_mut(l)) {
+            for (v, &i) in dst.iter_mut().zip(&map) {
+                *v = plane.get(i).copied().unwrap_or(0.0);
+            }
+        }
+    }
+
+    /// The adjoint of [`Self::im2col`]: adds the patches of `cols[c·k·k, images·oh·ow]` into
+    /// the images `images` of `out[c, b, h, w]`, which holds the starting values (zeros, or a
+    /// bias).
+    fn col2im_add(&self, cols: &[f32], images: Images, out: &mut [f32]) {
+        let hw = self.h * self.w;
+        let maps: Vec<usize> = (0..self.k * self.k)
+            .flat_map(|kk| self.offsets(kk / self.k, kk % self.k))
+            .collect();
+        // Planes (ci, bi) are disjoint, so each task owns the plane it accumulates into.
+        out[..self.image_len()]
+            .par_chunks_mut(self.b * hw)
+            .enumerate()
+            .for_each(|(ci, channel)| {
+                channel[images.first * hw..][..images.len * hw]
+                    .par_chunks_mut(hw)
+                    .enumerate()
+                    .for_each(|(bi, plane)| {
+                        self.col2im_plane(cols, &maps, images, (ci, bi), plane)
+                    });
+            });
+    }
+
+    #[inline(never)]
+    fn col2im_plane(
+        &self,
+        cols: &[f32],
+        maps: &[usize],
+        images: Images,
+        (ci, bi): (usize, usize),
+        plane: &mut [f32],
+    ) {
+        let l = self.oh * self.ow;
+        let n = images.len * l;
+        let kk = self.k * self.k;
+        for (j, map) in maps.chunks_exact(l).enumerate() {
+            let row = &cols[(ci * kk + j) * n + bi * l..][..l];
+            for (&v, &i) in row.iter().zip(map) {
+                if let Some(d) = plane.get_mut(i) {
+                    *d += v;
+                }
+            }
+        }
+    }
+}
+
+/// Floats in the column matrix of one chunk of images (4 MiB).
+const CHUNK_FLOATS: usize = 1 << 20;
+
+/// A run of consecutive images of a batch, processed together.
+#[derive(Debug, Clone, Copy)]
+struct Images {
+    first: usize,
+    len: usize,
+}
+
+/// Scratch buffers for column matrices, kept between calls: a layer's columns are tens of
+/// megabytes, and a fresh allocation of that size costs a page fault and a zeroed page per 4 KiB
+/// every training step.
+static SCRATCH: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+
+/// A scratch buffer from the pool (taken on first use), returned to the pool on drop.
+#[derive(Default)]
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    /// The first `len` floats of the buffer, with unspecified contents.
+    fn get(&mut self, len: usize) -> &mut [f32] {
+        if self.0.is_empty() {
+            let mut pool = SCRATCH.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(i) = (0..pool.len()).max_by_key(|&i| pool[i].len()) {
+                self.0 = pool.swap_remove(i);
+            }
+        }
+        if self.0.len() < len {
+            self.0.resize(len, 0.0);
+        }
+        &mut self.0[..len]
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let mut pool = SCRATCH.lock().unwrap_or_else(|p| p.into_inner());
+        // Two per thread that runs layers (the forward and the backward thread) is plenty.
+        if pool.len() < 4 {
+            pool.push(std::mem::take(&mut self.0));
+        }
+    }
+}
+
+/// A GEMM operand: element `(i, j)` at `data[i·ld + j]`, or at `data[j·ld + i]` when `t` (the
+/// matrix is stored as its transpose).
+#[derive(Clone, Copy)]
+struct Operand<'a> {
+    data: &'a [f32],
+    ld: usize,
+    t: bool,
+}
+
+fn op(data: &[f32], ld: usize, t: bool) -> Operand<'_> {
+    Operand { data, ld, t }
+}
+
+/// True when a `rows×cols` matrix with leading dimension `ld` lies inside `len` elements.
+fn fits(rows: usize, cols: usize, ld: usize, len: usize) -> bool {
+    rows == 0 || cols == 0 || (cols <= ld && (rows - 1) * ld + cols <= len)
+}
+
+/// `c = a·b`, or `c += a·b` when `accumulate`: `a` is `m×k`, `b` is `k×n`, `c` is `m×n` with
+/// leading dimension `ldc`.
+fn gemm(
+    (m, n, k): (usize, usize, usize),
+    a: Operand,
+    b: Operand,
+    (c, ldc): (&mut [f32], usize),
+    accumulate: bool,
+) -> Result<()> {
+    let stored = |rows: usize, cols: usize, o: &Operand| {
+        if o.t {
+            fits(cols, rows, o.ld, o.data.len())
+        } else {
+            fits(rows, cols, o.ld, o.data.len())
+        }
+    };
+    if !stored(m, k, &a) || !stored(k, n, &b) || !fits(m, n, ldc, c.len()) {
+        bail!("gemm {m}x{k}x{n}: an operand is smaller than its shape");
+    }
+    let strides = |o: &Operand| {
+        let ld = o.ld as isize;
+        if o.t { (1, ld) } else { (ld, 1) }
+    };
+    let ((a_rs, a_cs), (b_rs, b_cs)) = (strides(&a), strides(&b));
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the checks above guarantee that every element addressed through these strides
+    // (a: m×k, b: k×n, c: m×n) lies inside its slice, and `c` is a unique borrow, so it aliases
+    // neither input.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            ldc as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a_cs,
+            a_rs,
+            b.data.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
 }
 
 fn contiguous<'a>(
     storage: &'a CpuStorage,
     layout: &Layout,
     len: usize,
-    op: &str,
+    what: &str,
 ) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
-        bail!("{op}: only f32 is supported");
+        bail!("{what}: only f32 is supported");
     };
     match layout.contiguous_offsets() {
         Some((start, end)) if end - start == len => Ok(&data[start..end]),
-        _ => bail!("{op}: input must be contiguous with {len} elements"),
+        _ => bail!("{what}: tensor must be contiguous with {len} elements"),
     }
 }
 
-/// `[c, b, h, w]` → `[c·k·k, b·oh·ow]`; row `(ci, ki, kj)` matches a weight reshaped to `[O, C·k·k]`.
-struct Im2Col(Geometry);
+/// Runs `f` on the contiguous f32 data of a CPU tensor (used by the backward passes, which
+/// receive tensors rather than storages).
+fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        bail!("{what}: CPU tensors only");
+    };
+    f(contiguous(cpu, layout, t.elem_count(), what)?)
+}
 
-/// The adjoint of [`Im2Col`]: `[c·k·k, b·oh·ow]` → `[c, b, h, w]`, summing overlapping patches.
-struct Col2Im(Geometry);
+/// `out[r, ..] = bias[r]` for rows of length `len`.
+fn fill_rows(out: &mut [f32], bias: &[f32], len: usize) {
+    out.par_chunks_mut(len)
+        .zip(bias.par_iter())
+        .for_each(|(row, &b)| row.fill(b));
+}
 
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "dekm-im2col"
-    }
+/// ReLU in place (NaN stays NaN, so a diverging run is still caught downstream).
+fn relu_in_place(out: &mut [f32]) {
+    out.par_chunks_mut(1 << 14).for_each(|c| {
+        for v in c {
+            if *v < 0.0 {
+                *v = 0.0;
+            }
+        }
+    });
+}
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let x = contiguous(storage, layout, g.b * g.c * g.h * g.w, self.name())?;
-        let (cols, l) = (g.cols(), g.oh * g.ow);
-        let mut out = vec![0f32; g.rows() * cols];
-        out.par_chunks_mut(cols).enumerate().for_each(|(r, row)| {
-            let (ci, ki, kj) = (r / (g.k * g.k), r / g.k % g.k, r % g.k);
-            let (x0, x1) = g.valid(kj, g.w, g.ow);
-            for bi in 0..g.b {
-                let plane = &x[(ci * g.b + bi) * g.h * g.w..][..g.h * g.w];
-                let dst = &mut row[bi * l..][..l];
-                for oy in 0..g.oh {
-                    let Some(iy) = g.src(oy, ki, g.h) else {
-                        continue;
-                    };
-                    let src = &plane[iy * g.w..][..g.w];
-                    let line = &mut dst[oy * g.ow..][..g.ow];
-                    let base = x0 * g.stride + kj - g.pad;
-                    for (v, ix) in line[x0..x1].iter_mut().zip((base..).step_by(g.stride)) {
-                        *v = src[ix];
-                    }
+/// The gradient that reaches the pre-activation: `grad` where the ReLU output is positive.
+fn relu_grad(grad: &[f32], out: &[f32]) -> Vec<f32> {
+    let mut g = grad.to_vec();
+    g.par_chunks_mut(1 << 14)
+        .zip(out.par_chunks(1 << 14))
+        .for_each(|(g, y)| {
+            for (g, &y) in g.iter_mut().zip(y) {
+                if y <= 0.0 {
+                    *g = 0.0;
                 }
             }
         });
-        Ok((CpuStorage::F32(out), Shape::from((g.rows(), cols))))
-    }
+    g
+}
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Col2Im(self.0))?))
+/// Sums of rows of length `len`, accumulated in f64.
+fn row_sums(x: &[f32], len: usize) -> Vec<f32> {
+    x.par_chunks(len)
+        .map(|row| row.iter().map(|&v| f64::from(v)).sum::<f64>() as f32)
+        .collect()
+}
+
+fn tensor(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+    Tensor::from_vec(data, shape, &Device::Cpu)
+}
+
+/// The upstream gradient with the fused ReLU undone.
+fn pre_activation_grad(relu: bool, res: &Tensor, grad: &[f32], what: &str) -> Result<Vec<f32>> {
+    if relu {
+        with_data(res, what, |y| Ok(relu_grad(grad, y)))
+    } else {
+        Ok(grad.to_vec())
     }
 }
 
-impl CustomOp1 for Col2Im {
+/// `[relu](conv2d(x, w) + bias)` on channel-major tensors, as one graph node.
+struct Conv2dOp {
+    g: Geometry,
+    o: usize,
+    relu: bool,
+}
+
+impl CustomOp3 for Conv2dOp {
     fn name(&self) -> &'static str {
-        "dekm-col2im"
+        "dekm-conv2d"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let cols = contiguous(storage, layout, g.rows() * g.cols(), self.name())?;
-        let (n, l) = (g.cols(), g.oh * g.ow);
-        let mut out = vec![0f32; g.b * g.c * g.h * g.w];
-        // Planes (ci, bi) are disjoint, so each thread owns the plane it accumulates into.
-        out.par_chunks_mut(g.h * g.w)
-            .enumerate()
-            .for_each(|(p, plane)| {
-                let (ci, bi) = (p / g.b, p % g.b);
-                for ki in 0..g.k {
-                    for kj in 0..g.k {
-                        let (x0, x1) = g.valid(kj, g.w, g.ow);
-                        let base = x0 * g.stride + kj - g.pad;
-                        let row = &cols[(ci * g.k * g.k + ki * g.k + kj) * n + bi * l..][..l];
-                        for oy in 0..g.oh {
-                            let Some(iy) = g.src(oy, ki, g.h) else {
-                                continue;
-                            };
-                            let dst = &mut plane[iy * g.w..][..g.w];
-                            let src = &row[oy * g.ow..][..g.ow];
-                            for (&v, ix) in src[x0..x1].iter().zip((base..).step_by(g.stride)) {
-                                dst[ix] += v;
-                            }
-                        }
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, o, r, n, l) = (
+            self.g,
+            self.o,
+            self.g.rows(),
+            self.g.cols(),
+            self.g.oh * self.g.ow,
+        );
+        let x = contiguous(xs, xl, g.image_len(), "conv2d input")?;
+        let w = contiguous(ws, wl, o * r, "conv2d weight")?;
+        let bias = contiguous(bs, bl, o, "conv2d bias")?;
+        let mut y = vec![0f32; o * n];
+        fill_rows(&mut y, bias, n);
+        let mut cols = Scratch::default();
+        for images in g.chunks() {
+            let cc = g.chunk_cols(images);
+            let cols = cols.get(r * cc);
+            g.im2col(x, images, cols);
+            let y = &mut y[images.first * l..];
+            gemm(
+                (o, cc, r),
+                op(w, r, false),
+                op(cols, cc, false),
+                (y, n),
+                true,
+            )?;
+        }
+        if self.relu {
+            relu_in_place(&mut y);
+        }
+        Ok((CpuStorage::F32(y), Shape::from((o, g.b, g.oh, g.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (g, o, r, n, l) = (
+            self.g,
+            self.o,
+            self.g.rows(),
+            self.g.cols(),
+            self.g.oh * self.g.ow,
+        );
+        let gy = with_data(grad, "conv2d grad", |d| {
+            pre_activation_grad(self.relu, res, d, "conv2d output")
+        })?;
+        let db = row_sums(&gy, n);
+        let mut dw = vec![0f32; o * r];
+        let mut dx = x.track_op().then(|| vec![0f32; g.image_len()]);
+        let mut cols = Scratch::default();
+        with_data(x, "conv2d input", |x| {
+            with_data(w, "conv2d weight", |w| {
+                for images in g.chunks() {
+                    let cc = g.chunk_cols(images);
+                    let cols = cols.get(r * cc);
+                    let gy = &gy[images.first * l..];
+                    g.im2col(x, images, cols);
+                    gemm(
+                        (o, r, cc),
+                        op(gy, n, false),
+                        op(cols, cc, true),
+                        (&mut dw, r),
+                        true,
+                    )?;
+                    if let Some(dx) = &mut dx {
+                        gemm(
+                            (r, cc, o),
+                            op(w, r, true),
+                            op(gy, n, false),
+                            (cols, cc),
+                            false,
+                        )?;
+                        g.col2im_add(cols, images, dx);
                     }
                 }
-            });
-        Ok((CpuStorage::F32(out), Shape::from((g.c, g.b, g.h, g.w))))
+                Ok(())
+            })
+        })?;
+        Ok((
+            dx.map(|dx| tensor(dx, x.shape())).transpose()?,
+            Some(tensor(dw, w.shape())?),
+            Some(tensor(db, o)?),
+        ))
+    }
+}
+
+/// `[relu](conv_transpose2d(x, w) + bias)` on channel-major tensors, as one graph node: the
+/// adjoint of the convolution described by `g`, whose `o` output channels are this op's input.
+struct ConvTranspose2dOp {
+    g: Geometry,
+    ci: usize,
+    relu: bool,
+}
+
+impl CustomOp3 for ConvTranspose2dOp {
+    fn name(&self) -> &'static str {
+        "dekm-conv-transpose2d"
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Im2Col(self.0))?))
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (g, ci, r, n, l) = (
+            self.g,
+            self.ci,
+            self.g.rows(),
+            self.g.cols(),
+            self.g.oh * self.g.ow,
+        );
+        let x = contiguous(xs, xl, ci * n, "conv_transpose2d input")?;
+        let w = contiguous(ws, wl, ci * r, "conv_transpose2d weight")?;
+        let bias = contiguous(bs, bl, g.c, "conv_transpose2d bias")?;
+        let mut y = vec![0f32; g.image_len()];
+        fill_rows(&mut y, bias, g.b * g.h * g.w);
+        let mut cols = Scratch::default();
+        for images in g.chunks() {
+            let cc = g.chunk_cols(images);
+            let cols = cols.get(r * cc);
+            let x = &x[images.first * l..];
+            gemm(
+                (r, cc, ci),
+                op(w, r, true),
+                op(x, n, false),
+                (cols, cc),
+                false,
+            )?;
+            g.col2im_add(cols, images, &mut y);
+        }
+        if self.relu {
+            relu_in_place(&mut y);
+        }
+        Ok((CpuStorage::F32(y), Shape::from((g.c, g.b, g.h, g.w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _bias: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (g, ci, r, n, l) = (
+            self.g,
+            self.ci,
+            self.g.rows(),
+            self.g.cols(),
+            self.g.oh * self.g.ow,
+        );
+        let gy = with_data(grad, "conv_transpose2d grad", |d| {
+            pre_activation_grad(self.relu, res, d, "conv_transpose2d output")
+        })?;
+        let db = row_sums(&gy, g.b * g.h * g.w);
+        let mut dw = vec![0f32; ci * r];
+        let mut dx = x.track_op().then(|| vec![0f32; ci * n]);
+        let mut cols = Scratch::default();
+        with_data(x, "conv_transpose2d input", |x| {
+            with_data(w, "conv_transpose2d weight", |w| {
+                for images in g.chunks() {
+                    let cc = g.chunk_cols(images);
+                    let cols = cols.get(r * cc);
+                    g.im2col(&gy, images, cols);
+                    let x = &x[images.first * l..];
+                    gemm(
+                        (ci, r, cc),
+                        op(x, n, false),
+                        op(cols, cc, true),
+                        (&mut dw, r),
+                        true,
+                    )?;
+                    if let Some(dx) = &mut dx {
+                        let dx = &mut dx[images.first * l..];
+                        gemm(
+                            (ci, cc, r),
+                            op(w, r, false),
+                            op(cols, cc, false),
+                            (dx, n),
+                            false,
+                        )?;
+                    }
+                }
+                Ok(())
+            })
+        })?;
+        Ok((
+            dx.map(|dx| tensor(dx, x.shape())).transpose()?,
+            Some(tensor(dw, w.shape())?),
+            Some(tensor(db, g.c)?),
+        ))
     }
 }
 
@@ -164,20 +597,29 @@ fn out_side(n: usize, k: usize, stride: usize, pad: usize) -> Result<usize> {
     }
 }
 
+fn check_bias(bias: &Tensor, n: usize, what: &str) -> Result<()> {
+    if bias.dims() != [n] {
+        bail!("{what}: bias has shape {:?}, expected [{n}]", bias.dims());
+    }
+    Ok(())
+}
+
 /// `conv2d(x[c, b, h, w], w[o, c, k, k]) + bias[o]` → `[o, b, oh, ow]` (channel-major in and
-/// out), with symmetric `pad` and `stride`.
+/// out), with symmetric `pad` and `stride`, followed by ReLU when `relu`.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     stride: usize,
     pad: usize,
+    relu: bool,
 ) -> Result<Tensor> {
     let (c, b, h, w) = x.dims4()?;
     let (o, wc, k, k2) = weight.dims4()?;
     if wc != c || k != k2 {
         bail!("conv2d: input has {c} channels, weight is [{o}, {wc}, {k}, {k2}]");
     }
+    check_bias(bias, o, "conv2d")?;
     let (oh, ow) = (out_side(h, k, stride, pad)?, out_side(w, k, stride, pad)?);
     let g = Geometry {
         b,
@@ -190,37 +632,38 @@ pub fn conv2d(
         oh,
         ow,
     };
-    let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
-    let y = weight.reshape((o, g.rows()))?.matmul(&cols)?;
-    y.broadcast_add(&bias.reshape((o, 1))?)?
-        .reshape((o, b, oh, ow))
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        Conv2dOp { g, o, relu },
+    )
 }
 
 /// `conv_transpose2d(x[ci, b, h, w], w[ci, co, k, k]) + bias[co]` → `[co, b, ho, wo]`
-/// (channel-major): the adjoint of a `conv2d` from `[co, b, ho, wo]`, with
-/// `ho = (h − 1)·stride − 2·pad + k + output_padding`.
+/// (channel-major), followed by ReLU when `relu`: the adjoint of a `conv2d` from
+/// `[co, b, ho, wo]`, with `ho = (h − 1)·stride − 2·pad + k + output_padding`.
 pub fn conv_transpose2d(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
-    stride: usize,
-    pad: usize,
-    output_padding: usize,
+    (stride, pad, output_padding): (usize, usize, usize),
+    relu: bool,
 ) -> Result<Tensor> {
     let (ci, b, h, w) = x.dims4()?;
     let (wci, co, k, k2) = weight.dims4()?;
     if wci != ci || k != k2 {
         bail!("conv_transpose2d: input has {ci} channels, weight is [{wci}, {co}, {k}, {k2}]");
     }
-    let side = |n: usize| ((n - 1) * stride + k + output_padding).checked_sub(2 * pad);
-    let (Some(ho), Some(wo)) = (side(h), side(w)) else {
-        bail!("conv_transpose2d: padding {pad} too large for kernel {k}");
-    };
-    if output_padding >= stride.max(1) {
+    check_bias(bias, co, "conv_transpose2d")?;
+    if stride == 0 || output_padding >= stride {
         bail!(
             "conv_transpose2d: output padding {output_padding} must be smaller than stride {stride}"
         );
     }
+    let side = |n: usize| ((n - 1) * stride + k + output_padding).checked_sub(2 * pad);
+    let (Some(ho), Some(wo)) = (side(h), side(w)) else {
+        bail!("conv_transpose2d: padding {pad} too large for kernel {k}");
+    };
     let g = Geometry {
         b,
         c: co,
@@ -232,11 +675,11 @@ pub fn conv_transpose2d(
         oh: h,
         ow: w,
     };
-    let xs = x.contiguous()?.reshape((ci, b * h * w))?;
-    let cols = weight.reshape((ci, g.rows()))?.t()?.matmul(&xs)?;
-    let y = cols.apply_op1(Col2Im(g))?.reshape((co, b * ho * wo))?;
-    y.broadcast_add(&bias.reshape((co, 1))?)?
-        .reshape((co, b, ho, wo))
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        ConvTranspose2dOp { g, ci, relu },
+    )
 }
 
 /// `[b, c, h, w]` → `[c, b, h, w]` and back (the same permutation).
@@ -245,23 +688,23 @@ pub fn swap_batch_channels(x: &Tensor) -> Result<Tensor> {
 }
 
 /// A convolution layer using [`conv2d`] (channel-major tensors), with candle's parameter names
-/// and initialisation.
+/// and initialisation, and the ReLU that follows it fused in when `relu`.
 #[derive(Debug, Clone)]
 pub struct FastConv2d {
     weight: Tensor,
     bias: Tensor,
     stride: usize,
     pad: usize,
+    relu: bool,
 }
 
 impl FastConv2d {
     /// Creates or loads `weight` `[out, in, k, k]` and `bias` `[out]` under `vb`.
     pub fn new(
-        input: usize,
-        output: usize,
-        k: usize,
+        (input, output, k): (usize, usize, usize),
         stride: usize,
         pad: usize,
+        relu: bool,
         vb: VarBuilder,
     ) -> Result<Self> {
         let conv = candle_nn::conv2d(input, output, k, Default::default(), vb)?;
@@ -274,33 +717,40 @@ impl FastConv2d {
             bias,
             stride,
             pad,
+            relu,
         })
     }
 }
 
 impl Module for FastConv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv2d(x, &self.weight, &self.bias, self.stride, self.pad)
+        conv2d(
+            x,
+            &self.weight,
+            &self.bias,
+            self.stride,
+            self.pad,
+            self.relu,
+        )
     }
 }
 
-/// A transposed convolution layer using [`conv_transpose2d`], with candle's names.
+/// A transposed convolution layer using [`conv_transpose2d`], with candle's names, and the ReLU
+/// that follows it fused in when `relu`.
 #[derive(Debug, Clone)]
 pub struct FastConvTranspose2d {
     weight: Tensor,
     bias: Tensor,
-    stride: usize,
-    pad: usize,
-    output_padding: usize,
+    cfg: candle_nn::ConvTranspose2dConfig,
+    relu: bool,
 }
 
 impl FastConvTranspose2d {
     /// Creates or loads `weight` `[in, out, k, k]` and `bias` `[out]` under `vb`.
     pub fn new(
-        input: usize,
-        output: usize,
-        k: usize,
+        (input, output, k): (usize, usize, usize),
         cfg: candle_nn::ConvTranspose2dConfig,
+        relu: bool,
         vb: VarBuilder,
     ) -> Result<Self> {
         let conv = candle_nn::conv_transpose2d(input, output, k, cfg, vb)?;
@@ -311,22 +761,21 @@ impl FastConvTranspose2d {
         Ok(Self {
             weight: conv.weight().clone(),
             bias,
-            stride: cfg.stride,
-            pad: cfg.padding,
-            output_padding: cfg.output_padding,
+            cfg,
+            relu,
         })
     }
 }
 
 impl Module for FastConvTranspose2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let c = self.cfg;
         conv_transpose2d(
             x,
             &self.weight,
             &self.bias,
-            self.stride,
-            self.pad,
-            self.output_padding,
+            (c.stride, c.padding, c.output_padding),
+            self.relu,
         )
     }
 }
@@ -360,7 +809,7 @@ mod tests {
     }
 
     /// Forward output and gradients for input, weight and bias against candle's reference ops,
-    /// with a random upstream gradient (loss = Σ y·r).
+    /// with a random upstream gradient (loss = Σ y·r), without and with the fused ReLU.
     fn check(
         x: &[usize],
         w: &[usize],
@@ -374,41 +823,46 @@ mod tests {
             random(w, seed + 1),
             random(&[if out_pad.is_some() { w[1] } else { w[0] }], seed + 2),
         );
-        let xc = swap_batch_channels(&xv).unwrap();
-        let ours = match out_pad {
-            None => conv2d(&xc, &wv, &bv, stride, pad).unwrap(),
-            Some(op) => conv_transpose2d(&xc, &wv, &bv, stride, pad, op).unwrap(),
-        };
-        let ours = swap_batch_channels(&ours).unwrap();
-        let reference = match out_pad {
-            None => xv.conv2d(&wv, pad, stride, 1, 1).unwrap(),
-            Some(op) => xv.conv_transpose2d(&wv, pad, op, stride, 1).unwrap(),
-        };
-        let o = reference.dim(1).unwrap();
-        let reference = reference
-            .broadcast_add(&bv.reshape((1, o, 1, 1)).unwrap())
-            .unwrap();
-        let what = format!("x {x:?} w {w:?} s {stride} p {pad} op {out_pad:?}");
-        close(&ours, &reference, &format!("{what} forward"));
-        let up = random(reference.dims(), seed + 3);
-        let g1 = (ours * up.as_tensor())
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g2 = (reference * up.as_tensor())
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        for (v, name) in [(&xv, "input"), (&wv, "weight"), (&bv, "bias")] {
-            close(
-                g1.get(v).unwrap(),
-                g2.get(v).unwrap(),
-                &format!("{what} grad {name}"),
-            );
+        for relu in [false, true] {
+            let xc = swap_batch_channels(&xv).unwrap();
+            let ours = match out_pad {
+                None => conv2d(&xc, &wv, &bv, stride, pad, relu).unwrap(),
+                Some(op) => conv_transpose2d(&xc, &wv, &bv, (stride, pad, op), relu).unwrap(),
+            };
+            let ours = swap_batch_channels(&ours).unwrap();
+            let reference = match out_pad {
+                None => xv.conv2d(&wv, pad, stride, 1, 1).unwrap(),
+                Some(op) => xv.conv_transpose2d(&wv, pad, op, stride, 1).unwrap(),
+            };
+            let o = reference.dim(1).unwrap();
+            let mut reference = reference
+                .broadcast_add(&bv.reshape((1, o, 1, 1)).unwrap())
+                .unwrap();
+            if relu {
+                reference = reference.relu().unwrap();
+            }
+            let what = format!("x {x:?} w {w:?} s {stride} p {pad} op {out_pad:?} relu {relu}");
+            close(&ours, &reference, &format!("{what} forward"));
+            let up = random(reference.dims(), seed + 3);
+            let g1 = (ours * up.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (reference * up.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (v, name) in [(&xv, "input"), (&wv, "weight"), (&bv, "bias")] {
+                close(
+                    g1.get(v).unwrap(),
+                    g2.get(v).unwrap(),
+                    &format!("{what} grad {name}"),
+                );
+            }
         }
     }
 
@@ -418,6 +872,42 @@ mod tests {
         check(&[2, 32, 14, 14], &[64, 32, 5, 5], 2, 2, None, 2);
         check(&[2, 64, 7, 7], &[128, 64, 3, 3], 2, 0, None, 3);
         check(&[1, 3, 9, 9], &[4, 3, 3, 3], 1, 1, None, 4);
+    }
+
+    #[test]
+    fn batches_split_into_cache_sized_chunks_give_the_same_result() {
+        let g = |b| Geometry {
+            b,
+            c: 32,
+            h: 14,
+            w: 14,
+            k: 5,
+            stride: 2,
+            pad: 2,
+            oh: 7,
+            ow: 7,
+        };
+        // The paper's second layer: 800 x 49 columns per image; one more image than a chunk
+        // holds makes a full chunk and a chunk of one.
+        let per_chunk = CHUNK_FLOATS / (800 * 49);
+        let sizes: Vec<usize> = g(per_chunk + 1).chunks().map(|c| c.len).collect();
+        assert_eq!(sizes, [per_chunk, 1]);
+        check(
+            &[per_chunk + 1, 32, 14, 14],
+            &[64, 32, 5, 5],
+            2,
+            2,
+            None,
+            11,
+        );
+        check(
+            &[per_chunk + 1, 64, 7, 7],
+            &[64, 32, 5, 5],
+            2,
+            2,
+            Some(1),
+            12,
+        );
     }
 
     /// Direct-loop convolution and its gradients in f64, for shapes where candle's own backward
@@ -477,10 +967,12 @@ mod tests {
             let (xv, wv, bv) = (random(&x, 20), random(&w, 21), random(&[w[0]], 22));
             let zero = Tensor::zeros(w[0], candle_core::DType::F32, &Device::Cpu).unwrap();
             let xc = swap_batch_channels(&xv).unwrap();
-            let y = swap_batch_channels(&conv2d(&xc, &wv, &zero, stride, pad).unwrap()).unwrap();
+            let y =
+                swap_batch_channels(&conv2d(&xc, &wv, &zero, stride, pad, false).unwrap()).unwrap();
             let up = random(y.dims(), 23);
             let want = naive(&xv, &wv, &up, stride, pad);
-            let yb = swap_batch_channels(&conv2d(&xc, &wv, &bv, stride, pad).unwrap()).unwrap();
+            let yb =
+                swap_batch_channels(&conv2d(&xc, &wv, &bv, stride, pad, false).unwrap()).unwrap();
             let g = (yb * up.as_tensor())
                 .unwrap()
                 .sum_all()
@@ -523,8 +1015,8 @@ mod tests {
         let x = random(&[2, 1, 8, 8], 1);
         let w = random(&[4, 3, 3, 3], 2);
         let b = random(&[4], 3);
-        assert!(conv2d(&x, &w, &b, 1, 0).is_err());
+        assert!(conv2d(&x, &w, &b, 1, 0, false).is_err());
         let w = random(&[4, 2, 9, 9], 2);
-        assert!(conv2d(&x, &w, &b, 1, 0).is_err());
+        assert!(conv2d(&x, &w, &b, 1, 0, false).is_err());
     }
 }

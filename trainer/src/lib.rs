@@ -1,6 +1,7 @@
 //! The dekm trainer: data loading, the autoencoders, DEKM training, clustering metrics and
 //! model export.
 
+pub mod allocator;
 pub mod conv;
 pub mod data;
 pub mod export;

@@ -13,7 +13,7 @@ use dekm_trainer::pipeline::{assign, cluster_sizes, metrics_table, train_and_exp
 use dekm_trainer::train::{RunOptions, TrainConfig};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: dekm_trainer::allocator::MiMalloc = dekm_trainer::allocator::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -362,6 +362,7 @@ fn tempfile_dir() -> Result<TempDir> {
 }
 
 fn main() -> Result<()> {
+    dekm_trainer::allocator::keep_freed_memory();
     let cli = Cli::parse();
     // Progress bars carry the running figures; `RUST_LOG=info` adds structured logs.
     let level = "warn";

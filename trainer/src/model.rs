@@ -31,12 +31,12 @@ pub enum ConvBackend {
     Candle,
 }
 
-/// One convolution of the encoder on the selected backend.
+/// One convolution of the encoder and the ReLU after it, on the selected backend.
 #[derive(Debug, Clone)]
 pub enum ConvLayer {
-    /// [`FastConv2d`].
+    /// [`FastConv2d`], ReLU fused in.
     Fast(FastConv2d),
-    /// candle's `Conv2d`.
+    /// candle's `Conv2d`, then ReLU.
     Candle(Conv2d),
 }
 
@@ -44,7 +44,7 @@ impl Module for ConvLayer {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
             Self::Fast(c) => c.forward(xs),
-            Self::Candle(c) => c.forward(xs),
+            Self::Candle(c) => c.forward(xs)?.relu(),
         }
     }
 }
@@ -88,7 +88,11 @@ impl Encoder {
                             (g.input.channels, g.output.channels, vb.pp(names::conv(i)));
                         Ok(match backend {
                             ConvBackend::Fast => ConvLayer::Fast(FastConv2d::new(
-                                cin, cout, g.kernel, g.stride, g.pad, vb,
+                                (cin, cout, g.kernel),
+                                g.stride,
+                                g.pad,
+                                true,
+                                vb,
                             )?),
                             ConvBackend::Candle => {
                                 let cfg = Conv2dConfig {
@@ -137,7 +141,7 @@ impl Module for Encoder {
                     h = swap_batch_channels(&h)?;
                 }
                 for c in convs {
-                    h = c.forward(&h)?.relu()?;
+                    h = c.forward(&h)?;
                 }
                 if *channel_major {
                     h = swap_batch_channels(&h)?;
@@ -184,6 +188,8 @@ impl Decoder {
                 let geometry = spec.conv_geometry().map_err(candle_core::Error::wrap)?;
                 let mut layers = Vec::new();
                 for (i, g) in geometry.iter().enumerate().rev() {
+                    // ReLU after every transposed convolution but the output layer's.
+                    let relu = i > 0;
                     let (ph, pw) = g.transpose_output_padding();
                     if ph != pw {
                         candle_core::bail!(
@@ -203,7 +209,10 @@ impl Decoder {
                     );
                     layers.push(match backend {
                         ConvBackend::Fast => DecoderLayer::FastDeconv(FastConvTranspose2d::new(
-                            cin, cout, g.kernel, cfg, vb,
+                            (cin, cout, g.kernel),
+                            cfg,
+                            relu,
+                            vb,
                         )?),
                         ConvBackend::Candle => DecoderLayer::Deconv(candle_nn::conv_transpose2d(
                             cin, cout, g.kernel, cfg, vb,
@@ -253,11 +262,12 @@ impl Module for Decoder {
         let last = self.layers.len() - 1;
         for (i, l) in self.layers.iter().enumerate() {
             h = match l {
+                // Built with the ReLU fused in where one follows.
                 DecoderLayer::FastDeconv(c) => c.forward(&h)?,
                 DecoderLayer::Deconv(c) => c.forward(&h)?,
                 DecoderLayer::Dense(d) => d.forward(&h)?,
             };
-            if i < last {
+            if i < last && !matches!(l, DecoderLayer::FastDeconv(_)) {
                 h = h.relu()?;
             }
         }

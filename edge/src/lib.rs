@@ -8,6 +8,8 @@
 
 extern crate alloc;
 
+pub mod encoder;
 pub mod head;
 
+pub use encoder::{Encoder, EncoderError, Workspace};
 pub use head::{Assignment, ClusterHead, HeadError};

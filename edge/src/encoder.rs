@@ -1,0 +1,493 @@
+//! The encoder forward pass without candle: convolutions as `im2col` + one matrix multiply per
+//! layer (nalgebra; with the `std` feature nalgebra hands dynamic products to the
+//! `matrixmultiply` kernels), dense layers as matrix-vector products, ReLU after every layer but
+//! the latent one.
+//!
+//! All buffers live in a [`Workspace`] sized once from the [`EncoderSpec`], so encoding a sample
+//! allocates nothing.
+
+use alloc::{format, string::String, vec, vec::Vec};
+
+use dekm_shared::{ConvGeometry, EncoderSpec, names};
+use nalgebra::{DMatrixView, DMatrixViewMut};
+
+/// A missing or mis-sized weight, or a sample of the wrong length.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EncoderError {
+    /// The layer specification itself is inconsistent.
+    #[error("encoder spec: {0}")]
+    Spec(dekm_shared::ContractError),
+    /// A weight tensor is absent.
+    #[error("missing tensor {0}")]
+    Missing(String),
+    /// A weight tensor or an input has the wrong number of values.
+    #[error("{what}: expected {expected} values, got {got}")]
+    Length {
+        /// Tensor name or buffer.
+        what: String,
+        /// Required length.
+        expected: usize,
+        /// Given length.
+        got: usize,
+    },
+    /// A weight is NaN or infinite.
+    #[error("tensor {name}: value at index {index} is not finite")]
+    NotFinite {
+        /// Tensor name.
+        name: String,
+        /// First offending index.
+        index: usize,
+    },
+}
+
+/// `y = W x + b` with `W` row-major `[out, in]` (PyTorch's layout).
+#[derive(Debug, Clone)]
+struct Dense {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    input: usize,
+}
+
+/// One convolution with its resolved shapes; weight row-major `[out, in·k·k]`.
+#[derive(Debug, Clone)]
+struct Conv {
+    g: ConvGeometry,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    Conv(Vec<Conv>),
+    Dense(Vec<Dense>),
+}
+
+/// The exported encoder, ready to run.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    spec: EncoderSpec,
+    body: Body,
+    latent: Dense,
+    /// Lengths of the activation buffers and of the column matrix.
+    sizes: (usize, usize),
+}
+
+/// Scratch buffers for one [`Encoder`]: two activation buffers and one column matrix.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    cols: Vec<f32>,
+}
+
+fn tensor<'a>(
+    get: &impl Fn(&str) -> Option<&'a [f32]>,
+    name: &str,
+    len: usize,
+) -> Result<Vec<f32>, EncoderError> {
+    let t = get(name).ok_or_else(|| EncoderError::Missing(name.into()))?;
+    if t.len() != len {
+        return Err(EncoderError::Length {
+            what: name.into(),
+            expected: len,
+            got: t.len(),
+        });
+    }
+    if let Some(index) = t.iter().position(|x| !x.is_finite()) {
+        return Err(EncoderError::NotFinite {
+            name: name.into(),
+            index,
+        });
+    }
+    Ok(t.to_vec())
+}
+
+fn dense<'a>(
+    get: &impl Fn(&str) -> Option<&'a [f32]>,
+    name: &str,
+    input: usize,
+    output: usize,
+) -> Result<Dense, EncoderError> {
+    Ok(Dense {
+        weight: tensor(get, &format!("{name}.weight"), output * input)?,
+        bias: tensor(get, &format!("{name}.bias"), output)?,
+        input,
+    })
+}
+
+impl Dense {
+    fn outputs(&self) -> usize {
+        self.bias.len()
+    }
+
+    /// `out = W x + b`, then ReLU when `relu`.
+    fn forward(&self, x: &[f32], out: &mut [f32], relu: bool) {
+        let out = &mut out[..self.outputs()];
+        out.copy_from_slice(&self.bias);
+        // Column-major view of the row-major [out, in] weight is its [in, out] transpose.
+        let w = DMatrixView::from_slice(&self.weight, self.input, self.outputs());
+        let x = DMatrixView::from_slice(&x[..self.input], 1, self.input);
+        let mut y = DMatrixViewMut::from_slice(out, 1, self.outputs());
+        y.gemm(1.0, &x, &w, 1.0);
+        if relu {
+            relu_in_place(out);
+        }
+    }
+}
+
+impl Conv {
+    /// Rows and columns of the column matrix of one image.
+    fn cols_shape(&self) -> (usize, usize) {
+        let g = &self.g;
+        (
+            g.input.channels * g.kernel * g.kernel,
+            g.output.height * g.output.width,
+        )
+    }
+
+    /// `x[c, h, w]` → `cols[c·k·k, oh·ow]` (row-major), zeros in the padding.
+    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+        let g = &self.g;
+        let (ih, iw, oh, ow, k) = (
+            g.input.height,
+            g.input.width,
+            g.output.height,
+            g.output.width,
+            g.kernel,
+        );
+        let (_, l) = self.cols_shape();
+        for (r, row) in cols.chunks_exact_mut(l).enumerate() {
+            let (ci, ki, kj) = (r / (k * k), r / k % k, r % k);
+            let plane = &x[ci * ih * iw..][..ih * iw];
+            for (oy, line) in row.chunks_exact_mut(ow).enumerate().take(oh) {
+                let iy = (oy * g.stride + ki).checked_sub(g.pad).filter(|&i| i < ih);
+                let Some(iy) = iy else {
+                    line.fill(0.0);
+                    continue;
+                };
+                let src = &plane[iy * iw..][..iw];
+                for (ox, v) in line.iter_mut().enumerate() {
+                    let ix = (ox * g.stride + kj).checked_sub(g.pad);
+                    *v = ix.and_then(|ix| src.get(ix)).copied().unwrap_or(0.0);
+                }
+            }
+        }
+    }
+
+    /// `out[o, oh·ow] = relu(W · cols + b)`.
+    fn forward(&self, x: &[f32], cols: &mut [f32], out: &mut [f32]) {
+        let (r, l) = self.cols_shape();
+        let o = self.g.output.channels;
+        let cols = &mut cols[..r * l];
+        self.im2col(x, cols);
+        let out = &mut out[..o * l];
+        for (row, &b) in out.chunks_exact_mut(l).zip(&self.bias) {
+            row.fill(b);
+        }
+        // Column-major: out[o, L] row-major is the [L, o] matrix, cols[R, L] is [L, R] and the
+        // weight [o, R] is [R, o], so out = cols · weight in nalgebra's terms.
+        let c = DMatrixView::from_slice(cols, l, r);
+        let w = DMatrixView::from_slice(&self.weight, r, o);
+        let mut y = DMatrixViewMut::from_slice(out, l, o);
+        y.gemm(1.0, &c, &w, 1.0);
+        relu_in_place(out);
+    }
+}
+
+fn relu_in_place(xs: &mut [f32]) {
+    for v in xs {
+        if *v < 0.0 {
+            *v = 0.0;
+        }
+    }
+}
+
+impl Encoder {
+    /// Builds the encoder of `spec` from the tensors `get` returns by export name
+    /// (`encoder.conv0.weight`, ...), checking every length and that every value is finite.
+    pub fn new<'a>(
+        spec: &EncoderSpec,
+        get: impl Fn(&str) -> Option<&'a [f32]>,
+    ) -> Result<Self, EncoderError> {
+        spec.validate().map_err(EncoderError::Spec)?;
+        let pre = spec.pre_latent_len().map_err(EncoderError::Spec)?;
+        let body = match spec {
+            EncoderSpec::Conv { .. } => Body::Conv(
+                spec.conv_geometry()
+                    .map_err(EncoderError::Spec)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, g)| {
+                        let name = names::conv(i);
+                        let r = g.input.channels * g.kernel * g.kernel;
+                        Ok(Conv {
+                            weight: tensor(&get, &format!("{name}.weight"), g.output.channels * r)?,
+                            bias: tensor(&get, &format!("{name}.bias"), g.output.channels)?,
+                            g,
+                        })
+                    })
+                    .collect::<Result<_, EncoderError>>()?,
+            ),
+            EncoderSpec::Dense { input, hidden, .. } => {
+                let mut prev = *input;
+                let mut layers = Vec::with_capacity(hidden.len());
+                for (i, &h) in hidden.iter().enumerate() {
+                    layers.push(dense(&get, &names::dense(i), prev, h)?);
+                    prev = h;
+                }
+                Body::Dense(layers)
+            }
+        };
+        let latent = dense(&get, names::LATENT, pre, spec.latent_dim())?;
+        let mut act = spec.input_len().max(pre);
+        let mut cols = 0;
+        match &body {
+            Body::Conv(convs) => {
+                for c in convs {
+                    let (r, l) = c.cols_shape();
+                    act = act.max(c.g.output.len());
+                    cols = cols.max(r * l);
+                }
+            }
+            Body::Dense(layers) => {
+                for d in layers {
+                    act = act.max(d.outputs());
+                }
+            }
+        }
+        Ok(Self {
+            spec: spec.clone(),
+            body,
+            latent,
+            sizes: (act, cols),
+        })
+    }
+
+    /// The layer specification.
+    pub fn spec(&self) -> &EncoderSpec {
+        &self.spec
+    }
+
+    /// Values per (normalised) input sample.
+    pub fn input_len(&self) -> usize {
+        self.spec.input_len()
+    }
+
+    /// Latent dimension.
+    pub fn latent_dim(&self) -> usize {
+        self.latent.outputs()
+    }
+
+    /// Buffers for [`Self::encode`], allocated once.
+    pub fn workspace(&self) -> Workspace {
+        let (act, cols) = self.sizes;
+        Workspace {
+            a: vec![0.0; act],
+            b: vec![0.0; act],
+            cols: vec![0.0; cols],
+        }
+    }
+
+    /// Writes the latent vector of the normalised sample `x` into `z`.
+    pub fn encode(&self, x: &[f32], ws: &mut Workspace, z: &mut [f32]) -> Result<(), EncoderError> {
+        let length = |what: &str, expected: usize, got: usize| {
+            (expected != got).then(|| EncoderError::Length {
+                what: what.into(),
+                expected,
+                got,
+            })
+        };
+        if let Some(e) = length("input sample", self.input_len(), x.len())
+            .or_else(|| length("latent buffer", self.latent_dim(), z.len()))
+        {
+            return Err(e);
+        }
+        let (act, n) = self.sizes;
+        if ws.a.len() < act || ws.b.len() < act || ws.cols.len() < n {
+            // A workspace made for another encoder: replaced once, then reused.
+            *ws = self.workspace();
+        }
+        let Workspace { a, b, cols } = ws;
+        a[..x.len()].copy_from_slice(x);
+        let (mut cur, mut next) = (a, b);
+        match &self.body {
+            Body::Conv(convs) => {
+                for c in convs {
+                    c.forward(cur, cols, next);
+                    core::mem::swap(&mut cur, &mut next);
+                }
+            }
+            Body::Dense(layers) => {
+                for d in layers {
+                    d.forward(cur, next, true);
+                    core::mem::swap(&mut cur, &mut next);
+                }
+            }
+        }
+        self.latent.forward(cur, z, false);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::collections::BTreeMap;
+    use dekm_shared::ImageShape;
+
+    /// Deterministic pseudo-random weights for every tensor of `spec`.
+    fn weights(spec: &EncoderSpec) -> BTreeMap<String, Vec<f32>> {
+        let mut state = 12345u32;
+        let mut next = move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        names::expected_tensors(spec, 1, 1)
+            .unwrap()
+            .into_iter()
+            .map(|t| {
+                let n = t.shape.iter().product();
+                (t.name, (0..n).map(|_| next() * 0.3).collect())
+            })
+            .collect()
+    }
+
+    /// Direct-loop reference in f64.
+    fn reference(spec: &EncoderSpec, w: &BTreeMap<String, Vec<f32>>, x: &[f32]) -> Vec<f64> {
+        let mut h: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        for (i, g) in spec.conv_geometry().unwrap().iter().enumerate() {
+            let (wt, bs) = (
+                &w[&format!("encoder.conv{i}.weight")],
+                &w[&format!("encoder.conv{i}.bias")],
+            );
+            let (ci, ih, iw) = (g.input.channels, g.input.height, g.input.width);
+            let (co, oh, ow, k) = (g.output.channels, g.output.height, g.output.width, g.kernel);
+            let mut out = vec![0f64; co * oh * ow];
+            for o in 0..co {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut s = f64::from(bs[o]);
+                        for c in 0..ci {
+                            for ki in 0..k {
+                                for kj in 0..k {
+                                    let iy = (oy * g.stride + ki) as isize - g.pad as isize;
+                                    let ix = (ox * g.stride + kj) as isize - g.pad as isize;
+                                    if iy < 0 || ix < 0 || iy as usize >= ih || ix as usize >= iw {
+                                        continue;
+                                    }
+                                    let xv = h[(c * ih + iy as usize) * iw + ix as usize];
+                                    s += xv * f64::from(wt[((o * ci + c) * k + ki) * k + kj]);
+                                }
+                            }
+                        }
+                        out[(o * oh + oy) * ow + ox] = s.max(0.0);
+                    }
+                }
+            }
+            h = out;
+        }
+        if let EncoderSpec::Dense { hidden, .. } = spec {
+            for i in 0..hidden.len() {
+                h = affine(
+                    &w[&format!("encoder.dense{i}.weight")],
+                    &w[&format!("encoder.dense{i}.bias")],
+                    &h,
+                )
+                .into_iter()
+                .map(|v| v.max(0.0))
+                .collect();
+            }
+        }
+        affine(&w["encoder.latent.weight"], &w["encoder.latent.bias"], &h)
+    }
+
+    fn affine(w: &[f32], b: &[f32], x: &[f64]) -> Vec<f64> {
+        b.iter()
+            .zip(w.chunks_exact(x.len()))
+            .map(|(&b, row)| {
+                f64::from(b)
+                    + row
+                        .iter()
+                        .zip(x)
+                        .map(|(&w, &x)| f64::from(w) * x)
+                        .sum::<f64>()
+            })
+            .collect()
+    }
+
+    fn check(spec: EncoderSpec) {
+        let w = weights(&spec);
+        let enc = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap();
+        let mut ws = enc.workspace();
+        let mut z = vec![0f32; enc.latent_dim()];
+        for s in 0..3 {
+            let x: Vec<f32> = (0..enc.input_len())
+                .map(|i| ((i * 7 + s * 13) % 17) as f32 / 17.0)
+                .collect();
+            enc.encode(&x, &mut ws, &mut z).unwrap();
+            let want = reference(&spec, &w, &x);
+            for (a, b) in z.iter().zip(&want) {
+                assert!(
+                    (f64::from(*a) - b).abs() < 1e-4 * (1.0 + b.abs()),
+                    "{a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn paper_conv_encoder_matches_direct_loops() {
+        let shape = ImageShape {
+            channels: 1,
+            height: 28,
+            width: 28,
+        };
+        check(EncoderSpec::paper_conv(shape, 10));
+    }
+
+    #[test]
+    fn odd_multichannel_images_and_dense_encoders_match_direct_loops() {
+        let shape = ImageShape {
+            channels: 3,
+            height: 13,
+            width: 13,
+        };
+        check(EncoderSpec::paper_conv(shape, 4));
+        check(EncoderSpec::Dense {
+            input: 12,
+            hidden: vec![9, 7],
+            latent: 3,
+        });
+    }
+
+    #[test]
+    fn missing_or_mis_sized_weights_and_inputs_are_named() {
+        let spec = EncoderSpec::paper_dense(6, 2);
+        let mut w = weights(&spec);
+        w.remove("encoder.latent.bias");
+        let err = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap_err();
+        assert_eq!(err, EncoderError::Missing("encoder.latent.bias".into()));
+        let mut w = weights(&spec);
+        w.get_mut("encoder.dense0.weight").unwrap().pop();
+        let err = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap_err();
+        assert!(
+            matches!(err, EncoderError::Length { ref what, .. } if what == "encoder.dense0.weight")
+        );
+        let mut w = weights(&spec);
+        w.get_mut("encoder.dense1.bias").unwrap()[3] = f32::NAN;
+        let err = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap_err();
+        assert!(matches!(err, EncoderError::NotFinite { index: 3, .. }));
+        let w = weights(&spec);
+        let enc = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap();
+        let mut ws = enc.workspace();
+        let err = enc.encode(&[0.0; 5], &mut ws, &mut [0.0; 2]).unwrap_err();
+        assert!(matches!(
+            err,
+            EncoderError::Length {
+                expected: 6,
+                got: 5,
+                ..
+            }
+        ));
+    }
+}

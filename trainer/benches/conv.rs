@@ -70,8 +70,8 @@ fn parse_args() -> Result<Args> {
 
 /// Multiply-adds per image of every layer (encoder, decoder) of the paper's autoencoder.
 fn macs_per_image(spec: &EncoderSpec) -> Result<(u64, u64)> {
-    let geometry = spec.conv_geometry()?;
-    let conv: u64 = geometry
+    let conv_macs: Vec<u64> = spec
+        .conv_geometry()?
         .iter()
         .map(|g| {
             (g.output.height
@@ -81,16 +81,10 @@ fn macs_per_image(spec: &EncoderSpec) -> Result<(u64, u64)> {
                 * g.kernel
                 * g.kernel) as u64
         })
-        .sum();
+        .collect();
+    let conv: u64 = conv_macs.iter().sum();
     let dense = (spec.pre_latent_len()? * spec.latent_dim()) as u64;
-    let first = geometry.first().map_or(0, |g| {
-        (g.output.height
-            * g.output.width
-            * g.output.channels
-            * g.input.channels
-            * g.kernel
-            * g.kernel) as u64
-    });
+    let first = conv_macs.first().copied().unwrap_or(0);
     // Training: forward, weight gradient and input gradient for every layer (the decoder mirrors
     // the encoder), except the input gradient of the first encoder layer, which nobody needs.
     let train = 2 * (conv + dense) * 3 - first;

@@ -332,19 +332,13 @@ fn relu_in_place(out: &mut [f32]) {
     });
 }
 
-/// The gradient that reaches the pre-activation: `grad` where the ReLU output is positive.
+/// The gradient that reaches the pre-activation: `grad` where the ReLU output is positive,
+/// written in one pass.
 fn relu_grad(grad: &[f32], out: &[f32]) -> Vec<f32> {
-    let mut g = grad.to_vec();
-    g.par_chunks_mut(1 << 14)
-        .zip(out.par_chunks(1 << 14))
-        .for_each(|(g, y)| {
-            for (g, &y) in g.iter_mut().zip(y) {
-                if y <= 0.0 {
-                    *g = 0.0;
-                }
-            }
-        });
-    g
+    grad.par_iter()
+        .zip(out.par_iter())
+        .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
+        .collect()
 }
 
 /// Sums of rows of length `len`, accumulated in f64.

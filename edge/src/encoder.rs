@@ -278,6 +278,22 @@ impl Encoder {
         self.latent.outputs()
     }
 
+    /// Floating-point operations (two per multiply-add) of one forward pass, for reporting
+    /// GFLOP/s against the machine's peak.
+    pub fn flops_per_sample(&self) -> usize {
+        let body: usize = match &self.body {
+            Body::Conv(convs) => convs
+                .iter()
+                .map(|c| {
+                    let (r, l) = c.cols_shape();
+                    2 * r * l * c.g.output.channels
+                })
+                .sum(),
+            Body::Dense(layers) => layers.iter().map(|d| 2 * d.input * d.outputs()).sum(),
+        };
+        body + 2 * self.latent.input * self.latent.outputs()
+    }
+
     /// Buffers for [`Self::encode`], allocated once.
     pub fn workspace(&self) -> Workspace {
         let (act, cols) = self.sizes;

@@ -1,15 +1,25 @@
 //! dekm's edge runtime: assigns samples to the clusters of a model exported by `dekm train`.
 //!
-//! The core is `no_std` + `alloc`: buffers are sized once per model and assigning a sample
-//! allocates nothing. [`head`] holds the clustering head (rotation, centroids, outlier
-//! thresholds) that the trainer also uses to calibrate and evaluate, so the network, the trainer
-//! and the device share one copy of that math.
+//! The core is `no_std` + `alloc`: a model is decoded from a byte slice (the trainer's
+//! `model.safetensors` or a compact [`bundle`]), checked against the contract in `dekm-shared`
+//! ([`ModelParts`]), and turned into a [`Model`]. A [`Session`] holds the buffers, sized once, so
+//! assigning a sample allocates nothing. [`head`] holds the clustering head (rotation,
+//! centroids, outlier thresholds) that the trainer also uses to calibrate and evaluate, so the
+//! network, the trainer and the device share one copy of that math. With `std`, [`file`] reads
+//! models from disk; with `cli`, the `dekm-edge` binary assigns files and streams.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 extern crate alloc;
 
+pub mod bundle;
 pub mod encoder;
+#[cfg(feature = "std")]
+pub mod file;
 pub mod head;
+pub mod model;
+pub mod summary;
 
 pub use encoder::{Encoder, EncoderError, Workspace};
 pub use head::{Assignment, ClusterHead, HeadError};
+pub use model::{LoadError, Model, ModelParts, NamedTensor, SampleError, Session};
+pub use summary::{OutlierEvent, Summary};

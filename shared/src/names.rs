@@ -29,6 +29,11 @@ pub const INPUT_OFFSET: &str = "input.offset";
 /// Per-feature factor applied after the offset (`[input_len]`).
 pub const INPUT_SCALE: &str = "input.scale";
 
+/// File name of the export inside a model directory.
+pub const MODEL_FILE: &str = "model.safetensors";
+/// Checksum file beside [`MODEL_FILE`], in `sha256sum` format.
+pub const SHA_FILE: &str = "model.safetensors.sha256";
+
 /// Key of the JSON metadata block in the safetensors header.
 pub const META_KEY: &str = "dekm.meta";
 /// Key of the format version in the safetensors header (duplicated outside the JSON so a reader

@@ -4,7 +4,8 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use dekm_edge::{ClusterHead, Encoder};
+use dekm_edge::Model;
+use dekm_edge::file::read_parts;
 use dekm_shared::ImageShape;
 use dekm_trainer::data::{Dataset, SampleShape};
 use dekm_trainer::export::read_model;
@@ -74,33 +75,33 @@ fn check_parity(ds: &Dataset, k: usize) {
     // Trainer side: candle encoder and the shared head.
     let flat = ds.normalized(&model.normalizer).unwrap();
     let len = model.meta.encoder.input_len();
-    let xs = Tensor::from_vec(flat.clone(), (ds.len(), len), &Device::Cpu).unwrap();
+    let xs = Tensor::from_vec(flat, (ds.len(), len), &Device::Cpu).unwrap();
     let z_trainer = embed(&model.encoder, &xs, 256).unwrap();
     let a_trainer = assign(&model, ds).unwrap();
 
-    // Edge side: built only from the exported tensors.
-    let t = &model.tensors;
-    let encoder = Encoder::new(&model.meta.encoder, |n| t.get(n).map(Vec::as_slice)).unwrap();
-    let head = ClusterHead::new(
-        encoder.latent_dim(),
-        t["dekm.v"].clone(),
-        t["dekm.centroids_y"].clone(),
-        t["dekm.thresholds"].clone(),
-    )
-    .unwrap();
-    let mut ws = encoder.workspace();
-    let (d, mut z, mut y) = (
-        encoder.latent_dim(),
-        vec![0f32; encoder.latent_dim()],
-        vec![0f32; encoder.latent_dim()],
+    // Edge side: the device's own loader on the export and on its bundle, raw samples in.
+    let parts = read_parts(dir.path()).expect("edge loads the export");
+    let bundle_path = dir.path().join("model.dekm");
+    std::fs::write(&bundle_path, parts.to_bundle()).unwrap();
+    let from_bundle = read_parts(&bundle_path).expect("edge loads the bundle");
+    assert_eq!(from_bundle, parts, "bundle decodes to the export's tensors");
+    let mut edge = Model::from_parts(&from_bundle).unwrap();
+    let exported = edge.head().thresholds().to_vec();
+    edge.set_threshold_quantile(edge.meta().threshold_quantile)
+        .unwrap();
+    assert_eq!(
+        edge.head().thresholds(),
+        exported,
+        "the calibration table reproduces the exported thresholds at their quantile"
     );
+    let mut session = edge.session();
+    let d = edge.encoder().latent_dim();
     let mut worst = 0f32;
-    for (i, x) in flat.chunks_exact(len).enumerate() {
-        encoder.encode(x, &mut ws, &mut z).unwrap();
-        for (a, b) in z.iter().zip(&z_trainer[i * d..(i + 1) * d]) {
+    for i in 0..ds.len() {
+        let a = session.assign(ds.sample(i)).unwrap();
+        for (a, b) in session.latent().iter().zip(&z_trainer[i * d..(i + 1) * d]) {
             worst = worst.max((a - b).abs());
         }
-        let a = head.assign(&z, &mut y).unwrap();
         assert_eq!(
             (a.cluster, a.outlier),
             (a_trainer[i].cluster, a_trainer[i].outlier),

@@ -4,6 +4,8 @@ mod common;
 
 use std::path::Path;
 
+use dekm_edge::LoadError;
+use dekm_edge::file::FileError;
 use dekm_shared::names;
 use dekm_trainer::export::{ExportError, MODEL_FILE, SHA_FILE, read_model};
 use dekm_trainer::pipeline::{Outcome, assign, train_and_export};
@@ -74,6 +76,13 @@ fn reload_is_bit_identical_and_assigns_the_same() {
     }
 }
 
+fn load_error(e: &ExportError) -> Option<&LoadError> {
+    match e {
+        ExportError::Load(f) => f.load_error(),
+        _ => None,
+    }
+}
+
 #[test]
 fn damaged_files_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -86,19 +95,26 @@ fn damaged_files_are_named_errors() {
     flipped[last] ^= 0x55;
     std::fs::write(&model, &flipped).unwrap();
     let err = read_model(dir.path()).unwrap_err();
-    assert!(matches!(err, ExportError::Checksum { .. }), "{err}");
+    assert!(
+        matches!(load_error(&err), Some(LoadError::Checksum { .. })),
+        "{err}"
+    );
 
     // Without the checksum file the parser itself must catch damage.
     std::fs::remove_file(dir.path().join(SHA_FILE)).unwrap();
     std::fs::write(&model, &good[..good.len() - 100]).unwrap();
     let err = read_model(dir.path()).unwrap_err();
-    assert!(matches!(err, ExportError::Format { .. }), "{err}");
+    assert!(
+        matches!(load_error(&err), Some(LoadError::Safetensors(_))),
+        "{err}"
+    );
 
     std::fs::write(&model, b"not a model").unwrap();
-    assert!(matches!(
-        read_model(dir.path()),
-        Err(ExportError::Format { .. })
-    ));
+    let err = read_model(dir.path()).unwrap_err();
+    assert!(
+        matches!(load_error(&err), Some(LoadError::Safetensors(_))),
+        "{err}"
+    );
 
     let newer = replace(
         &good,
@@ -118,7 +134,10 @@ fn damaged_files_are_named_errors() {
     assert!(err.contains("missing tensor dekm.thresholds"), "{err}");
 
     let err = read_model(&dir.path().join("nope")).unwrap_err();
-    assert!(matches!(err, ExportError::Io { .. }), "{err}");
+    assert!(
+        matches!(err, ExportError::Load(FileError::Io { .. })),
+        "{err}"
+    );
 }
 
 #[test]

@@ -11,18 +11,16 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use dekm_edge::ClusterHead;
+use dekm_edge::bundle::sha256_hex;
+use dekm_edge::file::{FileError, read_parts};
 use dekm_shared::{FORMAT_VERSION, ModelMeta, Normalizer, TrainingMetrics, names};
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, tensor::TensorView};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::model::{ConvBackend, Encoder};
 use crate::train::{History, TrainConfig, Trained};
 
-/// File names inside a model directory.
-pub const MODEL_FILE: &str = "model.safetensors";
-/// Checksum file, in `sha256sum` format.
-pub const SHA_FILE: &str = "model.safetensors.sha256";
+pub use dekm_shared::names::{MODEL_FILE, SHA_FILE};
 
 /// Quantile levels stored in the calibration table.
 pub const QUANTILE_LEVELS: [f32; 9] = [0.5, 0.75, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999, 1.0];
@@ -38,15 +36,15 @@ pub enum ExportError {
         /// Underlying error.
         source: std::io::Error,
     },
-    /// Not a readable safetensors file.
-    #[error("{path}: not a valid safetensors file: {reason}")]
+    /// The safetensors file cannot be serialised.
+    #[error("{path}: cannot write safetensors: {reason}")]
     Format {
         /// The file.
         path: PathBuf,
-        /// Parser message.
+        /// Serialiser message.
         reason: String,
     },
-    /// The file breaks the dekm contract (version, names, shapes, dtypes, metadata).
+    /// A value cannot be written (metadata or report serialisation).
     #[error("{path}: {reason}")]
     Contract {
         /// The file.
@@ -54,18 +52,10 @@ pub enum ExportError {
         /// What is wrong.
         reason: String,
     },
-    /// The weights do not match their recorded checksum.
-    #[error(
-        "{path}: SHA-256 mismatch (expected {expected}, file has {actual}); the file is corrupt"
-    )]
-    Checksum {
-        /// The file.
-        path: PathBuf,
-        /// Recorded digest.
-        expected: String,
-        /// Actual digest.
-        actual: String,
-    },
+    /// The model cannot be read back: I/O, checksum, format, contract (the edge runtime's own
+    /// loader, so a file that loads here loads on a device).
+    #[error(transparent)]
+    Load(#[from] FileError),
     /// A tensor operation failed.
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
@@ -235,7 +225,7 @@ pub fn write_model(
         path: dir.join(MODEL_FILE),
         reason: e.to_string(),
     })?;
-    let sha = hex(&Sha256::digest(&bytes));
+    let sha = sha256_hex(&bytes);
     let model = dir.join(MODEL_FILE);
     write_atomic(&model, &bytes).map_err(io(&model))?;
     let sha_path = dir.join(SHA_FILE);
@@ -249,10 +239,6 @@ pub fn write_model(
         write_atomic(&path, &json).map_err(io(&path))?;
     }
     Ok(sha)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn contract(path: &Path, reason: String) -> ExportError {
@@ -277,94 +263,26 @@ pub struct LoadedModel {
     pub tensors: BTreeMap<String, Vec<f32>>,
 }
 
-/// Reads a model directory (or a `model.safetensors` path), verifying the checksum when the
-/// `.sha256` file is present and every tensor's name, dtype and shape.
+/// Reads a model directory, a `model.safetensors` path or a bundle with the edge runtime's
+/// loader (checksum, version, every tensor's name, dtype and shape), then builds the candle
+/// encoder from the same tensors.
 pub fn read_model(path: &Path) -> Result<LoadedModel, ExportError> {
-    let file = if path.is_dir() {
-        path.join(MODEL_FILE)
-    } else {
-        path.to_path_buf()
-    };
-    let bytes = std::fs::read(&file).map_err(|source| ExportError::Io {
-        path: file.clone(),
-        source,
-    })?;
-    let sha_path = file.with_file_name(SHA_FILE);
-    if let Ok(recorded) = std::fs::read_to_string(&sha_path) {
-        let expected = recorded
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let actual = hex(&Sha256::digest(&bytes));
-        if expected != actual {
-            return Err(ExportError::Checksum {
-                path: file,
-                expected,
-                actual,
-            });
-        }
-    }
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| ExportError::Format {
-        path: file.clone(),
-        reason: e.to_string(),
-    })?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| ExportError::Format {
-        path: file.clone(),
-        reason: e.to_string(),
-    })?;
-    let kv = header.metadata().clone().unwrap_or_default();
-    let meta = ModelMeta::from_header(
-        kv.get(names::FORMAT_KEY).map(String::as_str),
-        kv.get(names::META_KEY).map(String::as_str),
-    )
-    .map_err(|e| contract(&file, e.to_string()))?;
-    let expected = names::expected_tensors(&meta.encoder, meta.k, QUANTILE_LEVELS.len())
-        .map_err(|e| contract(&file, e.to_string()))?;
-    let mut tensors = BTreeMap::new();
-    for spec in &expected {
-        let view = st
-            .tensor(&spec.name)
-            .map_err(|_| contract(&file, format!("missing tensor {}", spec.name)))?;
-        if view.dtype() != Dtype::F32 {
-            return Err(contract(
-                &file,
-                format!(
-                    "tensor {} has dtype {:?}, expected F32",
-                    spec.name,
-                    view.dtype()
-                ),
-            ));
-        }
-        if view.shape() != spec.shape.as_slice() {
-            return Err(contract(
-                &file,
-                format!(
-                    "tensor {} has shape {:?}, expected {:?}",
-                    spec.name,
-                    view.shape(),
-                    spec.shape
-                ),
-            ));
-        }
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        tensors.insert(spec.name.clone(), values);
-    }
-    if let Some(extra) = st.names().into_iter().find(|n| !tensors.contains_key(*n)) {
-        return Err(contract(&file, format!("unexpected tensor {extra}")));
-    }
-    let dev = Device::Cpu;
-    let candle_tensors = expected
+    let parts = read_parts(path)?;
+    let meta = parts.meta().clone();
+    let tensors: BTreeMap<String, Vec<f32>> = parts
+        .tensors()
         .iter()
-        .filter(|s| s.name.starts_with("encoder."))
-        .map(|s| {
+        .map(|t| (t.name.clone(), t.data.clone()))
+        .collect();
+    let dev = Device::Cpu;
+    let candle_tensors = parts
+        .tensors()
+        .iter()
+        .filter(|t| t.name.starts_with("encoder."))
+        .map(|t| {
             Ok((
-                s.name.clone(),
-                Tensor::from_vec(tensors[&s.name].clone(), s.shape.as_slice(), &dev)?,
+                t.name.clone(),
+                Tensor::from_vec(t.data.clone(), t.shape.as_slice(), &dev)?,
             ))
         })
         .collect::<Result<HashMap<_, _>, candle_core::Error>>()?;
@@ -372,15 +290,16 @@ pub fn read_model(path: &Path) -> Result<LoadedModel, ExportError> {
     let encoder = Encoder::new(&meta.encoder, &vb, ConvBackend::Fast)?;
     let d = meta.encoder.latent_dim();
     let take = |n: &str| tensors[n].clone();
+    let file = || path.to_path_buf();
     let head = ClusterHead::new(
         d,
         take(names::V),
         take(names::CENTROIDS_Y),
         take(names::THRESHOLDS),
     )
-    .map_err(|e| contract(&file, e.to_string()))?;
+    .map_err(|e| contract(&file(), e.to_string()))?;
     let normalizer = Normalizer::new(take(names::INPUT_OFFSET), take(names::INPUT_SCALE))
-        .map_err(|e| contract(&file, e.to_string()))?;
+        .map_err(|e| contract(&file(), e.to_string()))?;
     Ok(LoadedModel {
         meta,
         encoder,

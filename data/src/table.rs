@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::DataError;
+use crate::DataError;
 
 /// Which column, if any, holds the evaluation label.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +88,54 @@ impl LabelIds {
     }
 }
 
+/// True when a CSV line is a header: any of its fields is not a number.
+pub fn is_header(l: &str) -> bool {
+    fields(l).iter().any(|f| f.parse::<f64>().is_err())
+}
+
+/// Appends the numbers of one CSV data line (`line` is its 1-based number) to `out`, skipping
+/// the field at `label_at` and returning it. The line must have `width` fields; a missing, extra,
+/// non-numeric or non-finite field is an error naming the line and column.
+pub fn parse_csv_row<'a>(
+    l: &'a str,
+    line: usize,
+    width: usize,
+    label_at: Option<usize>,
+    path: &Path,
+    out: &mut Vec<f32>,
+) -> Result<Option<&'a str>, DataError> {
+    let row = fields(l);
+    if row.len() != width {
+        return Err(DataError::Ragged {
+            path: path.to_path_buf(),
+            line,
+            expected: width,
+            got: row.len(),
+        });
+    }
+    let mut label = None;
+    for (col, f) in row.into_iter().enumerate() {
+        if Some(col) == label_at {
+            label = Some(f);
+            continue;
+        }
+        let v: f64 = f.parse().map_err(|_| DataError::NotNumeric {
+            path: path.to_path_buf(),
+            line,
+            column: col + 1,
+            value: f.chars().take(40).collect(),
+        })?;
+        if !v.is_finite() {
+            return Err(DataError::NotFinite {
+                path: path.to_path_buf(),
+                location: format!("line {line}, column {}", col + 1),
+            });
+        }
+        out.push(v as f32);
+    }
+    Ok(label)
+}
+
 /// Parses CSV text. The first line is a header when any of its fields is not a number.
 pub fn parse_csv(text: &str, label: Option<&LabelColumn>, path: &Path) -> Result<Table, DataError> {
     let mut lines = text
@@ -96,16 +144,13 @@ pub fn parse_csv(text: &str, label: Option<&LabelColumn>, path: &Path) -> Result
         .map(|(i, l)| (i + 1, l.trim()))
         .filter(|(_, l)| !l.is_empty())
         .peekable();
-    let Some(&(_, first)) = lines.peek() else {
+    let Some(&(_, first_line)) = lines.peek() else {
         return Err(DataError::Empty {
             path: path.to_path_buf(),
         });
     };
-    let first = fields(first);
-    let header = first
-        .iter()
-        .any(|f| f.parse::<f64>().is_err())
-        .then_some(first.clone());
+    let first = fields(first_line);
+    let header = is_header(first_line).then_some(first.clone());
     if header.is_some() {
         lines.next();
     }
@@ -115,33 +160,8 @@ pub fn parse_csv(text: &str, label: Option<&LabelColumn>, path: &Path) -> Result
         .transpose()?;
     let (mut xs, mut ids, mut labels) = (Vec::new(), LabelIds::default(), Vec::new());
     for (line, l) in lines {
-        let row = fields(l);
-        if row.len() != width {
-            return Err(DataError::Ragged {
-                path: path.to_path_buf(),
-                line,
-                expected: width,
-                got: row.len(),
-            });
-        }
-        for (col, f) in row.iter().enumerate() {
-            if Some(col) == label_at {
-                labels.push(ids.id(f));
-                continue;
-            }
-            let v: f64 = f.parse().map_err(|_| DataError::NotNumeric {
-                path: path.to_path_buf(),
-                line,
-                column: col + 1,
-                value: f.chars().take(40).collect(),
-            })?;
-            if !v.is_finite() {
-                return Err(DataError::NotFinite {
-                    path: path.to_path_buf(),
-                    location: format!("line {line}, column {}", col + 1),
-                });
-            }
-            xs.push(v as f32);
+        if let Some(label) = parse_csv_row(l, line, width, label_at, path, &mut xs)? {
+            labels.push(ids.id(label));
         }
     }
     let dim = width - usize::from(label_at.is_some());
@@ -157,80 +177,121 @@ pub fn parse_csv(text: &str, label: Option<&LabelColumn>, path: &Path) -> Result
     })
 }
 
+/// The header of a 2-D little-endian `f4`/`f8` `.npy` array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NpyHeader {
+    /// Offset of the first data byte.
+    pub data_start: usize,
+    /// Bytes per value (4 or 8).
+    pub width: usize,
+    /// Column-major storage.
+    pub fortran: bool,
+    /// Samples.
+    pub rows: usize,
+    /// Values per sample.
+    pub cols: usize,
+}
+
+impl NpyHeader {
+    /// Parses the magic, version and header dictionary at the start of `bytes` (the data may
+    /// follow or not).
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self, DataError> {
+        let corrupt = |reason: &str| DataError::Corrupt {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+            return Err(corrupt("not a .npy file (missing \\x93NUMPY magic)"));
+        }
+        let (start, hlen) = match bytes[6] {
+            1 => (10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
+            2 | 3 if bytes.len() >= 12 => (
+                12,
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            ),
+            v => return Err(corrupt(&format!("unsupported .npy version {v}"))),
+        };
+        let header = bytes
+            .get(start..start + hlen)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .ok_or_else(|| corrupt("truncated or non-UTF-8 header"))?;
+        let field = |key: &str| -> Option<&str> {
+            let at = header.find(&format!("'{key}'"))? + key.len() + 2;
+            let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
+            Some(rest)
+        };
+        let descr = field("descr").ok_or_else(|| corrupt("header has no 'descr'"))?;
+        let width = if descr.starts_with("'<f4'") {
+            4
+        } else if descr.starts_with("'<f8'") {
+            8
+        } else {
+            let d: String = descr.chars().take_while(|&c| c != ',').collect();
+            return Err(corrupt(&format!(
+                "dtype {d} is not supported; save as float32 or float64"
+            )));
+        };
+        let fortran = field("fortran_order").is_some_and(|f| f.starts_with("True"));
+        let shape = field("shape").ok_or_else(|| corrupt("header has no 'shape'"))?;
+        let shape: Vec<usize> = shape
+            .strip_prefix('(')
+            .and_then(|s| s.split(')').next())
+            .ok_or_else(|| corrupt("malformed 'shape'"))?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().map_err(|_| corrupt("malformed 'shape'")))
+            .collect::<Result<_, _>>()?;
+        let [rows, cols] = shape[..] else {
+            return Err(corrupt(&format!(
+                "expected a 2-D array (samples x features), got shape {shape:?}"
+            )));
+        };
+        Ok(Self {
+            data_start: start + hlen,
+            width,
+            fortran,
+            rows,
+            cols,
+        })
+    }
+
+    /// Decodes one little-endian value of this header's width.
+    pub fn value(&self, b: &[u8]) -> f64 {
+        match b {
+            [a, b, c, d] => f64::from(f32::from_le_bytes([*a, *b, *c, *d])),
+            [a, b, c, d, e, f, g, h] => f64::from_le_bytes([*a, *b, *c, *d, *e, *f, *g, *h]),
+            _ => f64::NAN,
+        }
+    }
+}
+
 /// Parses a 2-D little-endian `f4`/`f8` `.npy` array (C or Fortran order).
 pub fn parse_npy(
     bytes: &[u8],
     label: Option<&LabelColumn>,
     path: &Path,
 ) -> Result<Table, DataError> {
-    let corrupt = |reason: &str| DataError::Corrupt {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    };
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(corrupt("not a .npy file (missing \\x93NUMPY magic)"));
-    }
-    let (start, hlen) = match bytes[6] {
-        1 => (10, u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
-        2 | 3 if bytes.len() >= 12 => (
-            12,
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-        ),
-        v => return Err(corrupt(&format!("unsupported .npy version {v}"))),
-    };
-    let header = bytes
-        .get(start..start + hlen)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or_else(|| corrupt("truncated or non-UTF-8 header"))?;
-    let field = |key: &str| -> Option<&str> {
-        let at = header.find(&format!("'{key}'"))? + key.len() + 2;
-        let rest = header[at..].trim_start().strip_prefix(':')?.trim_start();
-        Some(rest)
-    };
-    let descr = field("descr").ok_or_else(|| corrupt("header has no 'descr'"))?;
-    let width = if descr.starts_with("'<f4'") {
-        4
-    } else if descr.starts_with("'<f8'") {
-        8
-    } else {
-        let d: String = descr.chars().take_while(|&c| c != ',').collect();
-        return Err(corrupt(&format!(
-            "dtype {d} is not supported; save as float32 or float64"
-        )));
-    };
-    let fortran = field("fortran_order").is_some_and(|f| f.starts_with("True"));
-    let shape = field("shape").ok_or_else(|| corrupt("header has no 'shape'"))?;
-    let shape: Vec<usize> = shape
-        .strip_prefix('(')
-        .and_then(|s| s.split(')').next())
-        .ok_or_else(|| corrupt("malformed 'shape'"))?
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| corrupt("malformed 'shape'")))
-        .collect::<Result<_, _>>()?;
-    let [rows, cols] = shape[..] else {
-        return Err(corrupt(&format!(
-            "expected a 2-D array (samples x features), got shape {shape:?}"
-        )));
-    };
-    let data = &bytes[start + hlen..];
-    let expected = rows * cols * width;
+    let h = NpyHeader::parse(bytes, path)?;
+    let (width, fortran, rows, cols) = (h.width, h.fortran, h.rows, h.cols);
+    let data = &bytes[h.data_start..];
+    let expected = rows
+        .checked_mul(cols)
+        .and_then(|v| v.checked_mul(width))
+        .ok_or_else(|| DataError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("shape ({rows}, {cols}) overflows"),
+        })?;
     if data.len() < expected {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
-            expected: start + hlen + expected,
+            expected: h.data_start + expected,
             got: bytes.len(),
         });
     }
     let value = |i: usize, j: usize| -> f64 {
         let at = if fortran { j * rows + i } else { i * cols + j } * width;
-        match width {
-            4 => f64::from(f32::from_le_bytes(
-                data[at..at + 4].try_into().unwrap_or_default(),
-            )),
-            _ => f64::from_le_bytes(data[at..at + 8].try_into().unwrap_or_default()),
-        }
+        h.value(&data[at..at + width])
     };
     let label_at = label.map(|c| resolve(c, cols, None, path)).transpose()?;
     let (mut xs, mut labels, mut ids) = (

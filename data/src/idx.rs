@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use super::DataError;
+use crate::DataError;
 
 /// A parsed IDX file of unsigned bytes: its dimensions and data.
 #[derive(Debug)]
@@ -35,8 +35,13 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     }
 }
 
-/// Parses IDX bytes of type `u8` with `expect_dims` dimensions.
-pub fn parse(bytes: &[u8], expect_dims: usize, path: &Path) -> Result<Idx, DataError> {
+/// Parses an IDX header of unsigned bytes (type `0x08`) with `expect_dims` dimensions (any
+/// number when `None`): the dimensions and the header length in bytes.
+pub fn parse_header(
+    bytes: &[u8],
+    expect_dims: Option<usize>,
+    path: &Path,
+) -> Result<(Vec<usize>, usize), DataError> {
     let corrupt = |reason: String| DataError::Corrupt {
         path: path.to_path_buf(),
         reason,
@@ -49,9 +54,11 @@ pub fn parse(bytes: &[u8], expect_dims: usize, path: &Path) -> Result<Idx, DataE
     }
     let magic = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     let (kind, ndim) = (bytes[2], bytes[3] as usize);
-    if bytes[0] != 0 || bytes[1] != 0 || kind != 0x08 || ndim != expect_dims {
+    let dims_ok = expect_dims.is_none_or(|e| e == ndim) && ndim > 0;
+    if bytes[0] != 0 || bytes[1] != 0 || kind != 0x08 || !dims_ok {
+        let want = expect_dims.map_or("at least 1".to_string(), |e| e.to_string());
         return Err(corrupt(format!(
-            "bad IDX magic {magic:#010x}: expected unsigned bytes (type 0x08) with {expect_dims} dimensions"
+            "bad IDX magic {magic:#010x}: expected unsigned bytes (type 0x08) with {want} dimensions"
         )));
     }
     let header = 4 + 4 * ndim;
@@ -66,11 +73,23 @@ pub fn parse(bytes: &[u8], expect_dims: usize, path: &Path) -> Result<Idx, DataE
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let len = dims
-        .iter()
+    Ok((dims, header))
+}
+
+/// Values in an array of `dims`, or an error when the product overflows.
+pub fn volume(dims: &[usize], path: &Path) -> Result<usize, DataError> {
+    dims.iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| corrupt(format!("dimensions {dims:?} overflow")))?;
-    let expected = header + len;
+        .ok_or_else(|| DataError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("dimensions {dims:?} overflow"),
+        })
+}
+
+/// Parses IDX bytes of type `u8` with `expect_dims` dimensions.
+pub fn parse(bytes: &[u8], expect_dims: usize, path: &Path) -> Result<Idx, DataError> {
+    let (dims, header) = parse_header(bytes, Some(expect_dims), path)?;
+    let expected = header + volume(&dims, path)?;
     if bytes.len() < expected {
         return Err(DataError::Truncated {
             path: path.to_path_buf(),
@@ -79,10 +98,13 @@ pub fn parse(bytes: &[u8], expect_dims: usize, path: &Path) -> Result<Idx, DataE
         });
     }
     if bytes.len() > expected {
-        return Err(corrupt(format!(
-            "{} trailing bytes after the {expected} the header announces",
-            bytes.len() - expected
-        )));
+        return Err(DataError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{} trailing bytes after the {expected} the header announces",
+                bytes.len() - expected
+            ),
+        });
     }
     Ok(Idx {
         dims,

@@ -1,0 +1,335 @@
+//! `dekm-edge`: assign samples with an exported model, inspect it, pack it into a bundle, and
+//! time it.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use dekm_data::{Format, SampleStream};
+use dekm_edge::{Model, ModelParts, Summary, bundle, file};
+
+#[derive(Parser)]
+#[command(
+    name = "dekm-edge",
+    version,
+    about = "Assign samples to the clusters of a dekm model"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Assign every sample of the inputs; one JSON line per sample on stdout.
+    Assign(AssignArgs),
+    /// Print the model's metadata, tensors and checksum.
+    Info {
+        /// Model directory, model.safetensors or bundle.
+        #[arg(long)]
+        model: PathBuf,
+    },
+    /// Convert an export into a bundle (one checksummed byte blob for devices).
+    Pack {
+        /// Model directory or model.safetensors.
+        #[arg(long)]
+        model: PathBuf,
+        /// Bundle file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Time single-sample latency and batch throughput on this machine (one thread).
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnError {
+    /// Report the bad sample on stderr and go on.
+    Skip,
+    /// Write `{"index": i, "error": "..."}` into the output stream and go on.
+    Emit,
+    /// Stop at the first bad sample with exit status 2.
+    Fail,
+}
+
+#[derive(clap::Args)]
+struct AssignArgs {
+    /// Model directory, model.safetensors or bundle.
+    #[arg(long)]
+    model: PathBuf,
+    /// Input files, read in order (`-` is stdin). IDX (`*-ubyte[.gz]`), `.csv`, `.npy`, or raw
+    /// little-endian f32 (`.f32`, stdin).
+    #[arg(long = "input", default_value = "-")]
+    inputs: Vec<PathBuf>,
+    /// Input format, instead of guessing from each file name.
+    #[arg(long)]
+    format: Option<Format>,
+    /// Outlier threshold: this quantile of each cluster's training distances instead of the
+    /// model's (within the calibrated levels, 0.5 to 1.0).
+    #[arg(long)]
+    threshold_quantile: Option<f32>,
+    /// What to do with a sample that cannot be assigned (ragged row, NaN, wrong length).
+    #[arg(long, value_enum, default_value_t = OnError::Skip)]
+    on_error: OnError,
+    /// Print per-cluster counts, outlier rate and recent outliers to stderr at the end.
+    #[arg(long)]
+    summary: bool,
+    /// Do not write the per-sample lines (with --summary: only the summary).
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Model directory, model.safetensors or bundle.
+    #[arg(long)]
+    model: PathBuf,
+    /// Samples to time (the inputs are cycled; without inputs, zeros of the right length).
+    #[arg(long, default_value_t = 5000)]
+    samples: usize,
+    /// Batch size of the throughput figure.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Optional input file to take samples from.
+    #[arg(long)]
+    input: Option<PathBuf>,
+}
+
+fn load(path: &Path, quantile: Option<f32>) -> Result<Model> {
+    let parts = file::read_parts(path)?;
+    let mut model = Model::from_parts(&parts).with_context(|| path.display().to_string())?;
+    if let Some(q) = quantile {
+        model.set_threshold_quantile(q)?;
+    }
+    Ok(model)
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Assign(args) => return assign(&args),
+        Command::Info { model } => info(&model)?,
+        Command::Pack { model, out } => pack(&model, &out)?,
+        Command::Bench(args) => bench(&args)?,
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
+    let model = load(&args.model, args.threshold_quantile)?;
+    let mut session = model.session();
+    let mut summary = Summary::<16>::new(model.k());
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut row = Vec::with_capacity(model.input_len());
+    let mut index = 0u64;
+    let mut failed = false;
+    'files: for path in &args.inputs {
+        let format = args.format.unwrap_or_else(|| Format::from_path(path));
+        let mut stream = SampleStream::open(path, format, Some(model.input_len()))?;
+        while let Some(r) = stream.next_into(&mut row) {
+            let i = index;
+            index += 1;
+            let result = r
+                .map_err(|e| {
+                    if e.is_row_error() {
+                        Ok(e.to_string())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .and_then(|()| session.assign(&row).map_err(|e| Ok(e.to_string())));
+            match result {
+                Ok(a) => {
+                    summary.record(i, &a);
+                    if !args.quiet {
+                        writeln!(
+                            out,
+                            r#"{{"index":{i},"cluster":{},"distance":{},"margin":{},"outlier":{}}}"#,
+                            a.cluster, a.distance, a.margin, a.outlier
+                        )?;
+                    }
+                }
+                // The stream itself broke (I/O, truncation): no later sample can be trusted.
+                Err(Err(e)) => {
+                    out.flush()?;
+                    return Err(e.into());
+                }
+                Err(Ok(msg)) => {
+                    summary.record_rejected();
+                    match args.on_error {
+                        OnError::Skip => eprintln!("sample {i}: {msg} (skipped)"),
+                        OnError::Emit => {
+                            writeln!(out, r#"{{"index":{i},"error":{}}}"#, json_str(&msg))?
+                        }
+                        OnError::Fail => {
+                            eprintln!("sample {i}: {msg}");
+                            failed = true;
+                            break 'files;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.flush()?;
+    if args.summary {
+        print_summary(&summary, &model);
+    }
+    Ok(if failed {
+        std::process::ExitCode::from(2)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+fn print_summary(s: &Summary<16>, model: &Model) {
+    eprintln!(
+        "assigned {} samples, rejected {}, outlier rate {:.2}% (threshold quantile {})",
+        s.assigned(),
+        s.rejected(),
+        100.0 * s.outlier_rate(),
+        model.threshold_quantile()
+    );
+    eprintln!("cluster  samples  outliers");
+    for (c, (n, o)) in s.counts().iter().zip(s.outlier_counts()).enumerate() {
+        eprintln!("{c:>7}  {n:>7}  {o:>8}");
+    }
+    let recent: Vec<String> = s
+        .recent_outliers()
+        .map(|e| {
+            format!(
+                "#{} (cluster {}, distance {:.3})",
+                e.index, e.cluster, e.distance
+            )
+        })
+        .collect();
+    if !recent.is_empty() {
+        eprintln!("recent outliers: {}", recent.join(", "));
+    }
+}
+
+fn info(path: &Path) -> Result<()> {
+    let parts = file::read_parts(path)?;
+    let meta = parts.meta();
+    let bytes = std::fs::read(if path.is_dir() {
+        path.join(dekm_shared::names::MODEL_FILE)
+    } else {
+        path.to_path_buf()
+    })?;
+    let tensors: Vec<serde_json::Value> = parts
+        .tensors()
+        .iter()
+        .map(|t| serde_json::json!({"name": t.name, "shape": t.shape}))
+        .collect();
+    let info = serde_json::json!({
+        "file_sha256": bundle::sha256_hex(&bytes),
+        "kind": if bundle::is_bundle(&bytes) { "bundle" } else { "safetensors" },
+        "meta": serde_json::from_str::<serde_json::Value>(&meta.to_json())?,
+        "input_len": meta.encoder.input_len(),
+        "latent_dim": meta.encoder.latent_dim(),
+        "parameters": parts.tensors().iter().filter(|t| t.name.starts_with("encoder.")).map(|t| t.data.len()).sum::<usize>(),
+        "tensors": tensors,
+    });
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    Ok(())
+}
+
+fn pack(model: &Path, out: &Path) -> Result<()> {
+    let parts: ModelParts = file::read_parts(model)?;
+    // Prove the bundle decodes to the same parts before anyone ships it.
+    let bytes = parts.to_bundle();
+    if ModelParts::from_bundle(&bytes)? != parts {
+        bail!("internal error: the bundle does not decode to the export it came from");
+    }
+    let tmp = out.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).with_context(|| tmp.display().to_string())?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, out).with_context(|| out.display().to_string())?;
+    println!(
+        "{}  {} ({} bytes)",
+        bundle::sha256_hex(&bytes),
+        out.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
+/// Samples for the benchmark: read from `input` (at most `n`) or zeros.
+fn bench_samples(model: &Model, input: Option<&Path>, n: usize) -> Result<Vec<Vec<f32>>> {
+    let Some(path) = input else {
+        return Ok(vec![vec![0.0; model.input_len()]; 1]);
+    };
+    let mut stream = SampleStream::open(path, Format::from_path(path), Some(model.input_len()))?;
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    while rows.len() < n.min(4096) {
+        match stream.next_into(&mut row) {
+            Some(Ok(())) => rows.push(row.clone()),
+            Some(Err(e)) if e.is_row_error() => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => break,
+        }
+    }
+    if rows.is_empty() {
+        bail!("{}: no usable samples", path.display());
+    }
+    Ok(rows)
+}
+
+fn bench(args: &BenchArgs) -> Result<()> {
+    let model = load(&args.model, None)?;
+    let samples = bench_samples(&model, args.input.as_deref(), args.samples)?;
+    let mut session = model.session();
+    let n = args.samples.max(1);
+    for s in samples.iter().cycle().take(n.min(500)) {
+        session.assign(s)?;
+    }
+    let mut lat = Vec::with_capacity(n);
+    for s in samples.iter().cycle().take(n) {
+        let t = Instant::now();
+        std::hint::black_box(session.assign(std::hint::black_box(s))?);
+        lat.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+    let mean = lat.iter().sum::<f64>() / lat.len() as f64;
+    let batch = args.batch.max(1);
+    let batches = (n / batch).max(1);
+    let t = Instant::now();
+    for b in 0..batches {
+        for s in samples.iter().cycle().skip(b * batch).take(batch) {
+            std::hint::black_box(session.assign(s)?);
+        }
+    }
+    let per_s = (batches * batch) as f64 / t.elapsed().as_secs_f64();
+    let flops = model.encoder().flops_per_sample() as f64;
+    println!(
+        "batch 1: mean {mean:.1} us, p50 {:.1} us, p99 {:.1} us, min {:.1} us over {n} samples ({:.2} GFLOP/s)",
+        pct(0.5),
+        pct(0.99),
+        lat[0],
+        flops / pct(0.5) / 1e3
+    );
+    println!(
+        "batch {batch}: {per_s:.0} samples/s ({:.2} GFLOP/s), one thread",
+        flops * per_s / 1e9
+    );
+    Ok(())
+}

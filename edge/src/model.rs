@@ -1,0 +1,418 @@
+//! A loaded model: the export's tensors checked against the contract ([`ModelParts`]), then
+//! turned into something that runs ([`Model`]), and a [`Session`] that owns the per-sample
+//! buffers so that assigning allocates nothing.
+
+use alloc::{collections::BTreeMap, string::String, vec, vec::Vec};
+
+use dekm_shared::{ContractError, ModelMeta, Normalizer, names};
+use serde::{Deserialize, Serialize};
+
+use crate::{Assignment, ClusterHead, Encoder, EncoderError, HeadError, Workspace};
+
+/// Why an export or bundle cannot be loaded.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LoadError {
+    /// Not a readable safetensors file (bad header, offsets, truncated data).
+    #[error("not a valid safetensors file: {0}")]
+    Safetensors(String),
+    /// A bundle does not start with [`crate::bundle::MAGIC`].
+    #[error("not a dekm edge bundle (the file does not start with the bundle magic)")]
+    BadMagic,
+    /// A bundle written by an incompatible version.
+    #[error("unsupported bundle version {found} (this build reads version {supported})")]
+    BundleVersion {
+        /// Version in the file.
+        found: u32,
+        /// Version this build reads.
+        supported: u32,
+    },
+    /// The data ends early or has bytes after its end.
+    #[error("wrong length: expected {expected} bytes, got {got}")]
+    Length {
+        /// Length the header announces.
+        expected: usize,
+        /// Length present.
+        got: usize,
+    },
+    /// The bundle's payload does not match its SHA-256.
+    #[error("SHA-256 mismatch (expected {expected}, computed {actual}); the data is corrupt")]
+    Checksum {
+        /// Digest stored in the bundle or beside the file.
+        expected: String,
+        /// Digest of the bytes present.
+        actual: String,
+    },
+    /// The bundle payload does not decode.
+    #[error("bundle payload does not decode: {0}")]
+    Payload(String),
+    /// Metadata problems: version, schema, layer spec, k.
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    /// A tensor the contract requires is absent.
+    #[error("missing tensor {0}")]
+    MissingTensor(String),
+    /// A tensor the contract does not know.
+    #[error("unexpected tensor {0}")]
+    UnexpectedTensor(String),
+    /// A tensor has the wrong shape.
+    #[error("tensor {name} has shape {found:?}, expected {expected:?}")]
+    Shape {
+        /// Tensor name.
+        name: String,
+        /// Shape in the file.
+        found: Vec<usize>,
+        /// Shape the contract requires.
+        expected: Vec<usize>,
+    },
+    /// A tensor is not `F32`.
+    #[error("tensor {name} has dtype {found}, expected F32")]
+    Dtype {
+        /// Tensor name.
+        name: String,
+        /// Dtype in the file.
+        found: String,
+    },
+    /// A tensor holds NaN or infinity.
+    #[error("tensor {name}: value at index {index} is not finite")]
+    NotFinite {
+        /// Tensor name.
+        name: String,
+        /// First offending index.
+        index: usize,
+    },
+    /// The calibration table is unusable.
+    #[error("calibration table: {0}")]
+    Calibration(&'static str),
+    /// A requested outlier quantile cannot be served by the calibration table.
+    #[error("threshold quantile {q}: {reason}")]
+    Quantile {
+        /// Requested quantile.
+        q: f32,
+        /// Why not.
+        reason: String,
+    },
+    /// The encoder cannot be built from the tensors.
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    /// The clustering head cannot be built from the tensors.
+    #[error(transparent)]
+    Head(#[from] HeadError),
+}
+
+/// One `f32` tensor of an export, row-major.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedTensor {
+    /// Export name, e.g. `encoder.conv0.weight`.
+    pub name: String,
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Vec<f32>,
+}
+
+/// An export's metadata and tensors, checked against the contract: every tensor that
+/// [`names::expected_tensors`] names is present with its shape, finite, and nothing else is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelParts {
+    meta: ModelMeta,
+    tensors: Vec<NamedTensor>,
+}
+
+impl ModelParts {
+    /// Checks `tensors` against `meta` and keeps them in the contract's order.
+    pub fn new(meta: ModelMeta, tensors: Vec<NamedTensor>) -> Result<Self, LoadError> {
+        let mut by_name: BTreeMap<String, NamedTensor> = BTreeMap::new();
+        for t in tensors {
+            if by_name.contains_key(&t.name) {
+                return Err(LoadError::UnexpectedTensor(t.name));
+            }
+            by_name.insert(t.name.clone(), t);
+        }
+        let levels = by_name
+            .get(names::QUANTILE_LEVELS)
+            .ok_or_else(|| LoadError::MissingTensor(names::QUANTILE_LEVELS.into()))?;
+        let q = match levels.shape[..] {
+            [q] => q,
+            _ => {
+                return Err(LoadError::Shape {
+                    name: names::QUANTILE_LEVELS.into(),
+                    found: levels.shape.clone(),
+                    expected: vec![levels.data.len()],
+                });
+            }
+        };
+        let mut ordered = Vec::with_capacity(by_name.len());
+        for spec in names::expected_tensors(&meta.encoder, meta.k, q)? {
+            let t = by_name
+                .remove(&spec.name)
+                .ok_or_else(|| LoadError::MissingTensor(spec.name.clone()))?;
+            let len: usize = t.shape.iter().product();
+            if t.shape != spec.shape || t.data.len() != len {
+                return Err(LoadError::Shape {
+                    name: spec.name,
+                    found: t.shape,
+                    expected: spec.shape,
+                });
+            }
+            if let Some(index) = t.data.iter().position(|v| !v.is_finite()) {
+                return Err(LoadError::NotFinite {
+                    name: t.name,
+                    index,
+                });
+            }
+            ordered.push(t);
+        }
+        if let Some(name) = by_name.into_keys().next() {
+            return Err(LoadError::UnexpectedTensor(name));
+        }
+        let parts = Self {
+            meta,
+            tensors: ordered,
+        };
+        let levels = parts.get(names::QUANTILE_LEVELS);
+        if levels.is_empty()
+            || levels.windows(2).any(|w| w[0] >= w[1])
+            || !(levels[0] > 0.0 && levels[levels.len() - 1] <= 1.0)
+        {
+            return Err(LoadError::Calibration(
+                "quantile levels must be strictly ascending within (0, 1]",
+            ));
+        }
+        Ok(parts)
+    }
+
+    /// The metadata.
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    /// Every tensor, in the contract's order.
+    pub fn tensors(&self) -> &[NamedTensor] {
+        &self.tensors
+    }
+
+    /// Values of tensor `name`, if the contract has it.
+    pub fn tensor(&self, name: &str) -> Option<&[f32]> {
+        self.tensors
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.data.as_slice())
+    }
+
+    /// Values of a tensor that [`Self::new`] guaranteed to exist.
+    fn get(&self, name: &str) -> &[f32] {
+        self.tensor(name).unwrap_or_default()
+    }
+
+    /// Parses a `model.safetensors` export held in memory.
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self, LoadError> {
+        use safetensors::{Dtype, SafeTensors};
+        let bad = |e: safetensors::SafeTensorError| LoadError::Safetensors(alloc::format!("{e}"));
+        let st = SafeTensors::deserialize(bytes).map_err(bad)?;
+        let (_, header) = SafeTensors::read_metadata(bytes).map_err(bad)?;
+        let kv = header.metadata();
+        let field = |key: &str| kv.as_ref().and_then(|m| m.get(key)).map(String::as_str);
+        let meta = ModelMeta::from_header(field(names::FORMAT_KEY), field(names::META_KEY))?;
+        let mut tensors = Vec::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(LoadError::Dtype {
+                    name,
+                    found: alloc::format!("{:?}", view.dtype()),
+                });
+            }
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            tensors.push(NamedTensor {
+                name,
+                shape: view.shape().to_vec(),
+                data,
+            });
+        }
+        Self::new(meta, tensors)
+    }
+}
+
+/// Outlier thresholds at quantile `q` of each cluster's training distances, interpolated
+/// linearly between the calibrated `levels` (exact when `q` is one of them).
+fn thresholds_at(levels: &[f32], table: &[f32], q: f32) -> Result<Vec<f32>, LoadError> {
+    let err = |reason: String| LoadError::Quantile { q, reason };
+    let (lo, hi) = (levels[0], levels[levels.len() - 1]);
+    if !(q >= lo && q <= hi) {
+        return Err(err(alloc::format!(
+            "outside the calibrated range [{lo}, {hi}]"
+        )));
+    }
+    let j = levels.partition_point(|&l| l < q).min(levels.len() - 1);
+    Ok(table
+        .chunks_exact(levels.len())
+        .map(|row| {
+            if levels[j] == q || j == 0 {
+                row[j]
+            } else {
+                let t = (q - levels[j - 1]) / (levels[j] - levels[j - 1]);
+                row[j - 1] + t * (row[j] - row[j - 1])
+            }
+        })
+        .collect())
+}
+
+/// A model ready to assign: preprocessing, encoder and clustering head.
+#[derive(Debug, Clone)]
+pub struct Model {
+    meta: ModelMeta,
+    normalizer: Normalizer,
+    encoder: Encoder,
+    head: ClusterHead,
+    levels: Vec<f32>,
+    table: Vec<f32>,
+    threshold_quantile: f32,
+}
+
+impl Model {
+    /// Builds the runnable model from checked parts.
+    pub fn from_parts(parts: &ModelParts) -> Result<Self, LoadError> {
+        let meta = parts.meta().clone();
+        let encoder = Encoder::new(&meta.encoder, |n| parts.tensor(n))?;
+        let head = ClusterHead::new(
+            meta.encoder.latent_dim(),
+            parts.get(names::V).to_vec(),
+            parts.get(names::CENTROIDS_Y).to_vec(),
+            parts.get(names::THRESHOLDS).to_vec(),
+        )?;
+        let normalizer = Normalizer::new(
+            parts.get(names::INPUT_OFFSET).to_vec(),
+            parts.get(names::INPUT_SCALE).to_vec(),
+        )?;
+        Ok(Self {
+            threshold_quantile: meta.threshold_quantile,
+            meta,
+            normalizer,
+            encoder,
+            head,
+            levels: parts.get(names::QUANTILE_LEVELS).to_vec(),
+            table: parts.get(names::DISTANCE_QUANTILES).to_vec(),
+        })
+    }
+
+    /// Replaces the outlier thresholds by the `q` quantile of each cluster's training
+    /// distances, read from the calibration table (linear between its levels; `q` must lie
+    /// within them, by default 0.5 to 1.0).
+    pub fn set_threshold_quantile(&mut self, q: f32) -> Result<(), LoadError> {
+        let t = thresholds_at(&self.levels, &self.table, q)?;
+        self.head.set_thresholds(t)?;
+        self.threshold_quantile = q;
+        Ok(())
+    }
+
+    /// Quantile the current thresholds come from.
+    pub fn threshold_quantile(&self) -> f32 {
+        self.threshold_quantile
+    }
+
+    /// Metadata of the export.
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    /// The encoder.
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// The clustering head.
+    pub fn head(&self) -> &ClusterHead {
+        &self.head
+    }
+
+    /// Values per raw input sample.
+    pub fn input_len(&self) -> usize {
+        self.normalizer.len()
+    }
+
+    /// Number of clusters.
+    pub fn k(&self) -> usize {
+        self.head.k()
+    }
+
+    /// Buffers for assigning samples one at a time.
+    pub fn session(&self) -> Session<'_> {
+        Session {
+            model: self,
+            x: vec![0.0; self.input_len()],
+            ws: self.encoder.workspace(),
+            z: vec![0.0; self.encoder.latent_dim()],
+            y: vec![0.0; self.encoder.latent_dim()],
+        }
+    }
+}
+
+/// Why one sample could not be assigned; the session stays usable.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SampleError {
+    /// Wrong length, NaN or infinity in the raw sample.
+    #[error(transparent)]
+    Input(#[from] ContractError),
+    /// The encoder rejected the sample.
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    /// The latent vector is not finite (overflow inside the network).
+    #[error(transparent)]
+    Head(#[from] HeadError),
+}
+
+/// Per-sample buffers of one [`Model`]: assigning allocates nothing.
+#[derive(Debug)]
+pub struct Session<'m> {
+    model: &'m Model,
+    x: Vec<f32>,
+    ws: Workspace,
+    z: Vec<f32>,
+    y: Vec<f32>,
+}
+
+impl Session<'_> {
+    /// Normalises, encodes, projects and assigns one raw sample.
+    pub fn assign(&mut self, raw: &[f32]) -> Result<Assignment, SampleError> {
+        let m = self.model;
+        m.normalizer.apply(raw, &mut self.x)?;
+        m.encoder.encode(&self.x, &mut self.ws, &mut self.z)?;
+        Ok(m.head.assign(&self.z, &mut self.y)?)
+    }
+
+    /// Latent vector of the last assigned sample.
+    pub fn latent(&self) -> &[f32] {
+        &self.z
+    }
+
+    /// Rotated vector `y = V z` of the last assigned sample.
+    pub fn rotated(&self) -> &[f32] {
+        &self.y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_interpolate_between_levels() {
+        let levels = [0.5, 0.9, 1.0];
+        let table = [1.0, 2.0, 4.0, 10.0, 20.0, 40.0];
+        assert_eq!(thresholds_at(&levels, &table, 0.9).unwrap(), [2.0, 20.0]);
+        assert_eq!(thresholds_at(&levels, &table, 0.5).unwrap(), [1.0, 10.0]);
+        let mid = thresholds_at(&levels, &table, 0.95).unwrap();
+        assert!((mid[0] - 3.0).abs() < 1e-5 && (mid[1] - 30.0).abs() < 1e-4);
+        for q in [0.4, 1.5, f32::NAN] {
+            let err = thresholds_at(&levels, &table, q).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("outside the calibrated range [0.5, 1]"),
+                "{err}"
+            );
+        }
+    }
+}

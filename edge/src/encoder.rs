@@ -1,13 +1,17 @@
-//! The encoder forward pass without candle: convolutions as `im2col` + one matrix multiply per
-//! layer (nalgebra; with the `std` feature nalgebra hands dynamic products to the
-//! `matrixmultiply` kernels), dense layers as matrix-vector products, ReLU after every layer but
-//! the latent one.
+//! The encoder forward pass without candle: convolutions as an `im2col` gather (a precomputed
+//! index map) + one matrix multiply per layer on the `gemm` crate's kernels (runtime-dispatched
+//! AVX2/AVX-512 via [`dekm_kernels`]; a convolution's product is too small for nalgebra's
+//! `matrixmultiply` backend to reach the same rate), dense layers as nalgebra matrix-vector
+//! products, ReLU after every layer but the latent one.
 //!
-//! All buffers live in a [`Workspace`] sized once from the [`EncoderSpec`], so encoding a sample
-//! allocates nothing.
+//! All activation and column buffers live in a [`Workspace`] sized once from the
+//! [`EncoderSpec`]. Dense models encode without allocating; for convolutional models the `gemm`
+//! crate still allocates its packing buffers inside each convolution's product (two small
+//! allocations per layer), which `tests/no_alloc.rs` pins down.
 
 use alloc::{format, string::String, vec, vec::Vec};
 
+use dekm_kernels::Operand;
 use dekm_shared::{ConvGeometry, EncoderSpec, names};
 use nalgebra::{DMatrixView, DMatrixViewMut};
 
@@ -54,6 +58,10 @@ struct Conv {
     g: ConvGeometry,
     weight: Vec<f32>,
     bias: Vec<f32>,
+    /// For every element of the column matrix, the input index it copies, or the input length
+    /// (a zero slot just past the input) inside the padding. Computed once per model, so
+    /// `im2col` is one branch-free gather instead of per-element bounds arithmetic.
+    gather: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,9 +153,8 @@ impl Conv {
         )
     }
 
-    /// `x[c, h, w]` → `cols[c·k·k, oh·ow]` (row-major), zeros in the padding.
-    fn im2col(&self, x: &[f32], cols: &mut [f32]) {
-        let g = &self.g;
+    /// The gather map of [`Conv::gather`] for geometry `g`.
+    fn gather_map(g: &ConvGeometry) -> Vec<u32> {
         let (ih, iw, oh, ow, k) = (
             g.input.height,
             g.input.width,
@@ -155,41 +162,53 @@ impl Conv {
             g.output.width,
             g.kernel,
         );
-        let (_, l) = self.cols_shape();
-        for (r, row) in cols.chunks_exact_mut(l).enumerate() {
+        let zero = g.input.len() as u32;
+        let rows = g.input.channels * k * k;
+        let mut map = Vec::with_capacity(rows * oh * ow);
+        for r in 0..rows {
             let (ci, ki, kj) = (r / (k * k), r / k % k, r % k);
-            let plane = &x[ci * ih * iw..][..ih * iw];
-            for (oy, line) in row.chunks_exact_mut(ow).enumerate().take(oh) {
+            for oy in 0..oh {
                 let iy = (oy * g.stride + ki).checked_sub(g.pad).filter(|&i| i < ih);
-                let Some(iy) = iy else {
-                    line.fill(0.0);
-                    continue;
-                };
-                let src = &plane[iy * iw..][..iw];
-                for (ox, v) in line.iter_mut().enumerate() {
-                    let ix = (ox * g.stride + kj).checked_sub(g.pad);
-                    *v = ix.and_then(|ix| src.get(ix)).copied().unwrap_or(0.0);
+                for ox in 0..ow {
+                    let ix = (ox * g.stride + kj).checked_sub(g.pad).filter(|&i| i < iw);
+                    map.push(match (iy, ix) {
+                        (Some(y), Some(x)) => ((ci * ih + y) * iw + x) as u32,
+                        _ => zero,
+                    });
                 }
             }
         }
+        map
     }
 
     /// `out[o, oh·ow] = relu(W · cols + b)`.
-    fn forward(&self, x: &[f32], cols: &mut [f32], out: &mut [f32]) {
+    fn forward(&self, x: &mut [f32], cols: &mut [f32], out: &mut [f32]) {
         let (r, l) = self.cols_shape();
         let o = self.g.output.channels;
         let cols = &mut cols[..r * l];
-        self.im2col(x, cols);
+        // `x` has one spare slot past the input, zeroed here, that the padding reads.
+        let x = &mut x[..=self.g.input.len()];
+        x[self.g.input.len()] = 0.0;
+        for (c, &i) in cols.iter_mut().zip(&self.gather) {
+            *c = x[i as usize];
+        }
         let out = &mut out[..o * l];
         for (row, &b) in out.chunks_exact_mut(l).zip(&self.bias) {
             row.fill(b);
         }
-        // Column-major: out[o, L] row-major is the [L, o] matrix, cols[R, L] is [L, R] and the
-        // weight [o, R] is [R, o], so out = cols · weight in nalgebra's terms.
-        let c = DMatrixView::from_slice(cols, l, r);
-        let w = DMatrixView::from_slice(&self.weight, r, o);
-        let mut y = DMatrixViewMut::from_slice(out, l, o);
-        y.gemm(1.0, &c, &w, 1.0);
+        // out[o, L] += W[o, R] · cols[R, L], all row-major.
+        let shapes_fit = dekm_kernels::gemm(
+            (o, l, r),
+            Operand::rows(&self.weight, r),
+            Operand::rows(cols, l),
+            (out, l),
+            true,
+            1,
+        );
+        debug_assert!(
+            shapes_fit.is_ok(),
+            "buffers are sized from the same geometry"
+        );
         relu_in_place(out);
     }
 }
@@ -223,6 +242,7 @@ impl Encoder {
                         Ok(Conv {
                             weight: tensor(&get, &format!("{name}.weight"), g.output.channels * r)?,
                             bias: tensor(&get, &format!("{name}.bias"), g.output.channels)?,
+                            gather: Conv::gather_map(&g),
                             g,
                         })
                     })
@@ -239,13 +259,14 @@ impl Encoder {
             }
         };
         let latent = dense(&get, names::LATENT, pre, spec.latent_dim())?;
-        let mut act = spec.input_len().max(pre);
+        // One spare slot for the zero that padded positions gather.
+        let mut act = spec.input_len().max(pre) + 1;
         let mut cols = 0;
         match &body {
             Body::Conv(convs) => {
                 for c in convs {
                     let (r, l) = c.cols_shape();
-                    act = act.max(c.g.output.len());
+                    act = act.max(c.g.output.len() + 1);
                     cols = cols.max(r * l);
                 }
             }

@@ -16,8 +16,11 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+
+mod common;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
+use common::peak_gflops;
 use dekm_shared::layers::EncoderSpec;
 use dekm_trainer::data::{self, DataSource, LoadOptions};
 use dekm_trainer::model::{Autoencoder, ConvBackend, embed};
@@ -167,22 +170,6 @@ fn run_torch(a: &Args, data_dir: &std::path::Path, threads: usize) -> Result<Opt
         s_per_batch: get("s_per_batch")?,
         embed_per_s: get("embed_images_per_s")?,
     }))
-}
-
-/// Peak f32 FLOP/s of `cores` x86 cores: two 256-bit FMA pipes (8 lanes x 2 FLOP x 2) per cycle
-/// on AVX2 machines; the clock is the one `/proc/cpuinfo` reports (nominal on most VMs).
-fn peak_gflops(cores: usize) -> Option<(f64, f64)> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz: f64 = info
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()?;
-    let flop_per_cycle = if info.contains(" fma") { 32.0 } else { 16.0 };
-    Some((mhz / 1000.0, cores as f64 * flop_per_cycle * mhz / 1000.0))
 }
 
 fn main() -> Result<()> {

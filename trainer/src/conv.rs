@@ -16,6 +16,7 @@
 //! then already the next layer's input, with no transposes, and the bias gradient is a reduction
 //! over the contiguous last axis.
 
+use dekm_kernels::Operand;
 use std::sync::Mutex;
 
 use candle_core::{
@@ -210,82 +211,24 @@ impl Drop for Scratch {
     }
 }
 
-/// A GEMM operand: element `(i, j)` at `data[i·ld + j]`, or at `data[j·ld + i]` when `t` (the
-/// matrix is stored as its transpose).
-#[derive(Clone, Copy)]
-struct Operand<'a> {
-    data: &'a [f32],
-    ld: usize,
-    t: bool,
+fn op(data: &[f32], ld: usize, transposed: bool) -> Operand<'_> {
+    Operand {
+        data,
+        ld,
+        transposed,
+    }
 }
 
-fn op(data: &[f32], ld: usize, t: bool) -> Operand<'_> {
-    Operand { data, ld, t }
-}
-
-/// True when a `rows×cols` matrix with leading dimension `ld` lies inside `len` elements.
-fn fits(rows: usize, cols: usize, ld: usize, len: usize) -> bool {
-    rows == 0 || cols == 0 || (cols <= ld && (rows - 1) * ld + cols <= len)
-}
-
-/// `c = a·b`, or `c += a·b` when `accumulate`: `a` is `m×k`, `b` is `k×n`, `c` is `m×n` with
-/// leading dimension `ldc`.
+/// `c = a·b`, or `c += a·b` when `accumulate`, on rayon's threads (see [`dekm_kernels::gemm`]).
 fn gemm(
-    (m, n, k): (usize, usize, usize),
+    mnk: (usize, usize, usize),
     a: Operand,
     b: Operand,
-    (c, ldc): (&mut [f32], usize),
+    c: (&mut [f32], usize),
     accumulate: bool,
 ) -> Result<()> {
-    let stored = |rows: usize, cols: usize, o: &Operand| {
-        if o.t {
-            fits(cols, rows, o.ld, o.data.len())
-        } else {
-            fits(rows, cols, o.ld, o.data.len())
-        }
-    };
-    if !stored(m, k, &a) || !stored(k, n, &b) || !fits(m, n, ldc, c.len()) {
-        bail!("gemm {m}x{k}x{n}: an operand is smaller than its shape");
-    }
-    let strides = |o: &Operand| {
-        let ld = o.ld as isize;
-        if o.t { (1, ld) } else { (ld, 1) }
-    };
-    let ((a_rs, a_cs), (b_rs, b_cs)) = (strides(&a), strides(&b));
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the checks above guarantee that every element addressed through these strides
-    // (a: m×k, b: k×n, c: m×n) lies inside its slice, and `c` is a unique borrow, so it aliases
-    // neither input.
-    #[allow(unsafe_code)]
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            ldc as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a_cs,
-            a_rs,
-            b.data.as_ptr(),
-            b_cs,
-            b_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-    Ok(())
+    dekm_kernels::gemm(mnk, a, b, c, accumulate, rayon::current_num_threads())
+        .map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
 fn contiguous<'a>(

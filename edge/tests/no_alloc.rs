@@ -1,0 +1,109 @@
+//! What assigning a sample allocates, watched by a counting global allocator after the session's
+//! buffers were made: nothing for a dense model; for a convolutional one only the `gemm`
+//! crate's packing buffers, at most two per convolution (a known gap: the product has no
+//! allocation-free entry point yet).
+// A global allocator must be an `unsafe impl`; it only forwards to the system allocator.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dekm_edge::{Model, ModelParts, NamedTensor};
+use dekm_shared::{EncoderSpec, FORMAT_VERSION, ImageShape, ModelMeta, names};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn model(spec: EncoderSpec) -> Model {
+    let levels = [0.5f32, 0.9, 1.0];
+    let k = 3;
+    let mut state = 5u32;
+    let tensors = names::expected_tensors(&spec, k, levels.len())
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            let n: usize = t.shape.iter().product();
+            let data = match t.name.as_str() {
+                names::QUANTILE_LEVELS => levels.to_vec(),
+                names::INPUT_SCALE => vec![1.0 / 255.0; n],
+                _ => (0..n)
+                    .map(|_| {
+                        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        (state >> 8) as f32 / (1u32 << 24) as f32 * 0.2
+                    })
+                    .collect(),
+            };
+            NamedTensor {
+                name: t.name,
+                shape: t.shape,
+                data,
+            }
+        })
+        .collect();
+    let meta = ModelMeta {
+        format_version: FORMAT_VERSION,
+        encoder: spec,
+        k,
+        threshold_quantile: 0.9,
+        dataset: "test".into(),
+        samples: 0,
+        seed: 0,
+        metrics: None,
+        created_unix: 0,
+        trainer_version: "test".into(),
+    };
+    Model::from_parts(&ModelParts::new(meta, tensors).unwrap()).unwrap()
+}
+
+#[test]
+fn a_session_assigns_without_allocating() {
+    let conv = model(EncoderSpec::paper_conv(
+        ImageShape {
+            channels: 1,
+            height: 28,
+            width: 28,
+        },
+        10,
+    ));
+    let dense = model(EncoderSpec::paper_dense(12, 4));
+    for (m, allowed) in [(&conv, 2 * 3), (&dense, 0)] {
+        let mut session = m.session();
+        let samples: Vec<Vec<f32>> = (0..20)
+            .map(|i| {
+                (0..m.input_len())
+                    .map(|j| ((i * 31 + j) % 256) as f32)
+                    .collect()
+            })
+            .collect();
+        session.assign(&samples[0]).unwrap();
+        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        let mut clusters = 0u32;
+        for s in &samples {
+            clusters += session.assign(s).unwrap().cluster;
+        }
+        let bad = session.assign(&samples[0][1..]);
+        let after = ALLOCATIONS.load(Ordering::SeqCst);
+        assert!(bad.is_err(), "a short sample is rejected");
+        let per_sample = (after - before) as f64 / samples.len() as f64;
+        println!("{} allocations per sample", per_sample);
+        assert!(
+            per_sample <= allowed as f64,
+            "{per_sample} allocations per sample, at most {allowed} allowed"
+        );
+        std::hint::black_box(clusters);
+    }
+}

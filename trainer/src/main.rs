@@ -101,9 +101,12 @@ struct TrainArgs {
     /// Minibatch size.
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
-    /// Adam learning rate.
+    /// Adam learning rate of pretraining.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Adam learning rate of the DEKM fine-tuning.
+    #[arg(long, default_value_t = 1e-4)]
+    dekm_lr: f64,
     /// Maximum DEKM iterations.
     #[arg(long, default_value_t = 50)]
     max_iter: usize,
@@ -138,6 +141,7 @@ impl TrainArgs {
             epochs: self.epochs,
             batch_size: self.batch_size,
             lr: self.lr,
+            dekm_lr: self.dekm_lr,
             seed: self.seed,
             max_iter: self.max_iter,
             steps_per_iter: self.steps_per_iter,

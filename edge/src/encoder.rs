@@ -1,17 +1,15 @@
 //! The encoder forward pass without candle: convolutions as an `im2col` gather (a precomputed
-//! index map) + one matrix multiply per layer on the `gemm` crate's kernels (runtime-dispatched
-//! AVX2/AVX-512 via [`dekm_kernels`]; a convolution's product is too small for nalgebra's
-//! `matrixmultiply` backend to reach the same rate), dense layers as nalgebra matrix-vector
-//! products, ReLU after every layer but the latent one.
+//! index map) + one register-tiled matrix product per layer, written with explicit SIMD and run
+//! with the widest vectors the CPU has ([`pulp`] dispatch: AVX-512, AVX2+FMA, NEON). General
+//! GEMM libraries (nalgebra's `matrixmultiply`, the `gemm` crate) allocate packing buffers on
+//! every call and, at one image's sizes, ran slower here (docs/RESULTS.md). Dense layers are
+//! nalgebra matrix-vector products. ReLU after every layer but the latent one.
 //!
-//! All activation and column buffers live in a [`Workspace`] sized once from the
-//! [`EncoderSpec`]. Dense models encode without allocating; for convolutional models the `gemm`
-//! crate still allocates its packing buffers inside each convolution's product (two small
-//! allocations per layer), which `tests/no_alloc.rs` pins down.
+//! All buffers live in a [`Workspace`] sized once from the [`EncoderSpec`], so encoding a sample
+//! allocates nothing (`tests/no_alloc.rs` counts).
 
 use alloc::{format, string::String, vec, vec::Vec};
 
-use dekm_kernels::Operand;
 use dekm_shared::{ConvGeometry, EncoderSpec, names};
 use nalgebra::{DMatrixView, DMatrixViewMut};
 
@@ -52,11 +50,13 @@ struct Dense {
     input: usize,
 }
 
-/// One convolution with its resolved shapes; weight row-major `[out, in·k·k]`.
+/// One convolution with its resolved shapes.
 #[derive(Debug, Clone)]
 struct Conv {
     g: ConvGeometry,
-    weight: Vec<f32>,
+    /// The weight transposed to `[in·k·k, out]`, so a tile's weights for one reduction step
+    /// are contiguous.
+    weight_t: Vec<f32>,
     bias: Vec<f32>,
     /// For every element of the column matrix, the input index it copies, or the input length
     /// (a zero slot just past the input) inside the padding. Computed once per model, so
@@ -153,7 +153,13 @@ impl Conv {
         )
     }
 
-    /// The gather map of [`Conv::gather`] for geometry `g`.
+    /// Row length of the stored column matrix: `oh·ow` rounded up to whole vectors, the extra
+    /// columns gathering zeros, so the kernel never handles a partial vector.
+    fn padded_len(&self) -> usize {
+        self.cols_shape().1.next_multiple_of(PAD_L)
+    }
+
+    /// The gather map of [`Conv::gather`] for geometry `g`, rows padded to whole vectors.
     fn gather_map(g: &ConvGeometry) -> Vec<u32> {
         let (ih, iw, oh, ow, k) = (
             g.input.height,
@@ -164,7 +170,8 @@ impl Conv {
         );
         let zero = g.input.len() as u32;
         let rows = g.input.channels * k * k;
-        let mut map = Vec::with_capacity(rows * oh * ow);
+        let lp = (oh * ow).next_multiple_of(PAD_L);
+        let mut map = Vec::with_capacity(rows * lp);
         for r in 0..rows {
             let (ci, ki, kj) = (r / (k * k), r / k % k, r % k);
             for oy in 0..oh {
@@ -177,6 +184,7 @@ impl Conv {
                     });
                 }
             }
+            map.resize((r + 1) * lp, zero);
         }
         map
     }
@@ -184,8 +192,9 @@ impl Conv {
     /// `out[o, oh·ow] = relu(W · cols + b)`.
     fn forward(&self, x: &mut [f32], cols: &mut [f32], out: &mut [f32]) {
         let (r, l) = self.cols_shape();
+        let lp = self.padded_len();
         let o = self.g.output.channels;
-        let cols = &mut cols[..r * l];
+        let cols = &mut cols[..r * lp];
         // `x` has one spare slot past the input, zeroed here, that the padding reads.
         let x = &mut x[..=self.g.input.len()];
         x[self.g.input.len()] = 0.0;
@@ -196,20 +205,88 @@ impl Conv {
         for (row, &b) in out.chunks_exact_mut(l).zip(&self.bias) {
             row.fill(b);
         }
-        // out[o, L] += W[o, R] · cols[R, L], all row-major.
-        let shapes_fit = dekm_kernels::gemm(
-            (o, l, r),
-            Operand::rows(&self.weight, r),
-            Operand::rows(cols, l),
-            (out, l),
-            true,
-            1,
-        );
-        debug_assert!(
-            shapes_fit.is_ok(),
-            "buffers are sized from the same geometry"
-        );
+        pulp::Arch::new().dispatch(TiledProduct {
+            wt: &self.weight_t,
+            cols,
+            out,
+            dims: (o, l, lp),
+        });
         relu_in_place(out);
+    }
+}
+
+/// Output rows per register tile: 8 accumulator vectors plus the column vector and a broadcast
+/// fit the 16 registers of AVX2 as well as the 32 of AVX-512.
+const TILE_O: usize = 8;
+/// Column matrices are padded to a multiple of this (the widest vector, AVX-512's 16 lanes),
+/// so every tile is whole for any vector width.
+const PAD_L: usize = 16;
+
+/// `out[O, L] += wt[R, O]ᵀ · cols[R, Lp]` with explicit SIMD: `TILE_O` output rows by one
+/// vector of columns per register tile, one broadcast-FMA per row and reduction step. It
+/// allocates nothing (general GEMM libraries allocate packing buffers on every call), and
+/// `pulp` runs it with the widest vectors the CPU has (AVX-512, AVX2+FMA, NEON).
+struct TiledProduct<'a> {
+    wt: &'a [f32],
+    cols: &'a [f32],
+    out: &'a mut [f32],
+    /// (O, L, padded L).
+    dims: (usize, usize, usize),
+}
+
+impl pulp::WithSimd for TiledProduct<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let Self {
+            wt,
+            cols,
+            out,
+            dims,
+        } = self;
+        let (o, l, lp) = dims;
+        let lanes = S::F32_LANES;
+        if lanes > PAD_L {
+            // No instruction set pulp knows has more than 16 f32 lanes; should one appear, stay
+            // correct with plain loops rather than read past the padded rows.
+            for (i, orow) in out.chunks_exact_mut(l).enumerate().take(o) {
+                for (wrow, crow) in wt.chunks_exact(o).zip(cols.chunks_exact(lp)) {
+                    for (d, &c) in orow.iter_mut().zip(crow) {
+                        *d += wrow[i] * c;
+                    }
+                }
+            }
+            return;
+        }
+        let zero = simd.splat_f32s(0.0);
+        let mut spill = [0f32; PAD_L];
+        for l0 in (0..l).step_by(lanes) {
+            let lw = lanes.min(l - l0);
+            let mut o0 = 0;
+            while o0 < o {
+                let rows = TILE_O.min(o - o0);
+                let mut acc = [zero; TILE_O];
+                for (wrow, crow) in wt.chunks_exact(o).zip(cols.chunks_exact(lp)) {
+                    let (c, _) = S::as_simd_f32s(&crow[l0..l0 + lanes]);
+                    let Some(&c) = c.first() else { return };
+                    for (a, &w) in acc.iter_mut().zip(&wrow[o0..o0 + rows]) {
+                        *a = simd.mul_add_e_f32s(simd.splat_f32s(w), c, *a);
+                    }
+                }
+                for (i, a) in acc.iter().enumerate().take(rows) {
+                    let (v, _) = S::as_mut_simd_f32s(&mut spill[..lanes]);
+                    if let Some(slot) = v.first_mut() {
+                        *slot = *a;
+                    }
+                    let dst = &mut out[(o0 + i) * l + l0..][..lw];
+                    for (d, x) in dst.iter_mut().zip(&spill) {
+                        *d += x;
+                    }
+                }
+                o0 += rows;
+            }
+        }
     }
 }
 
@@ -239,8 +316,10 @@ impl Encoder {
                     .map(|(i, g)| {
                         let name = names::conv(i);
                         let r = g.input.channels * g.kernel * g.kernel;
+                        let o = g.output.channels;
+                        let w = tensor(&get, &format!("{name}.weight"), o * r)?;
                         Ok(Conv {
-                            weight: tensor(&get, &format!("{name}.weight"), g.output.channels * r)?,
+                            weight_t: (0..r * o).map(|i| w[(i % o) * r + i / o]).collect(),
                             bias: tensor(&get, &format!("{name}.bias"), g.output.channels)?,
                             gather: Conv::gather_map(&g),
                             g,
@@ -265,9 +344,8 @@ impl Encoder {
         match &body {
             Body::Conv(convs) => {
                 for c in convs {
-                    let (r, l) = c.cols_shape();
                     act = act.max(c.g.output.len() + 1);
-                    cols = cols.max(r * l);
+                    cols = cols.max(c.cols_shape().0 * c.padded_len());
                 }
             }
             Body::Dense(layers) => {

@@ -3,7 +3,7 @@
 //! The core is `no_std` + `alloc`: a model is decoded from a byte slice (the trainer's
 //! `model.safetensors` or a compact [`bundle`]), checked against the contract in `dekm-shared`
 //! ([`ModelParts`]), and turned into a [`Model`]. A [`Session`] holds the buffers, sized once, so
-//! a dense model assigns without allocating (convolutions still allocate the GEMM's packing buffers, see [`encoder`]). [`head`] holds the clustering head (rotation,
+//! assigning a sample allocates nothing. [`head`] holds the clustering head (rotation,
 //! centroids, outlier thresholds) that the trainer also uses to calibrate and evaluate, so the
 //! network, the trainer and the device share one copy of that math. With `std`, [`file`] reads
 //! models from disk; with `cli`, the `dekm-edge` binary assigns files and streams.

@@ -1,6 +1,6 @@
 //! A loaded model: the export's tensors checked against the contract ([`ModelParts`]), then
 //! turned into something that runs ([`Model`]), and a [`Session`] that owns the per-sample
-//! buffers, sized once (see [`crate::encoder`] for the one allocation left in convolutions).
+//! buffers so that assigning allocates nothing.
 
 use alloc::{collections::BTreeMap, string::String, vec, vec::Vec};
 
@@ -364,7 +364,7 @@ pub enum SampleError {
     Head(#[from] HeadError),
 }
 
-/// Per-sample buffers of one [`Model`], sized once.
+/// Per-sample buffers of one [`Model`]: assigning allocates nothing.
 #[derive(Debug)]
 pub struct Session<'m> {
     model: &'m Model,

@@ -1,5 +1,5 @@
 //! Edge encoder speed, side by side in one run on one thread: the `dekm-edge` encoder (im2col
-//! gather + the `gemm` crate's kernels, no candle), candle's CPU forward of the same exported weights (with
+//! gather + register-tiled SIMD product, no candle), candle's CPU forward of the same exported weights (with
 //! the trainer's fused convolutions and with candle's built-in ones), and onnxruntime on the same
 //! network built from the same file (`scripts/bench_edge_ort.py`).
 //!
@@ -282,7 +282,7 @@ fn main() -> Result<()> {
     println!("|---|---|---|---|---|---|");
     let e = best(&edge);
     let mut rows = vec![
-        ("dekm-edge (im2col gather + gemm)".to_string(), e),
+        ("dekm-edge (im2col gather + SIMD tiles)".to_string(), e),
         (
             "candle 0.11, dekm fused convolutions".to_string(),
             best(&cf),

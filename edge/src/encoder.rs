@@ -259,33 +259,57 @@ impl pulp::WithSimd for TiledProduct<'_> {
             }
             return;
         }
-        let zero = simd.splat_f32s(0.0);
-        let mut spill = [0f32; PAD_L];
+        // AVX-512 has 32 vector registers: 16 accumulators halve the passes over the columns.
+        let wide = lanes >= 16;
         for l0 in (0..l).step_by(lanes) {
             let lw = lanes.min(l - l0);
             let mut o0 = 0;
-            while o0 < o {
-                let rows = TILE_O.min(o - o0);
-                let mut acc = [zero; TILE_O];
-                for (wrow, crow) in wt.chunks_exact(o).zip(cols.chunks_exact(lp)) {
-                    let (c, _) = S::as_simd_f32s(&crow[l0..l0 + lanes]);
-                    let Some(&c) = c.first() else { return };
-                    for (a, &w) in acc.iter_mut().zip(&wrow[o0..o0 + rows]) {
-                        *a = simd.mul_add_e_f32s(simd.splat_f32s(w), c, *a);
-                    }
-                }
-                for (i, a) in acc.iter().enumerate().take(rows) {
-                    let (v, _) = S::as_mut_simd_f32s(&mut spill[..lanes]);
-                    if let Some(slot) = v.first_mut() {
-                        *slot = *a;
-                    }
-                    let dst = &mut out[(o0 + i) * l + l0..][..lw];
-                    for (d, x) in dst.iter_mut().zip(&spill) {
-                        *d += x;
-                    }
-                }
-                o0 += rows;
+            while wide && o0 + 2 * TILE_O <= o {
+                block::<S, { 2 * TILE_O }>(simd, wt, cols, out, (o0, l0, lw), dims);
+                o0 += 2 * TILE_O;
             }
+            while o0 + TILE_O <= o {
+                block::<S, TILE_O>(simd, wt, cols, out, (o0, l0, lw), dims);
+                o0 += TILE_O;
+            }
+            while o0 < o {
+                block::<S, 1>(simd, wt, cols, out, (o0, l0, lw), dims);
+                o0 += 1;
+            }
+        }
+    }
+}
+
+/// One register tile: `ROWS` output rows from `o0` by one vector of columns from `l0` (`lw` of
+/// them real). `ROWS` is a constant so the accumulators live in registers.
+#[inline(always)]
+fn block<S: pulp::Simd, const ROWS: usize>(
+    simd: S,
+    wt: &[f32],
+    cols: &[f32],
+    out: &mut [f32],
+    (o0, l0, lw): (usize, usize, usize),
+    (o, l, lp): (usize, usize, usize),
+) {
+    let lanes = S::F32_LANES;
+    let mut acc = [simd.splat_f32s(0.0); ROWS];
+    for (wrow, crow) in wt.chunks_exact(o).zip(cols.chunks_exact(lp)) {
+        let (c, _) = S::as_simd_f32s(&crow[l0..l0 + lanes]);
+        let (Some(&c), Ok(w)) = (c.first(), <&[f32; ROWS]>::try_from(&wrow[o0..o0 + ROWS])) else {
+            return;
+        };
+        for (a, &w) in acc.iter_mut().zip(w) {
+            *a = simd.mul_add_e_f32s(simd.splat_f32s(w), c, *a);
+        }
+    }
+    let mut spill = [0f32; PAD_L];
+    for (i, a) in acc.iter().enumerate() {
+        let (v, _) = S::as_mut_simd_f32s(&mut spill[..lanes]);
+        if let Some(slot) = v.first_mut() {
+            *slot = *a;
+        }
+        for (d, x) in out[(o0 + i) * l + l0..][..lw].iter_mut().zip(&spill) {
+            *d += x;
         }
     }
 }

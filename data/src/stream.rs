@@ -528,19 +528,8 @@ mod tests {
     }
 
     fn npy(shape: &str, fortran: bool, data: &[f32]) -> Vec<u8> {
-        let mut h = format!(
-            "{{'descr': '<f4', 'fortran_order': {}, 'shape': {shape}, }}",
-            if fortran { "True" } else { "False" }
-        );
-        while (10 + h.len() + 1) % 64 != 0 {
-            h.push(' ');
-        }
-        h.push('\n');
-        let mut b = b"\x93NUMPY\x01\x00".to_vec();
-        b.extend((h.len() as u16).to_le_bytes());
-        b.extend(h.as_bytes());
-        b.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-        b
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        crate::table::tests::npy("<f4", shape, fortran, &bytes)
     }
 
     #[test]

@@ -328,7 +328,7 @@ pub fn parse_npy(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn p() -> &'static Path {
@@ -378,7 +378,8 @@ mod tests {
         assert!(err.to_string().contains("no column named 'c'"), "{err}");
     }
 
-    fn npy(descr: &str, shape: &str, fortran: bool, data: &[u8]) -> Vec<u8> {
+    /// A `.npy` file of `descr` values with raw little-endian `data`.
+    pub(crate) fn npy(descr: &str, shape: &str, fortran: bool, data: &[u8]) -> Vec<u8> {
         let mut h = format!(
             "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
             if fortran { "True" } else { "False" }

@@ -12,15 +12,14 @@
 //! so candle's kernels use one thread, like the edge encoder and onnxruntime. The best of
 //! `--repeats` interleaved rounds is reported for every contestant.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Module, Tensor};
 use dekm_edge::{Model, file::read_parts};
+use dekm_trainer::export::candle_encoder;
 use dekm_trainer::model::{ConvBackend, Encoder};
 
 mod common;
@@ -232,21 +231,8 @@ fn main() -> Result<()> {
     let model = Model::from_parts(&parts)?;
     let spec = model.meta().encoder.clone();
     let len = spec.input_len();
-    let dev = Device::Cpu;
-    let tensors = parts
-        .tensors()
-        .iter()
-        .filter(|t| t.name.starts_with("encoder."))
-        .map(|t| {
-            Ok((
-                t.name.clone(),
-                Tensor::from_slice(&t.data, t.shape.as_slice(), &dev)?,
-            ))
-        })
-        .collect::<Result<HashMap<_, _>>>()?;
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
-    let fused = Encoder::new(&spec, &vb, ConvBackend::Fast)?;
-    let builtin = Encoder::new(&spec, &vb, ConvBackend::Candle)?;
+    let fused = candle_encoder(&parts, ConvBackend::Fast)?;
+    let builtin = candle_encoder(&parts, ConvBackend::Candle)?;
     let xs = inputs(256, len);
 
     let flops = model.encoder().flops_per_sample() as f64;

@@ -263,6 +263,28 @@ pub struct LoadedModel {
     pub tensors: BTreeMap<String, Vec<f32>>,
 }
 
+/// The candle encoder (for the trainer's embedding pass or comparisons) with the weights of
+/// checked export `parts`, on the CPU.
+pub fn candle_encoder(
+    parts: &dekm_edge::ModelParts,
+    backend: ConvBackend,
+) -> Result<Encoder, candle_core::Error> {
+    let dev = Device::Cpu;
+    let tensors = parts
+        .tensors()
+        .iter()
+        .filter(|t| t.name.starts_with("encoder."))
+        .map(|t| {
+            Ok((
+                t.name.clone(),
+                Tensor::from_slice(&t.data, t.shape.as_slice(), &dev)?,
+            ))
+        })
+        .collect::<Result<HashMap<_, _>, candle_core::Error>>()?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
+    Encoder::new(&parts.meta().encoder, &vb, backend)
+}
+
 /// Reads a model directory, a `model.safetensors` path or a bundle with the edge runtime's
 /// loader (checksum, version, every tensor's name, dtype and shape), then builds the candle
 /// encoder from the same tensors.
@@ -274,20 +296,7 @@ pub fn read_model(path: &Path) -> Result<LoadedModel, ExportError> {
         .iter()
         .map(|t| (t.name.clone(), t.data.clone()))
         .collect();
-    let dev = Device::Cpu;
-    let candle_tensors = parts
-        .tensors()
-        .iter()
-        .filter(|t| t.name.starts_with("encoder."))
-        .map(|t| {
-            Ok((
-                t.name.clone(),
-                Tensor::from_vec(t.data.clone(), t.shape.as_slice(), &dev)?,
-            ))
-        })
-        .collect::<Result<HashMap<_, _>, candle_core::Error>>()?;
-    let vb = VarBuilder::from_tensors(candle_tensors, DType::F32, &dev);
-    let encoder = Encoder::new(&meta.encoder, &vb, ConvBackend::Fast)?;
+    let encoder = candle_encoder(&parts, ConvBackend::Fast)?;
     let d = meta.encoder.latent_dim();
     let take = |n: &str| tensors[n].clone();
     let file = || path.to_path_buf();

@@ -46,6 +46,20 @@ fn hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Hex digits of a bundle's SHA-256 that make its model id.
+pub const ID_LEN: usize = 16;
+
+/// The model id of a bundle: the first [`ID_LEN`] hex digits of its SHA-256. Server and devices
+/// name models this way, so the same bytes have the same id everywhere.
+pub fn model_id(sha256_hex: &str) -> &str {
+    sha256_hex.get(..ID_LEN).unwrap_or(sha256_hex)
+}
+
+/// True for strings shaped like a model id (what a request or pointer file may name).
+pub fn is_model_id(s: &str) -> bool {
+    s.len() == ID_LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// True when `bytes` start like a bundle (used to tell bundles from safetensors files).
 pub fn is_bundle(bytes: &[u8]) -> bool {
     bytes.starts_with(&MAGIC)

@@ -1,6 +1,8 @@
 //! Loading a model from the file system: a model directory, a `model.safetensors` file (its
-//! `.sha256` companion checked when present), or a bundle.
+//! `.sha256` companion checked when present), a bundle, or a device store (see [`crate::store`]);
+//! and writing files so that a crash never leaves a half-written one.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use dekm_shared::names;
@@ -39,12 +41,34 @@ impl FileError {
     }
 }
 
-/// Reads the model at `path`: a directory holding `model.safetensors`, a safetensors file, or a
-/// bundle (recognised by its magic). A safetensors file is checked against the SHA-256 in its
-/// `model.safetensors.sha256` companion when that file exists.
+/// Writes `bytes` to `path` through a temporary file in the same directory, fsync, rename and a
+/// directory fsync: after a crash readers find the old file or the new one, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    // The rename itself is durable only once the directory entry is on disk.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads the model at `path`: a directory holding `model.safetensors`, a device store (a
+/// directory with a `CURRENT` pointer), a safetensors file, or a bundle (recognised by its
+/// magic). A safetensors file is checked against the SHA-256 in its `model.safetensors.sha256`
+/// companion when that file exists.
 pub fn read_parts(path: &Path) -> Result<ModelParts, FileError> {
     let file = if path.is_dir() {
-        path.join(names::MODEL_FILE)
+        match crate::store::DeviceStore::at(path).current_path()? {
+            Some(bundle) => bundle,
+            None => path.join(names::MODEL_FILE),
+        }
     } else {
         path.to_path_buf()
     };

@@ -6,7 +6,9 @@
 //! assigning a sample allocates nothing. [`head`] holds the clustering head (rotation,
 //! centroids, outlier thresholds) that the trainer also uses to calibrate and evaluate, so the
 //! network, the trainer and the device share one copy of that math. With `std`, [`file`] reads
-//! models from disk; with `cli`, the `dekm-edge` binary assigns files and streams.
+//! models from disk and [`store`] keeps a device's current and previous model; with `fleet`,
+//! [`fleet`] keeps that store on the server's active model; with `cli`, the `dekm-edge` binary
+//! assigns files and streams.
 #![cfg_attr(not(feature = "std"), no_std)]
 
 extern crate alloc;
@@ -15,11 +17,15 @@ pub mod bundle;
 pub mod encoder;
 #[cfg(feature = "std")]
 pub mod file;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod head;
 pub mod model;
+#[cfg(feature = "std")]
+pub mod store;
 pub mod summary;
 
 pub use encoder::{Encoder, EncoderError, Workspace};
 pub use head::{Assignment, ClusterHead, HeadError};
 pub use model::{LoadError, Model, ModelParts, NamedTensor, SampleError, Session};
-pub use summary::{OutlierEvent, Summary};
+pub use summary::{Counters, OutlierEvent, Summary};

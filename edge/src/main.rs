@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use dekm_data::{Format, SampleStream};
+use dekm_edge::store::DeviceStore;
 use dekm_edge::{Model, ModelParts, Summary, bundle, file};
 
 #[derive(Parser)]
@@ -42,6 +43,38 @@ enum Command {
     },
     /// Time single-sample latency and batch throughput on this machine (one thread).
     Bench(BenchArgs),
+    /// Make a device store's previous model current again (no network needed).
+    Rollback {
+        /// Device store directory (as written by `sync`).
+        #[arg(long)]
+        store: PathBuf,
+    },
+    /// Fetch the server's active model into a device store when it changed, and report stats.
+    #[cfg(feature = "fleet")]
+    Sync(SyncArgs),
+}
+
+#[cfg(feature = "fleet")]
+#[derive(clap::Args)]
+struct SyncArgs {
+    /// Server address, e.g. http://10.0.0.5:50051.
+    #[arg(long)]
+    server: String,
+    /// This device's name, as the server aggregates its stats.
+    #[arg(long)]
+    device_id: String,
+    /// Device store directory: models/, CURRENT, PREVIOUS (created on first sync).
+    #[arg(long)]
+    store: PathBuf,
+    /// Bearer token, when the server protects model fetching.
+    #[arg(long, env = "DEKM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Counters to report (JSON written by `assign --stats-out`).
+    #[arg(long)]
+    stats: Option<PathBuf>,
+    /// Keep running: follow the server's model changes and sync on each.
+    #[arg(long)]
+    watch: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -79,6 +112,10 @@ struct AssignArgs {
     /// Do not write the per-sample lines (with --summary: only the summary).
     #[arg(long)]
     quiet: bool,
+    /// Write the per-cluster counters, tagged with the model id, to this JSON file (what
+    /// `sync --stats` reports to the server).
+    #[arg(long)]
+    stats_out: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -97,13 +134,15 @@ struct BenchArgs {
     input: Option<PathBuf>,
 }
 
-fn load(path: &Path, quantile: Option<f32>) -> Result<Model> {
+/// The model at `path` and its id (the bundle id, whatever form the file has).
+fn load(path: &Path, quantile: Option<f32>) -> Result<(Model, String)> {
     let parts = file::read_parts(path)?;
     let mut model = Model::from_parts(&parts).with_context(|| path.display().to_string())?;
     if let Some(q) = quantile {
         model.set_threshold_quantile(q)?;
     }
-    Ok(model)
+    let id = bundle::model_id(&bundle::sha256_hex(&parts.to_bundle())).to_string();
+    Ok((model, id))
 }
 
 fn main() -> std::process::ExitCode {
@@ -122,6 +161,12 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Info { model } => info(&model)?,
         Command::Pack { model, out } => pack(&model, &out)?,
         Command::Bench(args) => bench(&args)?,
+        Command::Rollback { store } => {
+            let id = DeviceStore::at(&store).rollback()?;
+            println!("current model: {id}");
+        }
+        #[cfg(feature = "fleet")]
+        Command::Sync(args) => sync(&args)?,
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -131,7 +176,7 @@ fn json_str(s: &str) -> String {
 }
 
 fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
-    let model = load(&args.model, args.threshold_quantile)?;
+    let (model, model_id) = load(&args.model, args.threshold_quantile)?;
     let mut session = model.session();
     let mut summary = Summary::<16>::new(model.k());
     let stdout = std::io::stdout();
@@ -190,6 +235,10 @@ fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
     out.flush()?;
     if args.summary {
         print_summary(&summary, &model);
+    }
+    if let Some(path) = &args.stats_out {
+        let json = serde_json::to_vec_pretty(&summary.counters(&model_id))?;
+        file::write_atomic(path, &json).with_context(|| path.display().to_string())?;
     }
     Ok(if failed {
         std::process::ExitCode::from(2)
@@ -257,11 +306,7 @@ fn pack(model: &Path, out: &Path) -> Result<()> {
     if ModelParts::from_bundle(&bytes)? != parts {
         bail!("internal error: the bundle does not decode to the export it came from");
     }
-    let tmp = out.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).with_context(|| tmp.display().to_string())?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, out).with_context(|| out.display().to_string())?;
+    file::write_atomic(out, &bytes).with_context(|| out.display().to_string())?;
     println!(
         "{}  {} ({} bytes)",
         bundle::sha256_hex(&bytes),
@@ -294,7 +339,7 @@ fn bench_samples(model: &Model, input: Option<&Path>, n: usize) -> Result<Vec<Ve
 }
 
 fn bench(args: &BenchArgs) -> Result<()> {
-    let model = load(&args.model, None)?;
+    let (model, _) = load(&args.model, None)?;
     let samples = bench_samples(&model, args.input.as_deref(), args.samples)?;
     let mut session = model.session();
     let n = args.samples.max(1);
@@ -332,4 +377,52 @@ fn bench(args: &BenchArgs) -> Result<()> {
         flops * per_s / 1e9
     );
     Ok(())
+}
+
+#[cfg(feature = "fleet")]
+fn sync(args: &SyncArgs) -> Result<()> {
+    use dekm_edge::fleet;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let store = DeviceStore::at(&args.store);
+        let mut client = fleet::connect(&args.server, args.token.as_deref()).await?;
+        let once = |client: &mut fleet::Client| {
+            let store = store.clone();
+            let mut client = client.clone();
+            async move {
+                let outcome = fleet::sync_once(&mut client, &store, &args.device_id).await?;
+                match &outcome {
+                    fleet::Synced::NotModified { model_id } => {
+                        println!("not modified: {model_id}")
+                    }
+                    fleet::Synced::Updated { model_id, previous } => println!(
+                        "updated: {model_id} (previous: {})",
+                        previous.as_deref().unwrap_or("none")
+                    ),
+                }
+                anyhow::Ok(())
+            }
+        };
+        once(&mut client).await?;
+        if let Some(path) = &args.stats {
+            let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
+            let counters: dekm_edge::Counters = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{}: not a stats file", path.display()))?;
+            fleet::report(&mut client, &args.device_id, &counters).await?;
+            println!("reported stats for {}", counters.model_id);
+        }
+        if args.watch {
+            let mut updates = fleet::watch(&mut client, &args.device_id).await?;
+            while let Some(update) = updates.message().await? {
+                let changed = store.current()?.as_deref() != Some(update.model_id.as_str());
+                if !update.model_id.is_empty() && changed {
+                    once(&mut client).await?;
+                }
+            }
+        }
+        Ok(())
+    })
 }

@@ -394,6 +394,59 @@ impl Session<'_> {
     }
 }
 
+/// Small models with random weights, for tests here and in the crates that use this one
+/// (`test-fixtures` feature).
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixture {
+    use alloc::string::ToString;
+
+    use dekm_shared::{EncoderSpec, FORMAT_VERSION, ModelMeta, names};
+
+    use super::{ModelParts, NamedTensor};
+
+    /// A dense 6-4 model with k = 3; `seed` changes the weights (and so the bundle's id).
+    pub fn dense(seed: u32) -> ModelParts {
+        let spec = EncoderSpec::paper_dense(6, 4);
+        let levels = [0.5f32, 0.9, 1.0];
+        let k = 3;
+        let mut state = seed;
+        let tensors = names::expected_tensors(&spec, k, levels.len())
+            .unwrap()
+            .into_iter()
+            .map(|t| {
+                let n: usize = t.shape.iter().product();
+                let data = match t.name.as_str() {
+                    names::QUANTILE_LEVELS => levels.to_vec(),
+                    _ => (0..n)
+                        .map(|_| {
+                            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                            (state >> 8) as f32 / (1u32 << 24) as f32
+                        })
+                        .collect(),
+                };
+                NamedTensor {
+                    name: t.name,
+                    shape: t.shape,
+                    data,
+                }
+            })
+            .collect();
+        let meta = ModelMeta {
+            format_version: FORMAT_VERSION,
+            encoder: spec,
+            k,
+            threshold_quantile: 0.9,
+            dataset: "fixture".to_string(),
+            samples: 0,
+            seed: 0,
+            metrics: None,
+            created_unix: 0,
+            trainer_version: "test".to_string(),
+        };
+        ModelParts::new(meta, tensors).unwrap()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

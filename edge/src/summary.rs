@@ -2,9 +2,10 @@
 //! recent outliers. Its memory is fixed when it is created (`k` counters and a ring of `R`
 //! events), so a device can keep one for as long as it runs and report it upstream.
 
-use alloc::{vec, vec::Vec};
+use alloc::{string::String, vec, vec::Vec};
 
 use heapless::HistoryBuf;
+use serde::{Deserialize, Serialize};
 
 use crate::Assignment;
 
@@ -93,10 +94,35 @@ impl<const R: usize> Summary<R> {
         }
     }
 
+    /// The counters, tagged with the model they were counted with: what a device reports to
+    /// the server (`dekm-edge assign --stats-out` writes it as JSON, `dekm-edge sync --stats`
+    /// sends it).
+    pub fn counters(&self, model_id: &str) -> Counters {
+        Counters {
+            model_id: model_id.into(),
+            counts: self.counts.clone(),
+            outliers: self.outliers.clone(),
+            rejected: self.rejected,
+        }
+    }
+
     /// The last (up to `R`) outliers, oldest first.
     pub fn recent_outliers(&self) -> impl Iterator<Item = &OutlierEvent> {
         self.recent.oldest_ordered()
     }
+}
+
+/// Cumulative counters of one device with one model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// The model (bundle id) that assigned the samples.
+    pub model_id: String,
+    /// Samples per cluster.
+    pub counts: Vec<u64>,
+    /// Outliers per cluster.
+    pub outliers: Vec<u64>,
+    /// Samples that could not be assigned.
+    pub rejected: u64,
 }
 
 #[cfg(test)]

@@ -5,10 +5,14 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/dekm.v1.rs"));
 }
 
-/// Protocol buffer types of package `dekm.v1`.
+/// Protocol buffer types, clients (`*_client`) and servers (`*_server`) of package `dekm.v1`.
 pub mod pb {
     pub use crate::generated::*;
 }
+
+/// The encoded `FileDescriptorSet` of `dekm.v1`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/dekm_descriptor.bin"));
 
 #[cfg(test)]
 mod tests {
@@ -29,5 +33,20 @@ mod tests {
             pb::AssignRequest::decode(&bytes[..bytes.len() - 1]).is_err(),
             "truncated input is an error"
         );
+    }
+
+    #[test]
+    fn descriptor_set_names_every_service() {
+        // Names are plain strings inside the encoded descriptor.
+        let text = String::from_utf8_lossy(super::FILE_DESCRIPTOR_SET);
+        for s in [
+            "dekm/v1/dekm.proto",
+            "Assigner",
+            "Training",
+            "Registry",
+            "Fleet",
+        ] {
+            assert!(text.contains(s), "descriptor set lacks {s}");
+        }
     }
 }

@@ -51,6 +51,7 @@ fn resume_continues_an_interrupted_run() {
         checkpoint: Some(dir.path().join("checkpoint")),
         resume: true,
         quiet: true,
+        ..Default::default()
     };
     // "Interrupted" after 2 of 4 epochs, before any DEKM iteration.
     let first = TrainConfig {

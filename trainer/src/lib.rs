@@ -11,6 +11,7 @@ pub mod model;
 pub mod optim;
 pub mod pipeline;
 pub mod rotation;
+pub mod service;
 pub mod train;
 
 use rand::SeedableRng;

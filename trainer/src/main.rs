@@ -10,6 +10,7 @@ use dekm_trainer::export::read_model;
 use dekm_trainer::metrics;
 use dekm_trainer::model::ConvBackend;
 use dekm_trainer::pipeline::{assign, cluster_sizes, metrics_table, train_and_export};
+use dekm_trainer::service::{Auth, Limits, ServeConfig, Server};
 use dekm_trainer::train::{RunOptions, TrainConfig};
 
 #[global_allocator]
@@ -37,6 +38,68 @@ enum Command {
     Evaluate(EvalArgs),
     /// Train on built-in synthetic sensor data, export, and assign a fresh stream.
     Demo(DemoArgs),
+    /// Serve gRPC: training jobs, assignment, the model registry and fleet distribution.
+    Serve(ServeArgs),
+    /// Add an exported model to a server store (while no server runs on it; a running server
+    /// takes models through PublishModel).
+    Import {
+        /// Store directory.
+        #[arg(long)]
+        store: PathBuf,
+        /// Model directory, model.safetensors or bundle.
+        #[arg(long)]
+        model: PathBuf,
+        /// Make it the active model.
+        #[arg(long)]
+        activate: bool,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    addr: std::net::SocketAddr,
+    /// Store directory: models, registry, job records, fleet stats (created when missing).
+    #[arg(long)]
+    store: PathBuf,
+    /// Root of server-side data sets (mnist/, fashion-mnist/, CSV/NPY files).
+    #[arg(long, env = "DEKM_DATA")]
+    data_dir: Option<PathBuf>,
+    /// Token for Train, CancelJob, PublishModel, ActivateModel, RollbackModel, jobs and fleet
+    /// stats.
+    #[arg(long, env = "DEKM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Token for Assign, models, FetchModel, WatchModel and ReportStats (open when unset).
+    #[arg(long, env = "DEKM_CLIENT_TOKEN", hide_env_values = true)]
+    client_token: Option<String>,
+    /// Run without an admin token: anyone who reaches the port may train and activate models.
+    #[arg(long)]
+    no_auth: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// PEM certificate chain, for TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key, for TLS (with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Largest accepted message in MiB.
+    #[arg(long, default_value_t = 64)]
+    max_message_mib: usize,
+    /// Most samples in one Assign request.
+    #[arg(long, default_value_t = 4096)]
+    max_batch: usize,
+    /// Training jobs that run at once (more wait in a queue).
+    #[arg(long, default_value_t = 1)]
+    training_slots: usize,
+    /// Assign batches encoded at once (default: one per core).
+    #[arg(long)]
+    assign_threads: Option<usize>,
+    /// Logs as JSON lines.
+    #[arg(long)]
+    log_json: bool,
 }
 
 #[derive(Args)]
@@ -185,6 +248,7 @@ fn train(args: &TrainArgs, quiet: bool) -> Result<()> {
         checkpoint: Some(args.out.join("checkpoint")),
         resume: args.resume,
         quiet,
+        ..Default::default()
     };
     let outcome = train_and_export(&ds, &cfg, &opts, &args.out).context("training failed")?;
     let sizes = cluster_sizes(&outcome.calibration.labels, cfg.k);
@@ -275,6 +339,7 @@ fn demo(args: &DemoArgs, quiet: bool) -> Result<()> {
         checkpoint: None,
         resume: false,
         quiet,
+        ..Default::default()
     };
     let started = Instant::now();
     let outcome = train_and_export(&train_set, &cfg, &opts, &out)?;
@@ -368,18 +433,104 @@ fn tempfile_dir() -> Result<TempDir> {
 fn main() -> Result<()> {
     dekm_trainer::allocator::keep_freed_memory();
     let cli = Cli::parse();
-    // Progress bars carry the running figures; `RUST_LOG=info` adds structured logs.
-    let level = "warn";
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // Progress bars carry the running figures; `RUST_LOG=info` adds structured logs. The
+    // server logs at info by default, as JSON lines with --log-json.
+    let (level, json) = match &cli.command {
+        Command::Serve(a) => ("info", a.log_json),
+        _ => ("warn", false),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     match &cli.command {
         Command::Train(a) => train(a, cli.quiet),
         Command::Evaluate(a) => evaluate(a),
         Command::Demo(a) => demo(a, cli.quiet),
+        Command::Serve(a) => serve(a),
+        Command::Import {
+            store,
+            model,
+            activate,
+        } => import(store, model, *activate),
     }
+}
+
+fn server_config(a: &ServeArgs) -> Result<ServeConfig> {
+    if a.admin_token.is_none() && !a.no_auth {
+        bail!(
+            "set an admin token (--admin-token or DEKM_ADMIN_TOKEN), or pass --no-auth to let anyone who reaches the port train and activate models"
+        );
+    }
+    for t in [&a.admin_token, &a.client_token].into_iter().flatten() {
+        if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("tokens must be at least 16 printable ASCII characters");
+        }
+    }
+    Ok(ServeConfig {
+        store: a.store.clone(),
+        data_root: a.data_dir.clone(),
+        auth: Auth::new(a.admin_token.clone(), a.client_token.clone()),
+        limits: Limits {
+            max_message_bytes: a.max_message_mib.max(1) << 20,
+            max_batch: a.max_batch.max(1),
+            ..Limits::default()
+        },
+        training_slots: a.training_slots.max(1),
+        assign_threads: a.assign_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        }),
+        tls: a.tls_cert.clone().zip(a.tls_key.clone()),
+    })
+}
+
+fn serve(a: &ServeArgs) -> Result<()> {
+    let server = Server::open(server_config(a)?)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(a.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", a.addr))?;
+        let metrics = match a.metrics_addr {
+            Some(m) => Some(
+                tokio::net::TcpListener::bind(m)
+                    .await
+                    .with_context(|| format!("cannot listen on {m}"))?,
+            ),
+            None => None,
+        };
+        tracing::info!(addr = %listener.local_addr()?, metrics = ?a.metrics_addr, tls = a.tls_cert.is_some(), "serving");
+        eprintln!("dekm serve: listening on {}", listener.local_addr()?);
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutting down");
+        };
+        server.run(listener, metrics, shutdown).await?;
+        anyhow::Ok(())
+    })
+}
+
+fn import(store: &std::path::Path, model: &std::path::Path, activate: bool) -> Result<()> {
+    let registry = dekm_trainer::service::registry::Registry::open(store)?;
+    let parts = dekm_edge::file::read_parts(model)?;
+    let entry = registry.add(&parts)?;
+    if activate {
+        registry.activate(&entry.id)?;
+    }
+    println!(
+        "{} {} ({} bytes){}",
+        entry.id,
+        entry.sha256,
+        entry.bytes,
+        if activate { ", active" } else { "" }
+    );
+    Ok(())
 }

@@ -5,10 +5,10 @@
 //! most discriminative) coordinate replaced by the centroid's; fine-tune the encoder on
 //! `‖V z − y'‖²`; repeat until the fraction of changed assignments drops below `tol`.
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
-
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor, Var};
 use candle_nn::VarMap;
@@ -45,6 +45,9 @@ pub enum TrainError {
         /// What is wrong.
         reason: String,
     },
+    /// The observer cancelled the run.
+    #[error("training cancelled")]
+    Cancelled,
     /// The loss became NaN or infinite.
     #[error("training diverged: loss is {loss} at {phase}")]
     Diverged {
@@ -145,8 +148,8 @@ impl TrainConfig {
     }
 }
 
-/// Where to checkpoint and whether to resume.
-#[derive(Debug, Clone, Default)]
+/// Where to checkpoint, whether to resume, and who watches.
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Checkpoint directory; none disables checkpoints.
     pub checkpoint: Option<PathBuf>,
@@ -154,6 +157,62 @@ pub struct RunOptions {
     pub resume: bool,
     /// Hide progress bars.
     pub quiet: bool,
+    /// Receives progress and may cancel the run (the gRPC service streams jobs through it).
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("checkpoint", &self.checkpoint)
+            .field("resume", &self.resume)
+            .field("quiet", &self.quiet)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// One step of a training run, as an [`Observer`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Progress {
+    /// A pretraining epoch finished (1-based) with this mean reconstruction loss.
+    Pretrain {
+        /// Epoch number.
+        epoch: usize,
+        /// Epochs in the run.
+        epochs: usize,
+        /// Mean loss.
+        loss: f32,
+    },
+    /// k-means on the pretrained embedding (the AE + k-means baseline).
+    Clustered {
+        /// Metrics, when labels exist.
+        metrics: Option<TrainingMetrics>,
+    },
+    /// A DEKM iteration finished.
+    Dekm {
+        /// Iteration number (1-based).
+        iteration: usize,
+        /// Maximum iterations.
+        max_iter: usize,
+        /// Mean fine-tuning loss.
+        loss: f32,
+        /// Fraction of assignments that changed.
+        changed: f64,
+        /// Metrics after the iteration, when labels exist.
+        metrics: Option<TrainingMetrics>,
+    },
+}
+
+/// Watches a run. Called from the training thread, so it must be quick.
+pub trait Observer: Send + Sync {
+    /// A step finished.
+    fn progress(&self, step: &Progress);
+    /// Polled before every minibatch; returning true stops the run with
+    /// [`TrainError::Cancelled`] (the checkpoint of the last finished step stays).
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// One DEKM iteration's record.
@@ -390,6 +449,17 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         Ok(named)
     };
 
+    let observer = opts.observer.as_deref();
+    let notify = |p: Progress| {
+        if let Some(o) = observer {
+            o.progress(&p);
+        }
+    };
+    let check = || match observer {
+        Some(o) if o.cancelled() => Err(TrainError::Cancelled),
+        _ => Ok(()),
+    };
+
     let started = Instant::now();
     if epochs_done < cfg.epochs {
         let mut opt = Adam::new(named_vars("")?, cfg.lr)?;
@@ -410,6 +480,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             order.shuffle(&mut rng(cfg.seed, 10_000 + epoch as u64));
             let mut total = 0f64;
             for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+                check()?;
                 let xb = xs.index_select(&Tensor::new(chunk, &dev)?, 0)?;
                 let loss = candle_nn::loss::mse(&ae.forward(&xb)?, &xb)?;
                 opt.backward_step(&loss)?;
@@ -426,6 +497,11 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             pb.finish_with_message(format!("loss {mean:.5}"));
             tracing::info!(epoch = epoch + 1, loss = mean, "pretraining");
             history.pretrain_loss.push(mean);
+            notify(Progress::Pretrain {
+                epoch: epoch + 1,
+                epochs: cfg.epochs,
+                loss: mean,
+            });
             ckpt.save(
                 &varmap,
                 &opt,
@@ -477,6 +553,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             if let Some(m) = baseline {
                 tracing::info!(acc = m.acc, nmi = m.nmi, ari = m.ari, "AE + k-means");
             }
+            notify(Progress::Clustered { metrics: baseline });
             (km, 0, baseline, false)
         }
     };
@@ -495,6 +572,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         order.shuffle(&mut r);
         let mut total = 0f64;
         for step in 0..cfg.steps_per_iter {
+            check()?;
             let from = (step * cfg.batch_size) % n;
             let chunk = &order[from..(from + cfg.batch_size).min(n)];
             let ids = Tensor::new(chunk, &dev)?;
@@ -530,6 +608,13 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             acc = m.map(|m| m.acc),
             "DEKM"
         );
+        notify(Progress::Dekm {
+            iteration: it + 1,
+            max_iter: cfg.max_iter,
+            loss,
+            changed,
+            metrics: m,
+        });
         start += 1;
         converged = changed < cfg.tol;
         let phase = Phase::Dekm {

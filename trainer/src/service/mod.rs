@@ -1,0 +1,219 @@
+//! `dekm serve`: the gRPC service (package `dekm.v1`) for training, assigning, the model
+//! registry and the edge fleet, with health checking, server reflection, bearer tokens,
+//! optional TLS and Prometheus metrics.
+//!
+//! All state lives in one store directory ([`registry`], [`jobs`], [`fleet`] describe their
+//! files); a server restarted on the same store serves the same active model.
+
+pub mod auth;
+pub mod fleet;
+pub mod grpc;
+pub mod jobs;
+pub mod registry;
+pub mod telemetry;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dekm_proto::pb;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server as Tonic, ServerTlsConfig};
+
+pub use auth::Auth;
+pub use grpc::Limits;
+
+use grpc::{Handle, State};
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Store directory (models, registry, jobs, fleet table).
+    pub store: PathBuf,
+    /// Root of server-side data sets (`mnist/`, `fashion-mnist/`, CSV/NPY files).
+    pub data_root: Option<PathBuf>,
+    /// Tokens.
+    pub auth: Auth,
+    /// Request limits.
+    pub limits: Limits,
+    /// Jobs that may train at once.
+    pub training_slots: usize,
+    /// Threads that may encode Assign batches at once.
+    pub assign_threads: usize,
+    /// PEM certificate chain and private key, for TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The model registry cannot be opened.
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    /// The job records cannot be opened.
+    #[error(transparent)]
+    Jobs(#[from] jobs::JobsError),
+    /// The fleet table cannot be opened.
+    #[error(transparent)]
+    Fleet(#[from] fleet::FleetError),
+    /// A TLS file cannot be read.
+    #[error("TLS {path}: {source}")]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// Reflection could not be built from the descriptors.
+    #[error("server reflection: {0}")]
+    Reflection(String),
+    /// The transport failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The metrics endpoint failed.
+    #[error("metrics endpoint: {0}")]
+    Metrics(std::io::Error),
+}
+
+/// An opened store, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    state: Arc<State>,
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Server {
+    /// Opens the store (creating it when new) and checks that it is consistent.
+    pub fn open(cfg: ServeConfig) -> Result<Self, ServeError> {
+        std::fs::create_dir_all(&cfg.store).map_err(|source| registry::RegistryError::Io {
+            path: cfg.store.clone(),
+            source,
+        })?;
+        let registry = Arc::new(registry::Registry::open(&cfg.store)?);
+        let jobs = Arc::new(jobs::Jobs::open(
+            &cfg.store,
+            registry.clone(),
+            cfg.training_slots,
+        )?);
+        let fleet = Arc::new(fleet::FleetStats::open(&cfg.store)?);
+        let active = registry.active();
+        tracing::info!(
+            store = %cfg.store.display(),
+            models = registry.list().len(),
+            active = ?active.id,
+            generation = active.generation,
+            "store opened"
+        );
+        Ok(Self {
+            state: Arc::new(State {
+                registry,
+                jobs,
+                fleet,
+                auth: cfg.auth,
+                telemetry: Arc::new(telemetry::Telemetry::default()),
+                limits: cfg.limits,
+                data_root: cfg.data_root,
+                assign_slots: Arc::new(Semaphore::new(cfg.assign_threads.max(1))),
+            }),
+            tls: cfg.tls,
+        })
+    }
+
+    /// The model registry (for importing models before serving).
+    pub fn registry(&self) -> &Arc<registry::Registry> {
+        &self.state.registry
+    }
+
+    /// Serves gRPC on `listener` (and `/metrics` on `metrics`) until `shutdown` resolves.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        metrics: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let s = &self.state;
+        let h = Handle(s.clone());
+        let max = s.limits.max_message_bytes;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<pb::assigner_server::AssignerServer<Handle>>()
+            .await;
+        health
+            .set_serving::<pb::training_server::TrainingServer<Handle>>()
+            .await;
+        health
+            .set_serving::<pb::registry_server::RegistryServer<Handle>>()
+            .await;
+        health
+            .set_serving::<pb::fleet_server::FleetServer<Handle>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(dekm_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+        let mut builder = Tonic::builder();
+        if let Some((cert, key)) = &self.tls {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|source| ServeError::Tls {
+                    path: p.clone(),
+                    source,
+                })
+            };
+            let identity = Identity::from_pem(read(cert)?, read(key)?);
+            builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics_task = metrics.map(|l| {
+            let mut rx = stop_rx.clone();
+            tokio::spawn(telemetry::serve_metrics(
+                l,
+                s.telemetry.clone(),
+                s.jobs.clone(),
+                s.registry.clone(),
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                },
+            ))
+        });
+        let router = builder
+            .layer(tower::util::MapResponseLayer::new(grpc::remap_oversized))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                pb::assigner_server::AssignerServer::new(h.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                pb::training_server::TrainingServer::new(h.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                pb::registry_server::RegistryServer::new(h.clone())
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                pb::fleet_server::FleetServer::new(h)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            );
+        let served = router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .await;
+        let _ = stop_tx.send(true);
+        if let Some(t) = metrics_task {
+            match t.await {
+                Ok(r) => r.map_err(ServeError::Metrics)?,
+                Err(e) => tracing::error!(error = %e, "metrics task failed"),
+            }
+        }
+        served?;
+        Ok(())
+    }
+}

@@ -71,6 +71,8 @@ pub async fn connect(url: &str, token: Option<&str>) -> Result<Client, FleetErro
         .map(|t| MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| FleetError::Token))
         .transpose()?;
     let channel = endpoint
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(4 << 20))
         .connect()
         .await
         .map_err(|source| FleetError::Connect {

@@ -335,3 +335,86 @@ fn load_entry(path: &Path) -> Result<Entry, RegistryError> {
         sha256,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dekm_edge::model::fixture;
+
+    #[test]
+    fn activation_history_survives_reopening_and_rolls_back_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open(dir.path()).unwrap();
+        assert_eq!(r.active(), Active::default());
+        assert!(matches!(r.get(""), Err(RegistryError::NoActive)));
+        let ids: Vec<String> = (1..=3)
+            .map(|s| r.add(&fixture::dense(s)).unwrap().id.clone())
+            .collect();
+        // Adding the same model again is a no-op.
+        assert_eq!(r.add(&fixture::dense(1)).unwrap().id, ids[0]);
+        assert_eq!(r.list().len(), 3);
+        let mut watch = r.subscribe();
+        for id in &ids {
+            r.activate(id).unwrap();
+        }
+        assert!(watch.has_changed().unwrap());
+        assert_eq!(
+            watch.borrow_and_update().id.as_deref(),
+            Some(ids[2].as_str())
+        );
+        // Activating the active model changes nothing.
+        assert_eq!(r.activate(&ids[2]).unwrap().generation, 3);
+
+        let r = Registry::open(dir.path()).unwrap();
+        assert_eq!(
+            (r.active().id, r.active().generation),
+            (Some(ids[2].clone()), 3)
+        );
+        assert_eq!(r.rollback().unwrap().id, Some(ids[1].clone()));
+        assert_eq!(r.rollback().unwrap().id, Some(ids[0].clone()));
+        assert!(matches!(
+            r.rollback(),
+            Err(RegistryError::NothingToRollBack)
+        ));
+        assert_eq!(r.active().generation, 5);
+        let (entry, bytes) = r.bundle("").unwrap();
+        assert_eq!(entry.id, ids[0]);
+        assert_eq!(ModelParts::from_bundle(&bytes).unwrap(), fixture::dense(1));
+        assert!(matches!(
+            r.activate("0123456789abcdef"),
+            Err(RegistryError::UnknownModel(_))
+        ));
+    }
+
+    #[test]
+    fn corrupt_bundles_are_caught_at_open_and_when_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open(dir.path()).unwrap();
+        let a = r.add(&fixture::dense(1)).unwrap().id.clone();
+        let b = r.add(&fixture::dense(2)).unwrap().id.clone();
+        r.activate(&a).unwrap();
+        let flip = |id: &str| {
+            let path = dir.path().join(MODELS).join(format!("{id}.{EXT}"));
+            let mut bytes = std::fs::read(&path).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            std::fs::write(path, bytes).unwrap();
+        };
+        // Damaged after loading: serving it is refused, not passed on to devices.
+        flip(&a);
+        assert!(matches!(r.bundle(&a), Err(RegistryError::Corrupt { .. })));
+        // An unreferenced damaged bundle is skipped at open; a referenced one stops it.
+        flip(&b);
+        flip(&a);
+        let reopened = Registry::open(dir.path()).unwrap();
+        assert_eq!(reopened.list().len(), 1);
+        flip(&a);
+        let err = Registry::open(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("missing or corrupt"), "{err}");
+        std::fs::write(dir.path().join(STATE), "{").unwrap();
+        assert!(matches!(
+            Registry::open(dir.path()),
+            Err(RegistryError::State { .. })
+        ));
+    }
+}

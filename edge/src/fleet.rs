@@ -7,7 +7,7 @@ use dekm_proto::pb::{self, fleet_client::FleetClient};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::store::{DeviceStore, Installed, StoreError};
 use crate::summary::Counters;
@@ -61,12 +61,27 @@ pub const MAX_BUNDLE_BYTES: usize = 256 << 20;
 /// A connected fleet client.
 pub type Client = FleetClient<InterceptedService<Channel, Bearer>>;
 
-/// Connects to `url` (`http://host:port`), sending `token` with every call when given.
-pub async fn connect(url: &str, token: Option<&str>) -> Result<Client, FleetError> {
-    let endpoint = Endpoint::from_str(url).map_err(|e| FleetError::Address {
+/// Connects to `url` (`http://host:port`, or `https://` with TLS verified against the system
+/// roots or the PEM `ca` given), sending `token` with every call when given.
+pub async fn connect(
+    url: &str,
+    token: Option<&str>,
+    ca: Option<&[u8]>,
+) -> Result<Client, FleetError> {
+    let address = |reason: String| FleetError::Address {
         url: url.into(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let mut endpoint = Endpoint::from_str(url).map_err(|e| address(e.to_string()))?;
+    if url.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new().with_enabled_roots();
+        if let Some(pem) = ca {
+            tls = tls.ca_certificate(Certificate::from_pem(pem));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| address(e.to_string()))?;
+    }
     let bearer = token
         .map(|t| MetadataValue::try_from(format!("Bearer {t}")).map_err(|_| FleetError::Token))
         .transpose()?;

@@ -69,6 +69,9 @@ struct SyncArgs {
     /// Bearer token, when the server protects model fetching.
     #[arg(long, env = "DEKM_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM certificate to trust for an https:// server (besides the system roots).
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// Counters to report (JSON written by `assign --stats-out`).
     #[arg(long)]
     stats: Option<PathBuf>,
@@ -388,7 +391,11 @@ fn sync(args: &SyncArgs) -> Result<()> {
         .build()?;
     rt.block_on(async {
         let store = DeviceStore::at(&args.store);
-        let mut client = fleet::connect(&args.server, args.token.as_deref()).await?;
+        let ca = match &args.ca {
+            Some(p) => Some(std::fs::read(p).with_context(|| p.display().to_string())?),
+            None => None,
+        };
+        let mut client = fleet::connect(&args.server, args.token.as_deref(), ca.as_deref()).await?;
         let once = |client: &mut fleet::Client| {
             let store = store.clone();
             let mut client = client.clone();

@@ -33,7 +33,7 @@ struct Running {
 
 impl Running {
     async fn start(store: &Path, auth: Auth, limits: Limits, data_root: Option<&Path>) -> Self {
-        let server = Server::open(ServeConfig {
+        Self::start_with(ServeConfig {
             store: store.to_path_buf(),
             data_root: data_root.map(Path::to_path_buf),
             auth,
@@ -42,11 +42,19 @@ impl Running {
             assign_threads: 2,
             tls: None,
         })
-        .expect("store opens");
+        .await
+    }
+
+    async fn start_with(cfg: ServeConfig) -> Self {
+        let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+        let server = Server::open(cfg).expect("store opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (url, maddr) = (
-            format!("http://{}", listener.local_addr().unwrap()),
+            format!(
+                "{scheme}://localhost:{}",
+                listener.local_addr().unwrap().port()
+            ),
             metrics.local_addr().unwrap(),
         );
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -266,7 +274,7 @@ async fn train_assign_distribute_roll_back_and_restart() {
     // A device syncs, then is up to date.
     let dev = tempfile::tempdir().unwrap();
     let device = DeviceStore::at(dev.path());
-    let mut client = fleet::connect(&server.url, None).await.unwrap();
+    let mut client = fleet::connect(&server.url, None, None).await.unwrap();
     assert_eq!(
         fleet::sync_once(&mut client, &device, "dev-1")
             .await
@@ -845,5 +853,56 @@ async fn standard_tools_find_health_and_services() {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
     }
     drop((health, reflection, answers, ch));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_sync_over_tls_and_plaintext_is_refused() {
+    let store = tempfile::tempdir().unwrap();
+    let registry = dekm_trainer::service::registry::Registry::open(store.path()).unwrap();
+    let id = registry.add(&fixture::dense(3)).unwrap().id.clone();
+    registry.activate(&id).unwrap();
+    drop(registry);
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let (cert_path, key_path) = (store.path().join("cert.pem"), store.path().join("key.pem"));
+    std::fs::write(&cert_path, &cert_pem).unwrap();
+    std::fs::write(&key_path, &key_pem).unwrap();
+    let server = Running::start_with(ServeConfig {
+        store: store.path().to_path_buf(),
+        data_root: None,
+        auth: Auth::new(Some(ADMIN.into()), Some(CLIENT.into())),
+        limits: Limits::default(),
+        training_slots: 1,
+        assign_threads: 2,
+        tls: Some((cert_path, key_path)),
+    })
+    .await;
+
+    let dev = tempfile::tempdir().unwrap();
+    let device = DeviceStore::at(dev.path());
+    let mut client = fleet::connect(&server.url, Some(CLIENT), Some(cert_pem.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(
+        fleet::sync_once(&mut client, &device, "tls-dev")
+            .await
+            .unwrap(),
+        Synced::Updated {
+            model_id: id.clone(),
+            previous: None
+        }
+    );
+    // Without the server's certificate, or in plaintext, nothing gets through.
+    assert!(
+        fleet::connect(&server.url, Some(CLIENT), None)
+            .await
+            .is_err()
+    );
+    let plain = server.url.replace("https://", "http://");
+    if let Ok(mut c) = fleet::connect(&plain, Some(CLIENT), None).await {
+        assert!(fleet::sync_once(&mut c, &device, "tls-dev").await.is_err());
+    }
+    drop(client);
     server.stop().await;
 }

@@ -5,8 +5,6 @@ pub mod allocator;
 pub mod conv;
 pub mod data;
 pub mod export;
-pub mod kmeans;
-pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
@@ -14,13 +12,6 @@ pub mod rotation;
 pub mod service;
 pub mod train;
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-
-/// A deterministic random stream: one `seed` per run, one `stream` per purpose, so adding a use
-/// of randomness in one place never shifts the numbers drawn in another.
-pub fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
-    let mut r = ChaCha8Rng::seed_from_u64(seed);
-    r.set_stream(stream);
-    r
-}
+/// k-means, clustering metrics and the seeded random streams live in `dekm-cluster`; the
+/// trainer's paths stay as they were.
+pub use dekm_cluster::{kmeans, metrics, rng};

@@ -18,12 +18,13 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Dataset;
-use crate::kmeans::{self, ClusterError, KMeans, KMeansConfig};
+use crate::kmeans::{self, KMeans, KMeansConfig};
 use crate::metrics;
 use crate::model::{Autoencoder, ConvBackend, Encoder, embed};
 use crate::optim::Adam;
 use crate::rng;
 use crate::rotation::{Rotation, rotation, within_scatter};
+use dekm_cluster::ClusterError;
 
 /// Why training stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -8,36 +8,7 @@
 use rand::Rng;
 use rayon::prelude::*;
 
-use crate::rng;
-
-/// Why k-means cannot run.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum ClusterError {
-    /// `k` is zero or larger than the number of points.
-    #[error("k = {k} is invalid for {n} samples (need 1 <= k <= samples)")]
-    BadK {
-        /// Requested clusters.
-        k: usize,
-        /// Number of points.
-        n: usize,
-    },
-    /// Data length is not a multiple of the dimension, or a warm start has the wrong size.
-    #[error("{what}: expected {expected} values, got {got}")]
-    Shape {
-        /// Which buffer.
-        what: &'static str,
-        /// Required length.
-        expected: usize,
-        /// Given length.
-        got: usize,
-    },
-    /// NaN or infinity in the points.
-    #[error("point {index} has a NaN or infinite coordinate")]
-    NotFinite {
-        /// Index of the first bad point.
-        index: usize,
-    },
-}
+use crate::{ClusterError, rng};
 
 /// Settings of one k-means fit.
 #[derive(Debug, Clone, Copy)]

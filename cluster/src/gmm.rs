@@ -271,7 +271,10 @@ mod tests {
     /// tight one; a mixture with its own covariance per component does not.
     fn unequal(n: usize) -> (Vec<f32>, Vec<u32>) {
         let mut r = crate::rng(1, 0);
-        let (tight, broad) = (Normal::new(0.0, 0.3).unwrap(), Normal::new(0.0, 2.0).unwrap());
+        let (tight, broad) = (
+            Normal::new(0.0, 0.3).unwrap(),
+            Normal::new(0.0, 2.0).unwrap(),
+        );
         let mut xs = Vec::new();
         let mut truth = Vec::new();
         for i in 0..n {

@@ -214,6 +214,71 @@ pub fn fit(
         .unwrap_or_else(|| unreachable!("at least one restart")))
 }
 
+/// Settings of mini-batch k-means (Sculley, 2010).
+#[derive(Debug, Clone, Copy)]
+pub struct MiniBatchConfig {
+    /// Number of clusters.
+    pub k: usize,
+    /// Points per batch.
+    pub batch: usize,
+    /// Batches.
+    pub iterations: usize,
+    /// Seed of the seeding sample and the batches.
+    pub seed: u64,
+}
+
+/// Mini-batch k-means: k-means++ on a sample, then per-centre running means over random
+/// batches; labels and inertia from a final full assignment. Much faster than [`fit`] for large
+/// `n`, at a small cost in inertia.
+pub fn fit_minibatch(xs: &[f32], d: usize, cfg: &MiniBatchConfig) -> Result<KMeans, ClusterError> {
+    let p = crate::Points::new(xs, d)?;
+    let n = p.len();
+    if cfg.k == 0 || cfg.k > n {
+        return Err(ClusterError::BadK { k: cfg.k, n });
+    }
+    if cfg.batch == 0 {
+        return Err(ClusterError::Parameter {
+            name: "batch",
+            value: "0".into(),
+            reason: "must be at least 1",
+        });
+    }
+    let mut r = rng(cfg.seed, 3000);
+    let init_n = n.min((3 * cfg.batch).max(cfg.k));
+    let idx = rand::seq::index::sample(&mut r, n, init_n);
+    let sample: Vec<f32> = idx.iter().flat_map(|i| p.row(i).iter().copied()).collect();
+    let mut centroids = plus_plus(&sample, d, cfg.k, &mut r);
+    let mut counts = vec![0u64; cfg.k];
+    for _ in 0..cfg.iterations {
+        for _ in 0..cfg.batch {
+            let x = p.row(r.random_range(0..n));
+            let (c, _) = nearest(x, &centroids, d);
+            counts[c] += 1;
+            let eta = 1.0 / counts[c] as f32;
+            for (m, v) in centroids[c * d..(c + 1) * d].iter_mut().zip(x) {
+                *m += eta * (v - *m);
+            }
+        }
+    }
+    let (labels, inertia): (Vec<u32>, f64) = {
+        let pairs: Vec<(u32, f32)> = xs
+            .par_chunks(d)
+            .map(|x| {
+                let (c, dist) = nearest(x, &centroids, d);
+                (c as u32, dist)
+            })
+            .collect();
+        let inertia = pairs.iter().map(|p| f64::from(p.1)).sum();
+        (pairs.into_iter().map(|p| p.0).collect(), inertia)
+    };
+    Ok(KMeans {
+        d,
+        centroids,
+        labels,
+        inertia,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +311,26 @@ mod tests {
             restarts: 4,
             max_iter: 100,
             seed: 3,
+        }
+    }
+
+    #[test]
+    fn minibatch_finds_the_blobs_and_checks_its_input() {
+        let (xs, truth) = blobs(3, 200, 2, 5);
+        let cfg = MiniBatchConfig {
+            k: 3,
+            batch: 64,
+            iterations: 50,
+            seed: 1,
+        };
+        let km = fit_minibatch(&xs, 2, &cfg).unwrap();
+        assert_eq!(accuracy(&km.labels, &truth), 1.0);
+        assert_eq!(km, fit_minibatch(&xs, 2, &cfg).unwrap());
+        for bad in [
+            MiniBatchConfig { k: 0, ..cfg },
+            MiniBatchConfig { batch: 0, ..cfg },
+        ] {
+            assert!(fit_minibatch(&xs, 2, &bad).is_err());
         }
     }
 

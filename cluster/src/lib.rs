@@ -15,6 +15,8 @@ pub mod hierarchy;
 pub mod internal;
 pub mod kmeans;
 pub mod metrics;
+pub mod select;
+pub mod som;
 #[cfg(test)]
 mod testdata;
 

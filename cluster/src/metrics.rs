@@ -1,17 +1,38 @@
 //! External clustering metrics: ACC under the optimal cluster-to-class matching (Hungarian
 //! algorithm), NMI and ARI, with the conventions of scikit-learn.
 
+use std::collections::BTreeMap;
+
 use dekm_shared::TrainingMetrics;
 
 /// Counts `table[p][t]` of samples with prediction `p` and truth `t`, both dense ids.
-fn contingency(pred: &[u32], truth: &[u32]) -> Vec<Vec<u64>> {
-    let rows = pred.iter().max().map_or(0, |&m| m as usize + 1);
-    let cols = truth.iter().max().map_or(0, |&m| m as usize + 1);
-    let mut t = vec![vec![0u64; cols]; rows];
-    for (&p, &c) in pred.iter().zip(truth) {
-        t[p as usize][c as usize] += 1;
+/// Distinct values of `labels`, sorted, and each label's index among them: tables are sized by
+/// the labels present, not by their values (a label of 4e9 must not allocate 4e9 rows).
+fn dense(labels: &[u32]) -> (Vec<u32>, Vec<usize>) {
+    let mut values = labels.to_vec();
+    values.sort_unstable();
+    values.dedup();
+    let idx = labels
+        .iter()
+        .map(|l| values.binary_search(l).unwrap_or(0))
+        .collect();
+    (values, idx)
+}
+
+/// Contingency table over the distinct labels (rows: `pred`'s in increasing order, columns:
+/// `truth`'s), with those label values.
+fn table(pred: &[u32], truth: &[u32]) -> (Vec<Vec<u64>>, Vec<u32>, Vec<u32>) {
+    let (pv, pi) = dense(pred);
+    let (tv, ti) = dense(truth);
+    let mut t = vec![vec![0u64; tv.len()]; pv.len()];
+    for (&p, &c) in pi.iter().zip(&ti) {
+        t[p][c] += 1;
     }
-    t
+    (t, pv, tv)
+}
+
+fn contingency(pred: &[u32], truth: &[u32]) -> Vec<Vec<u64>> {
+    table(pred, truth).0
 }
 
 /// Minimum-cost perfect matching on a square cost matrix (Hungarian algorithm with potentials,
@@ -72,8 +93,8 @@ pub fn hungarian(cost: &[Vec<i64>]) -> Vec<usize> {
 
 /// The one-to-one map from predicted ids to truth ids that agrees on the most samples; predicted
 /// ids without a partner (more clusters than classes) map to `None`.
-pub fn best_map(pred: &[u32], truth: &[u32]) -> Vec<Option<u32>> {
-    let t = contingency(pred, truth);
+pub fn best_map(pred: &[u32], truth: &[u32]) -> BTreeMap<u32, Option<u32>> {
+    let (t, pv, tv) = table(pred, truth);
     let rows = t.len();
     let cols = t.first().map_or(0, Vec::len);
     let n = rows.max(cols);
@@ -87,7 +108,7 @@ pub fn best_map(pred: &[u32], truth: &[u32]) -> Vec<Option<u32>> {
         .collect();
     let col = hungarian(&cost);
     (0..rows)
-        .map(|r| (col[r] < cols).then_some(col[r] as u32))
+        .map(|r| (pv[r], (col[r] < cols).then(|| tv[col[r]])))
         .collect()
 }
 
@@ -100,7 +121,7 @@ pub fn accuracy(pred: &[u32], truth: &[u32]) -> f64 {
     let hits = pred
         .iter()
         .zip(truth)
-        .filter(|&(&p, &t)| map[p as usize] == Some(t))
+        .filter(|&(p, &t)| map.get(p) == Some(&Some(t)))
         .count();
     hits as f64 / pred.len() as f64
 }
@@ -193,7 +214,7 @@ mod tests {
             assert_eq!(accuracy(&pred, &truth), 1.0, "{perm:?}");
             let map = best_map(&pred, &truth);
             for (t, &p) in perm.iter().enumerate() {
-                assert_eq!(map[p as usize], Some(t as u32));
+                assert_eq!(map[&p], Some(t as u32));
             }
         }
     }
@@ -204,7 +225,16 @@ mod tests {
         let pred = [0, 0, 0, 1, 1, 2, 0];
         let truth = [1, 1, 1, 0, 0, 0, 0];
         assert!((accuracy(&pred, &truth) - 5.0 / 7.0).abs() < 1e-12);
-        assert_eq!(best_map(&pred, &truth)[2], None);
+        assert_eq!(best_map(&pred, &truth)[&2], None);
+    }
+
+    #[test]
+    fn huge_label_values_cost_nothing() {
+        // Tables are sized by the labels present, not their values.
+        let pred = [4_000_000_000u32, 4_000_000_000, 7, 7];
+        let truth = [u32::MAX, u32::MAX, 0, 0];
+        assert_eq!(evaluate(&pred, &truth).acc, 1.0);
+        assert_eq!(ari(&pred, &truth), 1.0);
     }
 
     #[test]

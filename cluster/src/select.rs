@@ -156,6 +156,15 @@ mod tests {
         assert_eq!(sel.scores[0].silhouette, None);
         assert_eq!((sel.knee, sel.best_silhouette), (Some(4), Some(4)));
         assert!(select_k(&p, 0..=3, 1, 0, &PairOptions::default()).is_err());
-        assert!(select_k(&p, 5..=3, 1, 0, &PairOptions::default()).is_err());
+        assert!(
+            select_k(
+                &p,
+                std::ops::RangeInclusive::new(5, 3),
+                1,
+                0,
+                &PairOptions::default()
+            )
+            .is_err()
+        );
     }
 }

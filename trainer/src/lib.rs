@@ -2,6 +2,7 @@
 //! model export.
 
 pub mod allocator;
+pub mod analysis;
 pub mod conv;
 pub mod data;
 pub mod export;

@@ -5,6 +5,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use dekm_cluster::Points;
+use dekm_cluster::gmm::Covariance;
+use dekm_cluster::hierarchy::Linkage;
+use dekm_cluster::internal::PairOptions;
+use dekm_trainer::analysis::{self, Method};
 use dekm_trainer::data::{self, DataSource, LabelColumn, LoadOptions, Split, SyntheticOptions};
 use dekm_trainer::export::read_model;
 use dekm_trainer::metrics;
@@ -38,6 +43,11 @@ enum Command {
     Evaluate(EvalArgs),
     /// Train on built-in synthetic sensor data, export, and assign a fresh stream.
     Demo(DemoArgs),
+    /// Cluster with k-means, mini-batch k-means, GMM, DBSCAN, agglomerative or SOM, in a
+    /// model's latent space or on raw vectors, and compare them with every metric.
+    Cluster(ClusterArgs),
+    /// Choose k: inertia (elbow, with its knee) and mean silhouette for a range of k.
+    SelectK(SelectKArgs),
     /// Serve gRPC: training jobs, assignment, the model registry and fleet distribution.
     Serve(ServeArgs),
     /// Add an exported model to a server store (while no server runs on it; a running server
@@ -224,6 +234,8 @@ struct EvalArgs {
     model: PathBuf,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    pairs: PairArgs,
 }
 
 #[derive(Args)]
@@ -288,11 +300,217 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
         "outliers: {outliers} ({:.2}%)",
         100.0 * outliers as f64 / ds.len().max(1) as f64
     );
-    if let Some(t) = &ds.labels {
-        print!(
-            "{}",
-            metrics_table(&[("DEKM", metrics::evaluate(&labels, t))])
+    let space = analysis::space(Some(&model), &ds)?;
+    let assigned: Vec<Option<u32>> = labels.iter().copied().map(Some).collect();
+    let pairs = args.pairs.options();
+    let scores = analysis::score(&space, &assigned, ds.labels.as_deref(), &pairs)?;
+    println!("metrics in the {}:", space.name);
+    let rows = [("DEKM".to_string(), scores, None)];
+    print!("{}", analysis::scores_table(&rows));
+    args.pairs.footnote(&rows);
+    Ok(())
+}
+
+#[derive(Args)]
+struct PairArgs {
+    /// Silhouette and Dunn are exact up to this many points, computed on a seeded sample of
+    /// this size beyond.
+    #[arg(long, default_value_t = 20_000)]
+    max_exact: usize,
+}
+
+impl PairArgs {
+    fn options(&self) -> PairOptions {
+        PairOptions {
+            max_exact: self.max_exact,
+            seed: 0,
+        }
+    }
+
+    /// Explains the `*` when a pairwise metric was sampled.
+    fn footnote(&self, rows: &[(String, analysis::Scores, Option<f64>)]) {
+        let sampled = |s: &analysis::Scores| {
+            [s.silhouette, s.dunn]
+                .iter()
+                .any(|p| p.is_some_and(|p| p.sampled.is_some()))
+        };
+        if rows.iter().any(|r| sampled(&r.1)) {
+            println!(
+                "(* silhouette and Dunn on a seeded random sample of {} points)",
+                self.max_exact
+            );
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MethodName {
+    Kmeans,
+    Minibatch,
+    Gmm,
+    GmmDiag,
+    Dbscan,
+    Agglomerative,
+    Som,
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// Cluster in this model's latent space (default: the raw, normalised samples).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Methods to run and compare (repeat or comma-separate).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kmeans")]
+    method: Vec<MethodName>,
+    /// Clusters (components, cut height) for the methods that take k.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// DBSCAN radius.
+    #[arg(long, default_value_t = 0.5)]
+    eps: f64,
+    /// DBSCAN core-point threshold (the point included).
+    #[arg(long, default_value_t = 5)]
+    min_samples: usize,
+    /// Agglomerative linkage: single, complete, average, weighted, ward, centroid, median.
+    #[arg(long, default_value = "ward")]
+    linkage: Linkage,
+    /// SOM grid (rows x cols = clusters); default 1 x k.
+    #[arg(long)]
+    som_rows: Option<usize>,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    pairs: PairArgs,
+}
+
+fn cluster(args: &ClusterArgs) -> Result<()> {
+    let model = args.model.as_deref().map(read_model).transpose()?;
+    let ds = args.data.load(args.k, args.seed)?;
+    let space = analysis::space(model.as_ref(), &ds)?;
+    println!(
+        "{} samples of {}, clustered in the {}",
+        ds.len(),
+        ds.name,
+        space.name
+    );
+    let pairs = args.pairs.options();
+    let mut rows = Vec::new();
+    for m in &args.method {
+        let method = match m {
+            MethodName::Kmeans => Method::KMeans { k: args.k },
+            MethodName::Minibatch => Method::MiniBatch { k: args.k },
+            MethodName::Gmm => Method::Gmm {
+                k: args.k,
+                covariance: Covariance::Full,
+            },
+            MethodName::GmmDiag => Method::Gmm {
+                k: args.k,
+                covariance: Covariance::Diagonal,
+            },
+            MethodName::Dbscan => Method::Dbscan {
+                eps: args.eps,
+                min_samples: args.min_samples,
+            },
+            MethodName::Agglomerative => Method::Agglomerative {
+                k: args.k,
+                linkage: args.linkage,
+            },
+            MethodName::Som => {
+                let rows = args.som_rows.unwrap_or(1).max(1);
+                Method::Som {
+                    rows,
+                    cols: args.k.div_ceil(rows),
+                }
+            }
+        };
+        let (scores, secs) =
+            analysis::run_and_score(&method, &space, ds.labels.as_deref(), args.seed, &pairs)
+                .with_context(|| method.to_string())?;
+        rows.push((method.to_string(), scores, Some(secs)));
+    }
+    print!("{}", analysis::scores_table(&rows));
+    args.pairs.footnote(&rows);
+    Ok(())
+}
+
+#[derive(Args)]
+struct SelectKArgs {
+    /// Cluster in this model's latent space (default: the raw, normalised samples).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Range of k, inclusive: FROM..TO.
+    #[arg(long, default_value = "2..20")]
+    k_range: KRange,
+    /// k-means++ restarts per k.
+    #[arg(long, default_value_t = 3)]
+    restarts: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    pairs: PairArgs,
+}
+
+/// `FROM..TO` on the command line.
+#[derive(Clone, Copy)]
+struct KRange(usize, usize);
+
+impl std::str::FromStr for KRange {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (a, b) = s
+            .split_once("..")
+            .ok_or_else(|| format!("{s:?}: expected FROM..TO, e.g. 2..20"))?;
+        let p = |v: &str| {
+            v.trim_start_matches('=')
+                .parse::<usize>()
+                .map_err(|e| format!("{s:?}: {e}"))
+        };
+        Ok(Self(p(a)?, p(b)?))
+    }
+}
+
+fn select_k(args: &SelectKArgs) -> Result<()> {
+    let model = args.model.as_deref().map(read_model).transpose()?;
+    let ds = args.data.load(args.k_range.1.max(1), args.seed)?;
+    let space = analysis::space(model.as_ref(), &ds)?;
+    let p = Points::new(&space.xs, space.dim)?;
+    let sel = dekm_cluster::select::select_k(
+        &p,
+        args.k_range.0..=args.k_range.1,
+        args.restarts,
+        args.seed,
+        &args.pairs.options(),
+    )?;
+    println!(
+        "{} samples of {}, k-means in the {}",
+        ds.len(),
+        ds.name,
+        space.name
+    );
+    println!("{:>4} {:>16} {:>11}", "k", "inertia", "silhouette");
+    for s in &sel.scores {
+        println!(
+            "{:>4} {:>16.2} {:>11}",
+            s.k,
+            s.inertia,
+            s.silhouette.map_or("-".into(), |v| format!("{v:.4}"))
         );
+    }
+    let show = |k: Option<usize>| k.map_or("none".to_string(), |k| k.to_string());
+    println!(
+        "elbow (knee of the inertia curve): {}; best silhouette: {}",
+        show(sel.knee),
+        show(sel.best_silhouette)
+    );
+    println!("recommended k: {}", show(sel.best_silhouette.or(sel.knee)));
+    if let Some(m) = sel.sampled {
+        println!("(silhouettes on a seeded random sample of {m} points)");
     }
     Ok(())
 }
@@ -455,6 +673,8 @@ fn main() -> Result<()> {
         Command::Evaluate(a) => evaluate(a),
         Command::Demo(a) => demo(a, cli.quiet),
         Command::Serve(a) => serve(a),
+        Command::Cluster(a) => cluster(a),
+        Command::SelectK(a) => select_k(a),
         Command::Import {
             store,
             model,

@@ -105,6 +105,16 @@ pub fn cluster_sizes(labels: &[u32], k: usize) -> Vec<usize> {
 
 /// Encodes and assigns every sample of `ds` with an exported model.
 pub fn assign(model: &LoadedModel, ds: &Dataset) -> Result<Vec<Assignment>, PipelineError> {
+    let z = latent(model, ds)?;
+    let d = model.head.latent_dim();
+    let mut y = vec![0f32; d];
+    z.chunks_exact(d)
+        .map(|z| model.head.assign(z, &mut y).map_err(PipelineError::from))
+        .collect()
+}
+
+/// The latent vectors `[n, d]` of every sample of `ds` under an exported model.
+pub fn latent(model: &LoadedModel, ds: &Dataset) -> Result<Vec<f32>, PipelineError> {
     let len = model.meta.encoder.input_len();
     if ds.shape.len() != len {
         return Err(PipelineError::Input(format!(
@@ -118,12 +128,7 @@ pub fn assign(model: &LoadedModel, ds: &Dataset) -> Result<Vec<Assignment>, Pipe
         .normalized(&model.normalizer)
         .map_err(|(i, e)| PipelineError::Input(format!("sample {i}: {e}")))?;
     let xs = Tensor::from_vec(flat, (ds.len(), len), &Device::Cpu)?;
-    let z = embed(&model.encoder, &xs, 1024)?;
-    let d = model.head.latent_dim();
-    let mut y = vec![0f32; d];
-    z.chunks_exact(d)
-        .map(|z| model.head.assign(z, &mut y).map_err(PipelineError::from))
-        .collect()
+    Ok(embed(&model.encoder, &xs, 1024)?)
 }
 
 /// Renders rows of metrics as an aligned table.

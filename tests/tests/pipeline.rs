@@ -150,3 +150,41 @@ const MNIST_EPOCHS: usize = 10;
 /// Minimum ACC on the slice. With seed 0 and these settings the run measured AE+k-means 0.612 and
 /// DEKM 0.673 (docs/RESULTS.md); the floor leaves room for floating-point differences across CPUs.
 const MNIST_MIN_ACC: f64 = 0.60;
+
+#[test]
+fn dec_idec_and_ae_kmeans_share_the_pretrained_start_and_export_their_labels() {
+    use dekm_trainer::train::Method;
+    let ds = common::synthetic(4, 800, 9);
+    let base = TrainConfig {
+        epochs: 6,
+        max_iter: 4,
+        ..common::quick_config(4)
+    };
+    let mut baselines = Vec::new();
+    for method in [Method::AeKmeans, Method::Dec, Method::Idec] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            method,
+            ..base.clone()
+        };
+        let out = train_and_export(&ds, &cfg, &quiet(), dir.path()).unwrap();
+        let t = &out.trained;
+        baselines.push(t.baseline);
+        let m = out.meta.metrics.unwrap();
+        assert!(m.acc > 0.9, "{method:?}: {m:?}");
+        // The exported head (nearest centroid) gives the stage's own labels.
+        assert_eq!(out.calibration.labels, t.kmeans.labels, "{method:?}");
+        match method {
+            Method::AeKmeans => assert!(t.history.iterations.is_empty()),
+            _ => {
+                let its = &t.history.iterations;
+                assert!(!its.is_empty() && its.len() <= 4, "{method:?}");
+                assert!(its.iter().all(|i| i.loss.is_finite() && i.loss >= 0.0));
+            }
+        }
+    }
+    assert!(
+        baselines.windows(2).all(|w| w[0] == w[1]),
+        "same pretraining: {baselines:?}"
+    );
+}

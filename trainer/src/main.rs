@@ -16,7 +16,7 @@ use dekm_trainer::metrics;
 use dekm_trainer::model::ConvBackend;
 use dekm_trainer::pipeline::{assign, cluster_sizes, metrics_table, train_and_export};
 use dekm_trainer::service::{Auth, Limits, ServeConfig, Server};
-use dekm_trainer::train::{RunOptions, TrainConfig};
+use dekm_trainer::train::{Method as TrainMethod, RunOptions, TrainConfig};
 
 #[global_allocator]
 static GLOBAL: dekm_trainer::allocator::MiMalloc = dekm_trainer::allocator::MiMalloc;
@@ -205,6 +205,10 @@ struct TrainArgs {
     /// Convolution kernels: fast (im2col + GEMM) or candle's built-in ops, for comparison.
     #[arg(long, value_enum, default_value_t = ConvBackend::Fast)]
     conv: ConvBackend,
+    /// Stage after pretraining: dekm, dec, idec, or ae-kmeans (none). --max-iter,
+    /// --steps-per-iter, --dekm-lr and --tol apply to DEC and IDEC too.
+    #[arg(long, value_enum, default_value_t = TrainMethod::Dekm)]
+    method: TrainMethod,
 }
 
 impl TrainArgs {
@@ -223,6 +227,7 @@ impl TrainArgs {
             restarts: self.restarts,
             threshold_quantile: self.threshold_quantile,
             conv: self.conv,
+            method: self.method,
         }
     }
 }

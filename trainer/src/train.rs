@@ -92,6 +92,27 @@ pub struct TrainConfig {
     /// Convolution kernels (results agree to float rounding; `candle` is for comparison).
     #[serde(default)]
     pub conv: ConvBackend,
+    /// Clustering stage after pretraining.
+    #[serde(default)]
+    pub method: Method,
+}
+
+/// What follows pretraining. All four start from the same pretrained autoencoder and the same
+/// k-means on its embedding, so they compare like for like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Deep Embedded K-Means (Guo et al., 2021): the rotation `V` and the last-coordinate pull.
+    #[default]
+    Dekm,
+    /// Deep Embedded Clustering (Xie et al., 2016): Student-t soft assignments, KL divergence to
+    /// the sharpened target distribution computed on the full data; centres trained too.
+    Dec,
+    /// Improved DEC (Guo et al., 2017): DEC's loss times 0.1 plus the reconstruction loss, so the
+    /// embedding keeps the data's local structure.
+    Idec,
+    /// No fine-tuning: k-means on the pretrained embedding (the baseline).
+    AeKmeans,
 }
 
 fn default_dekm_lr() -> f64 {
@@ -114,6 +135,7 @@ impl Default for TrainConfig {
             restarts: 10,
             threshold_quantile: 0.99,
             conv: ConvBackend::Fast,
+            method: Method::Dekm,
         }
     }
 }
@@ -406,9 +428,12 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             dataset: ds.name.clone(),
             samples: n,
             // A run may be resumed with more epochs or iterations than it started with.
+            // The stage after pretraining may change too: DEC, IDEC and DEKM runs can start from
+            // one pretraining checkpoint.
             config: TrainConfig {
                 epochs: 0,
                 max_iter: 0,
+                method: Method::Dekm,
                 ..cfg.clone()
             },
         },
@@ -430,6 +455,15 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             },
             _,
         )) => *epochs_done,
+        Some(_) if cfg.method != Method::Dekm => {
+            return Err(TrainError::Checkpoint {
+                path: opts.checkpoint.clone().unwrap_or_default(),
+                reason: format!(
+                    "it is past pretraining, in the DEKM stage; {:?} starts from a pretraining checkpoint",
+                    cfg.method
+                ),
+            });
+        }
         Some(_) => cfg.epochs,
         None => 0,
     };
@@ -558,6 +592,40 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             (km, 0, baseline, false)
         }
     };
+    if cfg.method != Method::Dekm {
+        if matches!(cfg.method, Method::Dec | Method::Idec) {
+            let prefix = if cfg.method == Method::Idec {
+                ""
+            } else {
+                "encoder."
+            };
+            (km, z) = dec_stage(DecRun {
+                ae: &ae,
+                vars: named_vars(prefix)?,
+                xs: &xs,
+                labels: ds.labels.as_deref(),
+                cfg,
+                km,
+                history: &mut history,
+                notify: &notify,
+                check: &check,
+                quiet: opts.quiet,
+            })?;
+        }
+        history.dekm_seconds += started.elapsed().as_secs_f64();
+        let rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
+        return Ok(Trained {
+            spec,
+            varmap,
+            encoder: ae.encoder,
+            normalizer,
+            kmeans: km,
+            rotation: rot,
+            z,
+            baseline,
+            history,
+        });
+    }
     let mut rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
     let pb = bar(opts.quiet, cfg.max_iter, "DEKM");
     pb.set_position(start as u64);
@@ -639,6 +707,174 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         baseline,
         history,
     })
+}
+
+/// What the DEC / IDEC stage needs from [`train`].
+struct DecRun<'a, N: Fn(Progress), C: Fn() -> Result<(), TrainError>> {
+    ae: &'a Autoencoder,
+    /// Trained with the centres: the encoder's variables (DEC) or all (IDEC).
+    vars: Vec<(String, Var)>,
+    xs: &'a Tensor,
+    labels: Option<&'a [u32]>,
+    cfg: &'a TrainConfig,
+    km: KMeans,
+    history: &'a mut History,
+    notify: &'a N,
+    check: &'a C,
+    quiet: bool,
+}
+
+/// Student-t soft assignments (one degree of freedom) of rows `z` `[b, d]` to `mu` `[k, d]`.
+fn soft_assign(z: &Tensor, mu: &Tensor) -> candle_core::Result<Tensor> {
+    let diff = z.unsqueeze(1)?.broadcast_sub(&mu.unsqueeze(0)?)?;
+    let q = (diff.sqr()?.sum(2)? + 1.0)?.recip()?;
+    q.broadcast_div(&q.sum_keepdim(1)?)
+}
+
+/// DEC's target: `q²` divided by the cluster frequency, normalised per row.
+fn target_distribution(q: &[f32], k: usize) -> Vec<f32> {
+    let mut f = vec![0f32; k];
+    for row in q.chunks_exact(k) {
+        for (s, v) in f.iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+    let mut p = vec![0f32; q.len()];
+    for (row, out) in q.chunks_exact(k).zip(p.chunks_exact_mut(k)) {
+        for ((o, v), fj) in out.iter_mut().zip(row).zip(&f) {
+            *o = v * v / fj.max(f32::MIN_POSITIVE);
+        }
+        let s: f32 = out.iter().sum();
+        out.iter_mut().for_each(|o| *o /= s.max(f32::MIN_POSITIVE));
+    }
+    p
+}
+
+/// Hard labels from soft assignments.
+fn argmax_rows(q: &[f32], k: usize) -> Vec<u32> {
+    q.chunks_exact(k)
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (j, &v)| if v > b.1 { (j, v) } else { b },
+                )
+                .0 as u32
+        })
+        .collect()
+}
+
+/// DEC or IDEC fine-tuning: every iteration recomputes the target distribution on all samples,
+/// then takes `steps_per_iter` Adam steps (learning rate `dekm_lr`) on the encoder and the
+/// centres (and the decoder for IDEC); stops when fewer than `tol` labels change. Returns the
+/// clustering (centres, argmax labels) and the final embedding.
+fn dec_stage<N: Fn(Progress), C: Fn() -> Result<(), TrainError>>(
+    r: DecRun<'_, N, C>,
+) -> Result<(KMeans, Vec<f32>), TrainError> {
+    let (cfg, xs) = (r.cfg, r.xs);
+    let dev = xs.device().clone();
+    let (n, d, k) = (xs.dim(0)?, cfg.latent, cfg.k);
+    let mu = Var::from_tensor(&Tensor::from_vec(r.km.centroids.clone(), (k, d), &dev)?)?;
+    let idec = cfg.method == Method::Idec;
+    let mut vars = r.vars;
+    vars.push(("dec.centres".into(), mu.clone()));
+    let mut opt = Adam::new(vars, cfg.dekm_lr)?;
+    let name = if idec { "IDEC" } else { "DEC" };
+    let pb = bar(r.quiet, cfg.max_iter, name);
+    let mut labels = r.km.labels.clone();
+    let embed_q = |mu: &Tensor| -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+        let z = embed(&r.ae.encoder, xs, 1024)?;
+        let zt = Tensor::from_vec(z.clone(), (n, d), &dev)?;
+        let q = soft_assign(&zt, mu)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok((z, q))
+    };
+    for it in 0..cfg.max_iter {
+        let (_, q) = embed_q(mu.as_tensor())?;
+        let p = Tensor::from_vec(target_distribution(&q, k), (n, k), &dev)?;
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.shuffle(&mut rng(cfg.seed, 30_000 + it as u64));
+        let mut total = 0f64;
+        for step in 0..cfg.steps_per_iter {
+            (r.check)()?;
+            let from = (step * cfg.batch_size) % n;
+            let ids = Tensor::new(&order[from..(from + cfg.batch_size).min(n)], &dev)?;
+            let xb = xs.index_select(&ids, 0)?;
+            let z = r.ae.encoder.forward(&xb)?;
+            let qb = soft_assign(&z, mu.as_tensor())?;
+            let pb_ = p.index_select(&ids, 0)?;
+            // KL(P || Q), averaged over the batch (the P log P term is constant but keeps the
+            // loss a true divergence, so it reads as zero at the optimum).
+            let kl = (&pb_ * (pb_.clamp(1e-10, 1.0)?.log()? - qb.clamp(1e-10, 1.0)?.log()?)?)?
+                .sum_all()?
+                .affine(1.0 / ids.dim(0)? as f64, 0.0)?;
+            let loss = if idec {
+                let recon = candle_nn::loss::mse(&r.ae.decoder.forward(&z)?, &xb)?;
+                (recon + kl.affine(0.1, 0.0)?)?
+            } else {
+                kl
+            };
+            opt.backward_step(&loss)?;
+            total += f64::from(finite(loss.to_scalar::<f32>()?, || {
+                format!("{name} iteration {}", it + 1)
+            })?);
+        }
+        let (_, q) = embed_q(mu.as_tensor())?;
+        let new = argmax_rows(&q, k);
+        let changed = metrics::changed_fraction(&labels, &new);
+        labels = new;
+        let m = r.labels.map(|t| metrics::evaluate(&labels, t));
+        let loss = (total / cfg.steps_per_iter.max(1) as f64) as f32;
+        r.history.iterations.push(IterationLog {
+            loss,
+            changed,
+            metrics: m,
+        });
+        (r.notify)(Progress::Dekm {
+            iteration: it + 1,
+            max_iter: cfg.max_iter,
+            loss,
+            changed,
+            metrics: m,
+        });
+        pb.inc(1);
+        tracing::info!(
+            iteration = it + 1,
+            loss,
+            changed,
+            acc = m.map(|m| m.acc),
+            "{name}"
+        );
+        if changed < cfg.tol {
+            break;
+        }
+    }
+    pb.finish();
+    let (z, q) = embed_q(mu.as_tensor())?;
+    let centroids = mu.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+    // The nearest centre is exactly the largest Student-t assignment, so the exported head
+    // (nearest centroid in the rotated space) reproduces DEC's labels.
+    let labels = argmax_rows(&q, k);
+    let inertia = z
+        .chunks_exact(d)
+        .zip(&labels)
+        .map(|(x, &l)| {
+            let c = &centroids[l as usize * d..(l as usize + 1) * d];
+            x.iter()
+                .zip(c)
+                .map(|(a, b)| f64::from((a - b) * (a - b)))
+                .sum::<f64>()
+        })
+        .sum();
+    Ok((
+        KMeans {
+            d,
+            centroids,
+            labels,
+            inertia,
+        },
+        z,
+    ))
 }
 
 /// `y' = V z` for every sample, with the last coordinate replaced by the centroid's.

@@ -9,6 +9,7 @@ pub mod export;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
+pub mod plots;
 pub mod rotation;
 pub mod service;
 pub mod train;

@@ -15,8 +15,9 @@ use dekm_trainer::export::read_model;
 use dekm_trainer::metrics;
 use dekm_trainer::model::ConvBackend;
 use dekm_trainer::pipeline::{assign, cluster_sizes, metrics_table, train_and_export};
+use dekm_trainer::plots;
 use dekm_trainer::service::{Auth, Limits, ServeConfig, Server};
-use dekm_trainer::train::{Method as TrainMethod, RunOptions, TrainConfig};
+use dekm_trainer::train::{History, Method as TrainMethod, RunOptions, TrainConfig};
 
 #[global_allocator]
 static GLOBAL: dekm_trainer::allocator::MiMalloc = dekm_trainer::allocator::MiMalloc;
@@ -46,6 +47,8 @@ enum Command {
     /// Cluster with k-means, mini-batch k-means, GMM, DBSCAN, agglomerative or SOM, in a
     /// model's latent space or on raw vectors, and compare them with every metric.
     Cluster(ClusterArgs),
+    /// Pictures of a trained model on a data set: latent map, confusion matrix, training curves.
+    Plot(PlotArgs),
     /// Choose k: inertia (elbow, with its knee) and mean silhouette for a range of k.
     SelectK(SelectKArgs),
     /// Serve gRPC: training jobs, assignment, the model registry and fleet distribution.
@@ -205,6 +208,9 @@ struct TrainArgs {
     /// Convolution kernels: fast (im2col + GEMM) or candle's built-in ops, for comparison.
     #[arg(long, value_enum, default_value_t = ConvBackend::Fast)]
     conv: ConvBackend,
+    /// Write pictures (latent space, confusion matrix, training curves) into this directory.
+    #[arg(long)]
+    plots: Option<PathBuf>,
     /// Stage after pretraining: dekm, dec, idec, or ae-kmeans (none). --max-iter,
     /// --steps-per-iter, --dekm-lr and --tol apply to DEC and IDEC too.
     #[arg(long, value_enum, default_value_t = TrainMethod::Dekm)]
@@ -284,6 +290,60 @@ fn train(args: &TrainArgs, quiet: bool) -> Result<()> {
         print!("{}", metrics_table(&[("AE+k-means", b), ("DEKM", m)]));
     }
     println!("model: {} (sha256 {})", args.out.display(), outcome.sha256);
+    if let Some(dir) = &args.plots {
+        let t = &outcome.trained;
+        let view = plots::ModelView {
+            z: &t.z,
+            d: cfg.latent,
+            labels: &outcome.calibration.labels,
+            outliers: &outcome.calibration.outliers,
+            truth: ds.labels.as_deref(),
+            history: Some(&t.history),
+        };
+        for f in plots::model_pictures(dir, &view, 20_000)? {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+struct PlotArgs {
+    /// Model directory (its metrics.json supplies the training curves).
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Samples drawn in the latent map (evenly spaced).
+    #[arg(long, default_value_t = 20_000)]
+    max_points: usize,
+}
+
+fn plot(args: &PlotArgs) -> Result<()> {
+    let model = read_model(&args.model)?;
+    let ds = args.data.load(model.meta.k, model.meta.seed)?;
+    let out = assign(&model, &ds)?;
+    let z = dekm_trainer::pipeline::latent(&model, &ds)?;
+    let labels: Vec<u32> = out.iter().map(|a| a.cluster).collect();
+    let outliers: Vec<bool> = out.iter().map(|a| a.outlier).collect();
+    let history = std::fs::read(args.model.join("metrics.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| serde_json::from_value::<History>(v.get("history")?.clone()).ok());
+    let view = plots::ModelView {
+        z: &z,
+        d: model.head.latent_dim(),
+        labels: &labels,
+        outliers: &outliers,
+        truth: ds.labels.as_deref(),
+        history: history.as_ref(),
+    };
+    for f in plots::model_pictures(&args.out, &view, args.max_points)? {
+        println!("wrote {}", f.display());
+    }
     Ok(())
 }
 
@@ -381,6 +441,9 @@ struct ClusterArgs {
     /// Agglomerative linkage: single, complete, average, weighted, ward, centroid, median.
     #[arg(long, default_value = "ward")]
     linkage: Linkage,
+    /// Write dendrogram.png (agglomerative) into this directory.
+    #[arg(long)]
+    plots: Option<PathBuf>,
     /// SOM grid (rows x cols = clusters); default 1 x k.
     #[arg(long)]
     som_rows: Option<usize>,
@@ -438,6 +501,16 @@ fn cluster(args: &ClusterArgs) -> Result<()> {
     }
     print!("{}", analysis::scores_table(&rows));
     args.pairs.footnote(&rows);
+    if let Some(dir) = &args.plots
+        && args.method.contains(&MethodName::Agglomerative)
+    {
+        std::fs::create_dir_all(dir)?;
+        let tree =
+            dekm_cluster::hierarchy::linkage(&Points::new(&space.xs, space.dim)?, args.linkage)?;
+        let path = dir.join("dendrogram.png");
+        plots::dendrogram(&path, &tree, 30)?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }
 
@@ -454,6 +527,9 @@ struct SelectKArgs {
     /// k-means++ restarts per k.
     #[arg(long, default_value_t = 3)]
     restarts: usize,
+    /// Write elbow.png and silhouette.png into this directory.
+    #[arg(long)]
+    plots: Option<PathBuf>,
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -516,6 +592,34 @@ fn select_k(args: &SelectKArgs) -> Result<()> {
     println!("recommended k: {}", show(sel.best_silhouette.or(sel.knee)));
     if let Some(m) = sel.sampled {
         println!("(silhouettes on a seeded random sample of {m} points)");
+    }
+    if let Some(dir) = &args.plots {
+        std::fs::create_dir_all(dir)?;
+        let ks: Vec<f64> = sel.scores.iter().map(|s| s.k as f64).collect();
+        let inertia: Vec<f64> = sel.scores.iter().map(|s| s.inertia).collect();
+        let sil: Vec<f64> = sel
+            .scores
+            .iter()
+            .map(|s| s.silhouette.unwrap_or(f64::NAN))
+            .collect();
+        let (elbow, silhouette) = (dir.join("elbow.png"), dir.join("silhouette.png"));
+        plots::lines(
+            &elbow,
+            "k-means inertia (line: knee)",
+            ("k", "inertia"),
+            &ks,
+            &[("inertia", inertia)],
+            sel.knee.map(|k| k as f64),
+        )?;
+        plots::lines(
+            &silhouette,
+            "mean silhouette (line: best)",
+            ("k", "silhouette"),
+            &ks,
+            &[("silhouette", sil)],
+            sel.best_silhouette.map(|k| k as f64),
+        )?;
+        println!("wrote {} and {}", elbow.display(), silhouette.display());
     }
     Ok(())
 }
@@ -680,6 +784,7 @@ fn main() -> Result<()> {
         Command::Serve(a) => serve(a),
         Command::Cluster(a) => cluster(a),
         Command::SelectK(a) => select_k(a),
+        Command::Plot(a) => plot(a),
         Command::Import {
             store,
             model,

@@ -433,61 +433,6 @@ pub fn dendrogram(path: &Path, tree: &Dendrogram, last: usize) -> Result<(), Plo
     root.present().map_err(&e)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use dekm_cluster::Points;
-    use dekm_cluster::hierarchy::{Linkage, linkage};
-
-    fn is_png(path: &Path) -> bool {
-        std::fs::read(path).is_ok_and(|b| b.starts_with(b"\x89PNG") && b.len() > 2000)
-    }
-
-    #[test]
-    fn every_picture_is_written_as_png() {
-        let dir = tempfile::tempdir().unwrap();
-        let xs: Vec<f32> = (0..300)
-            .flat_map(|i| {
-                let c = (i % 3) as f32;
-                [
-                    c * 5.0 + (i as f32 * 0.37).sin(),
-                    c * 2.0 + (i as f32 * 0.11).cos(),
-                    c,
-                ]
-            })
-            .collect();
-        let labels: Vec<u32> = (0..300).map(|i| (i % 3) as u32).collect();
-        let pts = pca2(&xs, 3);
-        assert_eq!(pts.len(), 300);
-        let outliers: Vec<bool> = (0..300).map(|i| i % 50 == 0).collect();
-        let p = |n: &str| dir.path().join(n);
-        scatter(&p("latent.png"), "latent space", &pts, &labels, &outliers).unwrap();
-        let x: Vec<f64> = (2..=8).map(f64::from).collect();
-        let y: Vec<f64> = x.iter().map(|v| 100.0 / v).collect();
-        lines(
-            &p("elbow.png"),
-            "elbow",
-            ("k", "inertia"),
-            &x,
-            &[("inertia", y)],
-            Some(3.0),
-        )
-        .unwrap();
-        let truth: Vec<u32> = labels.iter().map(|l| (l + 1) % 3).collect();
-        confusion(&p("confusion.png"), &labels, &truth).unwrap();
-        let tree = linkage(&Points::new(&xs, 3).unwrap(), Linkage::Ward).unwrap();
-        dendrogram(&p("dendrogram.png"), &tree, 20).unwrap();
-        for f in ["latent.png", "elbow.png", "confusion.png", "dendrogram.png"] {
-            assert!(is_png(&p(f)), "{f}");
-        }
-        // Bad input and unwritable paths are errors, not panics.
-        assert!(lines(&p("x.png"), "t", ("a", "b"), &x, &[("s", vec![1.0])], None).is_err());
-        assert!(scatter(&p("y.png"), "t", &pts, &labels[..3], &outliers).is_err());
-        let nowhere = dir.path().join("missing/dir/z.png");
-        assert!(confusion(&nowhere, &labels, &truth).is_err());
-    }
-}
-
 /// What [`model_pictures`] draws from.
 pub struct ModelView<'a> {
     /// Latent vectors `[n, d]`.
@@ -559,4 +504,59 @@ pub fn model_pictures(
         written.push(path);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dekm_cluster::Points;
+    use dekm_cluster::hierarchy::{Linkage, linkage};
+
+    fn is_png(path: &Path) -> bool {
+        std::fs::read(path).is_ok_and(|b| b.starts_with(b"\x89PNG") && b.len() > 2000)
+    }
+
+    #[test]
+    fn every_picture_is_written_as_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let xs: Vec<f32> = (0..300)
+            .flat_map(|i| {
+                let c = (i % 3) as f32;
+                [
+                    c * 5.0 + (i as f32 * 0.37).sin(),
+                    c * 2.0 + (i as f32 * 0.11).cos(),
+                    c,
+                ]
+            })
+            .collect();
+        let labels: Vec<u32> = (0..300).map(|i| (i % 3) as u32).collect();
+        let pts = pca2(&xs, 3);
+        assert_eq!(pts.len(), 300);
+        let outliers: Vec<bool> = (0..300).map(|i| i % 50 == 0).collect();
+        let p = |n: &str| dir.path().join(n);
+        scatter(&p("latent.png"), "latent space", &pts, &labels, &outliers).unwrap();
+        let x: Vec<f64> = (2..=8).map(f64::from).collect();
+        let y: Vec<f64> = x.iter().map(|v| 100.0 / v).collect();
+        lines(
+            &p("elbow.png"),
+            "elbow",
+            ("k", "inertia"),
+            &x,
+            &[("inertia", y)],
+            Some(3.0),
+        )
+        .unwrap();
+        let truth: Vec<u32> = labels.iter().map(|l| (l + 1) % 3).collect();
+        confusion(&p("confusion.png"), &labels, &truth).unwrap();
+        let tree = linkage(&Points::new(&xs, 3).unwrap(), Linkage::Ward).unwrap();
+        dendrogram(&p("dendrogram.png"), &tree, 20).unwrap();
+        for f in ["latent.png", "elbow.png", "confusion.png", "dendrogram.png"] {
+            assert!(is_png(&p(f)), "{f}");
+        }
+        // Bad input and unwritable paths are errors, not panics.
+        assert!(lines(&p("x.png"), "t", ("a", "b"), &x, &[("s", vec![1.0])], None).is_err());
+        assert!(scatter(&p("y.png"), "t", &pts, &labels[..3], &outliers).is_err());
+        let nowhere = dir.path().join("missing/dir/z.png");
+        assert!(confusion(&nowhere, &labels, &truth).is_err());
+    }
 }

@@ -655,6 +655,8 @@ async fn bad_requests_get_their_status_codes() {
     k0.settings.as_mut().unwrap().k = Some(0);
     let mut lr = train_request(1, false);
     lr.settings.as_mut().unwrap().lr = Some(-1.0);
+    let mut method = train_request(1, false);
+    method.settings.as_mut().unwrap().method = Some("kmeans++".into());
     for (req, want, needle) in [
         (
             pb::TrainRequest::default(),
@@ -663,6 +665,7 @@ async fn bad_requests_get_their_status_codes() {
         ),
         (k0, Code::InvalidArgument, "k = 0"),
         (lr, Code::InvalidArgument, "learning rate"),
+        (method, Code::InvalidArgument, "kmeans++"),
         (
             with_data(dataset("imagenet")),
             Code::InvalidArgument,

@@ -20,7 +20,7 @@ use super::jobs::{JobData, JobRecord, JobSpec, JobState, Jobs, JobsError, Phase,
 use super::registry::{Active, Entry, Registry, RegistryError};
 use super::telemetry::Telemetry;
 use crate::data::{DataSource, Dataset, LabelColumn, LoadOptions, SampleShape, SyntheticOptions};
-use crate::train::TrainConfig;
+use crate::train::{Method, TrainConfig};
 
 /// Request limits.
 #[derive(Debug, Clone, Copy)]
@@ -430,6 +430,13 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
     }
     if let Some(v) = s.threshold_quantile {
         c.threshold_quantile = v;
+    }
+    if let Some(m) = s.method {
+        c.method = <Method as clap::ValueEnum>::from_str(&m, false).map_err(|_| {
+            Status::invalid_argument(format!(
+                "method {m:?}: expected dekm, dec, idec or ae-kmeans"
+            ))
+        })?;
     }
     // Everything that does not depend on the data's size; k against n is checked once the
     // data is known.

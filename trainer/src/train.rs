@@ -789,8 +789,9 @@ fn dec_stage<N: Fn(Progress), C: Fn() -> Result<(), TrainError>>(
         let q = soft_assign(&zt, mu)?.flatten_all()?.to_vec1::<f32>()?;
         Ok((z, q))
     };
+    // The embedding after one iteration is the one the next starts from: one pass each.
+    let (mut z, mut q) = embed_q(mu.as_tensor())?;
     for it in 0..cfg.max_iter {
-        let (_, q) = embed_q(mu.as_tensor())?;
         let p = Tensor::from_vec(target_distribution(&q, k), (n, k), &dev)?;
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.shuffle(&mut rng(cfg.seed, 30_000 + it as u64));
@@ -819,7 +820,7 @@ fn dec_stage<N: Fn(Progress), C: Fn() -> Result<(), TrainError>>(
                 format!("{name} iteration {}", it + 1)
             })?);
         }
-        let (_, q) = embed_q(mu.as_tensor())?;
+        (z, q) = embed_q(mu.as_tensor())?;
         let new = argmax_rows(&q, k);
         let changed = metrics::changed_fraction(&labels, &new);
         labels = new;
@@ -850,7 +851,6 @@ fn dec_stage<N: Fn(Progress), C: Fn() -> Result<(), TrainError>>(
         }
     }
     pb.finish();
-    let (z, q) = embed_q(mu.as_tensor())?;
     let centroids = mu.as_tensor().flatten_all()?.to_vec1::<f32>()?;
     // The nearest centre is exactly the largest Student-t assignment, so the exported head
     // (nearest centroid in the rotated space) reproduces DEC's labels.

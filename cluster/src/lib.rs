@@ -19,6 +19,7 @@ pub mod select;
 pub mod som;
 #[cfg(test)]
 mod testdata;
+pub mod tsne;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -447,6 +447,9 @@ pub struct ModelView<'a> {
     pub truth: Option<&'a [u32]>,
     /// Training curves, when known.
     pub history: Option<&'a crate::train::History>,
+    /// Also draw a t-SNE map of this many evenly spaced samples (0: none; at most
+    /// [`dekm_cluster::tsne::MAX_POINTS`]).
+    pub tsne_points: usize,
 }
 
 /// Writes `latent.png` (PCA of at most `max_points` evenly spaced samples), `confusion.png`
@@ -471,6 +474,32 @@ pub fn model_pictures(
     let title = format!("latent space, PCA ({} of {n} samples)", keep.len());
     scatter(&path, &title, &pca2(&z, v.d), &labels, &outliers)?;
     written.push(path);
+    if v.tsne_points > 0 {
+        let m = v.tsne_points.min(dekm_cluster::tsne::MAX_POINTS).min(n);
+        let step = n.div_ceil(m).max(1);
+        let keep: Vec<usize> = (0..n).step_by(step).collect();
+        let z: Vec<f32> = keep
+            .iter()
+            .flat_map(|&i| v.z[i * v.d..(i + 1) * v.d].iter().copied())
+            .collect();
+        let points =
+            dekm_cluster::Points::new(&z, v.d).map_err(|e| PlotError::Input(e.to_string()))?;
+        let perplexity = 30f64.min((keep.len() as f64 - 1.0) / 3.0).max(2.0);
+        let map = dekm_cluster::tsne::tsne(
+            &points,
+            &dekm_cluster::tsne::TsneConfig {
+                perplexity,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| PlotError::Input(e.to_string()))?;
+        let labels: Vec<u32> = keep.iter().map(|&i| v.labels[i]).collect();
+        let outliers: Vec<bool> = keep.iter().map(|&i| v.outliers[i]).collect();
+        let path = dir.join("latent_tsne.png");
+        let title = format!("latent space, t-SNE ({} of {n} samples)", keep.len());
+        scatter(&path, &title, &map, &labels, &outliers)?;
+        written.push(path);
+    }
     if let Some(t) = v.truth {
         let path = dir.join("confusion.png");
         confusion(&path, v.labels, t)?;
@@ -558,5 +587,49 @@ mod tests {
         assert!(scatter(&p("y.png"), "t", &pts, &labels[..3], &outliers).is_err());
         let nowhere = dir.path().join("missing/dir/z.png");
         assert!(confusion(&nowhere, &labels, &truth).is_err());
+    }
+
+    #[test]
+    fn model_pictures_writes_the_set_including_tsne() {
+        use crate::train::{History, IterationLog};
+        let dir = tempfile::tempdir().unwrap();
+        let z: Vec<f32> = (0..600)
+            .map(|i| ((i * 7919) % 100) as f32 / 10.0 + (i % 2 * 20) as f32)
+            .collect();
+        let labels: Vec<u32> = (0..300).map(|i| (i % 2) as u32).collect();
+        let outliers: Vec<bool> = (0..300).map(|i| i == 7).collect();
+        let history = History {
+            pretrain_loss: vec![0.5, 0.3, 0.2],
+            iterations: vec![IterationLog {
+                loss: 0.1,
+                changed: 0.01,
+                metrics: None,
+            }],
+            ..Default::default()
+        };
+        let view = ModelView {
+            z: &z,
+            d: 2,
+            labels: &labels,
+            outliers: &outliers,
+            truth: Some(&labels),
+            history: Some(&history),
+            tsne_points: 100,
+        };
+        let files = model_pictures(dir.path(), &view, 1000).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "latent.png",
+                "latent_tsne.png",
+                "confusion.png",
+                "training.png"
+            ]
+        );
+        assert!(files.iter().all(|f| is_png(f)));
     }
 }

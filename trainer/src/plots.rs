@@ -124,7 +124,7 @@ fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
 /// Scatter of 2-D points coloured by `labels`, with `outliers` drawn as black crosses on top.
 pub fn scatter(
     path: &Path,
-    title: &str,
+    (title, x_desc, y_desc): (&str, &str, &str),
     pts: &[(f32, f32)],
     labels: &[u32],
     outliers: &[bool],
@@ -152,8 +152,8 @@ pub fn scatter(
         .map_err(&e)?;
     chart
         .configure_mesh()
-        .x_desc("PC 1")
-        .y_desc("PC 2")
+        .x_desc(x_desc)
+        .y_desc(y_desc)
         .draw()
         .map_err(&e)?;
     let k = labels.iter().max().map_or(0, |&m| m as usize + 1);
@@ -472,7 +472,13 @@ pub fn model_pictures(
     let mut written = Vec::new();
     let path = dir.join("latent.png");
     let title = format!("latent space, PCA ({} of {n} samples)", keep.len());
-    scatter(&path, &title, &pca2(&z, v.d), &labels, &outliers)?;
+    scatter(
+        &path,
+        (&title, "PC 1", "PC 2"),
+        &pca2(&z, v.d),
+        &labels,
+        &outliers,
+    )?;
     written.push(path);
     if v.tsne_points > 0 {
         let m = v.tsne_points.min(dekm_cluster::tsne::MAX_POINTS).min(n);
@@ -497,7 +503,13 @@ pub fn model_pictures(
         let outliers: Vec<bool> = keep.iter().map(|&i| v.outliers[i]).collect();
         let path = dir.join("latent_tsne.png");
         let title = format!("latent space, t-SNE ({} of {n} samples)", keep.len());
-        scatter(&path, &title, &map, &labels, &outliers)?;
+        scatter(
+            &path,
+            (&title, "t-SNE 1", "t-SNE 2"),
+            &map,
+            &labels,
+            &outliers,
+        )?;
         written.push(path);
     }
     if let Some(t) = v.truth {
@@ -563,7 +575,14 @@ mod tests {
         assert_eq!(pts.len(), 300);
         let outliers: Vec<bool> = (0..300).map(|i| i % 50 == 0).collect();
         let p = |n: &str| dir.path().join(n);
-        scatter(&p("latent.png"), "latent space", &pts, &labels, &outliers).unwrap();
+        scatter(
+            &p("latent.png"),
+            ("latent space", "PC 1", "PC 2"),
+            &pts,
+            &labels,
+            &outliers,
+        )
+        .unwrap();
         let x: Vec<f64> = (2..=8).map(f64::from).collect();
         let y: Vec<f64> = x.iter().map(|v| 100.0 / v).collect();
         lines(
@@ -584,7 +603,7 @@ mod tests {
         }
         // Bad input and unwritable paths are errors, not panics.
         assert!(lines(&p("x.png"), "t", ("a", "b"), &x, &[("s", vec![1.0])], None).is_err());
-        assert!(scatter(&p("y.png"), "t", &pts, &labels[..3], &outliers).is_err());
+        assert!(scatter(&p("y.png"), ("t", "x", "y"), &pts, &labels[..3], &outliers).is_err());
         let nowhere = dir.path().join("missing/dir/z.png");
         assert!(confusion(&nowhere, &labels, &truth).is_err());
     }

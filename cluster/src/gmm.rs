@@ -229,6 +229,9 @@ pub fn fit(p: &Points<'_>, cfg: &GmmConfig) -> Result<Gmm, ClusterError> {
                 ri.iter_mut().for_each(|v| *v = (*v - lse).exp());
                 lse
             })
+            .collect::<Vec<f64>>()
+            .iter()
+            // Summed in order: a parallel float sum would depend on the thread schedule.
             .sum();
         let mean_ll = total / n as f64;
         comps = m_step(p, &r, cfg);

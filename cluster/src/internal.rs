@@ -120,6 +120,9 @@ pub fn silhouette(
                 (b - a) / a.max(b)
             },
         )
+        .collect::<Vec<f64>>()
+        .iter()
+        // Summed in order: a parallel float sum would depend on the thread schedule.
         .sum();
     Ok(PairScore {
         value: total / n as f64,

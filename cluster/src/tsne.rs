@@ -122,6 +122,9 @@ pub fn tsne(p: &Points<'_>, cfg: &TsneConfig) -> Result<Vec<(f32, f32)>, Cluster
                     })
                     .sum::<f64>()
             })
+            .collect::<Vec<f64>>()
+            .iter()
+            // Summed in order: a parallel float sum would depend on the thread schedule.
             .sum();
         let grads: Vec<[f64; 2]> = (0..n)
             .into_par_iter()

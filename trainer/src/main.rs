@@ -287,7 +287,13 @@ fn train(args: &TrainArgs, quiet: bool) -> Result<()> {
     );
     println!("cluster sizes: {sizes:?}");
     if let (Some(b), Some(m)) = (outcome.trained.baseline, outcome.meta.metrics) {
-        print!("{}", metrics_table(&[("AE+k-means", b), ("DEKM", m)]));
+        let stage = match cfg.method {
+            TrainMethod::Dekm => "DEKM",
+            TrainMethod::Dec => "DEC",
+            TrainMethod::Idec => "IDEC",
+            TrainMethod::AeKmeans => "AE+k-means (final)",
+        };
+        print!("{}", metrics_table(&[("AE+k-means", b), (stage, m)]));
     }
     println!("model: {} (sha256 {})", args.out.display(), outcome.sha256);
     if let Some(dir) = &args.plots {

@@ -592,44 +592,31 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             (km, 0, baseline, false)
         }
     };
-    if cfg.method != Method::Dekm {
-        if matches!(cfg.method, Method::Dec | Method::Idec) {
-            let prefix = if cfg.method == Method::Idec {
-                ""
-            } else {
-                "encoder."
-            };
-            (km, z) = dec_stage(DecRun {
-                ae: &ae,
-                vars: named_vars(prefix)?,
-                xs: &xs,
-                labels: ds.labels.as_deref(),
-                cfg,
-                km,
-                history: &mut history,
-                notify: &notify,
-                check: &check,
-                quiet: opts.quiet,
-            })?;
-        }
-        history.dekm_seconds += started.elapsed().as_secs_f64();
-        let rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
-        return Ok(Trained {
-            spec,
-            varmap,
-            encoder: ae.encoder,
-            normalizer,
-            kmeans: km,
-            rotation: rot,
-            z,
-            baseline,
-            history,
-        });
+    // DEC and IDEC replace the DEKM loop below; AE + k-means skips it.
+    let dekm = cfg.method == Method::Dekm;
+    if matches!(cfg.method, Method::Dec | Method::Idec) {
+        let prefix = if cfg.method == Method::Idec {
+            ""
+        } else {
+            "encoder."
+        };
+        (km, z) = dec_stage(DecRun {
+            ae: &ae,
+            vars: named_vars(prefix)?,
+            xs: &xs,
+            labels: ds.labels.as_deref(),
+            cfg,
+            km,
+            history: &mut history,
+            notify: &notify,
+            check: &check,
+            quiet: opts.quiet,
+        })?;
     }
     let mut rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
-    let pb = bar(opts.quiet, cfg.max_iter, "DEKM");
+    let pb = bar(opts.quiet || !dekm, cfg.max_iter, "DEKM");
     pb.set_position(start as u64);
-    while start < cfg.max_iter && !converged {
+    while dekm && start < cfg.max_iter && !converged {
         let it = start;
         let vt = Tensor::from_vec(rot.v.clone(), (d, d), &dev)?
             .t()?

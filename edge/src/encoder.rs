@@ -1,9 +1,18 @@
-//! The encoder forward pass without candle: convolutions as an `im2col` gather (a precomputed
-//! index map) + one register-tiled matrix product per layer, written with explicit SIMD and run
-//! with the widest vectors the CPU has ([`pulp`] dispatch: AVX-512, AVX2+FMA, NEON). General
-//! GEMM libraries (nalgebra's `matrixmultiply`, the `gemm` crate) allocate packing buffers on
-//! every call and, at one image's sizes, ran slower here (docs/RESULTS.md). Dense layers are
-//! nalgebra matrix-vector products. ReLU after every layer but the latent one.
+//! The encoder forward pass without candle.
+//!
+//! Convolutions are *indirect convolutions* (the scheme of XNNPACK): activations are stored
+//! channels-last (HWC) with the channel count padded to whole vectors, and each layer keeps, for
+//! every output pixel and kernel tap, the offset of the input pixel it reads (or of a zero block
+//! in the padding). A register tile of output pixels × output channels then accumulates straight
+//! from the activations, with bias and ReLU fused into its store. Written with explicit SIMD and
+//! run with the widest vectors the CPU has ([`pulp`] dispatch: AVX-512, AVX2+FMA, NEON).
+//!
+//! Why this layout: the earlier im2col + vectors-along-pixels version copied 66k values per image
+//! and padded the 7×7 and 3×3 outputs of the paper's last two layers to whole vectors (31% and
+//! 44% wasted work); vectors along output channels (32, 64, 128: whole vectors) waste nothing
+//! and copy nothing. General GEMM libraries (nalgebra's `matrixmultiply`, the `gemm` crate)
+//! allocate packing buffers on every call and ran slower at one image's sizes (docs/RESULTS.md).
+//! Dense layers are SIMD matrix-vector products. ReLU after every layer but the latent one.
 //!
 //! All buffers live in a [`Workspace`] sized once from the [`EncoderSpec`], so encoding a sample
 //! allocates nothing (`tests/no_alloc.rs` counts).
@@ -11,7 +20,6 @@
 use alloc::{format, string::String, vec, vec::Vec};
 
 use dekm_shared::{ConvGeometry, EncoderSpec, names};
-use nalgebra::{DMatrixView, DMatrixViewMut};
 
 /// A missing or mis-sized weight, or a sample of the wrong length.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -50,18 +58,28 @@ struct Dense {
     input: usize,
 }
 
-/// One convolution with its resolved shapes.
+/// Activations store their channels padded with zeros to a multiple of this (AVX-512's 16
+/// lanes), so a register tile always covers whole vectors, whatever the vector width.
+const PAD_C: usize = 16;
+/// Output pixels per register tile: 6 pixels × 4 vectors of channels = 24 accumulators, plus 4
+/// weight vectors and one broadcast, fit AVX-512's 32 registers (AVX2 takes 2 vectors of
+/// channels: 12 + 2 + 1 of its 16). [`Conv::forward`] spells out the remainders 1..=5.
+const TILE_P: usize = 6;
+
+/// One convolution with its resolved shapes, weights laid out for the register tile.
 #[derive(Debug, Clone)]
 struct Conv {
     g: ConvGeometry,
-    /// The weight transposed to `[in·k·k, out]`, so a tile's weights for one reduction step
-    /// are contiguous.
-    weight_t: Vec<f32>,
+    /// Output channels padded to [`PAD_C`]: the channel stride of the output activations.
+    out_stride: usize,
+    /// `[tap, input channel, output channel]` (taps row-major over the kernel, output channels
+    /// padded to `out_stride` with zeros), so one reduction step's weights are contiguous.
+    weight: Vec<f32>,
+    /// Bias padded with zeros, so padded channels stay zero after ReLU.
     bias: Vec<f32>,
-    /// For every element of the column matrix, the input index it copies, or the input length
-    /// (a zero slot just past the input) inside the padding. Computed once per model, so
-    /// `im2col` is one branch-free gather instead of per-element bounds arithmetic.
-    gather: Vec<u32>,
+    /// `[output pixel, tap]`: offset of the input pixel's first channel, or of the zero block
+    /// where the tap falls into the padding. Computed once per model.
+    taps: Vec<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -75,17 +93,19 @@ enum Body {
 pub struct Encoder {
     spec: EncoderSpec,
     body: Body,
+    /// The latent layer; for a convolutional body its weight columns are permuted from the
+    /// export's CHW flattening to the padded HWC activations.
     latent: Dense,
-    /// Lengths of the activation buffers and of the column matrix.
+    /// Length of each activation buffer, and the offset of the zero block (as many zeros as the
+    /// widest layer input has channels) at its end that padded taps read.
     sizes: (usize, usize),
 }
 
-/// Scratch buffers for one [`Encoder`]: two activation buffers and one column matrix.
+/// Scratch buffers for one [`Encoder`]: two activation buffers, used in turn.
 #[derive(Debug, Clone)]
 pub struct Workspace {
     a: Vec<f32>,
     b: Vec<f32>,
-    cols: Vec<f32>,
 }
 
 fn tensor<'a>(
@@ -131,193 +151,255 @@ impl Dense {
     /// `out = W x + b`, then ReLU when `relu`.
     fn forward(&self, x: &[f32], out: &mut [f32], relu: bool) {
         let out = &mut out[..self.outputs()];
-        out.copy_from_slice(&self.bias);
-        // Column-major view of the row-major [out, in] weight is its [in, out] transpose.
-        let w = DMatrixView::from_slice(&self.weight, self.input, self.outputs());
-        let x = DMatrixView::from_slice(&x[..self.input], 1, self.input);
-        let mut y = DMatrixViewMut::from_slice(out, 1, self.outputs());
-        y.gemm(1.0, &x, &w, 1.0);
+        pulp::Arch::new().dispatch(MatVec {
+            w: &self.weight,
+            x: &x[..self.input],
+            b: &self.bias,
+            out,
+        });
         if relu {
-            relu_in_place(out);
+            for v in out {
+                *v = v.max(0.0);
+            }
+        }
+    }
+
+    /// The same layer reading the padded HWC activations of `g`'s output instead of the CHW
+    /// flattening it was trained on: column `c·h·w + p` moves to `p·stride + c`; padded channels
+    /// get zero weights.
+    fn reading_hwc(self, g: &ConvGeometry, stride: usize) -> Self {
+        let (channels, pixels) = (g.output.channels, g.output.height * g.output.width);
+        let input = pixels * stride;
+        let mut weight = vec![0.0; self.outputs() * input];
+        for (row, old) in weight
+            .chunks_exact_mut(input)
+            .zip(self.weight.chunks_exact(self.input))
+        {
+            for (c, plane) in old.chunks_exact(pixels).enumerate().take(channels) {
+                for (p, &w) in plane.iter().enumerate() {
+                    row[p * stride + c] = w;
+                }
+            }
+        }
+        Self {
+            weight,
+            bias: self.bias,
+            input,
+        }
+    }
+}
+
+/// `out = W x + b` for a row-major `W`: one SIMD dot product per row, four vectors deep to
+/// hide the FMA latency. (nalgebra's general product spent 5 µs, a tenth of an image's time, on
+/// the paper's 1152→10 latent layer: it is built for larger matrices.)
+struct MatVec<'a> {
+    w: &'a [f32],
+    x: &'a [f32],
+    b: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for MatVec<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let Self { w, x, b, out } = self;
+        let (xv, xt) = S::as_simd_f32s(x);
+        for ((o, &b), row) in out.iter_mut().zip(b).zip(w.chunks_exact(x.len())) {
+            let (rv, rt) = S::as_simd_f32s(row);
+            let mut acc = [simd.splat_f32s(0.0); 4];
+            let (r4, x4) = (rv.chunks_exact(4), xv.chunks_exact(4));
+            let tail = r4.remainder().iter().zip(x4.remainder());
+            for (r, x) in r4.zip(x4) {
+                for ((a, &r), &x) in acc.iter_mut().zip(r).zip(x) {
+                    *a = simd.mul_add_e_f32s(r, x, *a);
+                }
+            }
+            for (&r, &x) in tail {
+                acc[0] = simd.mul_add_e_f32s(r, x, acc[0]);
+            }
+            let [a0, a1, a2, a3] = acc;
+            let sum = simd.add_f32s(simd.add_f32s(a0, a1), simd.add_f32s(a2, a3));
+            let tail: f32 = rt.iter().zip(xt).map(|(r, x)| r * x).sum();
+            *o = b + simd.reduce_sum_f32s(sum) + tail;
         }
     }
 }
 
 impl Conv {
-    /// Rows and columns of the column matrix of one image.
-    fn cols_shape(&self) -> (usize, usize) {
-        let g = &self.g;
-        (
-            g.input.channels * g.kernel * g.kernel,
-            g.output.height * g.output.width,
-        )
-    }
-
-    /// Row length of the stored column matrix: `oh·ow` rounded up to whole vectors, the extra
-    /// columns gathering zeros, so the kernel never handles a partial vector.
-    fn padded_len(&self) -> usize {
-        self.cols_shape().1.next_multiple_of(PAD_L)
-    }
-
-    /// The gather map of [`Conv::gather`] for geometry `g`, rows padded to whole vectors.
-    fn gather_map(g: &ConvGeometry) -> Vec<u32> {
-        let (ih, iw, oh, ow, k) = (
-            g.input.height,
-            g.input.width,
-            g.output.height,
-            g.output.width,
-            g.kernel,
-        );
-        let zero = g.input.len() as u32;
-        let rows = g.input.channels * k * k;
-        let lp = (oh * ow).next_multiple_of(PAD_L);
-        let mut map = Vec::with_capacity(rows * lp);
-        for r in 0..rows {
-            let (ci, ki, kj) = (r / (k * k), r / k % k, r % k);
-            for oy in 0..oh {
-                let iy = (oy * g.stride + ki).checked_sub(g.pad).filter(|&i| i < ih);
-                for ox in 0..ow {
-                    let ix = (ox * g.stride + kj).checked_sub(g.pad).filter(|&i| i < iw);
-                    map.push(match (iy, ix) {
-                        (Some(y), Some(x)) => ((ci * ih + y) * iw + x) as u32,
-                        _ => zero,
-                    });
+    /// Lays out the exported `[out, in, k, k]` weight and the tap offsets of geometry `g`
+    /// reading activations whose channel stride is `in_stride`; `zero` is the zero block's offset.
+    fn new(g: ConvGeometry, w: &[f32], b: &[f32], in_stride: usize, zero: u32) -> Self {
+        let (cin, cout, k) = (g.input.channels, g.output.channels, g.kernel);
+        let out_stride = cout.next_multiple_of(PAD_C);
+        let mut weight = vec![0.0; k * k * cin * out_stride];
+        for (o, filter) in w.chunks_exact(cin * k * k).enumerate() {
+            for (c, taps) in filter.chunks_exact(k * k).enumerate() {
+                for (t, &v) in taps.iter().enumerate() {
+                    weight[(t * cin + c) * out_stride + o] = v;
                 }
             }
-            map.resize((r + 1) * lp, zero);
         }
-        map
+        let mut bias = b.to_vec();
+        bias.resize(out_stride, 0.0);
+        let (ih, iw) = (g.input.height, g.input.width);
+        let mut taps = Vec::with_capacity(g.output.height * g.output.width * k * k);
+        for oy in 0..g.output.height {
+            for ox in 0..g.output.width {
+                for ki in 0..k {
+                    let iy = (oy * g.stride + ki).checked_sub(g.pad).filter(|&i| i < ih);
+                    for kj in 0..k {
+                        let ix = (ox * g.stride + kj).checked_sub(g.pad).filter(|&i| i < iw);
+                        taps.push(match (iy, ix) {
+                            (Some(y), Some(x)) => ((y * iw + x) * in_stride) as u32,
+                            _ => zero,
+                        });
+                    }
+                }
+            }
+        }
+        Self {
+            g,
+            out_stride,
+            weight,
+            bias,
+            taps,
+        }
     }
 
-    /// `out[o, oh·ow] = relu(W · cols + b)`.
-    fn forward(&self, x: &mut [f32], cols: &mut [f32], out: &mut [f32]) {
-        let (r, l) = self.cols_shape();
-        let lp = self.padded_len();
-        let o = self.g.output.channels;
-        let cols = &mut cols[..r * lp];
-        // `x` has one spare slot past the input, zeroed here, that the padding reads.
-        let x = &mut x[..=self.g.input.len()];
-        x[self.g.input.len()] = 0.0;
-        for (c, &i) in cols.iter_mut().zip(&self.gather) {
-            *c = x[i as usize];
-        }
-        let out = &mut out[..o * l];
-        for (row, &b) in out.chunks_exact_mut(l).zip(&self.bias) {
-            row.fill(b);
-        }
-        pulp::Arch::new().dispatch(TiledProduct {
-            wt: &self.weight_t,
-            cols,
-            out,
-            dims: (o, l, lp),
-        });
-        relu_in_place(out);
+    fn pixels(&self) -> usize {
+        self.g.output.height * self.g.output.width
+    }
+
+    /// `out[pixel, channel] = relu(bias + Σ_tap Σ_c x[taps[pixel, tap] + c] · weight[tap, c, channel])`.
+    fn forward(&self, x: &[f32], out: &mut [f32]) {
+        pulp::Arch::new().dispatch(ConvKernel { conv: self, x, out });
     }
 }
 
-/// Output rows per register tile: 8 accumulator vectors plus the column vector and a broadcast
-/// fit the 16 registers of AVX2 as well as the 32 of AVX-512.
-const TILE_O: usize = 8;
-/// Column matrices are padded to a multiple of this (the widest vector, AVX-512's 16 lanes),
-/// so every tile is whole for any vector width.
-const PAD_L: usize = 16;
-
-/// `out[O, L] += wt[R, O]ᵀ · cols[R, Lp]` with explicit SIMD: `TILE_O` output rows by one
-/// vector of columns per register tile, one broadcast-FMA per row and reduction step. It
-/// allocates nothing (general GEMM libraries allocate packing buffers on every call), and
-/// `pulp` runs it with the widest vectors the CPU has (AVX-512, AVX2+FMA, NEON).
-struct TiledProduct<'a> {
-    wt: &'a [f32],
-    cols: &'a [f32],
+/// [`Conv::forward`] for one instruction set.
+struct ConvKernel<'a> {
+    conv: &'a Conv,
+    x: &'a [f32],
     out: &'a mut [f32],
-    /// (O, L, padded L).
-    dims: (usize, usize, usize),
 }
 
-impl pulp::WithSimd for TiledProduct<'_> {
+impl pulp::WithSimd for ConvKernel<'_> {
     type Output = ();
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
-        let Self {
-            wt,
-            cols,
-            out,
-            dims,
-        } = self;
-        let (o, l, lp) = dims;
-        let lanes = S::F32_LANES;
-        if lanes > PAD_L {
-            // No instruction set pulp knows has more than 16 f32 lanes; should one appear, stay
-            // correct with plain loops rather than read past the padded rows.
-            for (i, orow) in out.chunks_exact_mut(l).enumerate().take(o) {
-                for (wrow, crow) in wt.chunks_exact(o).zip(cols.chunks_exact(lp)) {
-                    for (d, &c) in orow.iter_mut().zip(crow) {
-                        *d += wrow[i] * c;
-                    }
+        let Self { conv, x, out } = self;
+        if PAD_C.is_multiple_of(S::F32_LANES) {
+            conv_tiles(simd, conv, x, out);
+        } else {
+            // No instruction set pulp knows has vectors that do not divide 16 lanes; should one
+            // appear, stay correct with one lane rather than read past the padded channels.
+            conv_tiles(pulp::Scalar::new(), conv, x, out);
+        }
+    }
+}
+
+/// Every register tile of one convolution, for vectors that divide [`PAD_C`].
+#[inline(always)]
+fn conv_tiles<S: pulp::Simd>(simd: S, conv: &Conv, x: &[f32], out: &mut [f32]) {
+    let lanes = S::F32_LANES;
+    let vectors = conv.out_stride / lanes;
+    // AVX2 (8 lanes) has 16 registers: at most 2 vectors of channels per tile.
+    let widest = if lanes == 8 { 2 } else { 4 };
+    let mut v0 = 0;
+    while v0 < vectors {
+        let o0 = v0 * lanes;
+        match (vectors - v0).min(widest) {
+            4.. => {
+                strip::<S, 4>(simd, conv, x, out, o0);
+                v0 += 4;
+            }
+            2 | 3 => {
+                strip::<S, 2>(simd, conv, x, out, o0);
+                v0 += 2;
+            }
+            _ => {
+                strip::<S, 1>(simd, conv, x, out, o0);
+                v0 += 1;
+            }
+        }
+    }
+}
+
+/// All output pixels for the `NV` vectors of output channels from `o0`.
+#[inline(always)]
+fn strip<S: pulp::Simd, const NV: usize>(
+    simd: S,
+    conv: &Conv,
+    x: &[f32],
+    out: &mut [f32],
+    o0: usize,
+) {
+    let pixels = conv.pixels();
+    let mut p0 = 0;
+    while p0 + TILE_P <= pixels {
+        tile::<S, TILE_P, NV>(simd, conv, x, out, p0, o0);
+        p0 += TILE_P;
+    }
+    match pixels - p0 {
+        0 => {}
+        1 => tile::<S, 1, NV>(simd, conv, x, out, p0, o0),
+        2 => tile::<S, 2, NV>(simd, conv, x, out, p0, o0),
+        3 => tile::<S, 3, NV>(simd, conv, x, out, p0, o0),
+        4 => tile::<S, 4, NV>(simd, conv, x, out, p0, o0),
+        _ => tile::<S, 5, NV>(simd, conv, x, out, p0, o0),
+    }
+}
+
+/// One register tile: `P` output pixels from `p0` by `NV` vectors of output channels from `o0`.
+/// `P` and `NV` are constants so the accumulators live in registers.
+#[inline(always)]
+fn tile<S: pulp::Simd, const P: usize, const NV: usize>(
+    simd: S,
+    conv: &Conv,
+    x: &[f32],
+    out: &mut [f32],
+    p0: usize,
+    o0: usize,
+) {
+    let width = NV * S::F32_LANES;
+    let (cin, stride) = (conv.g.input.channels, conv.out_stride);
+    let taps = conv.g.kernel * conv.g.kernel;
+    let vectors = |s: &[f32]| -> Option<[S::f32s; NV]> {
+        <&[S::f32s; NV]>::try_from(S::as_simd_f32s(s.get(o0..o0 + width)?).0)
+            .ok()
+            .copied()
+    };
+    let Some(bias) = vectors(&conv.bias) else {
+        return;
+    };
+    let mut acc = [bias; P];
+    let offsets = &conv.taps[p0 * taps..(p0 + P) * taps];
+    for (t, w) in conv.weight.chunks_exact(cin * stride).enumerate() {
+        let mut src = [&x[..0]; P];
+        for (m, s) in src.iter_mut().enumerate() {
+            let at = offsets[m * taps + t] as usize;
+            *s = &x[at..at + cin];
+        }
+        for (c, row) in w.chunks_exact(stride).enumerate() {
+            let Some(w) = vectors(row) else {
+                return;
+            };
+            for (a, s) in acc.iter_mut().zip(&src) {
+                let b = simd.splat_f32s(s[c]);
+                for (a, &w) in a.iter_mut().zip(&w) {
+                    *a = simd.mul_add_e_f32s(b, w, *a);
                 }
             }
-            return;
-        }
-        // AVX-512 has 32 vector registers: 16 accumulators halve the passes over the columns.
-        let wide = lanes >= 16;
-        for l0 in (0..l).step_by(lanes) {
-            let lw = lanes.min(l - l0);
-            let mut o0 = 0;
-            while wide && o0 + 2 * TILE_O <= o {
-                block::<S, { 2 * TILE_O }>(simd, wt, cols, out, (o0, l0, lw), dims);
-                o0 += 2 * TILE_O;
-            }
-            while o0 + TILE_O <= o {
-                block::<S, TILE_O>(simd, wt, cols, out, (o0, l0, lw), dims);
-                o0 += TILE_O;
-            }
-            while o0 < o {
-                block::<S, 1>(simd, wt, cols, out, (o0, l0, lw), dims);
-                o0 += 1;
-            }
         }
     }
-}
-
-/// One register tile: `ROWS` output rows from `o0` by one vector of columns from `l0` (`lw` of
-/// them real). `ROWS` is a constant so the accumulators live in registers.
-#[inline(always)]
-fn block<S: pulp::Simd, const ROWS: usize>(
-    simd: S,
-    wt: &[f32],
-    cols: &[f32],
-    out: &mut [f32],
-    (o0, l0, lw): (usize, usize, usize),
-    (o, l, lp): (usize, usize, usize),
-) {
-    let lanes = S::F32_LANES;
-    let mut acc = [simd.splat_f32s(0.0); ROWS];
-    for (wrow, crow) in wt.chunks_exact(o).zip(cols.chunks_exact(lp)) {
-        let (c, _) = S::as_simd_f32s(&crow[l0..l0 + lanes]);
-        let (Some(&c), Ok(w)) = (c.first(), <&[f32; ROWS]>::try_from(&wrow[o0..o0 + ROWS])) else {
-            return;
-        };
-        for (a, &w) in acc.iter_mut().zip(w) {
-            *a = simd.mul_add_e_f32s(simd.splat_f32s(w), c, *a);
-        }
-    }
-    let mut spill = [0f32; PAD_L];
-    for (i, a) in acc.iter().enumerate() {
-        let (v, _) = S::as_mut_simd_f32s(&mut spill[..lanes]);
-        if let Some(slot) = v.first_mut() {
-            *slot = *a;
-        }
-        for (d, x) in out[(o0 + i) * l + l0..][..lw].iter_mut().zip(&spill) {
-            *d += x;
-        }
-    }
-}
-
-fn relu_in_place(xs: &mut [f32]) {
-    for v in xs {
-        if *v < 0.0 {
-            *v = 0.0;
+    let zero = simd.splat_f32s(0.0);
+    for (m, a) in acc.iter().enumerate() {
+        let dst = &mut out[(p0 + m) * stride + o0..][..width];
+        for (d, &a) in S::as_mut_simd_f32s(dst).0.iter_mut().zip(a.iter()) {
+            *d = simd.max_f32s(a, zero);
         }
     }
 }
@@ -331,26 +413,45 @@ impl Encoder {
     ) -> Result<Self, EncoderError> {
         spec.validate().map_err(EncoderError::Spec)?;
         let pre = spec.pre_latent_len().map_err(EncoderError::Spec)?;
-        let body = match spec {
-            EncoderSpec::Conv { .. } => Body::Conv(
-                spec.conv_geometry()
-                    .map_err(EncoderError::Spec)?
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, g)| {
-                        let name = names::conv(i);
-                        let r = g.input.channels * g.kernel * g.kernel;
-                        let o = g.output.channels;
-                        let w = tensor(&get, &format!("{name}.weight"), o * r)?;
-                        Ok(Conv {
-                            weight_t: (0..r * o).map(|i| w[(i % o) * r + i / o]).collect(),
-                            bias: tensor(&get, &format!("{name}.bias"), g.output.channels)?,
-                            gather: Conv::gather_map(&g),
-                            g,
-                        })
+        let latent = dense(&get, names::LATENT, pre, spec.latent_dim())?;
+        let (body, latent, sizes) = match spec {
+            EncoderSpec::Conv { input, .. } => {
+                let geometry = spec.conv_geometry().map_err(EncoderError::Spec)?;
+                // Every activation (the image included) fits below the zero block.
+                let zero = geometry
+                    .iter()
+                    .map(|g| {
+                        g.output.height * g.output.width * g.output.channels.next_multiple_of(PAD_C)
                     })
-                    .collect::<Result<_, EncoderError>>()?,
-            ),
+                    .fold(spec.input_len(), usize::max);
+                let widest_input = geometry.iter().map(|g| g.input.channels).max().unwrap_or(0);
+                // Tap offsets are 32-bit.
+                let len = zero + widest_input;
+                let zero32 =
+                    u32::try_from(len)
+                        .map(|_| zero as u32)
+                        .map_err(|_| EncoderError::Length {
+                            what: "activation buffer (32-bit offsets)".into(),
+                            expected: u32::MAX as usize,
+                            got: len,
+                        })?;
+                let mut in_stride = input.channels;
+                let mut convs = Vec::with_capacity(geometry.len());
+                for (i, g) in geometry.into_iter().enumerate() {
+                    let name = names::conv(i);
+                    let (o, r) = (g.output.channels, g.input.channels * g.kernel * g.kernel);
+                    let w = tensor(&get, &format!("{name}.weight"), o * r)?;
+                    let b = tensor(&get, &format!("{name}.bias"), o)?;
+                    let conv = Conv::new(g, &w, &b, in_stride, zero32);
+                    in_stride = conv.out_stride;
+                    convs.push(conv);
+                }
+                let latent = match convs.last() {
+                    Some(last) => latent.reading_hwc(&last.g, last.out_stride),
+                    None => latent,
+                };
+                (Body::Conv(convs), latent, (len, zero))
+            }
             EncoderSpec::Dense { input, hidden, .. } => {
                 let mut prev = *input;
                 let mut layers = Vec::with_capacity(hidden.len());
@@ -358,31 +459,15 @@ impl Encoder {
                     layers.push(dense(&get, &names::dense(i), prev, h)?);
                     prev = h;
                 }
-                Body::Dense(layers)
+                let act = layers.iter().map(Dense::outputs).fold(*input, usize::max);
+                (Body::Dense(layers), latent, (act, act))
             }
         };
-        let latent = dense(&get, names::LATENT, pre, spec.latent_dim())?;
-        // One spare slot for the zero that padded positions gather.
-        let mut act = spec.input_len().max(pre) + 1;
-        let mut cols = 0;
-        match &body {
-            Body::Conv(convs) => {
-                for c in convs {
-                    act = act.max(c.g.output.len() + 1);
-                    cols = cols.max(c.cols_shape().0 * c.padded_len());
-                }
-            }
-            Body::Dense(layers) => {
-                for d in layers {
-                    act = act.max(d.outputs());
-                }
-            }
-        }
         Ok(Self {
             spec: spec.clone(),
             body,
             latent,
-            sizes: (act, cols),
+            sizes,
         })
     }
 
@@ -402,28 +487,28 @@ impl Encoder {
     }
 
     /// Floating-point operations (two per multiply-add) of one forward pass, for reporting
-    /// GFLOP/s against the machine's peak.
+    /// GFLOP/s against the machine's peak. Counts the layers' real channels, not the padding.
     pub fn flops_per_sample(&self) -> usize {
         let body: usize = match &self.body {
             Body::Conv(convs) => convs
                 .iter()
                 .map(|c| {
-                    let (r, l) = c.cols_shape();
-                    2 * r * l * c.g.output.channels
+                    let g = &c.g;
+                    2 * g.input.channels * g.kernel * g.kernel * c.pixels() * g.output.channels
                 })
                 .sum(),
             Body::Dense(layers) => layers.iter().map(|d| 2 * d.input * d.outputs()).sum(),
         };
-        body + 2 * self.latent.input * self.latent.outputs()
+        let pre = self.spec.pre_latent_len().unwrap_or(self.latent.input);
+        body + 2 * pre * self.latent.outputs()
     }
 
     /// Buffers for [`Self::encode`], allocated once.
     pub fn workspace(&self) -> Workspace {
-        let (act, cols) = self.sizes;
+        let (len, _) = self.sizes;
         Workspace {
-            a: vec![0.0; act],
-            b: vec![0.0; act],
-            cols: vec![0.0; cols],
+            a: vec![0.0; len],
+            b: vec![0.0; len],
         }
     }
 
@@ -441,22 +526,33 @@ impl Encoder {
         {
             return Err(e);
         }
-        let (act, n) = self.sizes;
-        if ws.a.len() < act || ws.b.len() < act || ws.cols.len() < n {
+        let (len, zero) = self.sizes;
+        if ws.a.len() != len || ws.b.len() != len {
             // A workspace made for another encoder: replaced once, then reused.
             *ws = self.workspace();
         }
-        let Workspace { a, b, cols } = ws;
-        a[..x.len()].copy_from_slice(x);
+        let Workspace { a, b } = ws;
         let (mut cur, mut next) = (a, b);
         match &self.body {
             Body::Conv(convs) => {
+                // The zero block: a workspace shared with another encoder of the same buffer
+                // length may have written there.
+                cur[zero..].fill(0.0);
+                next[zero..].fill(0.0);
+                match (&self.spec, convs.is_empty()) {
+                    (EncoderSpec::Conv { input, .. }, false) if input.channels > 1 => {
+                        to_channels_last(input.channels, x, cur);
+                    }
+                    // One channel, or no convolution: the latent layer reads CHW as exported.
+                    _ => cur[..x.len()].copy_from_slice(x),
+                }
                 for c in convs {
-                    c.forward(cur, cols, next);
+                    c.forward(cur, next);
                     core::mem::swap(&mut cur, &mut next);
                 }
             }
             Body::Dense(layers) => {
+                cur[..x.len()].copy_from_slice(x);
                 for d in layers {
                     d.forward(cur, next, true);
                     core::mem::swap(&mut cur, &mut next);
@@ -465,6 +561,16 @@ impl Encoder {
         }
         self.latent.forward(cur, z, false);
         Ok(())
+    }
+}
+
+/// Copies the CHW sample `x` of `channels` planes into `out` as HWC, the convolutions' layout.
+fn to_channels_last(channels: usize, x: &[f32], out: &mut [f32]) {
+    let pixels = x.len() / channels;
+    for (c, plane) in x.chunks_exact(pixels).enumerate() {
+        for (p, &v) in plane.iter().enumerate() {
+            out[p * channels + c] = v;
+        }
     }
 }
 
@@ -597,6 +703,66 @@ mod tests {
             hidden: vec![9, 7],
             latent: 3,
         });
+    }
+
+    #[test]
+    fn channels_that_are_not_whole_vectors_rectangles_and_no_convolution_match_direct_loops() {
+        use dekm_shared::{ConvSpec, Padding};
+        let input = ImageShape {
+            channels: 2,
+            height: 9,
+            width: 7,
+        };
+        let conv = |filters, kernel, stride, padding| ConvSpec {
+            filters,
+            kernel,
+            stride,
+            padding,
+        };
+        check(EncoderSpec::Conv {
+            input,
+            convs: vec![
+                conv(5, 3, 1, Padding::Same),
+                conv(17, 2, 2, Padding::Valid),
+                conv(40, 3, 1, Padding::Same),
+            ],
+            latent: 3,
+        });
+        check(EncoderSpec::Conv {
+            input,
+            convs: vec![],
+            latent: 4,
+        });
+    }
+
+    /// The one-lane path (what a CPU whose vectors do not divide 16 lanes would run) equals the
+    /// dispatched SIMD path layer by layer.
+    #[test]
+    fn one_lane_and_simd_tiles_agree() {
+        let input = ImageShape {
+            channels: 3,
+            height: 11,
+            width: 11,
+        };
+        let spec = EncoderSpec::paper_conv(input, 4);
+        let w = weights(&spec);
+        let enc = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap();
+        let Body::Conv(convs) = &enc.body else {
+            unreachable!()
+        };
+        let (len, zero) = enc.sizes;
+        let mut x: Vec<f32> = (0..len).map(|i| (i % 13) as f32 / 13.0).collect();
+        x[zero..].fill(0.0);
+        for conv in convs {
+            let (mut simd, mut one) = (vec![0.0; len], vec![0.0; len]);
+            conv.forward(&x, &mut simd);
+            conv_tiles(pulp::Scalar::new(), conv, &x, &mut one);
+            for (a, b) in simd.iter().zip(&one) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+            }
+            assert!(simd.iter().any(|&v| v > 0.0));
+            x = simd;
+        }
     }
 
     #[test]

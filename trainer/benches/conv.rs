@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 mod common;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarMap;
-use common::peak_gflops;
+use common::{measured_peak_gflops, peak_gflops};
 use dekm_shared::layers::EncoderSpec;
 use dekm_trainer::data::{self, DataSource, LoadOptions};
 use dekm_trainer::model::{Autoencoder, ConvBackend, embed};
@@ -278,10 +278,16 @@ fn main() -> Result<()> {
     }
     match peak {
         Some((ghz, gflops)) => println!(
-            "machine peak ≈ {gflops:.0} GFLOP/s ({threads} core(s) x 32 FLOP/cycle x {ghz:.2} GHz as /proc/cpuinfo reports)"
+            "machine peak ≈ {gflops:.0} GFLOP/s ({threads} core(s) x {:.0} FLOP/cycle x {ghz:.2} GHz as /proc/cpuinfo reports)",
+            gflops / threads as f64 / ghz
         ),
         None => println!("machine peak: unknown (no /proc/cpuinfo)"),
     }
+    let m = measured_peak_gflops();
+    println!(
+        "measured FMA rate of one core (turbo included): {m:.0} GFLOP/s; x {threads} = {:.0} GFLOP/s",
+        m * threads as f64
+    );
     println!(
         "work per image: {:.2} MFLOP inference, {:.2} MFLOP training step",
         (infer_macs * 2) as f64 / 1e6,

@@ -23,3 +23,35 @@ pub fn peak_gflops(cores: usize) -> Option<(f64, f64)> {
     };
     Some((mhz / 1000.0, cores as f64 * flop_per_cycle * mhz / 1000.0))
 }
+
+/// The f32 multiply-add rate one core sustains right now, in GFLOP/s: 16 independent chains of
+/// FMAs on the widest vectors the CPU has (enough to cover the latency of two pipes), best of 5
+/// rounds of about 20 ms. Unlike [`peak_gflops`] it includes turbo clocks, so it is the ceiling
+/// to compare kernels with.
+pub fn measured_peak_gflops() -> f64 {
+    (0..5)
+        .map(|_| pulp::Arch::new().dispatch(FmaChains))
+        .fold(0.0, f64::max)
+}
+
+struct FmaChains;
+
+impl pulp::WithSimd for FmaChains {
+    type Output = f64;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> f64 {
+        const ROUNDS: usize = 1 << 20;
+        let (a, b) = (simd.splat_f32s(0.999_999), simd.splat_f32s(1e-7));
+        let mut acc = [simd.splat_f32s(1.0); 16];
+        let start = std::time::Instant::now();
+        for _ in 0..ROUNDS {
+            for x in &mut acc {
+                *x = simd.mul_add_e_f32s(*x, a, b);
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        std::hint::black_box(acc);
+        (ROUNDS * acc.len() * S::F32_LANES * 2) as f64 / seconds / 1e9
+    }
+}

@@ -277,22 +277,23 @@ fn train(args: &TrainArgs, quiet: bool) -> Result<()> {
     let outcome = train_and_export(&ds, &cfg, &opts, &args.out).context("training failed")?;
     let sizes = cluster_sizes(&outcome.calibration.labels, cfg.k);
     let h = &outcome.trained.history;
+    let stage = match cfg.method {
+        TrainMethod::Dekm => "DEKM",
+        TrainMethod::Dec => "DEC",
+        TrainMethod::Idec => "IDEC",
+        TrainMethod::AeKmeans => "AE+k-means (final)",
+    };
     println!(
-        "trained on {} ({} samples) in {:.1} s pretraining + {:.1} s DEKM ({} iterations)",
+        "trained on {} ({} samples) in {:.1} s pretraining + {:.1} s {} ({} iterations)",
         ds.name,
         ds.len(),
         h.pretrain_seconds,
         h.dekm_seconds,
+        stage.split(' ').next().unwrap_or(stage),
         h.iterations.len()
     );
     println!("cluster sizes: {sizes:?}");
     if let (Some(b), Some(m)) = (outcome.trained.baseline, outcome.meta.metrics) {
-        let stage = match cfg.method {
-            TrainMethod::Dekm => "DEKM",
-            TrainMethod::Dec => "DEC",
-            TrainMethod::Idec => "IDEC",
-            TrainMethod::AeKmeans => "AE+k-means (final)",
-        };
         print!("{}", metrics_table(&[("AE+k-means", b), (stage, m)]));
     }
     println!("model: {} (sha256 {})", args.out.display(), outcome.sha256);
@@ -382,7 +383,7 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
     let pairs = args.pairs.options();
     let scores = analysis::score(&space, &assigned, ds.labels.as_deref(), &pairs)?;
     println!("metrics in the {}:", space.name);
-    let rows = [("DEKM".to_string(), scores, None)];
+    let rows = [("model's assignment".to_string(), scores, None)];
     print!("{}", analysis::scores_table(&rows));
     args.pairs.footnote(&rows);
     Ok(())

@@ -291,6 +291,22 @@ struct RunKey {
     config: TrainConfig,
 }
 
+impl RunKey {
+    /// True when a checkpoint of run `self` may continue as run `other`: the same computation so
+    /// far. The stopping tolerance may change (a converged run can be resumed with a tighter
+    /// one); epochs, iterations and stage are already left out of the key when it is made.
+    fn resumable_as(&self, other: &RunKey) -> bool {
+        let key = |k: &RunKey| RunKey {
+            config: TrainConfig {
+                tol: 0.0,
+                ..k.config.clone()
+            },
+            ..k.clone()
+        };
+        key(self) == key(other)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Phase {
     Pretrain {
@@ -370,7 +386,7 @@ impl Checkpointer<'_> {
         let bytes = std::fs::read(&path).map_err(|e| self.err(e))?;
         let state: CheckpointState =
             serde_json::from_slice(&bytes).map_err(|e| self.err(format!("{STATE}: {e}")))?;
-        if state.run != self.run {
+        if !state.run.resumable_as(&self.run) {
             return Err(self.err(
                 "it belongs to a different run (data set, size or settings differ); remove it or drop --resume",
             ));
@@ -579,7 +595,12 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
                 kmeans::refine(&z, d, centroids, 300)?,
                 iterations_done,
                 baseline,
-                converged,
+                // Under a tighter tolerance than the checkpoint's, the run goes on.
+                converged
+                    && history
+                        .iterations
+                        .last()
+                        .is_none_or(|it| it.changed < cfg.tol),
             )
         }
         _ => {
@@ -887,6 +908,30 @@ fn dekm_targets(z: &[f32], d: usize, km: &KMeans, rot: &Rotation) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_resumes_under_another_tolerance_but_not_other_settings() {
+        let key = |config: TrainConfig| RunKey {
+            dataset: "mnist".into(),
+            samples: 70_000,
+            config,
+        };
+        let base = key(TrainConfig::default());
+        let tighter = key(TrainConfig {
+            tol: 0.0005,
+            ..TrainConfig::default()
+        });
+        let other_lr = key(TrainConfig {
+            lr: 0.01,
+            ..TrainConfig::default()
+        });
+        assert!(base.resumable_as(&tighter));
+        assert!(!base.resumable_as(&other_lr));
+        assert!(!base.resumable_as(&RunKey {
+            samples: 60_000,
+            ..base.clone()
+        }));
+    }
 
     #[test]
     fn targets_move_only_the_last_coordinate_to_the_centroid() {

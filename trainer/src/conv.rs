@@ -92,19 +92,19 @@ impl Geometry {
             .for_each(|(r, row)| self.im2col_row(x, images, r, row));
     }
 
-    /// For kernel offset `kk` along an axis of `limit` inputs: the outputs `lo..hi` whose input
-    /// `o·stride + kk - pad` is inside the image, and the input of output `lo`. Outside that
-    /// range the input lies in the padding, so the inner loops below are plain strided copies
-    /// with no per-element test.
-    fn inside(&self, kk: usize, limit: usize, outputs: usize) -> (usize, usize, usize) {
-        let s = self.stride;
-        let lo = self.pad.saturating_sub(kk).div_ceil(s);
-        let hi = (limit + self.pad)
-            .saturating_sub(kk)
-            .div_ceil(s)
-            .min(outputs)
-            .max(lo);
-        (lo, hi, (lo * s + kk).saturating_sub(self.pad))
+    /// Source offset within an image of every output position `o` for kernel offset
+    /// `(ki, kj)`, `usize::MAX` where it falls in the padding: the inner loops are then one
+    /// branch-predictable gather or scatter, with no per-line setup.
+    fn offsets(&self, ki: usize, kj: usize) -> impl Iterator<Item = usize> + '_ {
+        (0..self.oh * self.ow).map(move |o| {
+            match (
+                self.src(o / self.ow, ki, self.h),
+                self.src(o % self.ow, kj, self.w),
+            ) {
+                (Some(iy), Some(ix)) => iy * self.w + ix,
+                _ => usize::MAX,
+            }
+        })
     }
 
     #[inline(never)]
@@ -112,22 +112,11 @@ impl Geometry {
         let g = self;
         let (l, hw) = (g.oh * g.ow, g.h * g.w);
         let (ci, ki, kj) = (r / (g.k * g.k), r / g.k % g.k, r % g.k);
-        let (lo, hi, first) = g.inside(kj, g.w, g.ow);
+        let map: Vec<usize> = g.offsets(ki, kj).collect();
         let planes = x[(ci * g.b + images.first) * hw..][..images.len * hw].chunks_exact(hw);
         for (plane, dst) in planes.zip(row.chunks_exact_mut(l)) {
-            for (oy, line) in dst.chunks_exact_mut(g.ow).enumerate() {
-                let Some(iy) = g.src(oy, ki, g.h) else {
-                    line.fill(0.0);
-                    continue;
-                };
-                line[..lo].fill(0.0);
-                line[hi..].fill(0.0);
-                if hi > lo {
-                    let src = plane[iy * g.w + first..].iter().step_by(g.stride);
-                    for (d, &v) in line[lo..hi].iter_mut().zip(src) {
-                        *d = v;
-                    }
-                }
+            for (v, &i) in dst.iter_mut().zip(&map) {
+                *v = plane.get(i).copied().unwrap_or(0.0);
             }
         }
     }
@@ -137,6 +126,9 @@ impl Geometry {
     /// bias).
     fn col2im_add(&self, cols: &[f32], images: Images, out: &mut [f32]) {
         let hw = self.h * self.w;
+        let maps: Vec<usize> = (0..self.k * self.k)
+            .flat_map(|kk| self.offsets(kk / self.k, kk % self.k))
+            .collect();
         // Planes (ci, bi) are disjoint, so each task owns the plane it accumulates into.
         out[..self.image_len()]
             .par_chunks_mut(self.b * hw)
@@ -145,7 +137,9 @@ impl Geometry {
                 channel[images.first * hw..][..images.len * hw]
                     .par_chunks_mut(hw)
                     .enumerate()
-                    .for_each(|(bi, plane)| self.col2im_plane(cols, images, (ci, bi), plane));
+                    .for_each(|(bi, plane)| {
+                        self.col2im_plane(cols, &maps, images, (ci, bi), plane)
+                    });
             });
     }
 
@@ -153,6 +147,7 @@ impl Geometry {
     fn col2im_plane(
         &self,
         cols: &[f32],
+        maps: &[usize],
         images: Images,
         (ci, bi): (usize, usize),
         plane: &mut [f32],
@@ -160,16 +155,10 @@ impl Geometry {
         let l = self.oh * self.ow;
         let n = images.len * l;
         let kk = self.k * self.k;
-        for j in 0..kk {
-            let (ki, kj) = (j / self.k, j % self.k);
-            let (lo, hi, first) = self.inside(kj, self.w, self.ow);
+        for (j, map) in maps.chunks_exact(l).enumerate() {
             let row = &cols[(ci * kk + j) * n + bi * l..][..l];
-            for (oy, line) in row.chunks_exact(self.ow).enumerate() {
-                let Some(iy) = self.src(oy, ki, self.h).filter(|_| hi > lo) else {
-                    continue;
-                };
-                let dst = plane[iy * self.w + first..].iter_mut().step_by(self.stride);
-                for (d, &v) in dst.zip(&line[lo..hi]) {
+            for (&v, &i) in row.iter().zip(map) {
+                if let Some(d) = plane.get_mut(i) {
                     *d += v;
                 }
             }

@@ -16,13 +16,13 @@
 //! then already the next layer's input, with no transposes, and the bias gradient is a reduction
 //! over the contiguous last axis.
 
-use dekm_kernels::Operand;
-use std::sync::Mutex;
+use std::cell::RefCell;
 
 use candle_core::{
     CpuStorage, CustomOp3, Device, Layout, Module, Result, Shape, Storage, Tensor, bail,
 };
 use candle_nn::VarBuilder;
+use dekm_kernels::Operand;
 use rayon::prelude::*;
 
 /// Shape of one convolution: channel-major input `[c, b, h, w]`, square kernel, output
@@ -52,8 +52,18 @@ impl Geometry {
         self.b * self.oh * self.ow
     }
 
+    /// Output positions per image.
+    fn positions(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// Pixels per input plane.
+    fn plane(&self) -> usize {
+        self.h * self.w
+    }
+
     fn image_len(&self) -> usize {
-        self.c * self.b * self.h * self.w
+        self.c * self.b * self.plane()
     }
 
     /// Input coordinate read by output `o` at kernel offset `kk`, if inside the image.
@@ -63,111 +73,121 @@ impl Geometry {
             .filter(|&i| i < limit)
     }
 
-    /// Image batches small enough that a batch's column matrix stays in cache (4 MiB):
-    /// the column matrix of a whole batch is tens of megabytes, and writing it to memory and
-    /// reading it back cost more than the GEMM that consumes it.
-    fn chunks(&self) -> impl Iterator<Item = Images> + use<> {
-        let per_image = (self.rows() * self.oh * self.ow).max(1);
-        let len = (CHUNK_FLOATS / per_image).clamp(1, self.b.max(1));
-        let b = self.b;
-        (0..b).step_by(len).map(move |first| Images {
+    /// For every kernel tap `ki·k + kj` (outer) and output position (inner), the offset within
+    /// an input plane that it reads, `usize::MAX` where it falls in the padding: computed once
+    /// per call, so the gathers and scatters are one branch-predictable loop each.
+    fn taps(&self) -> Vec<usize> {
+        let g = *self;
+        (0..g.k * g.k)
+            .flat_map(move |kk| {
+                (0..g.positions()).map(move |o| {
+                    match (
+                        g.src(o / g.ow, kk / g.k, g.h),
+                        g.src(o % g.ow, kk % g.k, g.w),
+                    ) {
+                        (Some(iy), Some(ix)) => iy * g.w + ix,
+                        _ => usize::MAX,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// The batch cut into consecutive runs of images, [`TASKS_PER_THREAD`] per thread so that a
+    /// core slowed by a neighbour does not hold the others up. The split depends only on the
+    /// batch size and the thread count, so the order of every floating-point sum does too.
+    fn tasks(&self) -> Vec<Images> {
+        let n = (TASKS_PER_THREAD * rayon::current_num_threads()).clamp(1, self.b.max(1));
+        let (q, rem) = (self.b / n, self.b % n);
+        let mut first = 0;
+        (0..n)
+            .map(|i| {
+                let len = q + usize::from(i < rem);
+                first += len;
+                Images {
+                    first: first - len,
+                    len,
+                }
+            })
+            .collect()
+    }
+
+    /// `task` in runs of images whose column matrix fits in a core's own L2 cache: written by
+    /// the gather and read back by the GEMM right away, it then never travels to memory.
+    fn sub_chunks(&self, task: Images) -> impl Iterator<Item = Images> + use<> {
+        let per_image = (self.rows() * self.positions()).max(1);
+        let len = (SUB_FLOATS / per_image).max(1);
+        let end = task.first + task.len;
+        (task.first..end).step_by(len).map(move |first| Images {
             first,
-            len: len.min(b - first),
+            len: len.min(end - first),
         })
     }
 
     /// Columns of the column matrix of `images`.
     fn chunk_cols(&self, images: Images) -> usize {
-        images.len * self.oh * self.ow
+        images.len * self.positions()
     }
 
     /// `x[c, b, h, w]` → `out[c·k·k, images·oh·ow]` for the images of `images`; row
     /// `(ci, ki, kj)` matches a weight reshaped to `[O, C·k·k]`. Every element of `out` is
     /// written, so it may hold stale scratch data.
-    fn im2col(&self, x: &[f32], images: Images, out: &mut [f32]) {
+    fn im2col(&self, x: &[f32], taps: &[usize], images: Images, out: &mut [f32]) {
+        let (l, hw, kk) = (self.positions(), self.plane(), self.k * self.k);
         let cols = self.chunk_cols(images);
-        out[..self.rows() * cols]
-            .par_chunks_mut(cols)
-            .enumerate()
-            .for_each(|(r, row)| self.im2col_row(x, images, r, row));
-    }
-
-    /// Source offset within an image of every output position `o` for kernel offset
-    /// `(ki, kj)`, `usize::MAX` where it falls in the padding: the inner loops are then one
-    /// branch-predictable gather or scatter, with no per-line setup.
-    fn offsets(&self, ki: usize, kj: usize) -> impl Iterator<Item = usize> + '_ {
-        (0..self.oh * self.ow).map(move |o| {
-            match (
-                self.src(o / self.ow, ki, self.h),
-                self.src(o % self.ow, kj, self.w),
-            ) {
-                (Some(iy), Some(ix)) => iy * self.w + ix,
-                _ => usize::MAX,
-            }
-        })
-    }
-
-    #[inline(never)]
-    fn im2col_row(&self, x: &[f32], images: Images, r: usize, row: &mut [f32]) {
-        let g = self;
-        let (l, hw) = (g.oh * g.ow, g.h * g.w);
-        let (ci, ki, kj) = (r / (g.k * g.k), r / g.k % g.k, r % g.k);
-        let map: Vec<usize> = g.offsets(ki, kj).collect();
-        let planes = x[(ci * g.b + images.first) * hw..][..images.len * hw].chunks_exact(hw);
-        for (plane, dst) in planes.zip(row.chunks_exact_mut(l)) {
-            for (v, &i) in dst.iter_mut().zip(&map) {
-                *v = plane.get(i).copied().unwrap_or(0.0);
+        let out = &mut out[..self.rows() * cols];
+        if cols == 0 || hw == 0 {
+            out.fill(0.0);
+            return;
+        }
+        for (r, row) in out.chunks_exact_mut(cols).enumerate() {
+            let (ci, map) = (r / kk, &taps[r % kk * l..][..l]);
+            let planes = x[(ci * self.b + images.first) * hw..][..images.len * hw].chunks_exact(hw);
+            for (plane, dst) in planes.zip(row.chunks_exact_mut(l)) {
+                for (v, &i) in dst.iter_mut().zip(map) {
+                    *v = plane.get(i).copied().unwrap_or(0.0);
+                }
             }
         }
     }
 
     /// The adjoint of [`Self::im2col`]: adds the patches of `cols[c·k·k, images·oh·ow]` into
-    /// the images `images` of `out[c, b, h, w]`, which holds the starting values (zeros, or a
-    /// bias).
-    fn col2im_add(&self, cols: &[f32], images: Images, out: &mut [f32]) {
-        let hw = self.h * self.w;
-        let maps: Vec<usize> = (0..self.k * self.k)
-            .flat_map(|kk| self.offsets(kk / self.k, kk % self.k))
-            .collect();
-        // Planes (ci, bi) are disjoint, so each task owns the plane it accumulates into.
-        out[..self.image_len()]
-            .par_chunks_mut(self.b * hw)
-            .enumerate()
-            .for_each(|(ci, channel)| {
-                channel[images.first * hw..][..images.len * hw]
-                    .par_chunks_mut(hw)
-                    .enumerate()
-                    .for_each(|(bi, plane)| {
-                        self.col2im_plane(cols, &maps, images, (ci, bi), plane)
-                    });
-            });
-    }
-
-    #[inline(never)]
-    fn col2im_plane(
+    /// `task`'s part of an image tensor (`part[ci]` holds channel `ci` of the task's images;
+    /// `images` lies inside the task). The part holds the starting values (zeros, or a bias).
+    fn col2im_add(
         &self,
         cols: &[f32],
-        maps: &[usize],
-        images: Images,
-        (ci, bi): (usize, usize),
-        plane: &mut [f32],
+        taps: &[usize],
+        (task, images): (Images, Images),
+        part: &mut [&mut [f32]],
     ) {
-        let l = self.oh * self.ow;
-        let n = images.len * l;
-        let kk = self.k * self.k;
-        for (j, map) in maps.chunks_exact(l).enumerate() {
-            let row = &cols[(ci * kk + j) * n + bi * l..][..l];
-            for (&v, &i) in row.iter().zip(map) {
-                if let Some(d) = plane.get_mut(i) {
-                    *d += v;
+        let (l, hw, kk) = (self.positions(), self.plane(), self.k * self.k);
+        let n = self.chunk_cols(images);
+        if n == 0 || hw == 0 {
+            return;
+        }
+        for (ci, channel) in part.iter_mut().enumerate() {
+            let planes = &mut channel[(images.first - task.first) * hw..][..images.len * hw];
+            for (bi, plane) in planes.chunks_exact_mut(hw).enumerate() {
+                for (j, map) in taps.chunks_exact(l).enumerate() {
+                    let row = &cols[(ci * kk + j) * n + bi * l..][..l];
+                    for (&v, &i) in row.iter().zip(map) {
+                        if let Some(d) = plane.get_mut(i) {
+                            *d += v;
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-/// Floats in the column matrix of one chunk of images (4 MiB).
-const CHUNK_FLOATS: usize = 1 << 20;
+/// Tasks per thread a batch is cut into.
+const TASKS_PER_THREAD: usize = 4;
+
+/// Floats in the column matrix of one sub-chunk (1 MiB, a Zen 4 core's L2 cache; the
+/// GEMM's packed panels need the rest).
+const SUB_FLOATS: usize = 1 << 18;
 
 /// A run of consecutive images of a batch, processed together.
 #[derive(Debug, Clone, Copy)]
@@ -176,39 +196,53 @@ struct Images {
     len: usize,
 }
 
-/// Scratch buffers for column matrices, kept between calls: a layer's columns are tens of
-/// megabytes, and a fresh allocation of that size costs a page fault and a zeroed page per 4 KiB
-/// every training step.
-static SCRATCH: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
-
-/// A scratch buffer from the pool (taken on first use), returned to the pool on drop.
-#[derive(Default)]
-struct Scratch(Vec<f32>);
-
-impl Scratch {
-    /// The first `len` floats of the buffer, with unspecified contents.
-    fn get(&mut self, len: usize) -> &mut [f32] {
-        if self.0.is_empty() {
-            let mut pool = SCRATCH.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(i) = (0..pool.len()).max_by_key(|&i| pool[i].len()) {
-                self.0 = pool.swap_remove(i);
-            }
-        }
-        if self.0.len() < len {
-            self.0.resize(len, 0.0);
-        }
-        &mut self.0[..len]
+/// Cuts every row of a `[rows, b·unit]` tensor (`unit` floats per image in a row) at the task
+/// boundaries: `parts[t][row]` is task `t`'s images of that row. The parts are disjoint, so
+/// the tasks write their outputs in parallel without locks.
+fn split_tasks<'a>(
+    data: &'a mut [f32],
+    row_len: usize,
+    tasks: &[Images],
+    unit: usize,
+) -> Vec<Vec<&'a mut [f32]>> {
+    let mut parts: Vec<Vec<&mut [f32]>> = tasks.iter().map(|_| Vec::new()).collect();
+    if row_len == 0 {
+        return parts;
     }
+    for row in data.chunks_exact_mut(row_len) {
+        let mut rest = row;
+        for (t, part) in tasks.iter().zip(&mut parts) {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(t.len * unit);
+            part.push(head);
+            rest = tail;
+        }
+    }
+    parts
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let mut pool = SCRATCH.lock().unwrap_or_else(|p| p.into_inner());
-        // Two per thread that runs layers (the forward and the backward thread) is plenty.
-        if pool.len() < 4 {
-            pool.push(std::mem::take(&mut self.0));
+thread_local! {
+    /// Each thread's column matrix and GEMM output for one sub-chunk, kept between calls: a
+    /// fresh allocation would cost page faults every training step.
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` with this thread's two scratch buffers (fresh ones if they are already in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => {
+            let [a, b] = &mut *s;
+            f(a, b)
         }
+        Err(_) => f(&mut Vec::new(), &mut Vec::new()),
+    })
+}
+
+/// The first `len` floats of `buf`, grown if needed, with unspecified contents.
+fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
     }
+    &mut buf[..len]
 }
 
 fn op(data: &[f32], ld: usize, transposed: bool) -> Operand<'_> {
@@ -219,7 +253,8 @@ fn op(data: &[f32], ld: usize, transposed: bool) -> Operand<'_> {
     }
 }
 
-/// `c = a·b`, or `c += a·b` when `accumulate`, on rayon's threads (see [`dekm_kernels::gemm`]).
+/// `c = a·b`, or `c += a·b` when `accumulate`, on the calling thread (the tasks are the
+/// parallelism; see [`dekm_kernels::gemm`]).
 fn gemm(
     mnk: (usize, usize, usize),
     a: Operand,
@@ -227,8 +262,26 @@ fn gemm(
     c: (&mut [f32], usize),
     accumulate: bool,
 ) -> Result<()> {
-    dekm_kernels::gemm(mnk, a, b, c, accumulate, rayon::current_num_threads())
+    dekm_kernels::gemm(mnk, a, b, c, accumulate, 1)
         .map_err(|e| candle_core::Error::Msg(e.to_string()))
+}
+
+/// The sum of the tasks' weight-gradient partials, added in task order whichever thread ran
+/// which task, so a run is reproducible at a given thread count.
+fn sum_partials(partials: Vec<Result<Vec<f32>>>, len: usize) -> Result<Vec<f32>> {
+    const BLOCK: usize = 4096;
+    let partials = partials.into_iter().collect::<Result<Vec<_>>>()?;
+    let mut out = vec![0f32; len];
+    out.par_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(i, block)| {
+            for p in &partials {
+                for (o, v) in block.iter_mut().zip(&p[i * BLOCK..]) {
+                    *o += v;
+                }
+            }
+        });
+    Ok(out)
 }
 
 fn contiguous<'a>(
@@ -257,22 +310,13 @@ fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> 
     f(contiguous(cpu, layout, t.elem_count(), what)?)
 }
 
-/// `out[r, ..] = bias[r]` for rows of length `len`.
-fn fill_rows(out: &mut [f32], bias: &[f32], len: usize) {
-    out.par_chunks_mut(len)
-        .zip(bias.par_iter())
-        .for_each(|(row, &b)| row.fill(b));
-}
-
 /// ReLU in place (NaN stays NaN, so a diverging run is still caught downstream).
 fn relu_in_place(out: &mut [f32]) {
-    out.par_chunks_mut(1 << 14).for_each(|c| {
-        for v in c {
-            if *v < 0.0 {
-                *v = 0.0;
-            }
+    for v in out {
+        if *v < 0.0 {
+            *v = 0.0;
         }
-    });
+    }
 }
 
 /// The gradient that reaches the pre-activation: `grad` where the ReLU output is positive,
@@ -304,6 +348,23 @@ fn pre_activation_grad(relu: bool, res: &Tensor, grad: &[f32], what: &str) -> Re
     }
 }
 
+/// The input gradient split into the tasks' parts (`None` for every task when no input
+/// gradient is needed).
+fn gradient_parts<'a>(
+    dx: Option<&'a mut Vec<f32>>,
+    row_len: usize,
+    tasks: &[Images],
+    unit: usize,
+) -> Vec<Option<Vec<&'a mut [f32]>>> {
+    match dx {
+        Some(dx) => split_tasks(dx, row_len, tasks, unit)
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => tasks.iter().map(|_| None).collect(),
+    }
+}
+
 /// `[relu](conv2d(x, w) + bias)` on channel-major tensors, as one graph node.
 struct Conv2dOp {
     g: Geometry,
@@ -330,30 +391,46 @@ impl CustomOp3 for Conv2dOp {
             self.o,
             self.g.rows(),
             self.g.cols(),
-            self.g.oh * self.g.ow,
+            self.g.positions(),
         );
         let x = contiguous(xs, xl, g.image_len(), "conv2d input")?;
         let w = contiguous(ws, wl, o * r, "conv2d weight")?;
         let bias = contiguous(bs, bl, o, "conv2d bias")?;
+        let (taps, tasks) = (g.taps(), g.tasks());
         let mut y = vec![0f32; o * n];
-        fill_rows(&mut y, bias, n);
-        let mut cols = Scratch::default();
-        for images in g.chunks() {
-            let cc = g.chunk_cols(images);
-            let cols = cols.get(r * cc);
-            g.im2col(x, images, cols);
-            let y = &mut y[images.first * l..];
-            gemm(
-                (o, cc, r),
-                op(w, r, false),
-                op(cols, cc, false),
-                (y, n),
-                true,
-            )?;
-        }
-        if self.relu {
-            relu_in_place(&mut y);
-        }
+        let parts = split_tasks(&mut y, n, &tasks, l);
+        tasks
+            .par_iter()
+            .zip(parts)
+            .try_for_each(|(&task, mut part)| -> Result<()> {
+                with_scratch(|cols_buf, out_buf| {
+                    for sub in g.sub_chunks(task) {
+                        let cc = g.chunk_cols(sub);
+                        let cols = grow(cols_buf, r * cc);
+                        g.im2col(x, &taps, sub, cols);
+                        let out = grow(out_buf, o * cc);
+                        gemm(
+                            (o, cc, r),
+                            op(w, r, false),
+                            op(cols, cc, false),
+                            (out, cc),
+                            false,
+                        )?;
+                        // Bias and ReLU on the way out of the cache-resident product.
+                        let at = (sub.first - task.first) * l;
+                        for ((dst, src), &b) in part.iter_mut().zip(out.chunks_exact(cc)).zip(bias)
+                        {
+                            for (d, &s) in dst[at..][..cc].iter_mut().zip(src) {
+                                *d = s + b;
+                            }
+                            if self.relu {
+                                relu_in_place(&mut dst[at..][..cc]);
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+            })?;
         Ok((CpuStorage::F32(y), Shape::from((o, g.b, g.oh, g.ow))))
     }
 
@@ -370,43 +447,53 @@ impl CustomOp3 for Conv2dOp {
             self.o,
             self.g.rows(),
             self.g.cols(),
-            self.g.oh * self.g.ow,
+            self.g.positions(),
         );
         let gy = with_data(grad, "conv2d grad", |d| {
             pre_activation_grad(self.relu, res, d, "conv2d output")
         })?;
         let db = row_sums(&gy, n);
-        let mut dw = vec![0f32; o * r];
+        let (taps, tasks) = (g.taps(), g.tasks());
         let mut dx = x.track_op().then(|| vec![0f32; g.image_len()]);
-        let mut cols = Scratch::default();
-        with_data(x, "conv2d input", |x| {
+        let parts = gradient_parts(dx.as_mut(), g.b * g.plane(), &tasks, g.plane());
+        let partials = with_data(x, "conv2d input", |x| {
             with_data(w, "conv2d weight", |w| {
-                for images in g.chunks() {
-                    let cc = g.chunk_cols(images);
-                    let cols = cols.get(r * cc);
-                    let gy = &gy[images.first * l..];
-                    g.im2col(x, images, cols);
-                    gemm(
-                        (o, r, cc),
-                        op(gy, n, false),
-                        op(cols, cc, true),
-                        (&mut dw, r),
-                        true,
-                    )?;
-                    if let Some(dx) = &mut dx {
-                        gemm(
-                            (r, cc, o),
-                            op(w, r, true),
-                            op(gy, n, false),
-                            (cols, cc),
-                            false,
-                        )?;
-                        g.col2im_add(cols, images, dx);
-                    }
-                }
-                Ok(())
+                Ok(tasks
+                    .par_iter()
+                    .zip(parts)
+                    .map(|(&task, mut part)| -> Result<Vec<f32>> {
+                        with_scratch(|cols_buf, _| {
+                            let mut dw = vec![0f32; o * r];
+                            for sub in g.sub_chunks(task) {
+                                let cc = g.chunk_cols(sub);
+                                let cols = grow(cols_buf, r * cc);
+                                let gy = &gy[sub.first * l..];
+                                g.im2col(x, &taps, sub, cols);
+                                gemm(
+                                    (o, r, cc),
+                                    op(gy, n, false),
+                                    op(cols, cc, true),
+                                    (&mut dw, r),
+                                    true,
+                                )?;
+                                if let Some(part) = &mut part {
+                                    gemm(
+                                        (r, cc, o),
+                                        op(w, r, true),
+                                        op(gy, n, false),
+                                        (cols, cc),
+                                        false,
+                                    )?;
+                                    g.col2im_add(cols, &taps, (task, sub), part);
+                                }
+                            }
+                            Ok(dw)
+                        })
+                    })
+                    .collect::<Vec<_>>())
             })
         })?;
+        let dw = sum_partials(partials, o * r)?;
         Ok((
             dx.map(|dx| tensor(dx, x.shape())).transpose()?,
             Some(tensor(dw, w.shape())?),
@@ -442,30 +529,41 @@ impl CustomOp3 for ConvTranspose2dOp {
             self.ci,
             self.g.rows(),
             self.g.cols(),
-            self.g.oh * self.g.ow,
+            self.g.positions(),
         );
         let x = contiguous(xs, xl, ci * n, "conv_transpose2d input")?;
         let w = contiguous(ws, wl, ci * r, "conv_transpose2d weight")?;
         let bias = contiguous(bs, bl, g.c, "conv_transpose2d bias")?;
+        let (taps, tasks) = (g.taps(), g.tasks());
         let mut y = vec![0f32; g.image_len()];
-        fill_rows(&mut y, bias, g.b * g.h * g.w);
-        let mut cols = Scratch::default();
-        for images in g.chunks() {
-            let cc = g.chunk_cols(images);
-            let cols = cols.get(r * cc);
-            let x = &x[images.first * l..];
-            gemm(
-                (r, cc, ci),
-                op(w, r, true),
-                op(x, n, false),
-                (cols, cc),
-                false,
-            )?;
-            g.col2im_add(cols, images, &mut y);
-        }
-        if self.relu {
-            relu_in_place(&mut y);
-        }
+        let parts = split_tasks(&mut y, g.b * g.plane(), &tasks, g.plane());
+        tasks
+            .par_iter()
+            .zip(parts)
+            .try_for_each(|(&task, mut part)| -> Result<()> {
+                with_scratch(|cols_buf, _| {
+                    for (channel, &b) in part.iter_mut().zip(bias) {
+                        channel.fill(b);
+                    }
+                    for sub in g.sub_chunks(task) {
+                        let cc = g.chunk_cols(sub);
+                        let cols = grow(cols_buf, r * cc);
+                        let x = &x[sub.first * l..];
+                        gemm(
+                            (r, cc, ci),
+                            op(w, r, true),
+                            op(x, n, false),
+                            (cols, cc),
+                            false,
+                        )?;
+                        g.col2im_add(cols, &taps, (task, sub), &mut part);
+                    }
+                    if self.relu {
+                        part.iter_mut().for_each(|c| relu_in_place(c));
+                    }
+                    Ok(())
+                })
+            })?;
         Ok((CpuStorage::F32(y), Shape::from((g.c, g.b, g.h, g.w))))
     }
 
@@ -482,43 +580,57 @@ impl CustomOp3 for ConvTranspose2dOp {
             self.ci,
             self.g.rows(),
             self.g.cols(),
-            self.g.oh * self.g.ow,
+            self.g.positions(),
         );
         let gy = with_data(grad, "conv_transpose2d grad", |d| {
             pre_activation_grad(self.relu, res, d, "conv_transpose2d output")
         })?;
-        let db = row_sums(&gy, g.b * g.h * g.w);
-        let mut dw = vec![0f32; ci * r];
+        let db = row_sums(&gy, g.b * g.plane());
+        let (taps, tasks) = (g.taps(), g.tasks());
         let mut dx = x.track_op().then(|| vec![0f32; ci * n]);
-        let mut cols = Scratch::default();
-        with_data(x, "conv_transpose2d input", |x| {
+        let parts = gradient_parts(dx.as_mut(), n, &tasks, l);
+        let partials = with_data(x, "conv_transpose2d input", |x| {
             with_data(w, "conv_transpose2d weight", |w| {
-                for images in g.chunks() {
-                    let cc = g.chunk_cols(images);
-                    let cols = cols.get(r * cc);
-                    g.im2col(&gy, images, cols);
-                    let x = &x[images.first * l..];
-                    gemm(
-                        (ci, r, cc),
-                        op(x, n, false),
-                        op(cols, cc, true),
-                        (&mut dw, r),
-                        true,
-                    )?;
-                    if let Some(dx) = &mut dx {
-                        let dx = &mut dx[images.first * l..];
-                        gemm(
-                            (ci, cc, r),
-                            op(w, r, false),
-                            op(cols, cc, false),
-                            (dx, n),
-                            false,
-                        )?;
-                    }
-                }
-                Ok(())
+                Ok(tasks
+                    .par_iter()
+                    .zip(parts)
+                    .map(|(&task, mut part)| -> Result<Vec<f32>> {
+                        with_scratch(|cols_buf, out_buf| {
+                            let mut dw = vec![0f32; ci * r];
+                            for sub in g.sub_chunks(task) {
+                                let cc = g.chunk_cols(sub);
+                                let cols = grow(cols_buf, r * cc);
+                                g.im2col(&gy, &taps, sub, cols);
+                                let x = &x[sub.first * l..];
+                                gemm(
+                                    (ci, r, cc),
+                                    op(x, n, false),
+                                    op(cols, cc, true),
+                                    (&mut dw, r),
+                                    true,
+                                )?;
+                                if let Some(part) = &mut part {
+                                    let out = grow(out_buf, ci * cc);
+                                    gemm(
+                                        (ci, cc, r),
+                                        op(w, r, false),
+                                        op(cols, cc, false),
+                                        (out, cc),
+                                        false,
+                                    )?;
+                                    let at = (sub.first - task.first) * l;
+                                    for (dst, src) in part.iter_mut().zip(out.chunks_exact(cc)) {
+                                        dst[at..][..cc].copy_from_slice(src);
+                                    }
+                                }
+                            }
+                            Ok(dw)
+                        })
+                    })
+                    .collect::<Vec<_>>())
             })
         })?;
+        let dw = sum_partials(partials, ci * r)?;
         Ok((
             dx.map(|dx| tensor(dx, x.shape())).transpose()?,
             Some(tensor(dw, w.shape())?),
@@ -812,7 +924,7 @@ mod tests {
     }
 
     #[test]
-    fn batches_split_into_cache_sized_chunks_give_the_same_result() {
+    fn batches_split_into_tasks_and_cache_sized_chunks_give_the_same_result() {
         let g = |b| Geometry {
             b,
             c: 32,
@@ -824,27 +936,29 @@ mod tests {
             oh: 7,
             ow: 7,
         };
-        // The paper's second layer: 800 x 49 columns per image; one more image than a chunk
-        // holds makes a full chunk and a chunk of one.
-        let per_chunk = CHUNK_FLOATS / (800 * 49);
-        let sizes: Vec<usize> = g(per_chunk + 1).chunks().map(|c| c.len).collect();
-        assert_eq!(sizes, [per_chunk, 1]);
-        check(
-            &[per_chunk + 1, 32, 14, 14],
-            &[64, 32, 5, 5],
-            2,
-            2,
-            None,
-            11,
-        );
-        check(
-            &[per_chunk + 1, 64, 7, 7],
-            &[64, 32, 5, 5],
-            2,
-            2,
-            Some(1),
-            12,
-        );
+        // The paper's second layer: 800 x 49 columns per image. A batch whose tasks hold one
+        // image more than a sub-chunk, plus a remainder, gives tasks of unequal length, each
+        // cut into a full sub-chunk and a short one.
+        let per_sub = SUB_FLOATS / (800 * 49);
+        let n_tasks = TASKS_PER_THREAD * rayon::current_num_threads();
+        let b = n_tasks * (per_sub + 1) + 1;
+        let tasks = g(b).tasks();
+        assert_eq!(tasks.len(), n_tasks);
+        assert_eq!(tasks[0].len, per_sub + 2);
+        assert_eq!(tasks[1].len, per_sub + 1);
+        let mut next = 0;
+        for t in &tasks {
+            assert_eq!(t.first, next);
+            let subs: Vec<(usize, usize)> = g(b).sub_chunks(*t).map(|s| (s.first, s.len)).collect();
+            let short = t.len - per_sub;
+            assert_eq!(subs, [(t.first, per_sub), (t.first + per_sub, short)]);
+            next += t.len;
+        }
+        assert_eq!(next, b);
+        // Fewer images than tasks: one task per image.
+        assert_eq!(g(3).tasks().len(), 3.min(n_tasks));
+        check(&[b, 32, 14, 14], &[64, 32, 5, 5], 2, 2, None, 11);
+        check(&[b, 64, 7, 7], &[64, 32, 5, 5], 2, 2, Some(1), 12);
     }
 
     /// Direct-loop convolution and its gradients in f64, for shapes where candle's own backward

@@ -12,9 +12,18 @@
 //! backward pass computes exactly three things (input, weight and bias gradients), skipping the
 //! input gradient when nothing upstream needs it.
 //!
-//! Activations are channel-major, `[c, b, h, w]`: a convolution's GEMM output `[o, b·oh·ow]` is
-//! then already the next layer's input, with no transposes, and the bias gradient is a reduction
-//! over the contiguous last axis.
+//! Activations are channels-last, `[b, h, w, c]`, as in XNNPACK and oneDNN's blocked layouts:
+//! - one row of the column matrix is one output pixel's patch, `k·k` runs of `c` contiguous
+//!   floats, so `im2col` and `col2im` move whole vectors instead of gathering single floats
+//!   through an index map (that gather was a fifth of a training step);
+//! - a GEMM's output `[pixels, channels]` is already the next layer's input;
+//! - each image is one contiguous block, so the batch splits into tasks that own their part of
+//!   every output.
+//!
+//! Each op cuts the batch into a few tasks per thread; a task runs the gathers, single-threaded
+//! GEMMs and scatters of its images in sub-chunks whose column matrix stays in the core's L2
+//! cache. A layer is then one parallel region, and weight and bias gradients are summed per task
+//! and then in task order, so results do not depend on which thread ran which task.
 
 use std::cell::RefCell;
 
@@ -25,7 +34,7 @@ use candle_nn::VarBuilder;
 use dekm_kernels::Operand;
 use rayon::prelude::*;
 
-/// Shape of one convolution: channel-major input `[c, b, h, w]`, square kernel, output
+/// Shape of one convolution: channels-last input `[b, h, w, c]`, square kernel, output
 /// spatial size `oh x ow`. For a transposed convolution it describes the forward convolution
 /// whose adjoint it is (`c, h, w` are the transposed convolution's output).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,14 +51,9 @@ struct Geometry {
 }
 
 impl Geometry {
-    /// Rows of the column matrix: one per `(channel, ki, kj)`.
-    fn rows(&self) -> usize {
-        self.c * self.k * self.k
-    }
-
-    /// Columns of the column matrix: one per output position of every image.
-    fn cols(&self) -> usize {
-        self.b * self.oh * self.ow
+    /// Columns of the column matrix, one per `(ki, kj, channel)`: the length of a patch.
+    fn patch(&self) -> usize {
+        self.k * self.k * self.c
     }
 
     /// Output positions per image.
@@ -57,13 +61,9 @@ impl Geometry {
         self.oh * self.ow
     }
 
-    /// Pixels per input plane.
-    fn plane(&self) -> usize {
-        self.h * self.w
-    }
-
-    fn image_len(&self) -> usize {
-        self.c * self.b * self.plane()
+    /// Floats of one input image.
+    fn image(&self) -> usize {
+        self.h * self.w * self.c
     }
 
     /// Input coordinate read by output `o` at kernel offset `kk`, if inside the image.
@@ -73,22 +73,18 @@ impl Geometry {
             .filter(|&i| i < limit)
     }
 
-    /// For every kernel tap `ki·k + kj` (outer) and output position (inner), the offset within
-    /// an input plane that it reads, `usize::MAX` where it falls in the padding: computed once
-    /// per call, so the gathers and scatters are one branch-predictable loop each.
+    /// For every output position (outer) and kernel tap `ki·k + kj` (inner), the input pixel
+    /// it reads, `usize::MAX` where it falls in the padding; computed once per call.
     fn taps(&self) -> Vec<usize> {
         let g = *self;
-        (0..g.k * g.k)
-            .flat_map(move |kk| {
-                (0..g.positions()).map(move |o| {
-                    match (
-                        g.src(o / g.ow, kk / g.k, g.h),
-                        g.src(o % g.ow, kk % g.k, g.w),
-                    ) {
-                        (Some(iy), Some(ix)) => iy * g.w + ix,
-                        _ => usize::MAX,
-                    }
-                })
+        let kk = g.k * g.k;
+        (0..g.positions() * kk)
+            .map(|i| {
+                let (o, t) = (i / kk, i % kk);
+                match (g.src(o / g.ow, t / g.k, g.h), g.src(o % g.ow, t % g.k, g.w)) {
+                    (Some(iy), Some(ix)) => iy * g.w + ix,
+                    _ => usize::MAX,
+                }
             })
             .collect()
     }
@@ -115,7 +111,7 @@ impl Geometry {
     /// `task` in runs of images whose column matrix fits in a core's own L2 cache: written by
     /// the gather and read back by the GEMM right away, it then never travels to memory.
     fn sub_chunks(&self, task: Images) -> impl Iterator<Item = Images> + use<> {
-        let per_image = (self.rows() * self.positions()).max(1);
+        let per_image = (self.patch() * self.positions()).max(1);
         let len = (SUB_FLOATS / per_image).max(1);
         let end = task.first + task.len;
         (task.first..end).step_by(len).map(move |first| Images {
@@ -124,57 +120,55 @@ impl Geometry {
         })
     }
 
-    /// Columns of the column matrix of `images`.
-    fn chunk_cols(&self, images: Images) -> usize {
-        images.len * self.positions()
-    }
-
-    /// `x[c, b, h, w]` → `out[c·k·k, images·oh·ow]` for the images of `images`; row
-    /// `(ci, ki, kj)` matches a weight reshaped to `[O, C·k·k]`. Every element of `out` is
-    /// written, so it may hold stale scratch data.
+    /// `x[b, h, w, c]` → `out[images·oh·ow, k·k·c]` for the images of `images`; column
+    /// `(ki, kj, ci)` matches a weight permuted to `[O, k, k, C]` (see [`swap_inner`]). Every
+    /// element of `out` is written, so it may hold stale scratch data.
     fn im2col(&self, x: &[f32], taps: &[usize], images: Images, out: &mut [f32]) {
-        let (l, hw, kk) = (self.positions(), self.plane(), self.k * self.k);
-        let cols = self.chunk_cols(images);
-        let out = &mut out[..self.rows() * cols];
-        if cols == 0 || hw == 0 {
-            out.fill(0.0);
+        let (l, patch, c, image) = (self.positions(), self.patch(), self.c, self.image());
+        let out = &mut out[..images.len * l * patch];
+        if out.is_empty() || c == 0 {
             return;
         }
-        for (r, row) in out.chunks_exact_mut(cols).enumerate() {
-            let (ci, map) = (r / kk, &taps[r % kk * l..][..l]);
-            let planes = x[(ci * self.b + images.first) * hw..][..images.len * hw].chunks_exact(hw);
-            for (plane, dst) in planes.zip(row.chunks_exact_mut(l)) {
-                for (v, &i) in dst.iter_mut().zip(map) {
-                    *v = plane.get(i).copied().unwrap_or(0.0);
+        let x = &x[images.first * image..][..images.len * image];
+        for (img, cols) in x.chunks_exact(image).zip(out.chunks_exact_mut(l * patch)) {
+            for (row, taps) in cols
+                .chunks_exact_mut(patch)
+                .zip(taps.chunks_exact(patch / c))
+            {
+                for (dst, &i) in row.chunks_exact_mut(c).zip(taps) {
+                    match img.get(i.saturating_mul(c)..) {
+                        Some(src) => copy(dst, src),
+                        None => dst.fill(0.0),
+                    }
                 }
             }
         }
     }
 
-    /// The adjoint of [`Self::im2col`]: adds the patches of `cols[c·k·k, images·oh·ow]` into
-    /// `task`'s part of an image tensor (`part[ci]` holds channel `ci` of the task's images;
-    /// `images` lies inside the task). The part holds the starting values (zeros, or a bias).
+    /// The adjoint of [`Self::im2col`]: adds the patches of `cols[images·oh·ow, k·k·c]` into the
+    /// images `images` of `out`, which holds the images of `task` (`images` lies inside it) and
+    /// the starting values (zeros, or a bias).
     fn col2im_add(
         &self,
         cols: &[f32],
         taps: &[usize],
         (task, images): (Images, Images),
-        part: &mut [&mut [f32]],
+        out: &mut [f32],
     ) {
-        let (l, hw, kk) = (self.positions(), self.plane(), self.k * self.k);
-        let n = self.chunk_cols(images);
-        if n == 0 || hw == 0 {
+        let (l, patch, c, image) = (self.positions(), self.patch(), self.c, self.image());
+        let cols = &cols[..images.len * l * patch];
+        if cols.is_empty() || c == 0 || image == 0 {
             return;
         }
-        for (ci, channel) in part.iter_mut().enumerate() {
-            let planes = &mut channel[(images.first - task.first) * hw..][..images.len * hw];
-            for (bi, plane) in planes.chunks_exact_mut(hw).enumerate() {
-                for (j, map) in taps.chunks_exact(l).enumerate() {
-                    let row = &cols[(ci * kk + j) * n + bi * l..][..l];
-                    for (&v, &i) in row.iter().zip(map) {
-                        if let Some(d) = plane.get_mut(i) {
-                            *d += v;
-                        }
+        let out = &mut out[(images.first - task.first) * image..][..images.len * image];
+        for (img, cols) in out
+            .chunks_exact_mut(image)
+            .zip(cols.chunks_exact(l * patch))
+        {
+            for (row, taps) in cols.chunks_exact(patch).zip(taps.chunks_exact(patch / c)) {
+                for (src, &i) in row.chunks_exact(c).zip(taps) {
+                    if let Some(dst) = img.get_mut(i.saturating_mul(c)..) {
+                        add(dst, src);
                     }
                 }
             }
@@ -182,11 +176,41 @@ impl Geometry {
     }
 }
 
+/// `dst = src[..dst.len()]`, in whole 16-float blocks the compiler keeps in vector registers (a
+/// `copy_from_slice` of a run-time length becomes a `memcpy` call per pixel and tap).
+#[inline(always)]
+fn copy(dst: &mut [f32], src: &[f32]) {
+    let src = &src[..dst.len()];
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (d, s) in (&mut d).zip(&mut s) {
+        d.copy_from_slice(s);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
+/// `dst[..src.len()] += src`, blocked like [`copy`].
+#[inline(always)]
+fn add(dst: &mut [f32], src: &[f32]) {
+    let dst = &mut dst[..src.len()];
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (d, s) in (&mut d).zip(&mut s) {
+        for (d, s) in d.iter_mut().zip(s) {
+            *d += s;
+        }
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d += s;
+    }
+}
+
 /// Tasks per thread a batch is cut into.
 const TASKS_PER_THREAD: usize = 4;
 
-/// Floats in the column matrix of one sub-chunk (1 MiB, a Zen 4 core's L2 cache; the
-/// GEMM's packed panels need the rest).
+/// Floats in the column matrix of one sub-chunk (1 MiB, a Zen 4 core's L2 cache).
 const SUB_FLOATS: usize = 1 << 18;
 
 /// A run of consecutive images of a batch, processed together.
@@ -196,44 +220,44 @@ struct Images {
     len: usize,
 }
 
-/// Cuts every row of a `[rows, b·unit]` tensor (`unit` floats per image in a row) at the task
-/// boundaries: `parts[t][row]` is task `t`'s images of that row. The parts are disjoint, so
-/// the tasks write their outputs in parallel without locks.
-fn split_tasks<'a>(
-    data: &'a mut [f32],
-    row_len: usize,
-    tasks: &[Images],
-    unit: usize,
-) -> Vec<Vec<&'a mut [f32]>> {
-    let mut parts: Vec<Vec<&mut [f32]>> = tasks.iter().map(|_| Vec::new()).collect();
-    if row_len == 0 {
-        return parts;
-    }
-    for row in data.chunks_exact_mut(row_len) {
-        let mut rest = row;
-        for (t, part) in tasks.iter().zip(&mut parts) {
-            let (head, tail) = std::mem::take(&mut rest).split_at_mut(t.len * unit);
-            part.push(head);
+/// Cuts a batch tensor with `per_image` floats per image into the tasks' parts.
+fn split_tasks<'a>(data: &'a mut [f32], tasks: &[Images], per_image: usize) -> Vec<&'a mut [f32]> {
+    let mut rest = data;
+    tasks
+        .iter()
+        .map(|t| {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(t.len * per_image);
             rest = tail;
+            head
+        })
+        .collect()
+}
+
+/// `[a, b, c]` → `[a, c, b]`: a weight `[O, C, k, k]` to the `[O, k, k, C]` order of a
+/// channels-last patch, and its gradient back with the sizes swapped.
+fn swap_inner(x: &[f32], (a, b, c): (usize, usize, usize)) -> Vec<f32> {
+    let mut out = vec![0f32; a * b * c];
+    for (src, dst) in x.chunks_exact(b * c).zip(out.chunks_exact_mut(b * c)) {
+        for (j, row) in src.chunks_exact(c).enumerate() {
+            for (k, &v) in row.iter().enumerate() {
+                dst[k * b + j] = v;
+            }
         }
     }
-    parts
+    out
 }
 
 thread_local! {
-    /// Each thread's column matrix and GEMM output for one sub-chunk, kept between calls: a
-    /// fresh allocation would cost page faults every training step.
-    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+    /// Each thread's column matrix for one sub-chunk, kept between calls: a fresh allocation
+    /// would cost page faults every training step.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's two scratch buffers (fresh ones if they are already in use).
-fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
+/// Runs `f` with this thread's scratch buffer (a fresh one if it is already in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
     SCRATCH.with(|s| match s.try_borrow_mut() {
-        Ok(mut s) => {
-            let [a, b] = &mut *s;
-            f(a, b)
-        }
-        Err(_) => f(&mut Vec::new(), &mut Vec::new()),
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Vec::new()),
     })
 }
 
@@ -266,22 +290,54 @@ fn gemm(
         .map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
-/// The sum of the tasks' weight-gradient partials, added in task order whichever thread ran
-/// which task, so a run is reproducible at a given thread count.
-fn sum_partials(partials: Vec<Result<Vec<f32>>>, len: usize) -> Result<Vec<f32>> {
+/// One task's share of the weight and bias gradients.
+struct Partial {
+    dw: Vec<f32>,
+    db: Vec<f64>,
+}
+
+impl Partial {
+    fn new(w: usize, b: usize) -> Self {
+        Self {
+            dw: vec![0.0; w],
+            db: vec![0.0; b],
+        }
+    }
+
+    /// Adds the pixels of `gy[pixels, channels]` to the bias gradient.
+    fn add_bias_grad(&mut self, gy: &[f32]) {
+        let n = self.db.len();
+        if n == 0 {
+            return;
+        }
+        for px in gy.chunks_exact(n) {
+            for (d, &g) in self.db.iter_mut().zip(px) {
+                *d += f64::from(g);
+            }
+        }
+    }
+}
+
+/// The sum of the tasks' partial gradients, added in task order whichever thread ran which
+/// task, so a run is reproducible at a given thread count.
+fn sum_partials(partials: Vec<Result<Partial>>) -> Result<(Vec<f32>, Vec<f32>)> {
     const BLOCK: usize = 4096;
     let partials = partials.into_iter().collect::<Result<Vec<_>>>()?;
-    let mut out = vec![0f32; len];
-    out.par_chunks_mut(BLOCK)
-        .enumerate()
-        .for_each(|(i, block)| {
-            for p in &partials {
-                for (o, v) in block.iter_mut().zip(&p[i * BLOCK..]) {
-                    *o += v;
-                }
+    let (w, b) = partials
+        .first()
+        .map_or((0, 0), |p| (p.dw.len(), p.db.len()));
+    let mut dw = vec![0f32; w];
+    dw.par_chunks_mut(BLOCK).enumerate().for_each(|(i, block)| {
+        for p in &partials {
+            for (o, v) in block.iter_mut().zip(&p.dw[i * BLOCK..]) {
+                *o += v;
             }
-        });
-    Ok(out)
+        }
+    });
+    let db = (0..b)
+        .map(|j| partials.iter().map(|p| p.db[j]).sum::<f64>() as f32)
+        .collect();
+    Ok((dw, db))
 }
 
 fn contiguous<'a>(
@@ -310,11 +366,18 @@ fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> 
     f(contiguous(cpu, layout, t.elem_count(), what)?)
 }
 
-/// ReLU in place (NaN stays NaN, so a diverging run is still caught downstream).
-fn relu_in_place(out: &mut [f32]) {
-    for v in out {
-        if *v < 0.0 {
-            *v = 0.0;
+/// `out[p, j] += bias[j]` for every pixel `p`, then ReLU when `relu` (NaN stays NaN, so a
+/// diverging run is still caught downstream).
+fn bias_relu(out: &mut [f32], bias: &[f32], relu: bool) {
+    if bias.is_empty() {
+        return;
+    }
+    for px in out.chunks_exact_mut(bias.len()) {
+        for (v, &b) in px.iter_mut().zip(bias) {
+            *v += b;
+            if relu && *v < 0.0 {
+                *v = 0.0;
+            }
         }
     }
 }
@@ -325,13 +388,6 @@ fn relu_grad(grad: &[f32], out: &[f32]) -> Vec<f32> {
     grad.par_iter()
         .zip(out.par_iter())
         .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
-        .collect()
-}
-
-/// Sums of rows of length `len`, accumulated in f64.
-fn row_sums(x: &[f32], len: usize) -> Vec<f32> {
-    x.par_chunks(len)
-        .map(|row| row.iter().map(|&v| f64::from(v)).sum::<f64>() as f32)
         .collect()
 }
 
@@ -352,12 +408,11 @@ fn pre_activation_grad(relu: bool, res: &Tensor, grad: &[f32], what: &str) -> Re
 /// gradient is needed).
 fn gradient_parts<'a>(
     dx: Option<&'a mut Vec<f32>>,
-    row_len: usize,
     tasks: &[Images],
-    unit: usize,
-) -> Vec<Option<Vec<&'a mut [f32]>>> {
+    per_image: usize,
+) -> Vec<Option<&'a mut [f32]>> {
     match dx {
-        Some(dx) => split_tasks(dx, row_len, tasks, unit)
+        Some(dx) => split_tasks(dx, tasks, per_image)
             .into_iter()
             .map(Some)
             .collect(),
@@ -365,7 +420,7 @@ fn gradient_parts<'a>(
     }
 }
 
-/// `[relu](conv2d(x, w) + bias)` on channel-major tensors, as one graph node.
+/// `[relu](conv2d(x, w) + bias)` on channels-last tensors, as one graph node.
 struct Conv2dOp {
     g: Geometry,
     o: usize,
@@ -386,52 +441,37 @@ impl CustomOp3 for Conv2dOp {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (g, o, r, n, l) = (
-            self.g,
-            self.o,
-            self.g.rows(),
-            self.g.cols(),
-            self.g.positions(),
-        );
-        let x = contiguous(xs, xl, g.image_len(), "conv2d input")?;
-        let w = contiguous(ws, wl, o * r, "conv2d weight")?;
+        let (g, o, p, l) = (self.g, self.o, self.g.patch(), self.g.positions());
+        let x = contiguous(xs, xl, g.b * g.image(), "conv2d input")?;
+        let w = contiguous(ws, wl, o * p, "conv2d weight")?;
         let bias = contiguous(bs, bl, o, "conv2d bias")?;
+        let w = swap_inner(w, (o, g.c, g.k * g.k));
         let (taps, tasks) = (g.taps(), g.tasks());
-        let mut y = vec![0f32; o * n];
-        let parts = split_tasks(&mut y, n, &tasks, l);
+        let mut y = vec![0f32; g.b * l * o];
+        let parts = split_tasks(&mut y, &tasks, l * o);
         tasks
             .par_iter()
             .zip(parts)
-            .try_for_each(|(&task, mut part)| -> Result<()> {
-                with_scratch(|cols_buf, out_buf| {
+            .try_for_each(|(&task, part)| -> Result<()> {
+                with_scratch(|buf| {
                     for sub in g.sub_chunks(task) {
-                        let cc = g.chunk_cols(sub);
-                        let cols = grow(cols_buf, r * cc);
+                        let n = sub.len * l;
+                        let cols = grow(buf, n * p);
                         g.im2col(x, &taps, sub, cols);
-                        let out = grow(out_buf, o * cc);
+                        let y = &mut part[(sub.first - task.first) * l * o..][..n * o];
                         gemm(
-                            (o, cc, r),
-                            op(w, r, false),
-                            op(cols, cc, false),
-                            (out, cc),
+                            (n, o, p),
+                            op(cols, p, false),
+                            op(&w, p, true),
+                            (y, o),
                             false,
                         )?;
-                        // Bias and ReLU on the way out of the cache-resident product.
-                        let at = (sub.first - task.first) * l;
-                        for ((dst, src), &b) in part.iter_mut().zip(out.chunks_exact(cc)).zip(bias)
-                        {
-                            for (d, &s) in dst[at..][..cc].iter_mut().zip(src) {
-                                *d = s + b;
-                            }
-                            if self.relu {
-                                relu_in_place(&mut dst[at..][..cc]);
-                            }
-                        }
+                        bias_relu(y, bias, self.relu);
                     }
                     Ok(())
                 })
             })?;
-        Ok((CpuStorage::F32(y), Shape::from((o, g.b, g.oh, g.ow))))
+        Ok((CpuStorage::F32(y), Shape::from((g.b, g.oh, g.ow, o))))
     }
 
     fn bwd(
@@ -442,58 +482,60 @@ impl CustomOp3 for Conv2dOp {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (g, o, r, n, l) = (
+        let (g, o, p, l, kk) = (
             self.g,
             self.o,
-            self.g.rows(),
-            self.g.cols(),
+            self.g.patch(),
             self.g.positions(),
+            self.g.k * self.g.k,
         );
         let gy = with_data(grad, "conv2d grad", |d| {
             pre_activation_grad(self.relu, res, d, "conv2d output")
         })?;
-        let db = row_sums(&gy, n);
         let (taps, tasks) = (g.taps(), g.tasks());
-        let mut dx = x.track_op().then(|| vec![0f32; g.image_len()]);
-        let parts = gradient_parts(dx.as_mut(), g.b * g.plane(), &tasks, g.plane());
+        let mut dx = x.track_op().then(|| vec![0f32; g.b * g.image()]);
+        let parts = gradient_parts(dx.as_mut(), &tasks, g.image());
         let partials = with_data(x, "conv2d input", |x| {
             with_data(w, "conv2d weight", |w| {
+                let w = swap_inner(w, (o, g.c, kk));
                 Ok(tasks
                     .par_iter()
                     .zip(parts)
-                    .map(|(&task, mut part)| -> Result<Vec<f32>> {
-                        with_scratch(|cols_buf, _| {
-                            let mut dw = vec![0f32; o * r];
+                    .map(|(&task, mut part)| -> Result<Partial> {
+                        with_scratch(|buf| {
+                            let mut acc = Partial::new(o * p, o);
                             for sub in g.sub_chunks(task) {
-                                let cc = g.chunk_cols(sub);
-                                let cols = grow(cols_buf, r * cc);
-                                let gy = &gy[sub.first * l..];
+                                let n = sub.len * l;
+                                let cols = grow(buf, n * p);
+                                let gy = &gy[sub.first * l * o..][..n * o];
+                                acc.add_bias_grad(gy);
                                 g.im2col(x, &taps, sub, cols);
                                 gemm(
-                                    (o, r, cc),
-                                    op(gy, n, false),
-                                    op(cols, cc, true),
-                                    (&mut dw, r),
+                                    (o, p, n),
+                                    op(gy, o, true),
+                                    op(cols, p, false),
+                                    (&mut acc.dw, p),
                                     true,
                                 )?;
                                 if let Some(part) = &mut part {
                                     gemm(
-                                        (r, cc, o),
-                                        op(w, r, true),
-                                        op(gy, n, false),
-                                        (cols, cc),
+                                        (n, p, o),
+                                        op(gy, o, false),
+                                        op(&w, p, false),
+                                        (cols, p),
                                         false,
                                     )?;
                                     g.col2im_add(cols, &taps, (task, sub), part);
                                 }
                             }
-                            Ok(dw)
+                            Ok(acc)
                         })
                     })
                     .collect::<Vec<_>>())
             })
         })?;
-        let dw = sum_partials(partials, o * r)?;
+        let (dw, db) = sum_partials(partials)?;
+        let dw = swap_inner(&dw, (o, kk, g.c));
         Ok((
             dx.map(|dx| tensor(dx, x.shape())).transpose()?,
             Some(tensor(dw, w.shape())?),
@@ -502,7 +544,7 @@ impl CustomOp3 for Conv2dOp {
     }
 }
 
-/// `[relu](conv_transpose2d(x, w) + bias)` on channel-major tensors, as one graph node: the
+/// `[relu](conv_transpose2d(x, w) + bias)` on channels-last tensors, as one graph node: the
 /// adjoint of the convolution described by `g`, whose `o` output channels are this op's input.
 struct ConvTranspose2dOp {
     g: Geometry,
@@ -524,47 +566,37 @@ impl CustomOp3 for ConvTranspose2dOp {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (g, ci, r, n, l) = (
-            self.g,
-            self.ci,
-            self.g.rows(),
-            self.g.cols(),
-            self.g.positions(),
-        );
-        let x = contiguous(xs, xl, ci * n, "conv_transpose2d input")?;
-        let w = contiguous(ws, wl, ci * r, "conv_transpose2d weight")?;
+        let (g, ci, p, l) = (self.g, self.ci, self.g.patch(), self.g.positions());
+        let x = contiguous(xs, xl, g.b * l * ci, "conv_transpose2d input")?;
+        let w = contiguous(ws, wl, ci * p, "conv_transpose2d weight")?;
         let bias = contiguous(bs, bl, g.c, "conv_transpose2d bias")?;
+        let w = swap_inner(w, (ci, g.c, g.k * g.k));
         let (taps, tasks) = (g.taps(), g.tasks());
-        let mut y = vec![0f32; g.image_len()];
-        let parts = split_tasks(&mut y, g.b * g.plane(), &tasks, g.plane());
+        let mut y = vec![0f32; g.b * g.image()];
+        let parts = split_tasks(&mut y, &tasks, g.image());
         tasks
             .par_iter()
             .zip(parts)
-            .try_for_each(|(&task, mut part)| -> Result<()> {
-                with_scratch(|cols_buf, _| {
-                    for (channel, &b) in part.iter_mut().zip(bias) {
-                        channel.fill(b);
-                    }
+            .try_for_each(|(&task, part)| -> Result<()> {
+                with_scratch(|buf| {
                     for sub in g.sub_chunks(task) {
-                        let cc = g.chunk_cols(sub);
-                        let cols = grow(cols_buf, r * cc);
-                        let x = &x[sub.first * l..];
+                        let n = sub.len * l;
+                        let cols = grow(buf, n * p);
+                        let x = &x[sub.first * l * ci..][..n * ci];
                         gemm(
-                            (r, cc, ci),
-                            op(w, r, true),
-                            op(x, n, false),
-                            (cols, cc),
+                            (n, p, ci),
+                            op(x, ci, false),
+                            op(&w, p, false),
+                            (cols, p),
                             false,
                         )?;
-                        g.col2im_add(cols, &taps, (task, sub), &mut part);
+                        g.col2im_add(cols, &taps, (task, sub), part);
                     }
-                    if self.relu {
-                        part.iter_mut().for_each(|c| relu_in_place(c));
-                    }
+                    bias_relu(part, bias, self.relu);
                     Ok(())
                 })
             })?;
-        Ok((CpuStorage::F32(y), Shape::from((g.c, g.b, g.h, g.w))))
+        Ok((CpuStorage::F32(y), Shape::from((g.b, g.h, g.w, g.c))))
     }
 
     fn bwd(
@@ -575,62 +607,62 @@ impl CustomOp3 for ConvTranspose2dOp {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (g, ci, r, n, l) = (
+        let (g, ci, p, l, kk) = (
             self.g,
             self.ci,
-            self.g.rows(),
-            self.g.cols(),
+            self.g.patch(),
             self.g.positions(),
+            self.g.k * self.g.k,
         );
         let gy = with_data(grad, "conv_transpose2d grad", |d| {
             pre_activation_grad(self.relu, res, d, "conv_transpose2d output")
         })?;
-        let db = row_sums(&gy, g.b * g.plane());
         let (taps, tasks) = (g.taps(), g.tasks());
-        let mut dx = x.track_op().then(|| vec![0f32; ci * n]);
-        let parts = gradient_parts(dx.as_mut(), n, &tasks, l);
+        let mut dx = x.track_op().then(|| vec![0f32; g.b * l * ci]);
+        let parts = gradient_parts(dx.as_mut(), &tasks, l * ci);
         let partials = with_data(x, "conv_transpose2d input", |x| {
             with_data(w, "conv_transpose2d weight", |w| {
+                let w = swap_inner(w, (ci, g.c, kk));
                 Ok(tasks
                     .par_iter()
                     .zip(parts)
-                    .map(|(&task, mut part)| -> Result<Vec<f32>> {
-                        with_scratch(|cols_buf, out_buf| {
-                            let mut dw = vec![0f32; ci * r];
+                    .map(|(&task, mut part)| -> Result<Partial> {
+                        with_scratch(|buf| {
+                            let mut acc = Partial::new(ci * p, g.c);
+                            acc.add_bias_grad(
+                                &gy[task.first * g.image()..][..task.len * g.image()],
+                            );
                             for sub in g.sub_chunks(task) {
-                                let cc = g.chunk_cols(sub);
-                                let cols = grow(cols_buf, r * cc);
+                                let n = sub.len * l;
+                                let cols = grow(buf, n * p);
                                 g.im2col(&gy, &taps, sub, cols);
-                                let x = &x[sub.first * l..];
+                                let x = &x[sub.first * l * ci..][..n * ci];
                                 gemm(
-                                    (ci, r, cc),
-                                    op(x, n, false),
-                                    op(cols, cc, true),
-                                    (&mut dw, r),
+                                    (ci, p, n),
+                                    op(x, ci, true),
+                                    op(cols, p, false),
+                                    (&mut acc.dw, p),
                                     true,
                                 )?;
                                 if let Some(part) = &mut part {
-                                    let out = grow(out_buf, ci * cc);
+                                    let dx = &mut part[(sub.first - task.first) * l * ci..];
                                     gemm(
-                                        (ci, cc, r),
-                                        op(w, r, false),
-                                        op(cols, cc, false),
-                                        (out, cc),
+                                        (n, ci, p),
+                                        op(cols, p, false),
+                                        op(&w, p, true),
+                                        (&mut dx[..n * ci], ci),
                                         false,
                                     )?;
-                                    let at = (sub.first - task.first) * l;
-                                    for (dst, src) in part.iter_mut().zip(out.chunks_exact(cc)) {
-                                        dst[at..][..cc].copy_from_slice(src);
-                                    }
                                 }
                             }
-                            Ok(dw)
+                            Ok(acc)
                         })
                     })
                     .collect::<Vec<_>>())
             })
         })?;
-        let dw = sum_partials(partials, ci * r)?;
+        let (dw, db) = sum_partials(partials)?;
+        let dw = swap_inner(&dw, (ci, kk, g.c));
         Ok((
             dx.map(|dx| tensor(dx, x.shape())).transpose()?,
             Some(tensor(dw, w.shape())?),
@@ -653,8 +685,8 @@ fn check_bias(bias: &Tensor, n: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// `conv2d(x[c, b, h, w], w[o, c, k, k]) + bias[o]` → `[o, b, oh, ow]` (channel-major in and
-/// out), with symmetric `pad` and `stride`, followed by ReLU when `relu`.
+/// `conv2d(x[b, h, w, c], w[o, c, k, k]) + bias[o]` → `[b, oh, ow, o]` (channels-last in and
+/// out; the weight keeps candle's layout), with symmetric `pad` and `stride`, followed by ReLU when `relu`.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
@@ -663,7 +695,7 @@ pub fn conv2d(
     pad: usize,
     relu: bool,
 ) -> Result<Tensor> {
-    let (c, b, h, w) = x.dims4()?;
+    let (b, h, w, c) = x.dims4()?;
     let (o, wc, k, k2) = weight.dims4()?;
     if wc != c || k != k2 {
         bail!("conv2d: input has {c} channels, weight is [{o}, {wc}, {k}, {k2}]");
@@ -688,9 +720,9 @@ pub fn conv2d(
     )
 }
 
-/// `conv_transpose2d(x[ci, b, h, w], w[ci, co, k, k]) + bias[co]` → `[co, b, ho, wo]`
-/// (channel-major), followed by ReLU when `relu`: the adjoint of a `conv2d` from
-/// `[co, b, ho, wo]`, with `ho = (h − 1)·stride − 2·pad + k + output_padding`.
+/// `conv_transpose2d(x[b, h, w, ci], w[ci, co, k, k]) + bias[co]` → `[b, ho, wo, co]`
+/// (channels-last), followed by ReLU when `relu`: the adjoint of a `conv2d` from
+/// `[b, ho, wo, co]`, with `ho = (h − 1)·stride − 2·pad + k + output_padding`.
 pub fn conv_transpose2d(
     x: &Tensor,
     weight: &Tensor,
@@ -698,7 +730,7 @@ pub fn conv_transpose2d(
     (stride, pad, output_padding): (usize, usize, usize),
     relu: bool,
 ) -> Result<Tensor> {
-    let (ci, b, h, w) = x.dims4()?;
+    let (b, h, w, ci) = x.dims4()?;
     let (wci, co, k, k2) = weight.dims4()?;
     if wci != ci || k != k2 {
         bail!("conv_transpose2d: input has {ci} channels, weight is [{wci}, {co}, {k}, {k2}]");
@@ -731,12 +763,17 @@ pub fn conv_transpose2d(
     )
 }
 
-/// `[b, c, h, w]` → `[c, b, h, w]` and back (the same permutation).
-pub fn swap_batch_channels(x: &Tensor) -> Result<Tensor> {
-    x.transpose(0, 1)?.contiguous()
+/// `[b, c, h, w]` → `[b, h, w, c]`, the layout of [`conv2d`] and [`conv_transpose2d`].
+pub fn to_channels_last(x: &Tensor) -> Result<Tensor> {
+    x.permute((0, 2, 3, 1))?.contiguous()
 }
 
-/// A convolution layer using [`conv2d`] (channel-major tensors), with candle's parameter names
+/// `[b, h, w, c]` → `[b, c, h, w]`, candle's layout (and the export's flattening order).
+pub fn to_channels_first(x: &Tensor) -> Result<Tensor> {
+    x.permute((0, 3, 1, 2))?.contiguous()
+}
+
+/// A convolution layer using [`conv2d`] (channels-last tensors), with candle's parameter names
 /// and initialisation, and the ReLU that follows it fused in when `relu`.
 #[derive(Debug, Clone)]
 pub struct FastConv2d {
@@ -873,12 +910,12 @@ mod tests {
             random(&[if out_pad.is_some() { w[1] } else { w[0] }], seed + 2),
         );
         for relu in [false, true] {
-            let xc = swap_batch_channels(&xv).unwrap();
+            let xc = to_channels_last(&xv).unwrap();
             let ours = match out_pad {
                 None => conv2d(&xc, &wv, &bv, stride, pad, relu).unwrap(),
                 Some(op) => conv_transpose2d(&xc, &wv, &bv, (stride, pad, op), relu).unwrap(),
             };
-            let ours = swap_batch_channels(&ours).unwrap();
+            let ours = to_channels_first(&ours).unwrap();
             let reference = match out_pad {
                 None => xv.conv2d(&wv, pad, stride, 1, 1).unwrap(),
                 Some(op) => xv.conv_transpose2d(&wv, pad, op, stride, 1).unwrap(),
@@ -1021,13 +1058,13 @@ mod tests {
         ] {
             let (xv, wv, bv) = (random(&x, 20), random(&w, 21), random(&[w[0]], 22));
             let zero = Tensor::zeros(w[0], candle_core::DType::F32, &Device::Cpu).unwrap();
-            let xc = swap_batch_channels(&xv).unwrap();
+            let xc = to_channels_last(&xv).unwrap();
             let y =
-                swap_batch_channels(&conv2d(&xc, &wv, &zero, stride, pad, false).unwrap()).unwrap();
+                to_channels_first(&conv2d(&xc, &wv, &zero, stride, pad, false).unwrap()).unwrap();
             let up = random(y.dims(), 23);
             let want = naive(&xv, &wv, &up, stride, pad);
             let yb =
-                swap_batch_channels(&conv2d(&xc, &wv, &bv, stride, pad, false).unwrap()).unwrap();
+                to_channels_first(&conv2d(&xc, &wv, &bv, stride, pad, false).unwrap()).unwrap();
             let g = (yb * up.as_tensor())
                 .unwrap()
                 .sum_all()
@@ -1067,11 +1104,12 @@ mod tests {
 
     #[test]
     fn mismatched_shapes_are_errors() {
-        let x = random(&[2, 1, 8, 8], 1);
-        let w = random(&[4, 3, 3, 3], 2);
+        let x = random(&[2, 8, 8, 1], 1);
         let b = random(&[4], 3);
-        assert!(conv2d(&x, &w, &b, 1, 0, false).is_err());
-        let w = random(&[4, 2, 9, 9], 2);
-        assert!(conv2d(&x, &w, &b, 1, 0, false).is_err());
+        // Channel count, kernel larger than the padded image, bias length.
+        assert!(conv2d(&x, &random(&[4, 3, 3, 3], 2), &b, 1, 0, false).is_err());
+        assert!(conv2d(&x, &random(&[4, 1, 9, 9], 2), &b, 1, 0, false).is_err());
+        assert!(conv2d(&x, &random(&[5, 1, 3, 3], 2), &b, 1, 0, false).is_err());
+        assert!(conv2d(&x, &random(&[4, 1, 3, 3], 2), &b, 1, 0, false).is_ok());
     }
 }

@@ -10,7 +10,7 @@ use candle_nn::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::conv::{FastConv2d, FastConvTranspose2d, swap_batch_channels};
+use crate::conv::{FastConv2d, FastConvTranspose2d, to_channels_first, to_channels_last};
 use dekm_shared::{EncoderSpec, ImageShape, names};
 use rand::Rng;
 
@@ -60,8 +60,8 @@ pub enum Encoder {
         convs: Vec<ConvLayer>,
         /// Linear layer to the latent space.
         latent: Linear,
-        /// Run the convolutions on channel-major `[c, b, h, w]` activations (fast backend).
-        channel_major: bool,
+        /// Run the convolutions on channels-last `[b, h, w, c]` activations (fast backend).
+        channels_last: bool,
     },
     /// Dense layers with ReLU, then linear.
     Dense {
@@ -109,7 +109,7 @@ impl Encoder {
                     input: *input,
                     convs,
                     latent,
-                    channel_major: backend == ConvBackend::Fast,
+                    channels_last: backend == ConvBackend::Fast,
                 }
             }
             EncoderSpec::Dense { input, hidden, .. } => {
@@ -133,18 +133,18 @@ impl Module for Encoder {
                 input,
                 convs,
                 latent,
-                channel_major,
+                channels_last,
             } => {
                 let b = xs.dim(0)?;
                 let mut h = xs.reshape((b, input.channels, input.height, input.width))?;
-                if *channel_major {
-                    h = swap_batch_channels(&h)?;
+                if *channels_last {
+                    h = to_channels_last(&h)?;
                 }
                 for c in convs {
                     h = c.forward(&h)?;
                 }
-                if *channel_major {
-                    h = swap_batch_channels(&h)?;
+                if *channels_last {
+                    h = to_channels_first(&h)?;
                 }
                 latent.forward(&h.flatten_from(1)?)
             }
@@ -165,8 +165,8 @@ pub struct Decoder {
     latent: Linear,
     /// Shape the latent layer's output is reshaped to before the transposed convolutions.
     unflatten: Option<ImageShape>,
-    /// Run the transposed convolutions on channel-major activations (fast backend).
-    channel_major: bool,
+    /// Run the transposed convolutions on channels-last activations (fast backend).
+    channels_last: bool,
     /// Layers applied in order; ReLU after every one but the last.
     layers: Vec<DecoderLayer>,
 }
@@ -238,7 +238,7 @@ impl Decoder {
         Ok(Self {
             latent,
             unflatten,
-            channel_major: backend == ConvBackend::Fast,
+            channels_last: backend == ConvBackend::Fast,
             layers,
         })
     }
@@ -252,11 +252,11 @@ impl Module for Decoder {
             return Ok(h);
         }
         h = h.relu()?;
-        let swap = self.unflatten.is_some() && self.channel_major;
+        let swap = self.unflatten.is_some() && self.channels_last;
         if let Some(s) = self.unflatten {
             h = h.reshape((b, s.channels, s.height, s.width))?;
             if swap {
-                h = swap_batch_channels(&h)?;
+                h = to_channels_last(&h)?;
             }
         }
         let last = self.layers.len() - 1;
@@ -272,7 +272,7 @@ impl Module for Decoder {
             }
         }
         if swap {
-            h = swap_batch_channels(&h)?;
+            h = to_channels_first(&h)?;
         }
         h.flatten_from(1)
     }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Module, Tensor};
 use dekm_edge::Model;
 use dekm_edge::file::read_parts;
 use dekm_shared::ImageShape;
@@ -72,11 +72,17 @@ fn check_parity(ds: &Dataset, k: usize) {
     train_and_export(ds, &cfg, &opts, dir.path()).expect("training");
     let model = read_model(dir.path()).expect("reload");
 
-    // Trainer side: candle encoder and the shared head.
+    // Trainer side: the candle graph's forward pass (the training ops; `embed` itself runs the
+    // edge kernels) and the shared head.
     let flat = ds.normalized(&model.normalizer).unwrap();
     let len = model.meta.encoder.input_len();
     let xs = Tensor::from_vec(flat, (ds.len(), len), &Device::Cpu).unwrap();
-    let z_trainer = embed(&model.encoder, &xs, 256).unwrap();
+    let z_trainer = model
+        .encoder
+        .forward(&xs)
+        .and_then(|z| z.flatten_all()?.to_vec1::<f32>())
+        .unwrap();
+    let z_embed = embed(&model.encoder, &xs, 256).unwrap();
     let a_trainer = assign(&model, ds).unwrap();
 
     // Edge side: the device's own loader on the export and on its bundle, raw samples in.
@@ -114,6 +120,15 @@ fn check_parity(ds: &Dataset, k: usize) {
         ds.len()
     );
     assert!(worst < 1e-4, "latent vectors differ by {worst}");
+    let embed_gap = z_embed
+        .iter()
+        .zip(&z_trainer)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert_eq!(z_embed.len(), z_trainer.len());
+    assert!(
+        embed_gap < 1e-4,
+        "the trainer's embedding pass and its forward pass differ by {embed_gap}"
+    );
 }
 
 #[test]

@@ -174,6 +174,11 @@ fn run_torch(a: &Args, data_dir: &std::path::Path, threads: usize) -> Result<Opt
 
 fn main() -> Result<()> {
     dekm_trainer::allocator::keep_freed_memory();
+    // SAFETY: first statement of `main` after the allocator option; no thread exists yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        dekm_trainer::threads::one_candle_thread();
+    }
     let a = parse_args()?;
     // `cargo bench` runs in `trainer/`; the project's data lies beside the repository.
     let beside_repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data"));

@@ -247,17 +247,26 @@ fn swap_inner(x: &[f32], (a, b, c): (usize, usize, usize)) -> Vec<f32> {
     out
 }
 
-thread_local! {
-    /// Each thread's column matrix for one sub-chunk, kept between calls: a fresh allocation
-    /// would cost page faults every training step.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+/// A thread's working buffers for one sub-chunk.
+#[derive(Default)]
+struct Scratch {
+    /// The column matrix.
+    cols: Vec<f32>,
+    /// The upstream gradient, ReLU undone.
+    grad: Vec<f32>,
 }
 
-/// Runs `f` with this thread's scratch buffer (a fresh one if it is already in use).
-fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+thread_local! {
+    /// Each thread's buffers, kept between calls: a fresh allocation would cost page faults
+    /// every training step.
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// Runs `f` with this thread's buffers (fresh ones if they are already in use).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     SCRATCH.with(|s| match s.try_borrow_mut() {
         Ok(mut s) => f(&mut s),
-        Err(_) => f(&mut Vec::new()),
+        Err(_) => f(&mut Scratch::default()),
     })
 }
 
@@ -355,15 +364,28 @@ fn contiguous<'a>(
     }
 }
 
-/// Runs `f` on the contiguous f32 data of a CPU tensor (used by the backward passes, which
-/// receive tensors rather than storages).
-fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        bail!("{what}: CPU tensors only");
-    };
-    f(contiguous(cpu, layout, t.elem_count(), what)?)
+/// Runs `f` on the contiguous f32 data of CPU tensors (the backward passes receive tensors
+/// rather than storages).
+fn with_tensors<const N: usize, R>(
+    ts: [&Tensor; N],
+    what: &str,
+    f: impl FnOnce([&[f32]; N]) -> Result<R>,
+) -> Result<R> {
+    let ts = ts.map(|t| t.contiguous());
+    let ts = ts.into_iter().collect::<Result<Vec<_>>>()?;
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let data = guards
+        .iter()
+        .zip(&ts)
+        .map(|((storage, layout), t)| match &**storage {
+            Storage::Cpu(cpu) => contiguous(cpu, layout, t.elem_count(), what),
+            _ => bail!("{what}: CPU tensors only"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let data: [&[f32]; N] = data
+        .try_into()
+        .map_err(|_| candle_core::Error::Msg(format!("{what}: tensor count")))?;
+    f(data)
 }
 
 /// `out[p, j] += bias[j]` for every pixel `p`, then ReLU when `relu` (NaN stays NaN, so a
@@ -382,26 +404,26 @@ fn bias_relu(out: &mut [f32], bias: &[f32], relu: bool) {
     }
 }
 
-/// The gradient that reaches the pre-activation: `grad` where the ReLU output is positive,
-/// written in one pass.
-fn relu_grad(grad: &[f32], out: &[f32]) -> Vec<f32> {
-    grad.par_iter()
-        .zip(out.par_iter())
-        .map(|(&g, &y)| if y > 0.0 { g } else { 0.0 })
-        .collect()
+/// `grad[range]`, or with the fused ReLU undone (zero where the op's output `out` is not
+/// positive) in `buf`: computed per sub-chunk, so the masked gradient is never a full tensor.
+fn pre_activation<'a>(
+    relu: bool,
+    (grad, out): (&'a [f32], &[f32]),
+    range: std::ops::Range<usize>,
+    buf: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    if !relu {
+        return &grad[range];
+    }
+    let masked = grow(buf, range.len());
+    for ((m, &g), &y) in masked.iter_mut().zip(&grad[range.clone()]).zip(&out[range]) {
+        *m = if y > 0.0 { g } else { 0.0 };
+    }
+    masked
 }
 
 fn tensor(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
     Tensor::from_vec(data, shape, &Device::Cpu)
-}
-
-/// The upstream gradient with the fused ReLU undone.
-fn pre_activation_grad(relu: bool, res: &Tensor, grad: &[f32], what: &str) -> Result<Vec<f32>> {
-    if relu {
-        with_data(res, what, |y| Ok(relu_grad(grad, y)))
-    } else {
-        Ok(grad.to_vec())
-    }
 }
 
 /// The input gradient split into the tasks' parts (`None` for every task when no input
@@ -456,7 +478,7 @@ impl CustomOp3 for Conv2dOp {
                 with_scratch(|buf| {
                     for sub in g.sub_chunks(task) {
                         let n = sub.len * l;
-                        let cols = grow(buf, n * p);
+                        let cols = grow(&mut buf.cols, n * p);
                         g.im2col(x, &taps, sub, cols);
                         let y = &mut part[(sub.first - task.first) * l * o..][..n * o];
                         gemm(
@@ -489,50 +511,46 @@ impl CustomOp3 for Conv2dOp {
             self.g.positions(),
             self.g.k * self.g.k,
         );
-        let gy = with_data(grad, "conv2d grad", |d| {
-            pre_activation_grad(self.relu, res, d, "conv2d output")
-        })?;
         let (taps, tasks) = (g.taps(), g.tasks());
         let mut dx = x.track_op().then(|| vec![0f32; g.b * g.image()]);
         let parts = gradient_parts(dx.as_mut(), &tasks, g.image());
-        let partials = with_data(x, "conv2d input", |x| {
-            with_data(w, "conv2d weight", |w| {
-                let w = swap_inner(w, (o, g.c, kk));
-                Ok(tasks
-                    .par_iter()
-                    .zip(parts)
-                    .map(|(&task, mut part)| -> Result<Partial> {
-                        with_scratch(|buf| {
-                            let mut acc = Partial::new(o * p, o);
-                            for sub in g.sub_chunks(task) {
-                                let n = sub.len * l;
-                                let cols = grow(buf, n * p);
-                                let gy = &gy[sub.first * l * o..][..n * o];
-                                acc.add_bias_grad(gy);
-                                g.im2col(x, &taps, sub, cols);
+        let partials = with_tensors([grad, res, x, w], "conv2d backward", |[grad, res, x, w]| {
+            let w = swap_inner(w, (o, g.c, kk));
+            Ok(tasks
+                .par_iter()
+                .zip(parts)
+                .map(|(&task, mut part)| -> Result<Partial> {
+                    with_scratch(|buf| {
+                        let mut acc = Partial::new(o * p, o);
+                        for sub in g.sub_chunks(task) {
+                            let n = sub.len * l;
+                            let range = sub.first * l * o..(sub.first * l + n) * o;
+                            let gy = pre_activation(self.relu, (grad, res), range, &mut buf.grad);
+                            acc.add_bias_grad(gy);
+                            let cols = grow(&mut buf.cols, n * p);
+                            g.im2col(x, &taps, sub, cols);
+                            gemm(
+                                (o, p, n),
+                                op(gy, o, true),
+                                op(cols, p, false),
+                                (&mut acc.dw, p),
+                                true,
+                            )?;
+                            if let Some(part) = &mut part {
                                 gemm(
-                                    (o, p, n),
-                                    op(gy, o, true),
-                                    op(cols, p, false),
-                                    (&mut acc.dw, p),
-                                    true,
+                                    (n, p, o),
+                                    op(gy, o, false),
+                                    op(&w, p, false),
+                                    (cols, p),
+                                    false,
                                 )?;
-                                if let Some(part) = &mut part {
-                                    gemm(
-                                        (n, p, o),
-                                        op(gy, o, false),
-                                        op(&w, p, false),
-                                        (cols, p),
-                                        false,
-                                    )?;
-                                    g.col2im_add(cols, &taps, (task, sub), part);
-                                }
+                                g.col2im_add(cols, &taps, (task, sub), part);
                             }
-                            Ok(acc)
-                        })
+                        }
+                        Ok(acc)
                     })
-                    .collect::<Vec<_>>())
-            })
+                })
+                .collect::<Vec<_>>())
         })?;
         let (dw, db) = sum_partials(partials)?;
         let dw = swap_inner(&dw, (o, kk, g.c));
@@ -581,7 +599,7 @@ impl CustomOp3 for ConvTranspose2dOp {
                 with_scratch(|buf| {
                     for sub in g.sub_chunks(task) {
                         let n = sub.len * l;
-                        let cols = grow(buf, n * p);
+                        let cols = grow(&mut buf.cols, n * p);
                         let x = &x[sub.first * l * ci..][..n * ci];
                         gemm(
                             (n, p, ci),
@@ -614,52 +632,53 @@ impl CustomOp3 for ConvTranspose2dOp {
             self.g.positions(),
             self.g.k * self.g.k,
         );
-        let gy = with_data(grad, "conv_transpose2d grad", |d| {
-            pre_activation_grad(self.relu, res, d, "conv_transpose2d output")
-        })?;
         let (taps, tasks) = (g.taps(), g.tasks());
         let mut dx = x.track_op().then(|| vec![0f32; g.b * l * ci]);
         let parts = gradient_parts(dx.as_mut(), &tasks, l * ci);
-        let partials = with_data(x, "conv_transpose2d input", |x| {
-            with_data(w, "conv_transpose2d weight", |w| {
-                let w = swap_inner(w, (ci, g.c, kk));
-                Ok(tasks
-                    .par_iter()
-                    .zip(parts)
-                    .map(|(&task, mut part)| -> Result<Partial> {
-                        with_scratch(|buf| {
-                            let mut acc = Partial::new(ci * p, g.c);
-                            acc.add_bias_grad(
-                                &gy[task.first * g.image()..][..task.len * g.image()],
-                            );
-                            for sub in g.sub_chunks(task) {
-                                let n = sub.len * l;
-                                let cols = grow(buf, n * p);
-                                g.im2col(&gy, &taps, sub, cols);
-                                let x = &x[sub.first * l * ci..][..n * ci];
+        let what = "conv_transpose2d backward";
+        let partials = with_tensors([grad, res, x, w], what, |[grad, res, x, w]| {
+            let w = swap_inner(w, (ci, g.c, kk));
+            Ok(tasks
+                .par_iter()
+                .zip(parts)
+                .map(|(&task, mut part)| -> Result<Partial> {
+                    with_scratch(|buf| {
+                        let mut acc = Partial::new(ci * p, g.c);
+                        for sub in g.sub_chunks(task) {
+                            let n = sub.len * l;
+                            // The sub-chunk's images of the gradient, as a batch of their own.
+                            let range = sub.first * g.image()..(sub.first + sub.len) * g.image();
+                            let gy = pre_activation(self.relu, (grad, res), range, &mut buf.grad);
+                            acc.add_bias_grad(gy);
+                            let cols = grow(&mut buf.cols, n * p);
+                            let own = Images {
+                                first: 0,
+                                len: sub.len,
+                            };
+                            g.im2col(gy, &taps, own, cols);
+                            let x = &x[sub.first * l * ci..][..n * ci];
+                            gemm(
+                                (ci, p, n),
+                                op(x, ci, true),
+                                op(cols, p, false),
+                                (&mut acc.dw, p),
+                                true,
+                            )?;
+                            if let Some(part) = &mut part {
+                                let dx = &mut part[(sub.first - task.first) * l * ci..];
                                 gemm(
-                                    (ci, p, n),
-                                    op(x, ci, true),
+                                    (n, ci, p),
                                     op(cols, p, false),
-                                    (&mut acc.dw, p),
-                                    true,
+                                    op(&w, p, true),
+                                    (&mut dx[..n * ci], ci),
+                                    false,
                                 )?;
-                                if let Some(part) = &mut part {
-                                    let dx = &mut part[(sub.first - task.first) * l * ci..];
-                                    gemm(
-                                        (n, ci, p),
-                                        op(cols, p, false),
-                                        op(&w, p, true),
-                                        (&mut dx[..n * ci], ci),
-                                        false,
-                                    )?;
-                                }
                             }
-                            Ok(acc)
-                        })
+                        }
+                        Ok(acc)
                     })
-                    .collect::<Vec<_>>())
-            })
+                })
+                .collect::<Vec<_>>())
         })?;
         let (dw, db) = sum_partials(partials)?;
         let dw = swap_inner(&dw, (ci, kk, g.c));
@@ -805,6 +824,18 @@ impl FastConv2d {
             pad,
             relu,
         })
+    }
+}
+
+impl FastConv2d {
+    /// The weight, `[out, in, k, k]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The bias, `[out]`.
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
     }
 }
 

@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod plots;
 pub mod rotation;
 pub mod service;
+pub mod threads;
 pub mod train;
 
 /// k-means, clustering metrics and the seeded random streams live in `dekm-cluster`; the

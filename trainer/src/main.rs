@@ -773,6 +773,11 @@ fn tempfile_dir() -> Result<TempDir> {
 
 fn main() -> Result<()> {
     dekm_trainer::allocator::keep_freed_memory();
+    // SAFETY: first statement of `main` after the allocator option; no thread exists yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        dekm_trainer::threads::one_candle_thread();
+    }
     let cli = Cli::parse();
     // Progress bars carry the running figures; `RUST_LOG=info` adds structured logs. The
     // server logs at info by default, as JSON lines with --log-json.

@@ -4,7 +4,7 @@
 //! Samples travel as flat `[batch, input_len]` tensors; the convolutional encoder reshapes them
 //! to `[batch, c, h, w]` itself, so data loading never depends on the architecture.
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, bail};
 use candle_nn::{
     Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Linear, VarBuilder, VarMap,
 };
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::conv::{FastConv2d, FastConvTranspose2d, to_channels_first, to_channels_last};
 use dekm_shared::{EncoderSpec, ImageShape, names};
 use rand::Rng;
+use rayon::prelude::*;
 
 use crate::rng;
 
@@ -54,6 +55,8 @@ impl Module for ConvLayer {
 pub enum Encoder {
     /// Convolutions, flatten, linear.
     Conv {
+        /// The layer specification it was built from.
+        spec: EncoderSpec,
         /// Input image shape.
         input: ImageShape,
         /// Convolutions, ReLU after each.
@@ -106,6 +109,7 @@ impl Encoder {
                     })
                     .collect::<Result<_>>()?;
                 Self::Conv {
+                    spec: spec.clone(),
                     input: *input,
                     convs,
                     latent,
@@ -126,6 +130,48 @@ impl Encoder {
     }
 }
 
+impl Encoder {
+    /// This encoder on the edge crate's inference kernels, or `None` where they do not apply:
+    /// dense encoders (a batched GEMM suits them) and candle's own convolutions (kept as they
+    /// are for comparisons).
+    fn on_edge_kernels(&self) -> Result<Option<dekm_edge::Encoder>> {
+        let Self::Conv {
+            spec,
+            convs,
+            latent,
+            ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let mut named = Vec::new();
+        for (i, c) in convs.iter().enumerate() {
+            let ConvLayer::Fast(c) = c else {
+                return Ok(None);
+            };
+            named.push((format!("{}.weight", names::conv(i)), values(c.weight())?));
+            named.push((format!("{}.bias", names::conv(i)), values(c.bias())?));
+        }
+        named.push((
+            format!("{}.weight", names::LATENT),
+            values(latent.weight())?,
+        ));
+        if let Some(b) = latent.bias() {
+            named.push((format!("{}.bias", names::LATENT), values(b)?));
+        }
+        let get = |name: &str| {
+            named
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_slice())
+        };
+        dekm_edge::Encoder::new(spec, get)
+            .map(Some)
+            .map_err(candle_core::Error::wrap)
+    }
+}
+
 impl Module for Encoder {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
@@ -134,6 +180,7 @@ impl Module for Encoder {
                 convs,
                 latent,
                 channels_last,
+                ..
             } => {
                 let b = xs.dim(0)?;
                 let mut h = xs.reshape((b, input.channels, input.height, input.width))?;
@@ -348,14 +395,46 @@ fn reinit(varmap: &VarMap, seed: u64) -> Result<()> {
     Ok(())
 }
 
-/// Latent vectors of all rows of `xs` (`[n, input_len]`), row-major `[n, d]`, in batches.
+/// Latent vectors of all rows of `xs` (`[n, input_len]`), row-major `[n, d]`. A convolutional
+/// encoder on the fast backend runs the edge crate's kernels, one sample per call on every
+/// thread: without a backward pass to share its column matrices, im2col + GEMM is slower than
+/// their indirect convolution, whose activations stay in L1 (RESULTS has both rates). Anything
+/// else runs the candle graph in batches of `batch`.
 pub fn embed(encoder: &Encoder, xs: &Tensor, batch: usize) -> Result<Vec<f32>> {
+    if let Some(edge) = encoder.on_edge_kernels()? {
+        return embed_on_edge(&edge, xs);
+    }
     let n = xs.dim(0)?;
     let mut out = Vec::new();
     for start in (0..n).step_by(batch.max(1)) {
         let len = batch.min(n - start);
         let z = encoder.forward(&xs.narrow(0, start, len)?)?;
         out.extend(z.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}
+
+fn embed_on_edge(edge: &dekm_edge::Encoder, xs: &Tensor) -> Result<Vec<f32>> {
+    let (n, len) = xs.dims2()?;
+    if len != edge.input_len() {
+        bail!(
+            "embedding: samples have {len} values, the encoder takes {}",
+            edge.input_len()
+        );
+    }
+    let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+    let (storage, layout) = xs.storage_and_layout();
+    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+        bail!("embedding: CPU tensors only");
+    };
+    let data = &data[layout.start_offset()..][..n * len];
+    let d = edge.latent_dim();
+    let mut out = vec![0f32; n * d];
+    if n > 0 && d > 0 {
+        data.par_chunks(len)
+            .zip(out.par_chunks_mut(d))
+            .try_for_each_init(|| edge.workspace(), |ws, (x, z)| edge.encode(x, ws, z))
+            .map_err(candle_core::Error::wrap)?;
     }
     Ok(out)
 }

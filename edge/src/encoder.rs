@@ -372,7 +372,10 @@ fn tile<S: pulp::Simd, const P: usize, const NV: usize>(
             .ok()
             .copied()
     };
+    // Channels are padded to whole vectors when the layer is built, so these views always
+    // exist; the early returns only keep a broken invariant from indexing out of bounds.
     let Some(bias) = vectors(&conv.bias) else {
+        debug_assert!(false, "bias slice {o0}+{width} is not whole vectors");
         return;
     };
     let mut acc = [bias; P];
@@ -385,6 +388,7 @@ fn tile<S: pulp::Simd, const P: usize, const NV: usize>(
         }
         for (c, row) in w.chunks_exact(stride).enumerate() {
             let Some(w) = vectors(row) else {
+                debug_assert!(false, "weight row slice {o0}+{width} is not whole vectors");
                 return;
             };
             for (a, s) in acc.iter_mut().zip(&src) {

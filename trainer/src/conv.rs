@@ -270,6 +270,22 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     })
 }
 
+/// Runs `f(task, part, scratch)` for every task on rayon's threads, each task with its part of
+/// the output and its thread's scratch buffers; the results come back in task order.
+fn run_tasks<P: Send, R: Send>(
+    tasks: &[Images],
+    parts: Vec<P>,
+    f: impl Fn(Images, P, &mut Scratch) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    tasks
+        .par_iter()
+        .zip(parts)
+        .map(|(&task, part)| with_scratch(|buf| f(task, part, buf)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect()
+}
+
 /// The first `len` floats of `buf`, grown if needed, with unspecified contents.
 fn grow(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buf.len() < len {
@@ -329,9 +345,8 @@ impl Partial {
 
 /// The sum of the tasks' partial gradients, added in task order whichever thread ran which
 /// task, so a run is reproducible at a given thread count.
-fn sum_partials(partials: Vec<Result<Partial>>) -> Result<(Vec<f32>, Vec<f32>)> {
+fn sum_partials(partials: Vec<Partial>) -> (Vec<f32>, Vec<f32>) {
     const BLOCK: usize = 4096;
-    let partials = partials.into_iter().collect::<Result<Vec<_>>>()?;
     let (w, b) = partials
         .first()
         .map_or((0, 0), |p| (p.dw.len(), p.db.len()));
@@ -346,7 +361,7 @@ fn sum_partials(partials: Vec<Result<Partial>>) -> Result<(Vec<f32>, Vec<f32>)> 
     let db = (0..b)
         .map(|j| partials.iter().map(|p| p.db[j]).sum::<f64>() as f32)
         .collect();
-    Ok((dw, db))
+    (dw, db)
 }
 
 fn contiguous<'a>(
@@ -471,28 +486,23 @@ impl CustomOp3 for Conv2dOp {
         let (taps, tasks) = (g.taps(), g.tasks());
         let mut y = vec![0f32; g.b * l * o];
         let parts = split_tasks(&mut y, &tasks, l * o);
-        tasks
-            .par_iter()
-            .zip(parts)
-            .try_for_each(|(&task, part)| -> Result<()> {
-                with_scratch(|buf| {
-                    for sub in g.sub_chunks(task) {
-                        let n = sub.len * l;
-                        let cols = grow(&mut buf.cols, n * p);
-                        g.im2col(x, &taps, sub, cols);
-                        let y = &mut part[(sub.first - task.first) * l * o..][..n * o];
-                        gemm(
-                            (n, o, p),
-                            op(cols, p, false),
-                            op(&w, p, true),
-                            (y, o),
-                            false,
-                        )?;
-                        bias_relu(y, bias, self.relu);
-                    }
-                    Ok(())
-                })
-            })?;
+        run_tasks(&tasks, parts, |task, part, buf| {
+            for sub in g.sub_chunks(task) {
+                let n = sub.len * l;
+                let cols = grow(&mut buf.cols, n * p);
+                g.im2col(x, &taps, sub, cols);
+                let y = &mut part[(sub.first - task.first) * l * o..][..n * o];
+                gemm(
+                    (n, o, p),
+                    op(cols, p, false),
+                    op(&w, p, true),
+                    (y, o),
+                    false,
+                )?;
+                bias_relu(y, bias, self.relu);
+            }
+            Ok(())
+        })?;
         Ok((CpuStorage::F32(y), Shape::from((g.b, g.oh, g.ow, o))))
     }
 
@@ -516,43 +526,37 @@ impl CustomOp3 for Conv2dOp {
         let parts = gradient_parts(dx.as_mut(), &tasks, g.image());
         let partials = with_tensors([grad, res, x, w], "conv2d backward", |[grad, res, x, w]| {
             let w = swap_inner(w, (o, g.c, kk));
-            Ok(tasks
-                .par_iter()
-                .zip(parts)
-                .map(|(&task, mut part)| -> Result<Partial> {
-                    with_scratch(|buf| {
-                        let mut acc = Partial::new(o * p, o);
-                        for sub in g.sub_chunks(task) {
-                            let n = sub.len * l;
-                            let range = sub.first * l * o..(sub.first * l + n) * o;
-                            let gy = pre_activation(self.relu, (grad, res), range, &mut buf.grad);
-                            acc.add_bias_grad(gy);
-                            let cols = grow(&mut buf.cols, n * p);
-                            g.im2col(x, &taps, sub, cols);
-                            gemm(
-                                (o, p, n),
-                                op(gy, o, true),
-                                op(cols, p, false),
-                                (&mut acc.dw, p),
-                                true,
-                            )?;
-                            if let Some(part) = &mut part {
-                                gemm(
-                                    (n, p, o),
-                                    op(gy, o, false),
-                                    op(&w, p, false),
-                                    (cols, p),
-                                    false,
-                                )?;
-                                g.col2im_add(cols, &taps, (task, sub), part);
-                            }
-                        }
-                        Ok(acc)
-                    })
-                })
-                .collect::<Vec<_>>())
+            run_tasks(&tasks, parts, |task, mut part, buf| {
+                let mut acc = Partial::new(o * p, o);
+                for sub in g.sub_chunks(task) {
+                    let n = sub.len * l;
+                    let range = sub.first * l * o..(sub.first * l + n) * o;
+                    let gy = pre_activation(self.relu, (grad, res), range, &mut buf.grad);
+                    acc.add_bias_grad(gy);
+                    let cols = grow(&mut buf.cols, n * p);
+                    g.im2col(x, &taps, sub, cols);
+                    gemm(
+                        (o, p, n),
+                        op(gy, o, true),
+                        op(cols, p, false),
+                        (&mut acc.dw, p),
+                        true,
+                    )?;
+                    if let Some(part) = &mut part {
+                        gemm(
+                            (n, p, o),
+                            op(gy, o, false),
+                            op(&w, p, false),
+                            (cols, p),
+                            false,
+                        )?;
+                        g.col2im_add(cols, &taps, (task, sub), part);
+                    }
+                }
+                Ok(acc)
+            })
         })?;
-        let (dw, db) = sum_partials(partials)?;
+        let (dw, db) = sum_partials(partials);
         let dw = swap_inner(&dw, (o, kk, g.c));
         Ok((
             dx.map(|dx| tensor(dx, x.shape())).transpose()?,
@@ -592,28 +596,23 @@ impl CustomOp3 for ConvTranspose2dOp {
         let (taps, tasks) = (g.taps(), g.tasks());
         let mut y = vec![0f32; g.b * g.image()];
         let parts = split_tasks(&mut y, &tasks, g.image());
-        tasks
-            .par_iter()
-            .zip(parts)
-            .try_for_each(|(&task, part)| -> Result<()> {
-                with_scratch(|buf| {
-                    for sub in g.sub_chunks(task) {
-                        let n = sub.len * l;
-                        let cols = grow(&mut buf.cols, n * p);
-                        let x = &x[sub.first * l * ci..][..n * ci];
-                        gemm(
-                            (n, p, ci),
-                            op(x, ci, false),
-                            op(&w, p, false),
-                            (cols, p),
-                            false,
-                        )?;
-                        g.col2im_add(cols, &taps, (task, sub), part);
-                    }
-                    bias_relu(part, bias, self.relu);
-                    Ok(())
-                })
-            })?;
+        run_tasks(&tasks, parts, |task, part, buf| {
+            for sub in g.sub_chunks(task) {
+                let n = sub.len * l;
+                let cols = grow(&mut buf.cols, n * p);
+                let x = &x[sub.first * l * ci..][..n * ci];
+                gemm(
+                    (n, p, ci),
+                    op(x, ci, false),
+                    op(&w, p, false),
+                    (cols, p),
+                    false,
+                )?;
+                g.col2im_add(cols, &taps, (task, sub), part);
+            }
+            bias_relu(part, bias, self.relu);
+            Ok(())
+        })?;
         Ok((CpuStorage::F32(y), Shape::from((g.b, g.h, g.w, g.c))))
     }
 
@@ -638,49 +637,43 @@ impl CustomOp3 for ConvTranspose2dOp {
         let what = "conv_transpose2d backward";
         let partials = with_tensors([grad, res, x, w], what, |[grad, res, x, w]| {
             let w = swap_inner(w, (ci, g.c, kk));
-            Ok(tasks
-                .par_iter()
-                .zip(parts)
-                .map(|(&task, mut part)| -> Result<Partial> {
-                    with_scratch(|buf| {
-                        let mut acc = Partial::new(ci * p, g.c);
-                        for sub in g.sub_chunks(task) {
-                            let n = sub.len * l;
-                            // The sub-chunk's images of the gradient, as a batch of their own.
-                            let range = sub.first * g.image()..(sub.first + sub.len) * g.image();
-                            let gy = pre_activation(self.relu, (grad, res), range, &mut buf.grad);
-                            acc.add_bias_grad(gy);
-                            let cols = grow(&mut buf.cols, n * p);
-                            let own = Images {
-                                first: 0,
-                                len: sub.len,
-                            };
-                            g.im2col(gy, &taps, own, cols);
-                            let x = &x[sub.first * l * ci..][..n * ci];
-                            gemm(
-                                (ci, p, n),
-                                op(x, ci, true),
-                                op(cols, p, false),
-                                (&mut acc.dw, p),
-                                true,
-                            )?;
-                            if let Some(part) = &mut part {
-                                let dx = &mut part[(sub.first - task.first) * l * ci..];
-                                gemm(
-                                    (n, ci, p),
-                                    op(cols, p, false),
-                                    op(&w, p, true),
-                                    (&mut dx[..n * ci], ci),
-                                    false,
-                                )?;
-                            }
-                        }
-                        Ok(acc)
-                    })
-                })
-                .collect::<Vec<_>>())
+            run_tasks(&tasks, parts, |task, mut part, buf| {
+                let mut acc = Partial::new(ci * p, g.c);
+                for sub in g.sub_chunks(task) {
+                    let n = sub.len * l;
+                    // The sub-chunk's images of the gradient, as a batch of their own.
+                    let range = sub.first * g.image()..(sub.first + sub.len) * g.image();
+                    let gy = pre_activation(self.relu, (grad, res), range, &mut buf.grad);
+                    acc.add_bias_grad(gy);
+                    let cols = grow(&mut buf.cols, n * p);
+                    let own = Images {
+                        first: 0,
+                        len: sub.len,
+                    };
+                    g.im2col(gy, &taps, own, cols);
+                    let x = &x[sub.first * l * ci..][..n * ci];
+                    gemm(
+                        (ci, p, n),
+                        op(x, ci, true),
+                        op(cols, p, false),
+                        (&mut acc.dw, p),
+                        true,
+                    )?;
+                    if let Some(part) = &mut part {
+                        let dx = &mut part[(sub.first - task.first) * l * ci..];
+                        gemm(
+                            (n, ci, p),
+                            op(cols, p, false),
+                            op(&w, p, true),
+                            (&mut dx[..n * ci], ci),
+                            false,
+                        )?;
+                    }
+                }
+                Ok(acc)
+            })
         })?;
-        let (dw, db) = sum_partials(partials)?;
+        let (dw, db) = sum_partials(partials);
         let dw = swap_inner(&dw, (ci, kk, g.c));
         Ok((
             dx.map(|dx| tensor(dx, x.shape())).transpose()?,

@@ -6,55 +6,11 @@ mod common;
 use candle_core::{Device, Module, Tensor};
 use dekm_edge::Model;
 use dekm_edge::file::read_parts;
-use dekm_shared::ImageShape;
-use dekm_trainer::data::{Dataset, SampleShape};
+use dekm_trainer::data::Dataset;
 use dekm_trainer::export::read_model;
 use dekm_trainer::model::embed;
 use dekm_trainer::pipeline::{assign, train_and_export};
 use dekm_trainer::train::{RunOptions, TrainConfig};
-
-/// Small noisy images of three shapes (a bar, a square, a cross), 2 channels, 12x12: enough for
-/// the convolutional encoder to learn something and for the parity check to cover real weights.
-fn images(n: usize) -> Dataset {
-    let (c, h, w) = (2, 12, 12);
-    let mut state = 99u64;
-    let mut noise = move || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
-    let mut xs = Vec::with_capacity(n * c * h * w);
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let class = (i % 3) as u32;
-        for ch in 0..c {
-            for y in 0..h {
-                for x in 0..w {
-                    let on = match class {
-                        0 => (4..8).contains(&x),
-                        1 => (3..9).contains(&x) && (3..9).contains(&y),
-                        _ => x == y || x + y == w - 1,
-                    };
-                    let base = if on { 200.0 } else { 20.0 } - 30.0 * ch as f32;
-                    xs.push(base + 40.0 * noise());
-                }
-            }
-        }
-        labels.push(class);
-    }
-    Dataset {
-        name: "test-images".into(),
-        shape: SampleShape::Image(ImageShape {
-            channels: c,
-            height: h,
-            width: w,
-        }),
-        xs,
-        labels: Some(labels),
-        anomalies: None,
-    }
-}
 
 fn check_parity(ds: &Dataset, k: usize) {
     assert!(ds.len() >= 1000, "parity must cover at least 1,000 samples");
@@ -138,5 +94,5 @@ fn dense_model_runs_identically_on_the_edge() {
 
 #[test]
 fn conv_model_runs_identically_on_the_edge() {
-    check_parity(&images(1200), 3);
+    check_parity(&common::images(1200), 3);
 }

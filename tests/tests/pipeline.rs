@@ -2,6 +2,7 @@
 
 mod common;
 
+use dekm_trainer::augment::Augment;
 use dekm_trainer::data::{DataSource, LoadOptions, load};
 use dekm_trainer::pipeline::train_and_export;
 use dekm_trainer::train::{RunOptions, TrainConfig, TrainError, train};
@@ -41,6 +42,39 @@ fn synthetic_regimes_are_recovered() {
     let out = train_and_export(&ds, &cfg, &quiet(), dir.path()).unwrap();
     let m = out.meta.metrics.expect("synthetic data has labels");
     assert!(m.acc > 0.95, "ACC {m:?}");
+}
+
+#[test]
+fn augmented_training_is_seeded_and_still_separates_the_shapes() {
+    let ds = common::images(600);
+    let plain = TrainConfig {
+        epochs: 4,
+        ..common::quick_config(3)
+    };
+    let jittered = TrainConfig {
+        augment: Augment::DEC_DA,
+        ..plain.clone()
+    };
+    let a = train(&ds, &jittered, &quiet()).unwrap();
+    let b = train(&ds, &jittered, &quiet()).unwrap();
+    assert_eq!(a.history.pretrain_loss, b.history.pretrain_loss);
+    assert_eq!(a.kmeans.labels, b.kmeans.labels);
+    // The jitter is applied: the reconstruction task changes, and so does every epoch's loss.
+    let p = train(&ds, &plain, &quiet()).unwrap();
+    for (e, (j, q)) in a
+        .history
+        .pretrain_loss
+        .iter()
+        .zip(&p.history.pretrain_loss)
+        .enumerate()
+    {
+        assert_ne!(j, q, "epoch {}", e + 1);
+    }
+    let m = a.history.iterations.last().and_then(|i| i.metrics).unwrap();
+    assert!(
+        m.acc > 0.9,
+        "bar, square and cross survive small shifts and turns: {m:?}"
+    );
 }
 
 #[test]

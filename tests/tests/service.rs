@@ -657,6 +657,8 @@ async fn bad_requests_get_their_status_codes() {
     lr.settings.as_mut().unwrap().lr = Some(-1.0);
     let mut method = train_request(1, false);
     method.settings.as_mut().unwrap().method = Some("kmeans++".into());
+    let mut rotate = train_request(1, false);
+    rotate.settings.as_mut().unwrap().augment_rotate_deg = Some(f32::NAN);
     for (req, want, needle) in [
         (
             pb::TrainRequest::default(),
@@ -666,6 +668,7 @@ async fn bad_requests_get_their_status_codes() {
         (k0, Code::InvalidArgument, "k = 0"),
         (lr, Code::InvalidArgument, "learning rate"),
         (method, Code::InvalidArgument, "kmeans++"),
+        (rotate, Code::InvalidArgument, "augmentation rotation"),
         (
             with_data(dataset("imagenet")),
             Code::InvalidArgument,

@@ -3,6 +3,7 @@
 
 pub mod allocator;
 pub mod analysis;
+pub mod augment;
 pub mod conv;
 pub mod data;
 pub mod export;

@@ -10,6 +10,7 @@ use dekm_cluster::gmm::Covariance;
 use dekm_cluster::hierarchy::Linkage;
 use dekm_cluster::internal::PairOptions;
 use dekm_trainer::analysis::{self, Method};
+use dekm_trainer::augment::Augment;
 use dekm_trainer::data::{self, DataSource, LabelColumn, LoadOptions, Split, SyntheticOptions};
 use dekm_trainer::export::read_model;
 use dekm_trainer::metrics;
@@ -215,6 +216,13 @@ struct TrainArgs {
     /// --steps-per-iter, --dekm-lr and --tol apply to DEC and IDEC too.
     #[arg(long, value_enum, default_value_t = TrainMethod::Dekm)]
     method: TrainMethod,
+    /// Images only: largest random shift of a training image, as a fraction of its side
+    /// (DEC-DA uses 0.1; 0, the default, trains on the plain images as the DEKM paper does).
+    #[arg(long, default_value_t = Augment::OFF.shift)]
+    augment_shift: f32,
+    /// Images only: largest random rotation of a training image, in degrees (DEC-DA uses 10).
+    #[arg(long, default_value_t = Augment::OFF.rotate_deg)]
+    augment_rotate: f32,
 }
 
 impl TrainArgs {
@@ -234,6 +242,10 @@ impl TrainArgs {
             threshold_quantile: self.threshold_quantile,
             conv: self.conv,
             method: self.method,
+            augment: Augment {
+                shift: self.augment_shift,
+                rotate_deg: self.augment_rotate,
+            },
         }
     }
 }

@@ -17,6 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::augment::{Augment, Jitter};
 use crate::data::Dataset;
 use crate::kmeans::{self, KMeans, KMeansConfig};
 use crate::metrics;
@@ -95,6 +96,15 @@ pub struct TrainConfig {
     /// Clustering stage after pretraining.
     #[serde(default)]
     pub method: Method,
+    /// Random shift and rotation of image minibatches, in pretraining and fine-tuning (vector
+    /// data are never jittered). Off by default; settings saved before it existed read as off,
+    /// which is how those models were trained.
+    #[serde(default = "augment_off")]
+    pub augment: Augment,
+}
+
+fn augment_off() -> Augment {
+    Augment::OFF
 }
 
 /// What follows pretraining. All four start from the same pretrained autoencoder and the same
@@ -136,6 +146,7 @@ impl Default for TrainConfig {
             threshold_quantile: 0.99,
             conv: ConvBackend::Fast,
             method: Method::Dekm,
+            augment: Augment::OFF,
         }
     }
 }
@@ -167,7 +178,7 @@ impl TrainConfig {
                 self.threshold_quantile
             ));
         }
-        Ok(())
+        self.augment.validate().map_err(TrainError::Config)
     }
 }
 
@@ -435,6 +446,12 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         .normalized(&normalizer)
         .map_err(|(i, e)| TrainError::Config(format!("input sample {i}: {e}")))?;
     let xs = Tensor::from_vec(flat, (n, len), &dev)?;
+    let jitter = Jitter::new(&ds.shape, cfg.augment);
+    // The minibatch a step trains on: jittered when augmentation applies.
+    let inputs = |xb: Tensor, r: &mut rand_chacha::ChaCha8Rng| match &jitter {
+        Some(j) => j.batch(&xb, r),
+        None => Ok(xb),
+    };
 
     let mut varmap = VarMap::new();
     let ae = Autoencoder::init(&spec, &varmap, cfg.seed, cfg.conv)?;
@@ -529,10 +546,11 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             let pb = bar(opts.quiet, batches, &format!("epoch {}", epoch + 1));
             let mut order: Vec<u32> = (0..n as u32).collect();
             order.shuffle(&mut rng(cfg.seed, 10_000 + epoch as u64));
+            let mut jr = rng(cfg.seed, 40_000 + epoch as u64);
             let mut total = 0f64;
             for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
                 check()?;
-                let xb = xs.index_select(&Tensor::new(chunk, &dev)?, 0)?;
+                let xb = inputs(xs.index_select(&Tensor::new(chunk, &dev)?, 0)?, &mut jr)?;
                 let loss = candle_nn::loss::mse(&ae.forward(&xb)?, &xb)?;
                 opt.backward_step(&loss)?;
                 let l = finite(loss.to_scalar::<f32>()?, || {
@@ -625,6 +643,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             ae: &ae,
             vars: named_vars(prefix)?,
             xs: &xs,
+            jitter,
             labels: ds.labels.as_deref(),
             cfg,
             km,
@@ -647,13 +666,16 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         let mut order: Vec<u32> = (0..n as u32).collect();
         let mut r = rng(cfg.seed, 20_000 + it as u64);
         order.shuffle(&mut r);
+        let mut jr = rng(cfg.seed, 50_000 + it as u64);
         let mut total = 0f64;
         for step in 0..cfg.steps_per_iter {
             check()?;
             let from = (step * cfg.batch_size) % n;
             let chunk = &order[from..(from + cfg.batch_size).min(n)];
             let ids = Tensor::new(chunk, &dev)?;
-            let xb = xs.index_select(&ids, 0)?;
+            // Targets come from the clean images; the encoder sees jittered ones, so it learns
+            // to put a shifted or turned digit where the original belongs.
+            let xb = inputs(xs.index_select(&ids, 0)?, &mut jr)?;
             let yb = ae.encoder.forward(&xb)?.matmul(&vt)?;
             let loss = candle_nn::loss::mse(&yb, &targets.index_select(&ids, 0)?)?;
             opt.backward_step(&loss)?;
@@ -723,6 +745,8 @@ struct DecRun<'a, N: Fn(Progress), C: Fn() -> Result<(), TrainError>> {
     /// Trained with the centres: the encoder's variables (DEC) or all (IDEC).
     vars: Vec<(String, Var)>,
     xs: &'a Tensor,
+    /// Jitter of the training minibatches (targets come from the clean images).
+    jitter: Option<Jitter>,
     labels: Option<&'a [u32]>,
     cfg: &'a TrainConfig,
     km: KMeans,
@@ -803,12 +827,17 @@ fn dec_stage<N: Fn(Progress), C: Fn() -> Result<(), TrainError>>(
         let p = Tensor::from_vec(target_distribution(&q, k), (n, k), &dev)?;
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.shuffle(&mut rng(cfg.seed, 30_000 + it as u64));
+        let mut jr = rng(cfg.seed, 50_000 + it as u64);
         let mut total = 0f64;
         for step in 0..cfg.steps_per_iter {
             (r.check)()?;
             let from = (step * cfg.batch_size) % n;
             let ids = Tensor::new(&order[from..(from + cfg.batch_size).min(n)], &dev)?;
             let xb = xs.index_select(&ids, 0)?;
+            let xb = match &r.jitter {
+                Some(j) => j.batch(&xb, &mut jr)?,
+                None => xb,
+            };
             let z = r.ae.encoder.forward(&xb)?;
             let qb = soft_assign(&z, mu.as_tensor())?;
             let pb_ = p.index_select(&ids, 0)?;
@@ -952,6 +981,19 @@ mod tests {
     }
 
     #[test]
+    fn settings_saved_before_augmentation_read_as_unaugmented() {
+        let jittered = TrainConfig {
+            augment: Augment::DEC_DA,
+            ..TrainConfig::default()
+        };
+        let mut old = serde_json::to_value(&jittered).unwrap();
+        old.as_object_mut().unwrap().remove("augment");
+        let cfg: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(cfg.augment, Augment::OFF);
+        assert_eq!(cfg, TrainConfig::default());
+    }
+
+    #[test]
     fn settings_are_checked_against_the_data() {
         let cfg = TrainConfig {
             k: 11,
@@ -968,5 +1010,18 @@ mod tests {
             ..Default::default()
         };
         assert!(cfg.validate(100).is_err());
+        let cfg = TrainConfig {
+            augment: Augment {
+                shift: -0.1,
+                rotate_deg: 0.0,
+            },
+            ..Default::default()
+        };
+        assert!(
+            cfg.validate(100)
+                .unwrap_err()
+                .to_string()
+                .contains("shift -0.1")
+        );
     }
 }

@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions, SyntheticOptions};
+use dekm_shared::ImageShape;
+use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions, SampleShape, SyntheticOptions};
 use dekm_trainer::train::TrainConfig;
 
 /// `DEKM_DATA`, else the read-only `../shared/data` beside the repository, if it exists.
@@ -40,5 +41,48 @@ pub fn quick_config(k: usize) -> TrainConfig {
         restarts: 3,
         seed: 11,
         ..Default::default()
+    }
+}
+
+/// Small noisy images of three shapes (a bar, a square, a cross), 2 channels, 12x12: enough for
+/// the convolutional encoder to learn something and for the parity check to cover real weights.
+pub fn images(n: usize) -> Dataset {
+    let (c, h, w) = (2, 12, 12);
+    let mut state = 99u64;
+    let mut noise = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let mut xs = Vec::with_capacity(n * c * h * w);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = (i % 3) as u32;
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    let on = match class {
+                        0 => (4..8).contains(&x),
+                        1 => (3..9).contains(&x) && (3..9).contains(&y),
+                        _ => x == y || x + y == w - 1,
+                    };
+                    let base = if on { 200.0 } else { 20.0 } - 30.0 * ch as f32;
+                    xs.push(base + 40.0 * noise());
+                }
+            }
+        }
+        labels.push(class);
+    }
+    Dataset {
+        name: "test-images".into(),
+        shape: SampleShape::Image(ImageShape {
+            channels: c,
+            height: h,
+            width: w,
+        }),
+        xs,
+        labels: Some(labels),
+        anomalies: None,
     }
 }

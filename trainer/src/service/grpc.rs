@@ -431,6 +431,12 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
     if let Some(v) = s.threshold_quantile {
         c.threshold_quantile = v;
     }
+    if let Some(v) = s.augment_shift {
+        c.augment.shift = v;
+    }
+    if let Some(v) = s.augment_rotate_deg {
+        c.augment.rotate_deg = v;
+    }
     if let Some(m) = s.method {
         c.method = <Method as clap::ValueEnum>::from_str(&m, false).map_err(|_| {
             Status::invalid_argument(format!(

@@ -126,8 +126,20 @@ impl Jitter {
         }
     }
 
+    /// The minibatch a training step sees: `xb` itself without a jitter, else a jittered copy.
+    pub fn inputs(
+        jitter: Option<&Self>,
+        xb: Tensor,
+        rng: &mut impl Rng,
+    ) -> candle_core::Result<Tensor> {
+        match jitter {
+            Some(j) => j.batch(&xb, rng),
+            None => Ok(xb),
+        }
+    }
+
     /// A jittered copy of the minibatch `xb` `[b, c·h·w]`.
-    pub fn batch(&self, xb: &Tensor, rng: &mut impl Rng) -> candle_core::Result<Tensor> {
+    fn batch(&self, xb: &Tensor, rng: &mut impl Rng) -> candle_core::Result<Tensor> {
         let src = xb.flatten_all()?.to_vec1::<f32>()?;
         let mut dst = vec![0f32; src.len()];
         self.augment.apply(self.shape, &src, &mut dst, rng);

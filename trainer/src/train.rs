@@ -447,11 +447,6 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         .map_err(|(i, e)| TrainError::Config(format!("input sample {i}: {e}")))?;
     let xs = Tensor::from_vec(flat, (n, len), &dev)?;
     let jitter = Jitter::new(&ds.shape, cfg.augment);
-    // The minibatch a step trains on: jittered when augmentation applies.
-    let inputs = |xb: Tensor, r: &mut rand_chacha::ChaCha8Rng| match &jitter {
-        Some(j) => j.batch(&xb, r),
-        None => Ok(xb),
-    };
 
     let mut varmap = VarMap::new();
     let ae = Autoencoder::init(&spec, &varmap, cfg.seed, cfg.conv)?;
@@ -550,7 +545,8 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             let mut total = 0f64;
             for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
                 check()?;
-                let xb = inputs(xs.index_select(&Tensor::new(chunk, &dev)?, 0)?, &mut jr)?;
+                let xb = xs.index_select(&Tensor::new(chunk, &dev)?, 0)?;
+                let xb = Jitter::inputs(jitter.as_ref(), xb, &mut jr)?;
                 let loss = candle_nn::loss::mse(&ae.forward(&xb)?, &xb)?;
                 opt.backward_step(&loss)?;
                 let l = finite(loss.to_scalar::<f32>()?, || {
@@ -675,7 +671,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             let ids = Tensor::new(chunk, &dev)?;
             // Targets come from the clean images; the encoder sees jittered ones, so it learns
             // to put a shifted or turned digit where the original belongs.
-            let xb = inputs(xs.index_select(&ids, 0)?, &mut jr)?;
+            let xb = Jitter::inputs(jitter.as_ref(), xs.index_select(&ids, 0)?, &mut jr)?;
             let yb = ae.encoder.forward(&xb)?.matmul(&vt)?;
             let loss = candle_nn::loss::mse(&yb, &targets.index_select(&ids, 0)?)?;
             opt.backward_step(&loss)?;
@@ -833,11 +829,7 @@ fn dec_stage<N: Fn(Progress), C: Fn() -> Result<(), TrainError>>(
             (r.check)()?;
             let from = (step * cfg.batch_size) % n;
             let ids = Tensor::new(&order[from..(from + cfg.batch_size).min(n)], &dev)?;
-            let xb = xs.index_select(&ids, 0)?;
-            let xb = match &r.jitter {
-                Some(j) => j.batch(&xb, &mut jr)?,
-                None => xb,
-            };
+            let xb = Jitter::inputs(r.jitter.as_ref(), xs.index_select(&ids, 0)?, &mut jr)?;
             let z = r.ae.encoder.forward(&xb)?;
             let qb = soft_assign(&z, mu.as_tensor())?;
             let pb_ = p.index_select(&ids, 0)?;

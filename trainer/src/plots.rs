@@ -8,6 +8,8 @@ use std::sync::OnceLock;
 
 use dekm_cluster::hierarchy::Dendrogram;
 use dekm_cluster::metrics::best_map;
+use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// Why a picture could not be drawn.
@@ -121,6 +123,52 @@ fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+type XyChart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The titled, meshed axes that the scatter and line charts share; `y_label_width` is room for
+/// the y-axis numbers (wider for losses than for PCA coordinates).
+fn xy_chart<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    path: &Path,
+    (title, x_desc, y_desc): (&str, &str, &str),
+    (x, y): (std::ops::Range<f64>, std::ops::Range<f64>),
+    y_label_width: u32,
+) -> Result<XyChart<'a, 'b>, PlotError> {
+    let e = draw_err(path);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(y_label_width)
+        .build_cartesian_2d(x, y)
+        .map_err(&e)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(&e)?;
+    Ok(chart)
+}
+
+/// Draws the legend of the labelled series and writes the picture.
+fn legend_and_present<'a, 'b: 'a>(
+    root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    mut chart: XyChart<'a, 'b>,
+    path: &Path,
+) -> Result<(), PlotError> {
+    let e = draw_err(path);
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(&e)?;
+    root.present().map_err(&e)
+}
+
 /// Scatter of 2-D points coloured by `labels`, with `outliers` drawn as black crosses on top.
 pub fn scatter(
     path: &Path,
@@ -143,19 +191,7 @@ pub fn scatter(
     root.fill(&WHITE).map_err(&e)?;
     let (x0, x1) = bounds(pts.iter().map(|p| f64::from(p.0)));
     let (y0, y1) = bounds(pts.iter().map(|p| f64::from(p.1)));
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(48)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(&e)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .draw()
-        .map_err(&e)?;
+    let mut chart = xy_chart(&root, path, (title, x_desc, y_desc), (x0..x1, y0..y1), 48)?;
     let k = labels.iter().max().map_or(0, |&m| m as usize + 1);
     for c in 0..k {
         let series = pts
@@ -185,14 +221,7 @@ pub fn scatter(
         .map_err(&e)?
         .label("outlier")
         .legend(|(x, y)| Cross::new((x, y), 4, BLACK.stroke_width(1)));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(&e)?;
-    root.present().map_err(&e)
+    legend_and_present(&root, chart, path)
 }
 
 /// Line chart of one or more series over `x`, with an optional vertical marker.
@@ -222,19 +251,7 @@ pub fn lines(
             .flat_map(|s| s.1.iter().copied())
             .filter(|v| v.is_finite()),
     );
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(&e)?;
-    chart
-        .configure_mesh()
-        .x_desc(x_desc)
-        .y_desc(y_desc)
-        .draw()
-        .map_err(&e)?;
+    let mut chart = xy_chart(&root, path, (title, x_desc, y_desc), (x0..x1, y0..y1), 64)?;
     for (i, (name, ys)) in series.iter().enumerate() {
         let c = colour(i);
         let pts: Vec<(f64, f64)> = x
@@ -257,14 +274,7 @@ pub fn lines(
             .draw_series(LineSeries::new(vec![(m, y0), (m, y1)], BLACK.mix(0.5)))
             .map_err(&e)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(&e)?;
-    root.present().map_err(&e)
+    legend_and_present(&root, chart, path)
 }
 
 /// Confusion matrix: one row per cluster (ordered by the class it is matched to), one column per

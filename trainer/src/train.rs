@@ -408,6 +408,45 @@ impl Checkpointer<'_> {
     }
 }
 
+/// Reports one finished clustering iteration (0-based `it`) in the four places a user or a
+/// caller reads it (the saved history, the progress bar, the log and the progress callback),
+/// so that DEKM, DEC and IDEC report the same figures the same way.
+fn record_iteration(
+    method: &str,
+    it: usize,
+    max_iter: usize,
+    log: IterationLog,
+    history: &mut History,
+    pb: &ProgressBar,
+    notify: &impl Fn(Progress),
+) {
+    let IterationLog {
+        loss,
+        changed,
+        metrics: m,
+    } = log;
+    pb.inc(1);
+    pb.set_message(match m {
+        Some(m) => format!("changed {:.2}% acc {:.4}", changed * 100.0, m.acc),
+        None => format!("changed {:.2}%", changed * 100.0),
+    });
+    tracing::info!(
+        iteration = it + 1,
+        loss,
+        changed,
+        acc = m.map(|m| m.acc),
+        "{method}"
+    );
+    notify(Progress::Dekm {
+        iteration: it + 1,
+        max_iter,
+        loss,
+        changed,
+        metrics: m,
+    });
+    history.iterations.push(log);
+}
+
 fn bar(quiet: bool, len: usize, prefix: &str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
@@ -684,32 +723,12 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         let changed = metrics::changed_fraction(&km.labels, &new.labels);
         km = new;
         rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
-        let m = ds.labels.as_ref().map(|t| metrics::evaluate(&km.labels, t));
-        let loss = (total / cfg.steps_per_iter.max(1) as f64) as f32;
-        history.iterations.push(IterationLog {
-            loss,
+        let log = IterationLog {
+            loss: (total / cfg.steps_per_iter.max(1) as f64) as f32,
             changed,
-            metrics: m,
-        });
-        pb.inc(1);
-        pb.set_message(match m {
-            Some(m) => format!("changed {:.2}% acc {:.4}", changed * 100.0, m.acc),
-            None => format!("changed {:.2}%", changed * 100.0),
-        });
-        tracing::info!(
-            iteration = it + 1,
-            loss,
-            changed,
-            acc = m.map(|m| m.acc),
-            "DEKM"
-        );
-        notify(Progress::Dekm {
-            iteration: it + 1,
-            max_iter: cfg.max_iter,
-            loss,
-            changed,
-            metrics: m,
-        });
+            metrics: ds.labels.as_ref().map(|t| metrics::evaluate(&km.labels, t)),
+        };
+        record_iteration("DEKM", it, cfg.max_iter, log, &mut history, &pb, &notify);
         start += 1;
         converged = changed < cfg.tol;
         let phase = Phase::Dekm {
@@ -853,28 +872,12 @@ fn dec_stage<N: Fn(Progress), C: Fn() -> Result<(), TrainError>>(
         let new = argmax_rows(&q, k);
         let changed = metrics::changed_fraction(&labels, &new);
         labels = new;
-        let m = r.labels.map(|t| metrics::evaluate(&labels, t));
-        let loss = (total / cfg.steps_per_iter.max(1) as f64) as f32;
-        r.history.iterations.push(IterationLog {
-            loss,
+        let log = IterationLog {
+            loss: (total / cfg.steps_per_iter.max(1) as f64) as f32,
             changed,
-            metrics: m,
-        });
-        (r.notify)(Progress::Dekm {
-            iteration: it + 1,
-            max_iter: cfg.max_iter,
-            loss,
-            changed,
-            metrics: m,
-        });
-        pb.inc(1);
-        tracing::info!(
-            iteration = it + 1,
-            loss,
-            changed,
-            acc = m.map(|m| m.acc),
-            "{name}"
-        );
+            metrics: r.labels.map(|t| metrics::evaluate(&labels, t)),
+        };
+        record_iteration(name, it, cfg.max_iter, log, r.history, &pb, r.notify);
         if changed < cfg.tol {
             break;
         }

@@ -5,9 +5,9 @@
 //! ([`ModelParts`]), and turned into a [`Model`]. A [`Session`] holds the buffers, sized once, so
 //! assigning a sample allocates nothing. [`head`] holds the clustering head (rotation,
 //! centroids, outlier thresholds) that the trainer also uses to calibrate and evaluate, so the
-//! network, the trainer and the device share one copy of that math. With `std`, [`file`] reads
+//! network, the trainer and the device share one copy of that math. With `std`, [`mod@file`] reads
 //! models from disk and [`store`] keeps a device's current and previous model; with `fleet`,
-//! [`fleet`] keeps that store on the server's active model; with `cli`, the `dekm-edge` binary
+//! `fleet` keeps that store on the server's active model; with `cli`, the `dekm-edge` binary
 //! assigns files and streams.
 #![cfg_attr(not(feature = "std"), no_std)]
 

@@ -447,6 +447,14 @@ fn record_iteration(
     history.iterations.push(log);
 }
 
+/// The sample ids of fine-tuning step `step` in a clustering iteration: the batch of the
+/// iteration's shuffled `order` that begins at `step · batch` modulo its length, cut short at
+/// its end (steps that outrun the data wrap around).
+fn minibatch(order: &[u32], step: usize, batch: usize) -> &[u32] {
+    let from = (step * batch) % order.len();
+    &order[from..(from + batch).min(order.len())]
+}
+
 fn bar(quiet: bool, len: usize, prefix: &str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
@@ -705,9 +713,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         let mut total = 0f64;
         for step in 0..cfg.steps_per_iter {
             check()?;
-            let from = (step * cfg.batch_size) % n;
-            let chunk = &order[from..(from + cfg.batch_size).min(n)];
-            let ids = Tensor::new(chunk, &dev)?;
+            let ids = Tensor::new(minibatch(&order, step, cfg.batch_size), &dev)?;
             // Targets come from the clean images; the encoder sees jittered ones, so it learns
             // to put a shifted or turned digit where the original belongs.
             let xb = Jitter::inputs(jitter.as_ref(), xs.index_select(&ids, 0)?, &mut jr)?;
@@ -846,8 +852,7 @@ fn dec_stage<N: Fn(Progress), C: Fn() -> Result<(), TrainError>>(
         let mut total = 0f64;
         for step in 0..cfg.steps_per_iter {
             (r.check)()?;
-            let from = (step * cfg.batch_size) % n;
-            let ids = Tensor::new(&order[from..(from + cfg.batch_size).min(n)], &dev)?;
+            let ids = Tensor::new(minibatch(&order, step, cfg.batch_size), &dev)?;
             let xb = Jitter::inputs(r.jitter.as_ref(), xs.index_select(&ids, 0)?, &mut jr)?;
             let z = r.ae.encoder.forward(&xb)?;
             let qb = soft_assign(&z, mu.as_tensor())?;
@@ -973,6 +978,13 @@ mod tests {
         // y = (z1, z0); last coordinate becomes the centroid's z0.
         let t = dekm_targets(&[4.0, 0.5, -6.0, 2.0], 2, &km, &rot);
         assert_eq!(t, [0.5, 5.0, 2.0, -5.0]);
+    }
+
+    #[test]
+    fn minibatches_walk_the_order_and_wrap() {
+        let order = [4, 0, 3, 1, 2];
+        let steps: Vec<&[u32]> = (0..4).map(|s| minibatch(&order, s, 2)).collect();
+        assert_eq!(steps, [&[4, 0][..], &[3, 1], &[2], &[0, 3]]);
     }
 
     #[test]

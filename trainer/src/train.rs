@@ -634,6 +634,12 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         max_iter: 300,
         seed: cfg.seed.wrapping_add(it as u64),
     };
+    let ft = Finetune {
+        cfg,
+        xs: &xs,
+        jitter,
+        check: &check,
+    };
     let mut z = embed(&ae.encoder, &xs, 1024)?;
     let mut opt = Adam::new(named_vars("encoder.")?, cfg.dekm_lr)?;
     let (mut km, mut start, baseline, mut converged) = match resumed {
@@ -683,16 +689,13 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             "encoder."
         };
         (km, z) = dec_stage(DecRun {
+            ft: &ft,
             ae: &ae,
             vars: named_vars(prefix)?,
-            xs: &xs,
-            jitter,
             labels: ds.labels.as_deref(),
-            cfg,
             km,
             history: &mut history,
             notify: &notify,
-            check: &check,
             quiet: opts.quiet,
         })?;
     }
@@ -706,31 +709,19 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             .contiguous()?;
         let targets = dekm_targets(&z, d, &km, &rot);
         let targets = Tensor::from_vec(targets, (n, d), &dev)?;
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        let mut r = rng(cfg.seed, 20_000 + it as u64);
-        order.shuffle(&mut r);
-        let mut jr = rng(cfg.seed, 50_000 + it as u64);
-        let mut total = 0f64;
-        for step in 0..cfg.steps_per_iter {
-            check()?;
-            let ids = Tensor::new(minibatch(&order, step, cfg.batch_size), &dev)?;
+        let loss = ft.iteration("DEKM", it, 20_000, &mut opt, |ids, xb| {
             // Targets come from the clean images; the encoder sees jittered ones, so it learns
             // to put a shifted or turned digit where the original belongs.
-            let xb = Jitter::inputs(jitter.as_ref(), xs.index_select(&ids, 0)?, &mut jr)?;
-            let yb = ae.encoder.forward(&xb)?.matmul(&vt)?;
-            let loss = candle_nn::loss::mse(&yb, &targets.index_select(&ids, 0)?)?;
-            opt.backward_step(&loss)?;
-            total += f64::from(finite(loss.to_scalar::<f32>()?, || {
-                format!("DEKM iteration {}", it + 1)
-            })?);
-        }
+            let yb = ae.encoder.forward(xb)?.matmul(&vt)?;
+            candle_nn::loss::mse(&yb, &targets.index_select(ids, 0)?)
+        })?;
         z = embed(&ae.encoder, &xs, 1024)?;
         let new = kmeans::fit(&z, d, &kcfg(it + 1), Some(&km.centroids))?;
         let changed = metrics::changed_fraction(&km.labels, &new.labels);
         km = new;
         rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
         let log = IterationLog {
-            loss: (total / cfg.steps_per_iter.max(1) as f64) as f32,
+            loss,
             changed,
             metrics: ds.labels.as_ref().map(|t| metrics::evaluate(&km.labels, t)),
         };
@@ -762,19 +753,56 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
 
 /// What the DEC / IDEC stage needs from [`train`].
 struct DecRun<'a, N: Fn(Progress), C: Fn() -> Result<(), TrainError>> {
+    ft: &'a Finetune<'a, C>,
     ae: &'a Autoencoder,
     /// Trained with the centres: the encoder's variables (DEC) or all (IDEC).
     vars: Vec<(String, Var)>,
-    xs: &'a Tensor,
-    /// Jitter of the training minibatches (targets come from the clean images).
-    jitter: Option<Jitter>,
     labels: Option<&'a [u32]>,
-    cfg: &'a TrainConfig,
     km: KMeans,
     history: &'a mut History,
     notify: &'a N,
-    check: &'a C,
     quiet: bool,
+}
+
+/// What the fine-tuning iterations of DEKM, DEC and IDEC share: the settings, the training
+/// images and their jitter, and the cancellation check run before every step.
+struct Finetune<'a, C: Fn() -> Result<(), TrainError>> {
+    cfg: &'a TrainConfig,
+    xs: &'a Tensor,
+    /// Jitter of the training minibatches (targets come from the clean images).
+    jitter: Option<Jitter>,
+    check: &'a C,
+}
+
+impl<C: Fn() -> Result<(), TrainError>> Finetune<'_, C> {
+    /// Iteration `it` (0-based) of `method`: `steps_per_iter` Adam steps, each on `loss(ids,
+    /// inputs)` of the next minibatch of a fresh seeded shuffle of all samples. `stream` keeps
+    /// each method's shuffles its own. Returns the mean of the minibatch losses.
+    fn iteration(
+        &self,
+        method: &str,
+        it: usize,
+        stream: u64,
+        opt: &mut Adam,
+        mut loss: impl FnMut(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<f32, TrainError> {
+        let (cfg, xs) = (self.cfg, self.xs);
+        let mut order: Vec<u32> = (0..xs.dim(0)? as u32).collect();
+        order.shuffle(&mut rng(cfg.seed, stream + it as u64));
+        let mut jr = rng(cfg.seed, 50_000 + it as u64);
+        let mut total = 0f64;
+        for step in 0..cfg.steps_per_iter {
+            (self.check)()?;
+            let ids = Tensor::new(minibatch(&order, step, cfg.batch_size), xs.device())?;
+            let xb = Jitter::inputs(self.jitter.as_ref(), xs.index_select(&ids, 0)?, &mut jr)?;
+            let l = loss(&ids, &xb)?;
+            opt.backward_step(&l)?;
+            total += f64::from(finite(l.to_scalar::<f32>()?, || {
+                format!("{method} iteration {}", it + 1)
+            })?);
+        }
+        Ok((total / cfg.steps_per_iter.max(1) as f64) as f32)
+    }
 }
 
 /// Student-t soft assignments (one degree of freedom) of rows `z` `[b, d]` to `mu` `[k, d]`.
@@ -825,7 +853,7 @@ fn argmax_rows(q: &[f32], k: usize) -> Vec<u32> {
 fn dec_stage<N: Fn(Progress), C: Fn() -> Result<(), TrainError>>(
     r: DecRun<'_, N, C>,
 ) -> Result<(KMeans, Vec<f32>), TrainError> {
-    let (cfg, xs) = (r.cfg, r.xs);
+    let (cfg, xs) = (r.ft.cfg, r.ft.xs);
     let dev = xs.device().clone();
     let (n, d, k) = (xs.dim(0)?, cfg.latent, cfg.k);
     let mu = Var::from_tensor(&Tensor::from_vec(r.km.centroids.clone(), (k, d), &dev)?)?;
@@ -846,39 +874,28 @@ fn dec_stage<N: Fn(Progress), C: Fn() -> Result<(), TrainError>>(
     let (mut z, mut q) = embed_q(mu.as_tensor())?;
     for it in 0..cfg.max_iter {
         let p = Tensor::from_vec(target_distribution(&q, k), (n, k), &dev)?;
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        order.shuffle(&mut rng(cfg.seed, 30_000 + it as u64));
-        let mut jr = rng(cfg.seed, 50_000 + it as u64);
-        let mut total = 0f64;
-        for step in 0..cfg.steps_per_iter {
-            (r.check)()?;
-            let ids = Tensor::new(minibatch(&order, step, cfg.batch_size), &dev)?;
-            let xb = Jitter::inputs(r.jitter.as_ref(), xs.index_select(&ids, 0)?, &mut jr)?;
-            let z = r.ae.encoder.forward(&xb)?;
+        let loss = r.ft.iteration(name, it, 30_000, &mut opt, |ids, xb| {
+            let z = r.ae.encoder.forward(xb)?;
             let qb = soft_assign(&z, mu.as_tensor())?;
-            let pb_ = p.index_select(&ids, 0)?;
+            let pb_ = p.index_select(ids, 0)?;
             // KL(P || Q), averaged over the batch (the P log P term is constant but keeps the
             // loss a true divergence, so it reads as zero at the optimum).
             let kl = (&pb_ * (pb_.clamp(1e-10, 1.0)?.log()? - qb.clamp(1e-10, 1.0)?.log()?)?)?
                 .sum_all()?
                 .affine(1.0 / ids.dim(0)? as f64, 0.0)?;
-            let loss = if idec {
-                let recon = candle_nn::loss::mse(&r.ae.decoder.forward(&z)?, &xb)?;
-                (recon + kl.affine(0.1, 0.0)?)?
+            if idec {
+                let recon = candle_nn::loss::mse(&r.ae.decoder.forward(&z)?, xb)?;
+                recon + kl.affine(0.1, 0.0)?
             } else {
-                kl
-            };
-            opt.backward_step(&loss)?;
-            total += f64::from(finite(loss.to_scalar::<f32>()?, || {
-                format!("{name} iteration {}", it + 1)
-            })?);
-        }
+                Ok(kl)
+            }
+        })?;
         (z, q) = embed_q(mu.as_tensor())?;
         let new = argmax_rows(&q, k);
         let changed = metrics::changed_fraction(&labels, &new);
         labels = new;
         let log = IterationLog {
-            loss: (total / cfg.steps_per_iter.max(1) as f64) as f32,
+            loss,
             changed,
             metrics: r.labels.map(|t| metrics::evaluate(&labels, t)),
         };

@@ -120,6 +120,20 @@ mod tests {
         assert_eq!(back, m);
     }
 
+    /// Metrics come back to the last bit. serde_json's default float parser may land one ulp
+    /// off (it did for the ACC 599/600 below); the workspace enables its `float_roundtrip`.
+    #[test]
+    fn metrics_survive_the_header_bit_for_bit() {
+        let mut m = meta();
+        m.metrics = Some(TrainingMetrics {
+            acc: 599.0 / 600.0,
+            nmi: 0.990_494_597_749_347_2,
+            ari: 1.0 / 3.0,
+        });
+        let back = ModelMeta::from_header(Some("1"), Some(&m.to_json())).unwrap();
+        assert_eq!(back, m);
+    }
+
     #[test]
     fn newer_version_is_rejected_before_parsing() {
         let err = ModelMeta::from_header(Some("2"), Some("not json")).unwrap_err();

@@ -659,6 +659,8 @@ async fn bad_requests_get_their_status_codes() {
     method.settings.as_mut().unwrap().method = Some("kmeans++".into());
     let mut rotate = train_request(1, false);
     rotate.settings.as_mut().unwrap().augment_rotate_deg = Some(f32::NAN);
+    let mut init = train_request(1, false);
+    init.settings.as_mut().unwrap().init = Some("xavier".into());
     for (req, want, needle) in [
         (
             pb::TrainRequest::default(),
@@ -669,6 +671,11 @@ async fn bad_requests_get_their_status_codes() {
         (lr, Code::InvalidArgument, "learning rate"),
         (method, Code::InvalidArgument, "kmeans++"),
         (rotate, Code::InvalidArgument, "augmentation rotation"),
+        (
+            init,
+            Code::InvalidArgument,
+            "init \"xavier\": expected keras or torch",
+        ),
         (
             with_data(dataset("imagenet")),
             Code::InvalidArgument,

@@ -23,7 +23,7 @@ use candle_nn::VarMap;
 use common::{measured_peak_gflops, peak_gflops};
 use dekm_shared::layers::EncoderSpec;
 use dekm_trainer::data::{self, DataSource, LoadOptions};
-use dekm_trainer::model::{Autoencoder, ConvBackend, embed};
+use dekm_trainer::model::{Autoencoder, ConvBackend, Init, embed};
 use dekm_trainer::optim::Adam;
 
 #[global_allocator]
@@ -101,7 +101,7 @@ struct Round {
 
 fn run_ours(backend: ConvBackend, spec: &EncoderSpec, xs: &Tensor, a: &Args) -> Result<Round> {
     let varmap = VarMap::new();
-    let ae = Autoencoder::init(spec, &varmap, 0, backend)?;
+    let ae = Autoencoder::init(spec, &varmap, 0, backend, Init::Torch)?;
     let mut vars: Vec<_> = varmap
         .data()
         .lock()

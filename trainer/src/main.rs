@@ -14,7 +14,7 @@ use dekm_trainer::augment::Augment;
 use dekm_trainer::data::{self, DataSource, LabelColumn, LoadOptions, Split, SyntheticOptions};
 use dekm_trainer::export::read_model;
 use dekm_trainer::metrics;
-use dekm_trainer::model::ConvBackend;
+use dekm_trainer::model::{ConvBackend, Init};
 use dekm_trainer::pipeline::{assign, cluster_sizes, metrics_table, train_and_export};
 use dekm_trainer::plots;
 use dekm_trainer::service::{Auth, Limits, ServeConfig, Server};
@@ -223,6 +223,10 @@ struct TrainArgs {
     /// Images only: largest random rotation of a training image, in degrees (DEC-DA uses 10).
     #[arg(long, default_value_t = Augment::OFF.rotate_deg)]
     augment_rotate: f32,
+    /// How fresh weights are drawn: keras (the DEKM authors' model: convolutions U(±0.05),
+    /// Glorot elsewhere, zero biases) or torch (PyTorch's layer defaults).
+    #[arg(long, value_enum, default_value_t = Init::Keras)]
+    init: Init,
 }
 
 impl TrainArgs {
@@ -246,6 +250,7 @@ impl TrainArgs {
                 shift: self.augment_shift,
                 rotate_deg: self.augment_rotate,
             },
+            init: self.init,
         }
     }
 }

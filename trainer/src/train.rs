@@ -21,7 +21,7 @@ use crate::augment::{Augment, Jitter};
 use crate::data::Dataset;
 use crate::kmeans::{self, KMeans, KMeansConfig};
 use crate::metrics;
-use crate::model::{Autoencoder, ConvBackend, Encoder, embed};
+use crate::model::{Autoencoder, ConvBackend, Encoder, Init, embed};
 use crate::optim::Adam;
 use crate::rng;
 use crate::rotation::{Rotation, rotation, within_scatter};
@@ -101,10 +101,18 @@ pub struct TrainConfig {
     /// which is how those models were trained.
     #[serde(default = "augment_off")]
     pub augment: Augment,
+    /// How the fresh autoencoder's weights are drawn. Settings saved before the choice existed
+    /// read as PyTorch's rule, which is how those models were trained.
+    #[serde(default = "init_torch")]
+    pub init: Init,
 }
 
 fn augment_off() -> Augment {
     Augment::OFF
+}
+
+fn init_torch() -> Init {
+    Init::Torch
 }
 
 /// What follows pretraining. All four start from the same pretrained autoencoder and the same
@@ -147,6 +155,7 @@ impl Default for TrainConfig {
             conv: ConvBackend::Fast,
             method: Method::Dekm,
             augment: Augment::OFF,
+            init: Init::Keras,
         }
     }
 }
@@ -496,7 +505,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
     let jitter = Jitter::new(&ds.shape, cfg.augment);
 
     let mut varmap = VarMap::new();
-    let ae = Autoencoder::init(&spec, &varmap, cfg.seed, cfg.conv)?;
+    let ae = Autoencoder::init(&spec, &varmap, cfg.seed, cfg.conv, cfg.init)?;
     let ckpt = Checkpointer {
         dir: opts.checkpoint.as_deref(),
         run: RunKey {
@@ -1015,6 +1024,15 @@ mod tests {
         let cfg: TrainConfig = serde_json::from_value(old).unwrap();
         assert_eq!(cfg.augment, Augment::OFF);
         assert_eq!(cfg, TrainConfig::default());
+    }
+
+    #[test]
+    fn settings_saved_before_the_init_choice_read_as_torch() {
+        let mut old = serde_json::to_value(TrainConfig::default()).unwrap();
+        old.as_object_mut().unwrap().remove("init");
+        let cfg: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(cfg.init, Init::Torch);
+        assert_eq!(TrainConfig::default().init, Init::Keras);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::jobs::{JobData, JobRecord, JobSpec, JobState, Jobs, JobsError, Phase,
 use super::registry::{Active, Entry, Registry, RegistryError};
 use super::telemetry::Telemetry;
 use crate::data::{DataSource, Dataset, LabelColumn, LoadOptions, SampleShape, SyntheticOptions};
+use crate::model::Init;
 use crate::train::{Method, TrainConfig};
 
 /// Request limits.
@@ -436,6 +437,11 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
     }
     if let Some(v) = s.augment_rotate_deg {
         c.augment.rotate_deg = v;
+    }
+    if let Some(i) = s.init {
+        c.init = <Init as clap::ValueEnum>::from_str(&i, false).map_err(|_| {
+            Status::invalid_argument(format!("init {i:?}: expected keras or torch"))
+        })?;
     }
     if let Some(m) = s.method {
         c.method = <Method as clap::ValueEnum>::from_str(&m, false).map_err(|_| {

@@ -20,8 +20,7 @@ use super::jobs::{JobData, JobRecord, JobSpec, JobState, Jobs, JobsError, Phase,
 use super::registry::{Active, Entry, Registry, RegistryError};
 use super::telemetry::Telemetry;
 use crate::data::{DataSource, Dataset, LabelColumn, LoadOptions, SampleShape, SyntheticOptions};
-use crate::model::Init;
-use crate::train::{Method, TrainConfig};
+use crate::train::TrainConfig;
 
 /// Request limits.
 #[derive(Debug, Clone, Copy)]
@@ -387,6 +386,22 @@ fn under_root(root: &Path, rel: &Path) -> Result<PathBuf, Status> {
     Ok(real)
 }
 
+/// One of `T`'s command-line names, or `INVALID_ARGUMENT` listing them all, so a request field
+/// accepts exactly what the matching `dekm train` flag does.
+fn choice<T: clap::ValueEnum>(field: &str, value: &str) -> Result<T, Status> {
+    T::from_str(value, false).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        let expected = match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.concat(),
+        };
+        Status::invalid_argument(format!("{field} {value:?}: expected {expected}"))
+    })
+}
+
 /// `dekm train`'s defaults with the request's settings applied and checked.
 fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
     let mut c = TrainConfig::default();
@@ -439,16 +454,10 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
         c.augment.rotate_deg = v;
     }
     if let Some(i) = s.init {
-        c.init = <Init as clap::ValueEnum>::from_str(&i, false).map_err(|_| {
-            Status::invalid_argument(format!("init {i:?}: expected keras or torch"))
-        })?;
+        c.init = choice("init", &i)?;
     }
     if let Some(m) = s.method {
-        c.method = <Method as clap::ValueEnum>::from_str(&m, false).map_err(|_| {
-            Status::invalid_argument(format!(
-                "method {m:?}: expected dekm, dec, idec or ae-kmeans"
-            ))
-        })?;
+        c.method = choice("method", &m)?;
     }
     // Everything that does not depend on the data's size; k against n is checked once the
     // data is known.
@@ -890,5 +899,25 @@ impl pb::fleet_server::Fleet for Handle {
         })();
         self.0.telemetry.record("GetFleetStats", started, &result);
         result.map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::Method;
+
+    #[test]
+    fn choices_list_every_name_the_cli_accepts() {
+        assert_eq!(
+            choice::<Method>("method", "ae-kmeans").unwrap(),
+            Method::AeKmeans
+        );
+        let err = choice::<Method>("method", "kmeans++").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            err.message(),
+            "method \"kmeans++\": expected dekm, dec, idec or ae-kmeans"
+        );
     }
 }

@@ -225,7 +225,7 @@ struct TrainArgs {
     augment_rotate: f32,
     /// How fresh weights are drawn: keras (the DEKM authors' model: convolutions U(±0.05),
     /// Glorot elsewhere, zero biases) or torch (PyTorch's layer defaults).
-    #[arg(long, value_enum, default_value_t = Init::Keras)]
+    #[arg(long, value_enum, default_value_t = Init::default())]
     init: Init,
 }
 

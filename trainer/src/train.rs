@@ -155,7 +155,7 @@ impl Default for TrainConfig {
             conv: ConvBackend::Fast,
             method: Method::Dekm,
             augment: Augment::OFF,
-            init: Init::Keras,
+            init: Init::default(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Clustering on row-major `f32` points, and the metrics that judge a clustering.
 //!
 //! Algorithms: [`kmeans`] (k-means++ restarts; what DEKM calls every iteration), [`gmm`]
-//! (Gaussian mixtures by EM, full or diagonal covariance), [`dbscan`] (density clusters with
+//! (Gaussian mixtures by EM, full or diagonal covariance), [`umap`] (a neighbourhood-keeping
+//! layout to cluster in, as N2D does), [`dbscan`] (density clusters with
 //! noise as outliers) and [`hierarchy`] (agglomerative, seven linkages, with the dendrogram).
 //! Metrics: [`metrics`] (external, against labels: ACC, NMI, ARI) and [`internal`] (without
 //! labels: silhouette, Calinski-Harabasz, Davies-Bouldin, Dunn).
@@ -20,6 +21,7 @@ pub mod som;
 #[cfg(test)]
 mod testdata;
 pub mod tsne;
+pub mod umap;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

@@ -5,7 +5,10 @@ mod common;
 use dekm_trainer::augment::Augment;
 use dekm_trainer::data::{DataSource, LoadOptions, load};
 use dekm_trainer::pipeline::train_and_export;
-use dekm_trainer::train::{RunOptions, TrainConfig, TrainError, train};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use dekm_trainer::train::{Observer, Progress, RunOptions, Start, TrainConfig, TrainError, train};
 
 fn quiet() -> RunOptions {
     RunOptions {
@@ -113,6 +116,72 @@ fn resume_continues_an_interrupted_run() {
         .err()
         .expect("mismatched checkpoint");
     assert!(matches!(err, TrainError::Checkpoint { .. }), "{err}");
+}
+
+/// Cancels a run once its first DEKM iteration has been checkpointed.
+#[derive(Default)]
+struct StopAfterIteration1(AtomicBool);
+
+impl Observer for StopAfterIteration1 {
+    fn progress(&self, step: &Progress) {
+        if matches!(step, Progress::Dekm { iteration: 1, .. }) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    fn cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_manifold_start_is_recorded_held_and_resumed_exactly() {
+    let ds = common::synthetic(4, 500, 3);
+    // Tolerance 0: the start stays held until the last iteration, whatever k-means says.
+    let cfg = TrainConfig {
+        start: Start::Manifold,
+        tol: 0.0,
+        ..common::quick_config(4)
+    };
+    let whole = train(&ds, &cfg, &quiet()).unwrap();
+    let start = whole.history.start.expect("synthetic data has labels");
+    assert!(start.acc > 0.9, "the regimes are well apart: {start:?}");
+    assert_eq!(
+        train(&ds, &common::quick_config(4), &quiet())
+            .unwrap()
+            .history
+            .start,
+        None
+    );
+
+    // Interrupted after the first of three iterations, where the start is still held, then
+    // resumed: the same run as the whole one.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = |observer: Option<Arc<dyn Observer>>| RunOptions {
+        checkpoint: Some(dir.path().join("checkpoint")),
+        resume: true,
+        quiet: true,
+        observer,
+    };
+    let err = train(
+        &ds,
+        &cfg,
+        &opts(Some(Arc::new(StopAfterIteration1::default()))),
+    )
+    .err()
+    .expect("cancelled");
+    assert!(matches!(err, TrainError::Cancelled), "{err}");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    let held = &state["phase"]["Dekm"]["held"]["labels"];
+    assert_eq!(
+        held.as_array().map(Vec::len),
+        Some(ds.len()),
+        "the checkpoint after iteration 1 keeps the held labels"
+    );
+    let resumed = train(&ds, &cfg, &opts(None)).unwrap();
+    assert_eq!(resumed.history.iterations, whole.history.iterations);
+    assert_eq!(resumed.kmeans.labels, whole.kmeans.labels);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use dekm_cluster::internal::{
     PairOptions, PairScore, calinski_harabasz, davies_bouldin, dunn, silhouette,
 };
-use dekm_cluster::{ClusterError, Points, dbscan, gmm, hierarchy, kmeans, metrics, som};
+use dekm_cluster::{ClusterError, Points, dbscan, gmm, hierarchy, kmeans, metrics, som, umap};
 use dekm_shared::TrainingMetrics;
 
 use crate::data::Dataset;
@@ -78,6 +78,11 @@ pub enum Method {
         /// Linkage.
         linkage: hierarchy::Linkage,
     },
+    /// N2D: a full-covariance GMM on a `k`-dimensional UMAP layout.
+    N2d {
+        /// Clusters.
+        k: usize,
+    },
     /// Self-organising map with `rows x cols` nodes.
     Som {
         /// Grid rows.
@@ -95,6 +100,7 @@ impl std::fmt::Display for Method {
             Self::Gmm { k, covariance } => write!(f, "GMM {covariance:?} (k={k})"),
             Self::Dbscan { eps, min_samples } => write!(f, "DBSCAN (eps={eps}, min={min_samples})"),
             Self::Agglomerative { k, linkage } => write!(f, "agglomerative {linkage:?} (k={k})"),
+            Self::N2d { k } => write!(f, "N2D: UMAP + GMM Full (k={k})"),
             Self::Som { rows, cols } => write!(f, "SOM {rows}x{cols}"),
         }
     }
@@ -146,6 +152,7 @@ pub fn run(method: &Method, s: &Space, seed: u64) -> Result<Vec<Option<u32>>, Cl
             dbscan::fit(&p, &dbscan::DbscanConfig { eps, min_samples })?.labels
         }
         Method::Agglomerative { k, linkage } => some(hierarchy::linkage(&p, linkage)?.cut(k)?),
+        Method::N2d { k } => some(umap::n2d(&p, k, seed)?),
         Method::Som { rows, cols } => some(
             som::fit(
                 &p,

@@ -18,7 +18,7 @@ use dekm_trainer::model::{ConvBackend, Init};
 use dekm_trainer::pipeline::{assign, cluster_sizes, metrics_table, train_and_export};
 use dekm_trainer::plots;
 use dekm_trainer::service::{Auth, Limits, ServeConfig, Server};
-use dekm_trainer::train::{History, Method as TrainMethod, RunOptions, TrainConfig};
+use dekm_trainer::train::{History, Method as TrainMethod, RunOptions, Start, TrainConfig};
 
 #[global_allocator]
 static GLOBAL: dekm_trainer::allocator::MiMalloc = dekm_trainer::allocator::MiMalloc;
@@ -227,6 +227,10 @@ struct TrainArgs {
     /// Glorot elsewhere, zero biases) or torch (PyTorch's layer defaults).
     #[arg(long, value_enum, default_value_t = Init::default())]
     init: Init,
+    /// Where the clustering stage starts: kmeans (the DEKM paper) or manifold (N2D: a
+    /// Gaussian mixture on a UMAP layout of the embedding).
+    #[arg(long, value_enum, default_value_t = Start::default())]
+    start: Start,
 }
 
 impl TrainArgs {
@@ -251,6 +255,7 @@ impl TrainArgs {
                 rotate_deg: self.augment_rotate,
             },
             init: self.init,
+            start: self.start,
         }
     }
 }
@@ -446,6 +451,7 @@ enum MethodName {
     GmmDiag,
     Dbscan,
     Agglomerative,
+    N2d,
     Som,
 }
 
@@ -516,6 +522,7 @@ fn cluster(args: &ClusterArgs) -> Result<()> {
                 k: args.k,
                 linkage: args.linkage,
             },
+            MethodName::N2d => Method::N2d { k: args.k },
             MethodName::Som => {
                 let rows = args.som_rows.unwrap_or(1).max(1);
                 Method::Som {
@@ -899,4 +906,21 @@ fn import(store: &std::path::Path, model: &std::path::Path, activate: bool) -> R
         if activate { ", active" } else { "" }
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `dekm train` spells its defaults as clap literals; they must be `TrainConfig::default()`,
+    /// which the gRPC service, the tests and the library use.
+    #[test]
+    fn train_flags_default_to_the_library_defaults() {
+        let cli = Cli::try_parse_from(["dekm", "train", "--dataset", "synthetic", "--out", "m"])
+            .expect("parses");
+        let Command::Train(args) = cli.command else {
+            panic!("not a train command");
+        };
+        assert_eq!(args.config(), TrainConfig::default());
+    }
 }

@@ -459,6 +459,9 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
     if let Some(m) = s.method {
         c.method = choice("method", &m)?;
     }
+    if let Some(v) = s.start {
+        c.start = choice("start", &v)?;
+    }
     // Everything that does not depend on the data's size; k against n is checked once the
     // data is known.
     c.validate(usize::MAX)
@@ -918,6 +921,25 @@ mod tests {
         assert_eq!(
             err.message(),
             "method \"kmeans++\": expected dekm, dec, idec or ae-kmeans"
+        );
+    }
+
+    #[test]
+    fn a_request_chooses_the_start_and_a_bad_one_is_named() {
+        let settings = |start: &str, max_iter: Option<u32>| pb::TrainSettings {
+            start: Some(start.into()),
+            max_iter,
+            ..Default::default()
+        };
+        let c = train_config(settings("manifold", None)).unwrap();
+        assert_eq!(c.start, crate::train::Start::Manifold);
+        let err = train_config(settings("umap", None)).unwrap_err();
+        assert_eq!(err.message(), "start \"umap\": expected kmeans or manifold");
+        let err = train_config(settings("manifold", Some(0))).unwrap_err();
+        assert!(
+            err.message().contains("start manifold needs"),
+            "{}",
+            err.message()
         );
     }
 }

@@ -15,7 +15,7 @@
 //!   takes about a minute on two cores, all steps included) rather than approximate
 //!   (NN-descent);
 //! - the layout is optimised by one thread with one seeded random stream, so the result is the
-//!   same on every machine and thread count (umap-learn is deterministic only single-threaded).
+//!   same at every thread count (umap-learn is deterministic only single-threaded).
 
 use rand::Rng;
 use rayon::prelude::*;

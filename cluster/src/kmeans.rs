@@ -90,6 +90,56 @@ fn plus_plus(xs: &[f32], d: usize, k: usize, r: &mut impl Rng) -> Vec<f32> {
     centroids
 }
 
+/// Each cluster's mean (`[k, d]`, zero for an empty one) and size.
+fn means(xs: &[f32], d: usize, k: usize, labels: &[u32]) -> (Vec<f32>, Vec<usize>) {
+    let mut sums = vec![0f64; k * d];
+    let mut counts = vec![0usize; k];
+    for (x, &l) in xs.chunks_exact(d).zip(labels) {
+        counts[l as usize] += 1;
+        for (s, &v) in sums[l as usize * d..][..d].iter_mut().zip(x) {
+            *s += f64::from(v);
+        }
+    }
+    let means = sums
+        .chunks_exact(d)
+        .zip(&counts)
+        .flat_map(|(s, &c)| s.iter().map(move |v| (v / c.max(1) as f64) as f32))
+        .collect();
+    (means, counts)
+}
+
+/// The clustering of `xs` (`[n, d]`) with the given labels (each below `k`), each centre the
+/// mean of its members: DEKM's manifold start holds a partition that k-means did not make. An
+/// empty cluster takes the point farthest from its centre, as in [`fit`], and the centres are
+/// recomputed.
+pub fn from_labels(xs: &[f32], d: usize, k: usize, mut labels: Vec<u32>) -> KMeans {
+    let dist = |x: &[f32], m: &[f32]| f64::from(sq(x, m));
+    let (mut centroids, mut counts) = means(xs, d, k, &labels);
+    // Each pass fills one empty cluster; k passes fill them all.
+    for _ in 0..k {
+        let Some(c) = counts.iter().position(|&n| n == 0) else {
+            break;
+        };
+        let own = |i: usize| dist(&xs[i * d..][..d], &centroids[labels[i] as usize * d..][..d]);
+        let far = (0..labels.len())
+            .max_by(|&a, &b| own(a).total_cmp(&own(b)).then(b.cmp(&a)))
+            .unwrap_or(0);
+        labels[far] = c as u32;
+        (centroids, counts) = means(xs, d, k, &labels);
+    }
+    let inertia = xs
+        .chunks_exact(d)
+        .zip(&labels)
+        .map(|(x, &l)| dist(x, &centroids[l as usize * d..][..d]))
+        .sum();
+    KMeans {
+        d,
+        centroids,
+        labels,
+        inertia,
+    }
+}
+
 /// Lloyd iterations from `centroids` until assignments stop changing.
 fn lloyd(xs: &[f32], d: usize, mut centroids: Vec<f32>, max_iter: usize) -> KMeans {
     let n = xs.len() / d;
@@ -104,14 +154,7 @@ fn lloyd(xs: &[f32], d: usize, mut centroids: Vec<f32>, max_iter: usize) -> KMea
             labels[i] = c as u32;
             dists[i] = dist;
         }
-        let mut sums = vec![0f64; k * d];
-        let mut counts = vec![0usize; k];
-        for (x, &l) in xs.chunks_exact(d).zip(&labels) {
-            counts[l as usize] += 1;
-            for (s, &v) in sums[l as usize * d..][..d].iter_mut().zip(x) {
-                *s += f64::from(v);
-            }
-        }
+        let (means, counts) = means(xs, d, k, &labels);
         for c in 0..k {
             if counts[c] == 0 {
                 // An empty cluster takes the point farthest from its centre.
@@ -123,9 +166,7 @@ fn lloyd(xs: &[f32], d: usize, mut centroids: Vec<f32>, max_iter: usize) -> KMea
                 labels[far] = c as u32;
                 changed = true;
             } else {
-                for (m, s) in centroids[c * d..(c + 1) * d].iter_mut().zip(&sums[c * d..]) {
-                    *m = (s / counts[c] as f64) as f32;
-                }
+                centroids[c * d..(c + 1) * d].copy_from_slice(&means[c * d..(c + 1) * d]);
             }
         }
         if !changed {
@@ -284,6 +325,18 @@ mod tests {
     use super::*;
     use crate::metrics::accuracy;
     use rand_distr::{Distribution, Normal};
+
+    #[test]
+    fn labels_make_centres_and_an_empty_cluster_takes_the_farthest_point() {
+        // Points 0, 1, 10 (1-d); all in cluster 0 of 2.
+        let km = from_labels(&[0.0, 1.0, 10.0], 1, 2, vec![0, 0, 0]);
+        assert_eq!(km.labels, [0, 0, 1]);
+        assert_eq!(km.centroids, [0.5, 10.0]);
+        assert_eq!(km.inertia, 0.5);
+        let km = from_labels(&[0.0, 2.0, 10.0], 1, 2, vec![0, 0, 1]);
+        assert_eq!(km.centroids, [1.0, 10.0]);
+        assert_eq!(km.inertia, 2.0);
+    }
 
     /// `k` well-separated Gaussian blobs in `d` dimensions.
     pub(crate) fn blobs(k: usize, per: usize, d: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {

@@ -228,56 +228,7 @@ impl TrainConfig {
 /// [`Held`]) while fine-tuning pulls every point towards its N2D cluster.
 fn manifold_start(z: &[f32], d: usize, k: usize, seed: u64) -> Result<KMeans, ClusterError> {
     let labels = dekm_cluster::umap::n2d(&dekm_cluster::Points::new(z, d)?, k, seed)?;
-    Ok(with_labels(z, d, k, labels))
-}
-
-/// The clustering of `z` (`[n, d]`) with the given labels, each centre the mean of its
-/// members. An empty cluster takes the point farthest from its centre, as in k-means, and the
-/// centres are recomputed.
-fn with_labels(z: &[f32], d: usize, k: usize, mut labels: Vec<u32>) -> KMeans {
-    let sq = |x: &[f32], m: &[f32]| -> f64 {
-        x.iter().zip(m).map(|(a, b)| f64::from(a - b).powi(2)).sum()
-    };
-    let means = |labels: &[u32]| {
-        let mut sums = vec![0f64; k * d];
-        let mut counts = vec![0usize; k];
-        for (x, &l) in z.chunks_exact(d).zip(labels) {
-            counts[l as usize] += 1;
-            for (s, &v) in sums[l as usize * d..][..d].iter_mut().zip(x) {
-                *s += f64::from(v);
-            }
-        }
-        let centroids: Vec<f32> = sums
-            .chunks_exact(d)
-            .zip(&counts)
-            .flat_map(|(s, &c)| s.iter().map(move |v| (v / c.max(1) as f64) as f32))
-            .collect();
-        (centroids, counts)
-    };
-    let (mut centroids, mut counts) = means(&labels);
-    // Each pass fills one empty cluster; k passes fill them all.
-    for _ in 0..k {
-        let Some(c) = counts.iter().position(|&n| n == 0) else {
-            break;
-        };
-        let dist = |i: usize| sq(&z[i * d..][..d], &centroids[labels[i] as usize * d..][..d]);
-        let far = (0..labels.len())
-            .max_by(|&a, &b| dist(a).total_cmp(&dist(b)).then(b.cmp(&a)))
-            .unwrap_or(0);
-        labels[far] = c as u32;
-        (centroids, counts) = means(&labels);
-    }
-    let inertia = z
-        .chunks_exact(d)
-        .zip(&labels)
-        .map(|(x, &l)| sq(x, &centroids[l as usize * d..][..d]))
-        .sum();
-    KMeans {
-        d,
-        centroids,
-        labels,
-        inertia,
-    }
+    Ok(kmeans::from_labels(z, d, k, labels))
 }
 
 /// Where to checkpoint, whether to resume, and who watches.
@@ -781,7 +732,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         )) => {
             opt.restore(&moments, adam_steps)?;
             let km = match &h {
-                Some(h) => with_labels(&z, d, cfg.k, h.labels.clone()),
+                Some(h) => kmeans::from_labels(&z, d, cfg.k, h.labels.clone()),
                 None => kmeans::refine(&z, d, centroids, 300)?,
             };
             held = h.is_some();
@@ -856,7 +807,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         held = held && changed >= cfg.tol && it + 1 < cfg.max_iter;
         if held {
             tracing::info!(disagreement = changed, "manifold start held");
-            km = with_labels(&z, d, cfg.k, std::mem::take(&mut km.labels));
+            km = kmeans::from_labels(&z, d, cfg.k, std::mem::take(&mut km.labels));
         } else {
             km = new;
         }
@@ -1162,32 +1113,14 @@ mod tests {
     }
 
     #[test]
-    fn settings_saved_before_the_init_choice_read_as_torch() {
+    fn settings_saved_before_a_choice_existed_read_as_those_runs_were_trained() {
         let mut old = serde_json::to_value(TrainConfig::default()).unwrap();
         old.as_object_mut().unwrap().remove("init");
-        let cfg: TrainConfig = serde_json::from_value(old).unwrap();
-        assert_eq!(cfg.init, Init::Torch);
-        assert_eq!(TrainConfig::default().init, Init::Keras);
-    }
-
-    #[test]
-    fn settings_saved_before_the_start_choice_read_as_kmeans() {
-        let mut old = serde_json::to_value(TrainConfig::default()).unwrap();
         old.as_object_mut().unwrap().remove("start");
         let cfg: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(cfg.init, Init::Torch);
         assert_eq!(cfg.start, Start::Kmeans);
-    }
-
-    #[test]
-    fn labels_make_centres_and_an_empty_cluster_takes_the_farthest_point() {
-        // Points 0, 1, 10 (1-d); all in cluster 0 of 2.
-        let km = with_labels(&[0.0, 1.0, 10.0], 1, 2, vec![0, 0, 0]);
-        assert_eq!(km.labels, [0, 0, 1]);
-        assert_eq!(km.centroids, [0.5, 10.0]);
-        assert_eq!(km.inertia, 0.5);
-        let km = with_labels(&[0.0, 2.0, 10.0], 1, 2, vec![0, 0, 1]);
-        assert_eq!(km.centroids, [1.0, 10.0]);
-        assert_eq!(km.inertia, 2.0);
+        assert_eq!(TrainConfig::default().init, Init::Keras);
     }
 
     #[test]

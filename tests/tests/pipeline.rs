@@ -142,7 +142,19 @@ fn a_manifold_start_is_recorded_held_and_resumed_exactly() {
         tol: 0.0,
         ..common::quick_config(4)
     };
-    let whole = train(&ds, &cfg, &quiet()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let exported = train_and_export(&ds, &cfg, &quiet(), out.path()).unwrap();
+    let table = exported.results_table("DEKM").expect("labelled data");
+    assert_eq!(
+        table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next())
+            .collect::<Vec<_>>(),
+        [Some("AE+k-means"), Some("N2D"), Some("DEKM")],
+        "{table}"
+    );
+    let whole = exported.trained;
     let start = whole.history.start.expect("synthetic data has labels");
     assert!(start.acc > 0.9, "the regimes are well apart: {start:?}");
     assert_eq!(

@@ -315,8 +315,8 @@ fn train(args: &TrainArgs, quiet: bool) -> Result<()> {
         h.iterations.len()
     );
     println!("cluster sizes: {sizes:?}");
-    if let (Some(b), Some(m)) = (outcome.trained.baseline, outcome.meta.metrics) {
-        print!("{}", metrics_table(&[("AE+k-means", b), (stage, m)]));
+    if let Some(table) = outcome.results_table(stage) {
+        print!("{table}");
     }
     println!("model: {} (sha256 {})", args.out.display(), outcome.sha256);
     if let Some(dir) = &args.plots {
@@ -713,8 +713,8 @@ fn demo(args: &DemoArgs, quiet: bool) -> Result<()> {
         out.display(),
         started.elapsed().as_secs_f32()
     );
-    if let (Some(b), Some(m)) = (outcome.trained.baseline, outcome.meta.metrics) {
-        print!("{}", metrics_table(&[("AE+k-means", b), ("DEKM", m)]));
+    if let Some(table) = outcome.results_table("DEKM") {
+        print!("{table}");
     }
 
     let stream_opts = SyntheticOptions {

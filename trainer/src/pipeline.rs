@@ -46,6 +46,20 @@ pub struct Outcome {
     pub sha256: String,
 }
 
+impl Outcome {
+    /// The end-of-training table, when the data have labels: AE + k-means, the N2D start when
+    /// the run started from it, and the result of `stage`.
+    pub fn results_table(&self, stage: &str) -> Option<String> {
+        let (base, last) = (self.trained.baseline?, self.meta.metrics?);
+        let start = self.trained.history.start.map(|m| ("N2D start", m));
+        let rows: Vec<_> = [Some(("AE+k-means", base)), start, Some((stage, last))]
+            .into_iter()
+            .flatten()
+            .collect();
+        Some(metrics_table(&rows))
+    }
+}
+
 /// Trains on `ds` and writes the model directory `out` (checkpoints under `out/checkpoint`).
 pub fn train_and_export(
     ds: &Dataset,

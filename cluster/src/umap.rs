@@ -409,7 +409,13 @@ fn rayleigh_ritz(
 
 /// N2D's clustering (McConville et al., 2020): a full-covariance Gaussian mixture of `k`
 /// components on a `k`-dimensional UMAP layout of `p` (N2D's settings, [`UmapConfig::new`]).
-/// Returns each point's component.
+/// Returns each point's component. Unlike N2D, whose mixture starts from a single k-means run,
+/// EM starts from the best of [`GmmConfig::new`]'s 10 (see [`GmmConfig::restarts`]): on these
+/// layouts of a few tight clusters a single start merged two and split a third often enough to
+/// undo what the layout gains.
+///
+/// [`GmmConfig::new`]: crate::gmm::GmmConfig::new
+/// [`GmmConfig::restarts`]: crate::gmm::GmmConfig::restarts
 pub fn n2d(p: &Points<'_>, k: usize, seed: u64) -> Result<Vec<u32>, ClusterError> {
     if k == 0 || k > p.len() {
         return Err(ClusterError::BadK { k, n: p.len() });

@@ -108,6 +108,14 @@ fn means(xs: &[f32], d: usize, k: usize, labels: &[u32]) -> (Vec<f32>, Vec<usize
     (means, counts)
 }
 
+/// Which of `n` points is farthest from its centre (`dist`), the first of equals: an empty
+/// cluster takes it, in [`lloyd`] and in [`from_labels`] alike.
+fn farthest(n: usize, dist: impl Fn(usize) -> f32) -> usize {
+    (0..n)
+        .max_by(|&a, &b| dist(a).total_cmp(&dist(b)).then(b.cmp(&a)))
+        .unwrap_or(0)
+}
+
 /// The clustering of `xs` (`[n, d]`) with the given labels (each below `k`), each centre the
 /// mean of its members: DEKM's manifold start holds a partition that k-means did not make. An
 /// empty cluster takes the point farthest from its centre, as in [`fit`], and the centres are
@@ -120,10 +128,9 @@ pub fn from_labels(xs: &[f32], d: usize, k: usize, mut labels: Vec<u32>) -> KMea
         let Some(c) = counts.iter().position(|&n| n == 0) else {
             break;
         };
-        let own = |i: usize| dist(&xs[i * d..][..d], &centroids[labels[i] as usize * d..][..d]);
-        let far = (0..labels.len())
-            .max_by(|&a, &b| own(a).total_cmp(&own(b)).then(b.cmp(&a)))
-            .unwrap_or(0);
+        let far = farthest(labels.len(), |i| {
+            sq(&xs[i * d..][..d], &centroids[labels[i] as usize * d..][..d])
+        });
         labels[far] = c as u32;
         (centroids, counts) = means(xs, d, k, &labels);
     }
@@ -157,10 +164,7 @@ fn lloyd(xs: &[f32], d: usize, mut centroids: Vec<f32>, max_iter: usize) -> KMea
         let (means, counts) = means(xs, d, k, &labels);
         for c in 0..k {
             if counts[c] == 0 {
-                // An empty cluster takes the point farthest from its centre.
-                let far = (0..n)
-                    .max_by(|&a, &b| dists[a].total_cmp(&dists[b]).then(b.cmp(&a)))
-                    .unwrap_or(0);
+                let far = farthest(n, |i| dists[i]);
                 centroids[c * d..(c + 1) * d].copy_from_slice(&xs[far * d..(far + 1) * d]);
                 dists[far] = 0.0;
                 labels[far] = c as u32;

@@ -157,13 +157,16 @@ fn a_manifold_start_is_recorded_held_and_resumed_exactly() {
     let whole = exported.trained;
     let start = whole.history.start.expect("synthetic data has labels");
     assert!(start.acc > 0.9, "the regimes are well apart: {start:?}");
-    assert_eq!(
-        train(&ds, &common::quick_config(4), &quiet())
-            .unwrap()
-            .history
-            .start,
-        None
-    );
+    // The k-means start records none; `auto`, the default, is the manifold one for DEKM.
+    let from = |start| {
+        let cfg = TrainConfig {
+            start,
+            ..common::quick_config(4)
+        };
+        train(&ds, &cfg, &quiet()).unwrap().history.start
+    };
+    assert_eq!(from(Start::Kmeans), None);
+    assert!(from(Start::Auto).is_some());
 
     // Interrupted after the first of three iterations, where the start is still held, then
     // resumed: the same run as the whole one.

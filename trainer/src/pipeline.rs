@@ -67,6 +67,11 @@ pub fn train_and_export(
     opts: &RunOptions,
     out: &Path,
 ) -> Result<Outcome, PipelineError> {
+    // config.json names the start `auto` stood for.
+    let cfg = &TrainConfig {
+        start: cfg.start_for(ds.len()),
+        ..cfg.clone()
+    };
     let trained = train::train(ds, cfg, opts)?;
     let calibration = export::calibrate(&trained, cfg.threshold_quantile)?;
     let dekm = ds

@@ -934,7 +934,10 @@ mod tests {
         let c = train_config(settings("manifold", None)).unwrap();
         assert_eq!(c.start, crate::train::Start::Manifold);
         let err = train_config(settings("umap", None)).unwrap_err();
-        assert_eq!(err.message(), "start \"umap\": expected kmeans or manifold");
+        assert_eq!(
+            err.message(),
+            "start \"umap\": expected auto, kmeans or manifold"
+        );
         let err = train_config(settings("manifold", Some(0))).unwrap_err();
         assert!(
             err.message().contains("start manifold needs"),

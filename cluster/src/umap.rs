@@ -314,10 +314,13 @@ fn spectral(n: usize, edges: &[(u32, u32, f32)], c: usize, seed: u64) -> Vec<f32
     orthonormalise(&mut q, n);
     let (mut y0, mut y1) = (vec![0f64; n * s], vec![0f64; n * s]);
     let mut ritz = rayleigh_ritz(&mut q, &mut y0, n, &apply);
-    for _ in 0..FILTER_ROUNDS {
+    // A block as wide as the graph spans it, and its Ritz vectors are already exact.
+    let rounds = if s == n { 0 } else { FILTER_ROUNDS };
+    for _ in 0..rounds {
         // Chebyshev filter of degree FILTER_DEGREE, damping the spectrum in [-1, cut] (cut:
-        // the lowest Ritz value of the block) and amplifying what lies above it.
-        let cut = ritz[s - 1].clamp(-1.0, 1.0 - 1e-9);
+        // the lowest Ritz value of the block) and amplifying what lies above it. The interval
+        // never closes: a bipartite graph has -1 in its spectrum.
+        let cut = ritz[s - 1].clamp(-1.0 + 1e-9, 1.0 - 1e-9);
         let (centre, half) = ((cut - 1.0) / 2.0, (cut + 1.0) / 2.0);
         step(&q, &q, &mut y1, 1.0 / half, -centre / half, 0.0);
         std::mem::swap(&mut y0, &mut q); // y0 = q (the degree-0 term)
@@ -610,6 +613,21 @@ mod tests {
         let cfg = crate::gmm::GmmConfig::new(4, crate::gmm::Covariance::Full);
         let g = crate::gmm::fit(&Points::new(&y, 4).unwrap(), &cfg).unwrap();
         assert_eq!(accuracy(&g.labels, &truth), 1.0);
+    }
+
+    #[test]
+    fn a_path_graph_of_three_points_gets_a_finite_layout() {
+        // Each point's one neighbour makes the path 0 - 2 - 1: bipartite, so -1 is in its
+        // spectrum, and the 3-column block spans the whole graph. Both once made NaN.
+        let xs = [0.0f32, 0.0, 5.0, 5.0, 0.5, 0.2];
+        let p = Points::new(&xs, 2).unwrap();
+        let cfg = UmapConfig {
+            neighbors: 2,
+            ..UmapConfig::new(2)
+        };
+        let y = layout(&p, &cfg).unwrap();
+        assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
+        assert_eq!(n2d(&p, 2, 0).unwrap().len(), 3);
     }
 
     #[test]

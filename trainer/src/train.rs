@@ -139,9 +139,11 @@ fn start_kmeans() -> Start {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Start {
-    /// `manifold` for the DEKM stage on at most [`Start::AUTO_MANIFOLD_MAX`] samples, `kmeans`
-    /// otherwise: DEC and IDEC were only measured from k-means, a run with no clustering stage
-    /// has nothing to start, and UMAP's exact neighbour search grows with n².
+    /// `manifold` for the DEKM stage on [`Start::AUTO_MANIFOLD_MIN_PER_CLUSTER`] x k to
+    /// [`Start::AUTO_MANIFOLD_MAX`] samples, `kmeans` otherwise: DEC and IDEC were only
+    /// measured from k-means, a run with no clustering stage has nothing to start, on fewer
+    /// points UMAP's neighbourhoods reach across clusters, and its exact neighbour search grows
+    /// with n².
     #[default]
     Auto,
     /// k-means on the embedding (k-means++ restarts, lowest inertia), as the DEKM paper.
@@ -155,6 +157,10 @@ impl Start {
     /// The most samples [`Start::Auto`] lays out with UMAP: its neighbour search takes about a
     /// minute on 70,000 points on 2 cores and grows with n², so at this size it is about 8.
     pub const AUTO_MANIFOLD_MAX: usize = 200_000;
+    /// The fewest samples per cluster, on average, [`Start::Auto`] lays out with UMAP: N2D's
+    /// graph joins each point to its 20 nearest, which stay in its own cluster only if the
+    /// clusters hold well over 20.
+    pub const AUTO_MANIFOLD_MIN_PER_CLUSTER: usize = 50;
 }
 
 /// What follows pretraining. All four start from the same pretrained autoencoder and the same
@@ -246,7 +252,8 @@ impl TrainConfig {
     pub fn start_for(&self, n: usize) -> Start {
         match self.start {
             Start::Auto if self.method == Method::Dekm && self.max_iter > 0 => {
-                if n <= Start::AUTO_MANIFOLD_MAX {
+                let least = Start::AUTO_MANIFOLD_MIN_PER_CLUSTER.saturating_mul(self.k);
+                if (least..=Start::AUTO_MANIFOLD_MAX).contains(&n) {
                     Start::Manifold
                 } else {
                     Start::Kmeans
@@ -1169,6 +1176,9 @@ mod tests {
         assert_eq!(auto.start_for(70_000), Start::Manifold);
         assert_eq!(auto.start_for(Start::AUTO_MANIFOLD_MAX), Start::Manifold);
         assert_eq!(auto.start_for(Start::AUTO_MANIFOLD_MAX + 1), Start::Kmeans);
+        let least = Start::AUTO_MANIFOLD_MIN_PER_CLUSTER * auto.k;
+        assert_eq!(auto.start_for(least), Start::Manifold);
+        assert_eq!(auto.start_for(least - 1), Start::Kmeans);
         for other in [
             TrainConfig {
                 method: Method::Dec,

@@ -137,13 +137,20 @@ impl Observer for StopAfterIteration1 {
 fn a_manifold_start_is_recorded_held_and_resumed_exactly() {
     let ds = common::synthetic(4, 500, 3);
     // Tolerance 0: the start stays held until the last iteration, whatever k-means says.
+    // `auto`, the default, is the manifold start for DEKM on 500 samples in 4 clusters.
     let cfg = TrainConfig {
-        start: Start::Manifold,
+        start: Start::Auto,
         tol: 0.0,
         ..common::quick_config(4)
     };
     let out = tempfile::tempdir().unwrap();
     let exported = train_and_export(&ds, &cfg, &quiet(), out.path()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["start"], "manifold",
+        "config.json names what auto stood for"
+    );
     let table = exported.results_table("DEKM").expect("labelled data");
     assert_eq!(
         table
@@ -157,16 +164,11 @@ fn a_manifold_start_is_recorded_held_and_resumed_exactly() {
     let whole = exported.trained;
     let start = whole.history.start.expect("synthetic data has labels");
     assert!(start.acc > 0.9, "the regimes are well apart: {start:?}");
-    // The k-means start records none; `auto`, the default, is the manifold one for DEKM.
-    let from = |start| {
-        let cfg = TrainConfig {
-            start,
-            ..common::quick_config(4)
-        };
-        train(&ds, &cfg, &quiet()).unwrap().history.start
+    let kmeans = TrainConfig {
+        start: Start::Kmeans,
+        ..common::quick_config(4)
     };
-    assert_eq!(from(Start::Kmeans), None);
-    assert!(from(Start::Auto).is_some());
+    assert_eq!(train(&ds, &kmeans, &quiet()).unwrap().history.start, None);
 
     // Interrupted after the first of three iterations, where the start is still held, then
     // resumed: the same run as the whole one.

@@ -228,8 +228,8 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Init::default())]
     init: Init,
     /// Where the clustering stage starts: auto (manifold for the DEKM stage on 50 x k to
-    /// 200,000 samples, else kmeans), kmeans (the DEKM paper) or manifold (N2D: a Gaussian mixture on
-    /// a UMAP layout of the embedding).
+    /// 200,000 samples, else kmeans), kmeans (the DEKM paper) or manifold (N2D: a Gaussian
+    /// mixture on a UMAP layout of the embedding).
     #[arg(long, value_enum, default_value_t = Start::default())]
     start: Start,
 }

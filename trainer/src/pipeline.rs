@@ -67,12 +67,12 @@ pub fn train_and_export(
     opts: &RunOptions,
     out: &Path,
 ) -> Result<Outcome, PipelineError> {
+    let trained = train::train(ds, cfg, opts)?;
     // config.json names the start `auto` stood for.
-    let cfg = &TrainConfig {
+    let used = TrainConfig {
         start: cfg.start_for(ds.len()),
         ..cfg.clone()
     };
-    let trained = train::train(ds, cfg, opts)?;
     let calibration = export::calibrate(&trained, cfg.threshold_quantile)?;
     let dekm = ds
         .labels
@@ -95,7 +95,7 @@ pub fn train_and_export(
     let report = MetricsReport {
         dataset: &ds.name,
         samples: ds.len(),
-        config: cfg,
+        config: &used,
         baseline: trained.baseline,
         dekm,
         cluster_sizes: cluster_sizes(&calibration.labels, cfg.k),

@@ -163,8 +163,8 @@ impl Start {
     pub const AUTO_MANIFOLD_MIN_PER_CLUSTER: usize = 50;
 }
 
-/// What follows pretraining. All four start from the same pretrained autoencoder and the same
-/// k-means on its embedding, so they compare like for like.
+/// What follows pretraining. All four start from the same pretrained autoencoder, and with the
+/// same explicit [`Start`] from the same partition, so they compare like for like.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
@@ -594,9 +594,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
     let n = ds.len();
     cfg.validate(n)?;
     let begin = cfg.start_for(n);
-    if cfg.start == Start::Auto {
-        tracing::info!(start = ?begin, samples = n, "start auto");
-    }
+    tracing::info!(start = ?begin, chosen = ?cfg.start, samples = n, "clustering stage start");
     let dev = Device::Cpu;
     let spec = ds.encoder_spec(cfg.latent);
     spec.validate()

@@ -130,9 +130,9 @@ fn start_kmeans() -> Start {
 /// autoencoder's embedding k-means' lowest-inertia partition is often not the label-like one
 /// (MNIST: two digits merged and a third split on some seeds; Fashion-MNIST: trousers with
 /// dresses, bags split in two; docs/RESULTS.md), while a Gaussian mixture on a UMAP layout of
-/// the same embedding (N2D) follows the neighbourhoods. Over seeds 0-5 the manifold start gave
-/// DEKM ACC 0.97 where k-means gave 0.93 ± 0.03 on MNIST, every seed gaining, and 0.58 against
-/// 0.57 on Fashion-MNIST, one seed of six losing 0.9 points with higher NMI and ARI; on the
+/// the same embedding (N2D) follows the neighbourhoods. Over seeds 0-6 the manifold start gave
+/// DEKM ACC 0.97 where k-means gave 0.92 ± 0.03 on MNIST, every seed gaining, and 0.58 against
+/// 0.57 on Fashion-MNIST, one seed of seven losing 0.9 points with higher NMI and ARI; on the
 /// demo's sensor data both give 0.999. So it is what [`Start::Auto`] picks for DEKM. N2D's own mixture starts EM from one k-means run and then merged two classes and
 /// split a third on MNIST seeds 3 and 4 and on the demo's data; started from the best of 10
 /// ([`dekm_cluster::gmm::GmmConfig::restarts`]) it does not.

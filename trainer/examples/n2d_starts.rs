@@ -23,6 +23,7 @@ use clap::{Parser, ValueEnum};
 use dekm_cluster::{Points, gmm, internal, kmeans, metrics, umap};
 use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions};
 use dekm_trainer::export::{LoadedModel, read_model};
+use dekm_trainer::rotation::within_scatter;
 use rayon::prelude::*;
 
 #[derive(Parser)]
@@ -288,26 +289,15 @@ fn graph_cut(neighbours: &[u32], labels: &[u32], k: usize) -> (f64, f64) {
     (1.0 - cut / neighbours.len() as f64, ncut)
 }
 
-/// Within-cluster over total scatter (DEKM's `tr Sw` against the data's spread).
+/// Within-cluster over total scatter (DEKM's `tr Sw` against the data's spread). For a fixed
+/// `k` and `n` it ranks partitions exactly as Calinski-Harabasz does
+/// (`CH = (St/Sw - 1)(n - k)/(k - 1)`); both are printed because both are common rules.
 fn scatter_ratio(x: &Points<'_>, labels: &[u32], k: usize) -> f64 {
-    let d = x.dim();
-    let centres = kmeans::from_labels(x.as_slice(), d, k, labels.to_vec()).centroids;
-    let mut mean = vec![0f64; d];
-    x.rows().for_each(|r| {
-        mean.iter_mut()
-            .zip(r)
-            .for_each(|(m, v)| *m += f64::from(*v))
-    });
-    mean.iter_mut().for_each(|m| *m /= x.len() as f64);
-    let (mut within, mut total) = (0f64, 0f64);
-    for (r, &l) in x.rows().zip(labels) {
-        let c = &centres[l as usize * d..][..d];
-        for t in 0..d {
-            within += f64::from(r[t] - c[t]).powi(2);
-            total += (f64::from(r[t]) - mean[t]).powi(2);
-        }
-    }
-    within / total
+    let trace = |labels: Vec<u32>, k: usize| {
+        let km = kmeans::from_labels(x.as_slice(), x.dim(), k, labels);
+        within_scatter(x.as_slice(), x.dim(), &km.labels, &km.centroids).trace()
+    };
+    trace(labels.to_vec(), k) / trace(vec![0; x.len()], 1)
 }
 
 /// The ReLU output of the encoder's last convolution for every sample, `[n, f]` row-major,

@@ -164,6 +164,16 @@ fn a_manifold_start_is_recorded_held_and_resumed_exactly() {
     let whole = exported.trained;
     let start = whole.history.start.expect("synthetic data has labels");
     assert!(start.acc > 0.9, "the regimes are well apart: {start:?}");
+    let released = whole
+        .history
+        .iterations
+        .last()
+        .and_then(|it| it.metrics)
+        .expect("labelled iterations");
+    assert!(
+        released.acc >= start.acc - 0.01,
+        "k-means takes over from the held partition without leaving it: {start:?} -> {released:?}"
+    );
     let kmeans = TrainConfig {
         start: Start::Kmeans,
         ..common::quick_config(4)

@@ -16,8 +16,6 @@ import argparse
 import json
 import time
 
-import numpy as np
-
 
 def main() -> None:
     p = argparse.ArgumentParser()
@@ -28,6 +26,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     a = p.parse_args()
     try:
+        import numpy as np
         import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper

@@ -82,8 +82,21 @@ impl UmapConfig {
     }
 }
 
-/// The `m` nearest other points of every point: indices and Euclidean distances, each row
-/// sorted by distance (then index), row-major `[n, m]`.
+/// The exact `m` nearest other points of every point: indices and Euclidean distances, each
+/// row sorted by distance (then index), row-major `[n, m]`. The search UMAP's graph is built
+/// on, for callers that need the same neighbourhoods (it grows with n²).
+pub fn nearest_neighbours(p: &Points<'_>, m: usize) -> Result<(Vec<u32>, Vec<f32>), ClusterError> {
+    if m == 0 || m >= p.len() {
+        return Err(ClusterError::Parameter {
+            name: "neighbours",
+            value: m.to_string(),
+            reason: "must be at least 1 and less than the number of points",
+        });
+    }
+    Ok(neighbours(p, m))
+}
+
+/// [`nearest_neighbours`] without the check (`0 < m < n`).
 fn neighbours(p: &Points<'_>, m: usize) -> (Vec<u32>, Vec<f32>) {
     let n = p.len();
     let rows: Vec<Vec<(f32, u32)>> = (0..n)
@@ -634,9 +647,17 @@ mod tests {
     fn neighbours_are_the_nearest_others_in_order() {
         // Points on a line at 0, 1, 3, 6, 10.
         let xs = [0.0f32, 1.0, 3.0, 6.0, 10.0];
-        let (idx, dist) = neighbours(&Points::new(&xs, 1).unwrap(), 2);
+        let p = Points::new(&xs, 1).unwrap();
+        let (idx, dist) = nearest_neighbours(&p, 2).unwrap();
         assert_eq!(idx, [1, 2, 0, 2, 1, 0, 2, 4, 3, 2]);
         assert_eq!(dist, [1.0, 3.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 7.0]);
+        // Every point has 4 others: asking for none or for 5 is an error, not ragged rows.
+        for m in [0, 5] {
+            match nearest_neighbours(&p, m) {
+                Err(ClusterError::Parameter { name, .. }) => assert_eq!(name, "neighbours"),
+                other => panic!("m = {m}: {other:?}"),
+            }
+        }
     }
 
     #[test]

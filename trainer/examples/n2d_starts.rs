@@ -24,7 +24,6 @@ use dekm_cluster::{Points, gmm, internal, kmeans, metrics, umap};
 use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions};
 use dekm_trainer::export::{LoadedModel, read_model};
 use dekm_trainer::rotation::within_scatter;
-use rayon::prelude::*;
 
 #[derive(Parser)]
 struct Args {
@@ -117,7 +116,7 @@ fn main() -> Result<()> {
         },
     )?;
     let layout = Points::new(&y, k)?;
-    let neighbours = knn(&x, GRAPH_NEIGHBORS);
+    let (neighbours, _) = umap::nearest_neighbours(&x, GRAPH_NEIGHBORS)?;
     let km = kmeans::fit(
         &xs,
         d,
@@ -245,29 +244,6 @@ fn scores(
         -internal::davies_bouldin(x, labels)?,
         balance,
     ])
-}
-
-/// Each point's `m` nearest neighbours (exact, squared Euclidean), row-major `[n, m]`.
-fn knn(x: &Points<'_>, m: usize) -> Vec<u32> {
-    (0..x.len())
-        .into_par_iter()
-        .flat_map_iter(|i| {
-            let a = x.row(i);
-            let mut best: Vec<(f32, u32)> = Vec::with_capacity(m + 1);
-            for (j, b) in x.rows().enumerate() {
-                if j == i {
-                    continue;
-                }
-                let s: f32 = a.iter().zip(b).map(|(p, q)| (p - q) * (p - q)).sum();
-                if best.len() < m || s < best[m - 1].0 {
-                    let at = best.partition_point(|e| e.0 <= s);
-                    best.insert(at, (s, j as u32));
-                    best.truncate(m);
-                }
-            }
-            best.into_iter().map(|e| e.1)
-        })
-        .collect()
 }
 
 /// The share of neighbour edges inside a cluster, and the normalised cut (each cluster's

@@ -3,7 +3,8 @@
 //! Algorithms: [`kmeans`] (k-means++ restarts; what DEKM calls every iteration), [`gmm`]
 //! (Gaussian mixtures by EM, full or diagonal covariance), [`umap`] (a neighbourhood-keeping
 //! layout to cluster in, as N2D does), [`dbscan`] (density clusters with
-//! noise as outliers) and [`hierarchy`] (agglomerative, seven linkages, with the dendrogram).
+//! noise as outliers) and [`hierarchy`] (agglomerative, seven linkages, with the dendrogram);
+//! [`pca`] projects on the leading principal axes.
 //! Metrics: [`metrics`] (external, against labels: ACC, NMI, ARI) and [`internal`] (without
 //! labels: silhouette, Calinski-Harabasz, Davies-Bouldin, Dunn).
 //!
@@ -16,6 +17,7 @@ pub mod hierarchy;
 pub mod internal;
 pub mod kmeans;
 pub mod metrics;
+pub mod pca;
 pub mod select;
 pub mod som;
 #[cfg(test)]

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use clap::{Parser, ValueEnum};
+use dekm_cluster::pca::Pca;
 use dekm_cluster::{Points, gmm, internal, kmeans, metrics, umap};
 use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions};
 use dekm_trainer::export::{LoadedModel, read_model};
@@ -102,7 +103,8 @@ fn main() -> Result<()> {
         ),
         Features::Conv => {
             let (features, f) = conv_features(&args.model, &model, &ds)?;
-            (pca(&features, f, 50), 50)
+            let p = Points::new(&features, f)?;
+            (Pca::fit(&p, 50)?.project(&p)?, 50)
         }
     };
     let x = Points::new(&xs, d)?;
@@ -311,25 +313,6 @@ fn conv_features(
     }
     let f = out.len() / ds.len();
     Ok((out, f))
-}
-
-/// `xs` (`[n, f]`) centred and projected on its `keep` leading principal axes.
-fn pca(xs: &[f32], f: usize, keep: usize) -> Vec<f32> {
-    let n = xs.len() / f;
-    let mut centred = nalgebra::DMatrix::<f64>::from_fn(n, f, |i, j| f64::from(xs[i * f + j]));
-    let mean = centred.row_mean();
-    for mut row in centred.row_iter_mut() {
-        row -= &mean;
-    }
-    let eig = nalgebra::SymmetricEigen::new(centred.transpose() * &centred);
-    let mut order: Vec<usize> = (0..f).collect();
-    order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
-    let axes = nalgebra::DMatrix::from_fn(f, keep, |j, c| eig.eigenvectors[(j, order[c])]);
-    let projected = centred * axes;
-    (0..n)
-        .flat_map(|i| (0..keep).map(move |c| (i, c)))
-        .map(|(i, c)| projected[(i, c)] as f32)
-        .collect()
 }
 
 fn argmax(v: &[f64]) -> usize {

@@ -152,7 +152,7 @@ pub fn run(method: &Method, s: &Space, seed: u64) -> Result<Vec<Option<u32>>, Cl
             dbscan::fit(&p, &dbscan::DbscanConfig { eps, min_samples })?.labels
         }
         Method::Agglomerative { k, linkage } => some(hierarchy::linkage(&p, linkage)?.cut(k)?),
-        Method::N2d { k } => some(umap::n2d(&p, k, seed)?),
+        Method::N2d { k } => some(umap::n2d(&p, k, seed, umap::Mixture::BestStart)?),
         Method::Som { rows, cols } => some(
             som::fit(
                 &p,

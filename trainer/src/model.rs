@@ -189,13 +189,14 @@ impl Encoder {
     }
 }
 
-impl Module for Encoder {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl Encoder {
+    /// The layer before the latent one, `[b, pre_latent_len]`: the last convolution's feature
+    /// map, flattened channels-first, or the last hidden layer.
+    fn pre_latent(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
             Self::Conv {
                 input,
                 convs,
-                latent,
                 channels_last,
                 ..
             } => {
@@ -210,15 +211,24 @@ impl Module for Encoder {
                 if *channels_last {
                     h = to_channels_first(&h)?;
                 }
-                latent.forward(&h.flatten_from(1)?)
+                h.flatten_from(1)
             }
-            Self::Dense { hidden, latent } => {
+            Self::Dense { hidden, .. } => {
                 let mut h = xs.clone();
                 for l in hidden {
                     h = l.forward(&h)?.relu()?;
                 }
-                latent.forward(&h)
+                Ok(h)
             }
+        }
+    }
+}
+
+impl Module for Encoder {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let h = self.pre_latent(xs)?;
+        match self {
+            Self::Conv { latent, .. } | Self::Dense { latent, .. } => latent.forward(&h),
         }
     }
 }
@@ -445,6 +455,29 @@ pub fn embed(encoder: &Encoder, xs: &Tensor, batch: usize) -> Result<Vec<f32>> {
         out.extend(z.flatten_all()?.to_vec1::<f32>()?);
     }
     Ok(out)
+}
+
+/// A convolutional encoder's last feature map for every row of `xs`, `([n, f], f)` (f = 1,152
+/// for a 28x28 image): what the `manifold` start lays out. `None` for a dense encoder, whose
+/// start lays out the latent.
+pub fn manifold_features(
+    encoder: &Encoder,
+    xs: &Tensor,
+    batch: usize,
+) -> Result<Option<(Vec<f32>, usize)>> {
+    if matches!(encoder, Encoder::Dense { .. }) {
+        return Ok(None);
+    }
+    let n = xs.dim(0)?;
+    let mut out = Vec::new();
+    let mut f = 0;
+    for start in (0..n).step_by(batch.max(1)) {
+        let len = batch.min(n - start);
+        let h = encoder.pre_latent(&xs.narrow(0, start, len)?)?;
+        f = h.dim(1)?;
+        out.extend(h.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(Some((out, f)))
 }
 
 fn embed_on_edge(edge: &dekm_edge::Encoder, xs: &Tensor) -> Result<Vec<f32>> {

@@ -6,8 +6,10 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
+use dekm_cluster::Points;
 use dekm_cluster::hierarchy::Dendrogram;
 use dekm_cluster::metrics::best_map;
+use dekm_cluster::pca::Pca;
 use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
@@ -74,41 +76,17 @@ fn colour(i: usize) -> RGBColor {
     P[i % P.len()]
 }
 
-/// The first two principal components of `[n, d]` points.
+/// The first two principal components of `[n, d]` points (the first twice when `d` is 1;
+/// nothing for no points or non-finite ones).
 pub fn pca2(xs: &[f32], d: usize) -> Vec<(f32, f32)> {
-    let n = xs.len() / d.max(1);
-    if n == 0 || d == 0 {
+    let Ok(p) = Points::new(xs, d) else {
         return Vec::new();
-    }
-    let mut mean = vec![0f64; d];
-    for x in xs.chunks_exact(d) {
-        for (m, v) in mean.iter_mut().zip(x) {
-            *m += f64::from(*v) / n as f64;
-        }
-    }
-    let mut cov = nalgebra::DMatrix::<f64>::zeros(d, d);
-    for x in xs.chunks_exact(d) {
-        let c = nalgebra::DVector::from_iterator(
-            d,
-            x.iter().zip(&mean).map(|(v, m)| f64::from(*v) - m),
-        );
-        cov += &c * c.transpose();
-    }
-    let eig = nalgebra::SymmetricEigen::new(cov);
-    let mut order: Vec<usize> = (0..d).collect();
-    order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
-    let axis = |k: usize| eig.eigenvectors.column(order[k.min(d - 1)]).clone_owned();
-    let (a, b) = (axis(0), axis(if d > 1 { 1 } else { 0 }));
-    xs.chunks_exact(d)
-        .map(|x| {
-            let (mut u, mut v) = (0f64, 0f64);
-            for j in 0..d {
-                let c = f64::from(x[j]) - mean[j];
-                u += c * a[j];
-                v += c * b[j];
-            }
-            (u as f32, v as f32)
-        })
+    };
+    let Ok(y) = Pca::fit(&p, d.min(2)).and_then(|pca| pca.project(&p)) else {
+        return Vec::new();
+    };
+    y.chunks_exact(d.min(2))
+        .map(|r| (r[0], r[r.len() - 1]))
         .collect()
 }
 

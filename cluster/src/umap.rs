@@ -426,14 +426,15 @@ fn rayleigh_ritz(
 /// Which mixture on the layout N2D keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mixture {
-    /// EM once, from the lowest-inertia of [`GmmConfig::new`]'s 10 k-means++ starts (see
-    /// [`GmmConfig::restarts`]): for layouts of a few tight clusters (a 10-d latent), where the
-    /// best k-means start is the right partition and the likelihood was not always the judge
-    /// to trust (it kept a merged pair on 2 of 5 layouts of the demo's sensor data).
+    /// EM once, from the lowest-inertia of 10 k-means++ starts (see
+    /// [`GmmConfig::restarts`](crate::gmm::GmmConfig::restarts)): for layouts of a few tight
+    /// clusters (a 10-d latent), where the best k-means start is the right partition and the
+    /// likelihood was not always the judge to trust (it kept a merged pair on 2 of 5 layouts of
+    /// the demo's sensor data).
     BestStart,
     /// EM from each of this many single k-means++ starts, the likeliest mixture kept
-    /// ([`fit_likeliest`]): for layouts with many local optima of about the same fit (a
-    /// convolutional feature map).
+    /// ([`fit_likeliest`](crate::gmm::fit_likeliest)): for layouts with many local optima of
+    /// about the same fit (a convolutional feature map).
     Likeliest(u64),
 }
 

@@ -447,14 +447,25 @@ pub fn embed(encoder: &Encoder, xs: &Tensor, batch: usize) -> Result<Vec<f32>> {
     if let Some(edge) = encoder.on_edge_kernels()? {
         return embed_on_edge(&edge, xs);
     }
+    Ok(batched(xs, batch, |b| encoder.forward(b))?.0)
+}
+
+/// `layer`'s outputs for all rows of `xs`, computed `batch` rows at a time: row-major, with
+/// their width (0 for no rows).
+fn batched(
+    xs: &Tensor,
+    batch: usize,
+    layer: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<(Vec<f32>, usize)> {
     let n = xs.dim(0)?;
-    let mut out = Vec::new();
+    let (mut out, mut width) = (Vec::new(), 0);
     for start in (0..n).step_by(batch.max(1)) {
         let len = batch.min(n - start);
-        let z = encoder.forward(&xs.narrow(0, start, len)?)?;
-        out.extend(z.flatten_all()?.to_vec1::<f32>()?);
+        let h = layer(&xs.narrow(0, start, len)?)?;
+        width = h.dim(1)?;
+        out.extend(h.flatten_all()?.to_vec1::<f32>()?);
     }
-    Ok(out)
+    Ok((out, width))
 }
 
 /// A convolutional encoder's last feature map for every row of `xs`, `([n, f], f)` (f = 1,152
@@ -468,16 +479,7 @@ pub fn manifold_features(
     if matches!(encoder, Encoder::Dense { .. }) {
         return Ok(None);
     }
-    let n = xs.dim(0)?;
-    let mut out = Vec::new();
-    let mut f = 0;
-    for start in (0..n).step_by(batch.max(1)) {
-        let len = batch.min(n - start);
-        let h = encoder.pre_latent(&xs.narrow(0, start, len)?)?;
-        f = h.dim(1)?;
-        out.extend(h.flatten_all()?.to_vec1::<f32>()?);
-    }
-    Ok(Some((out, f)))
+    batched(xs, batch, |b| encoder.pre_latent(b)).map(Some)
 }
 
 fn embed_on_edge(edge: &dekm_edge::Encoder, xs: &Tensor) -> Result<Vec<f32>> {

@@ -281,10 +281,16 @@ pub fn fit(p: &Points<'_>, cfg: &GmmConfig) -> Result<Gmm, ClusterError> {
     })
 }
 
+/// The seed [`fit_likeliest`] gives start `r` of a run seeded `seed`: `seed + r · φ` (φ =
+/// 2⁶⁴ / golden ratio), so that a study can refit any one start on its own.
+pub fn start_seed(seed: u64, r: u64) -> u64 {
+    seed.wrapping_add(r.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
 /// Fits `starts` mixtures, each by EM from a single k-means++ run (`cfg.restarts` is not
 /// used), and keeps the likeliest: scikit-learn's `n_init`. Start `r` draws from
-/// `cfg.seed + r · φ` (φ = 2⁶⁴ / golden ratio), so the starts are the same at every thread count;
-/// ties go to the lowest `r`.
+/// [`start_seed`]`(cfg.seed, r)`, so the starts are the same at every thread count, and the
+/// first `n` of more starts are those of `n`; ties go to the lowest `r`.
 ///
 /// Why next to [`fit`]: where the data hold one clear partition the lowest-inertia k-means
 /// start finds it and EM from it is enough; where they hold many local optima of about the
@@ -305,7 +311,7 @@ pub fn fit_likeliest(p: &Points<'_>, cfg: &GmmConfig, starts: u64) -> Result<Gmm
             fit(
                 p,
                 &GmmConfig {
-                    seed: cfg.seed.wrapping_add(r.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+                    seed: start_seed(cfg.seed, r),
                     restarts: 1,
                     ..*cfg
                 },

@@ -8,11 +8,12 @@
 //! k-means++ starts besides the product's default (the lowest-inertia of 10). For every
 //! mixture it prints ACC, NMI and ARI against the labels and label-free scores that a rule
 //! could choose by; then, for each score, its rank correlation with ACC over the single starts
-//! and the ACC of the start it ranks first.
+//! and the ACC of the start it ranks first. With `--quick` it fits only the product's own
+//! starts and says which partition the likeliest of the first 10, 20, 40, ... would keep.
 //!
 //! ```sh
 //! DEKM_DATA=../shared/data cargo run --release -p dekm-trainer --example n2d_starts -- \
-//!     --model OUT --dataset fashion-mnist --seed 0 --starts 20 [--neighbors 20] [--features conv]
+//!     --model OUT --dataset fashion-mnist --seed 0 --starts 20 [--neighbors 20] [--features conv] [--quick]
 //! ```
 
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use dekm_cluster::pca::Pca;
 use dekm_cluster::{Points, gmm, internal, kmeans, metrics, umap};
 use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions};
 use dekm_trainer::export::{LoadedModel, read_model};
+use dekm_trainer::model::manifold_features;
 use dekm_trainer::rotation::within_scatter;
 
 #[derive(Parser)]
@@ -49,6 +51,11 @@ struct Args {
     /// The space laid out.
     #[arg(long, value_enum, default_value_t = Features::Latent)]
     features: Features,
+    /// Only the product's rule: seed the single starts as `gmm::fit_likeliest` does, print
+    /// each start's log-likelihood and time, then the mixture the likeliest of the first N
+    /// would keep for N = 10, 20, 40, 60, ... (no other scores, no neighbour graph).
+    #[arg(long)]
+    quick: bool,
     /// Keep only every n-th sample of the classes in the upper half of the labels (`--k 10`:
     /// classes 5-9), to see what a rule does when clusters differ in size.
     #[arg(long, default_value_t = 1)]
@@ -102,7 +109,7 @@ fn main() -> Result<()> {
             model.head.latent_dim(),
         ),
         Features::Conv => {
-            let (features, f) = conv_features(&args.model, &model, &ds)?;
+            let (features, f) = conv_features(&model, &ds)?;
             let p = Points::new(&features, f)?;
             (Pca::fit(&p, 50)?.project(&p)?, 50)
         }
@@ -118,6 +125,9 @@ fn main() -> Result<()> {
         },
     )?;
     let layout = Points::new(&y, k)?;
+    if args.quick {
+        return likeliest_of_more(&layout, &truth, k, args.seed, args.starts, started);
+    }
     let (neighbours, _) = umap::nearest_neighbours(&x, GRAPH_NEIGHBORS)?;
     let km = kmeans::fit(
         &xs,
@@ -189,6 +199,66 @@ fn main() -> Result<()> {
         spearman(&agree, &acc),
         acc[argmax(&agree)]
     );
+    Ok(())
+}
+
+/// The `--quick` study: would the product's rule, the likeliest of N single-start mixtures,
+/// keep a better partition with more starts? Start `r` is `gmm::fit_likeliest`'s start `r`
+/// ([`gmm::start_seed`]), so the first N are what the product fits with N starts.
+fn likeliest_of_more(
+    layout: &Points<'_>,
+    truth: &[u32],
+    k: usize,
+    seed: u64,
+    starts: u64,
+    started: std::time::Instant,
+) -> Result<()> {
+    println!(
+        "{} points, layout in {:.0} s",
+        layout.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:>5} {:>7} {:>7} {:>7} {:>10} {:>5} {:>6}",
+        "start", "ACC", "NMI", "ARI", "loglik", "iter", "s"
+    );
+    let cfg = gmm::GmmConfig {
+        seed,
+        ..gmm::GmmConfig::new(k, gmm::Covariance::Full)
+    };
+    let mut fits = Vec::new();
+    for r in 0..starts {
+        let t = std::time::Instant::now();
+        // `fit_likeliest`'s start r, on its own.
+        let g = gmm::fit_likeliest(
+            layout,
+            &gmm::GmmConfig {
+                seed: gmm::start_seed(seed, r),
+                ..cfg
+            },
+            1,
+        )?;
+        let m = metrics::evaluate(&g.labels, truth);
+        println!(
+            "{r:>5} {:>7.4} {:>7.4} {:>7.4} {:>10.4} {:>5} {:>6.1}",
+            m.acc,
+            m.nmi,
+            m.ari,
+            g.log_likelihood,
+            g.iterations,
+            t.elapsed().as_secs_f64()
+        );
+        fits.push((g.log_likelihood, m.acc));
+    }
+    let mut n = 10;
+    while n <= fits.len() {
+        let best = (1..n).fold(0, |b, i| if fits[i].0 > fits[b].0 { i } else { b });
+        println!(
+            "likeliest of the first {n:>3}: start {best}, ACC {:.4}, loglik {:.4}",
+            fits[best].1, fits[best].0
+        );
+        n = if n < 20 { 20 } else { n + 20 };
+    }
     Ok(())
 }
 
@@ -279,40 +349,15 @@ fn scatter_ratio(x: &Points<'_>, labels: &[u32], k: usize) -> f64 {
 }
 
 /// The ReLU output of the encoder's last convolution for every sample, `[n, f]` row-major,
-/// and `f`.
-fn conv_features(
-    dir: &std::path::Path,
-    model: &LoadedModel,
-    ds: &Dataset,
-) -> Result<(Vec<f32>, usize)> {
-    let geometry = model.meta.encoder.conv_geometry()?;
-    let input = geometry.first().context("not a convolutional model")?.input;
-    let dev = Device::Cpu;
-    let w = candle_core::safetensors::load(dir.join("model.safetensors"), &dev)?;
+/// and `f`: computed as the trainer's manifold start computes it ([`manifold_features`], the
+/// fast kernels, batches of 1,024), so that the layout is the product's own. Until 0a7206f the
+/// study ran candle's `conv2d` here, whose rounding differs and leads UMAP to another layout.
+fn conv_features(model: &LoadedModel, ds: &Dataset) -> Result<(Vec<f32>, usize)> {
     let flat = ds
         .normalized(&model.normalizer)
         .map_err(|(i, e)| anyhow::anyhow!("sample {i}: {e}"))?;
-    let len = input.channels * input.height * input.width;
-    let mut out = Vec::new();
-    for batch in flat.chunks(1000 * len) {
-        let b = batch.len() / len;
-        let mut h =
-            Tensor::from_slice(batch, (b, input.channels, input.height, input.width), &dev)?;
-        for (i, g) in geometry.iter().enumerate() {
-            let get = |p: &str| {
-                w.get(&format!("encoder.conv{i}.{p}"))
-                    .with_context(|| format!("encoder.conv{i}.{p} missing"))
-            };
-            let bias = get("bias")?.reshape((1, (), 1, 1))?;
-            h = h
-                .conv2d(get("weight")?, g.pad, g.stride, 1, 1)?
-                .broadcast_add(&bias)?
-                .relu()?;
-        }
-        out.extend(h.flatten_all()?.to_vec1::<f32>()?);
-    }
-    let f = out.len() / ds.len();
-    Ok((out, f))
+    let xs = Tensor::from_vec(flat, (ds.len(), ds.shape.len()), &Device::Cpu)?;
+    manifold_features(&model.encoder, &xs, 1024)?.context("not a convolutional model")
 }
 
 fn argmax(v: &[f64]) -> usize {

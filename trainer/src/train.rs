@@ -301,7 +301,7 @@ pub const MANIFOLD_STARTS: u64 = 100;
 /// of 20, DEKM reached Fashion-MNIST 0.6129 over seeds 0-3 where the latent start gave 0.5805,
 /// and MNIST 0.9756 and 0.9765 on seeds 0-1 against 0.9727 and 0.9747, at about two minutes
 /// more per run; with the likeliest of 100, Fashion-MNIST 0.6304 over seeds 0-4 against 0.6192
-/// with 20 (docs/RESULTS.md). The dense encoder's hidden layers were not measured, so
+/// with 20, and over seeds 0-6 Fashion-MNIST 0.6347 and MNIST 0.9751 (docs/RESULTS.md). The dense encoder's hidden layers were not measured, so
 /// vector data keep what was.
 fn manifold_start(
     encoder: &Encoder,

@@ -14,7 +14,7 @@ MAX_ITER=${MAX_ITER:-50}
 EXTRA_ARGS=${EXTRA_ARGS:-}
 export DEKM_DATA=${DEKM_DATA:-../shared/data}
 
-cargo build --release -p dekm-trainer
+cargo build --release -p dekm-cli
 machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 {
   echo
@@ -37,7 +37,7 @@ import json, sys
 m = json.load(open(sys.argv[1]))
 b, d, h = m["baseline"], m["dekm"], m["history"]
 print(f"| {sys.argv[2]} | {sys.argv[3]} | {b['acc']:.4f} | {d['acc']:.4f} | {d['nmi']:.4f} | {d['ari']:.4f} "
-      f"| {len(h['iterations'])} | {h['pretrain_seconds']:.0f} | {h['dekm_seconds']:.0f} |")
+      f"| {len(h['iterations'])} | {h['pretrain_seconds']:.0f} | {h.get('stage_seconds', h.get('dekm_seconds', 0)):.0f} |")
 PY
   done
 done

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch side of the convolution benchmark (`cargo bench -p dekm-trainer --bench conv`).
+"""PyTorch side of the convolution benchmark (`cargo bench -p dekm-cli --bench conv`).
 
 Trains the paper's convolutional autoencoder exactly as `dekm` builds it (same layers, padding,
 output padding, ReLU placement, MSE, Adam lr 1e-3, batch size, thread count) for a fixed number of

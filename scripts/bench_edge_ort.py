@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""onnxruntime side of the edge latency benchmark (`cargo bench -p dekm-trainer --bench edge`).
+"""onnxruntime side of the edge latency benchmark (`cargo bench -p dekm-cli --bench edge`).
 
 Builds the exported encoder (convolutions with the strides and paddings the Rust side passes in
 --layers, ReLU after each, then the linear latent layer) as an ONNX graph from the weights in

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use crate::{ClusterError, Points, sq64};
+use crate::{ClusterError, Fit, Fitted, Points, sq64};
 
 /// DBSCAN's two parameters.
 #[derive(Debug, Clone, Copy)]
@@ -38,8 +38,22 @@ impl Dbscan {
     }
 }
 
-/// Runs DBSCAN.
-pub fn fit(p: &Points<'_>, cfg: &DbscanConfig) -> Result<Dbscan, ClusterError> {
+impl Fit for DbscanConfig {
+    type Model = Dbscan;
+
+    /// Runs DBSCAN.
+    fn fit(&self, p: &Points<'_>) -> Result<Dbscan, ClusterError> {
+        fit(p, self)
+    }
+}
+
+impl Fitted for Dbscan {
+    fn assignments(&self) -> Vec<Option<u32>> {
+        self.labels.clone()
+    }
+}
+
+fn fit(p: &Points<'_>, cfg: &DbscanConfig) -> Result<Dbscan, ClusterError> {
     if !(cfg.eps > 0.0 && cfg.eps.is_finite()) {
         return Err(ClusterError::Parameter {
             name: "eps",

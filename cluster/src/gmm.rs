@@ -7,8 +7,8 @@
 use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
 
-use crate::kmeans::{self, KMeansConfig};
-use crate::{ClusterError, Points};
+use crate::kmeans::{KMeansConfig, KMeansInit};
+use crate::{ClusterError, Fit, Fitted, Points, Predict};
 
 /// Shape of each component's covariance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +38,10 @@ pub struct GmmConfig {
     /// Why more than scikit-learn's one: EM only refines the partition it starts from, so a
     /// k-means start with two centres in one cluster and one between two others ends as a
     /// mixture that merges two clusters and splits a third. On the UMAP layouts N2D clusters
-    /// ([`crate::umap::n2d`]) a single start did that on 3 of 11 layouts of MNIST embeddings
-    /// and the demo's sensor data (ACC 0.70-0.87 where 0.96-0.999 was there to find); the
-    /// lowest-inertia start of 10 found the better partition on all 11. Keeping the likeliest
-    /// of 10 mixtures instead (scikit-learn's `n_init`) merged on 2 of the 5 demo layouts, and
-    /// keeping the one that agreed most with the other nine on 2 of the 6 MNIST ones. On
-    /// Fashion-MNIST, where no partition stands out, it gave ACC 0.586-0.599 on 6 layouts
-    /// against 0.586-0.628 for a single start (docs/RESULTS.md).
+    /// ([`crate::umap::N2dConfig`]) a single start did that on several layouts of MNIST
+    /// embeddings and of the demo's sensor data, where the lowest-inertia of 10 starts found
+    /// the better partition on all of them; keeping the likeliest of 10 mixtures instead
+    /// (scikit-learn's `n_init`) still merged on some (docs/RESULTS.md has the counts).
     pub restarts: usize,
     /// Seed of the k-means start.
     pub seed: u64,
@@ -203,8 +200,59 @@ fn m_step(p: &Points<'_>, r: &[f64], cfg: &GmmConfig) -> Vec<Component> {
         .collect()
 }
 
-/// Fits a mixture of `cfg.k` Gaussians, by EM from the best of `cfg.restarts` k-means runs.
-pub fn fit(p: &Points<'_>, cfg: &GmmConfig) -> Result<Gmm, ClusterError> {
+impl Fit for GmmConfig {
+    type Model = Gmm;
+
+    /// Fits a mixture of `k` Gaussians, by EM from the best of `restarts` k-means runs.
+    fn fit(&self, p: &Points<'_>) -> Result<Gmm, ClusterError> {
+        fit(p, self)
+    }
+}
+
+impl Fitted for Gmm {
+    fn assignments(&self) -> Vec<Option<u32>> {
+        self.labels.iter().copied().map(Some).collect()
+    }
+}
+
+impl Predict for Gmm {
+    /// The most probable component of each point.
+    fn predict(&self, p: &Points<'_>) -> Result<Vec<u32>, ClusterError> {
+        let d = self.components.first().map_or(0, |c| c.mean.len());
+        if p.dim() != d {
+            return Err(ClusterError::Shape {
+                what: "point dimension",
+                expected: d,
+                got: p.dim(),
+            });
+        }
+        let prepared: Vec<Prepared> = self
+            .components
+            .iter()
+            .map(|c| prepare(c, d))
+            .collect::<Result<_, _>>()?;
+        let mut lp = vec![0f64; prepared.len()];
+        Ok(p.rows()
+            .map(|x| {
+                log_probs(x, &prepared, &mut lp);
+                argmax(&lp)
+            })
+            .collect())
+    }
+}
+
+/// The index of the largest value, the first of equals.
+fn argmax(v: &[f64]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold(
+            (0, f64::NEG_INFINITY),
+            |b, (j, &x)| if x > b.1 { (j, x) } else { b },
+        )
+        .0 as u32
+}
+
+fn fit(p: &Points<'_>, cfg: &GmmConfig) -> Result<Gmm, ClusterError> {
     let (n, k) = (p.len(), cfg.k);
     if !(cfg.reg >= 0.0 && cfg.reg.is_finite()) {
         return Err(ClusterError::Parameter {
@@ -213,17 +261,13 @@ pub fn fit(p: &Points<'_>, cfg: &GmmConfig) -> Result<Gmm, ClusterError> {
             reason: "must be a finite number >= 0",
         });
     }
-    let km = kmeans::fit(
-        p.as_slice(),
-        p.dim(),
-        &KMeansConfig {
-            k,
-            restarts: cfg.restarts,
-            max_iter: 300,
-            seed: cfg.seed,
-        },
-        None,
-    )?;
+    let km = KMeansConfig {
+        restarts: cfg.restarts,
+        seed: cfg.seed,
+        init: KMeansInit::PlusPlus,
+        ..KMeansConfig::new(k)
+    }
+    .fit(p)?;
     let mut r = vec![0f64; n * k];
     for (i, &l) in km.labels.iter().enumerate() {
         r[i * k + l as usize] = 1.0;
@@ -259,18 +303,7 @@ pub fn fit(p: &Points<'_>, cfg: &GmmConfig) -> Result<Gmm, ClusterError> {
         }
         ll = mean_ll;
     }
-    let labels = r
-        .chunks_exact(k)
-        .map(|ri| {
-            ri.iter()
-                .enumerate()
-                .fold(
-                    (0, f64::NEG_INFINITY),
-                    |b, (j, &v)| if v > b.1 { (j, v) } else { b },
-                )
-                .0 as u32
-        })
-        .collect();
+    let labels = r.chunks_exact(k).map(argmax).collect();
     Ok(Gmm {
         components: comps,
         labels,
@@ -292,11 +325,11 @@ pub fn start_seed(seed: u64, r: u64) -> u64 {
 /// [`start_seed`]`(cfg.seed, r)`, so the starts are the same at every thread count, and the
 /// first `n` of more starts are those of `n`; ties go to the lowest `r`.
 ///
-/// Why next to [`fit`]: where the data hold one clear partition the lowest-inertia k-means
+/// Why beside the plain fit ([`Fit`] on [`GmmConfig`]): where the data hold one clear partition the lowest-inertia k-means
 /// start finds it and EM from it is enough; where they hold many local optima of about the
-/// same fit (a UMAP layout of a convolutional feature map: 9-14 distinct partitions in 20
-/// single starts on Fashion-MNIST), the lowest-inertia start was one of the poorer ones and
-/// the likelihood, which EM maximises, the better judge (docs/RESULTS.md).
+/// same fit (a UMAP layout of a convolutional feature map on Fashion-MNIST holds many), the
+/// lowest-inertia start was one of the poorer ones and the likelihood, which EM maximises,
+/// the better judge (docs/RESULTS.md).
 pub fn fit_likeliest(p: &Points<'_>, cfg: &GmmConfig, starts: u64) -> Result<Gmm, ClusterError> {
     if starts == 0 {
         return Err(ClusterError::Parameter {
@@ -361,17 +394,11 @@ mod tests {
         let g = fit(&p, &GmmConfig::new(2, Covariance::Full)).unwrap();
         assert!(g.converged);
         let acc = crate::metrics::accuracy(&g.labels, &truth);
-        let km = kmeans::fit(
-            &xs,
-            2,
-            &KMeansConfig {
-                k: 2,
-                restarts: 5,
-                max_iter: 300,
-                seed: 0,
-            },
-            None,
-        )
+        let km = KMeansConfig {
+            restarts: 5,
+            ..KMeansConfig::new(2)
+        }
+        .fit(&p)
         .unwrap();
         let km_acc = crate::metrics::accuracy(&km.labels, &truth);
         assert!(acc > 0.98 && km_acc < 0.95, "GMM {acc}, k-means {km_acc}");

@@ -88,6 +88,47 @@ pub struct Dendrogram {
     pub merges: Vec<Merge>,
 }
 
+/// Agglomerative clustering cut into `k` clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgglomerativeConfig {
+    /// Clusters.
+    pub k: usize,
+    /// How the distance between two clusters is measured.
+    pub linkage: Linkage,
+}
+
+/// A dendrogram and its cut.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agglomerative {
+    /// The whole merge tree (for a picture, or another cut).
+    pub dendrogram: Dendrogram,
+    /// Cluster of each point in the cut.
+    pub labels: Vec<u32>,
+}
+
+impl crate::Fit for AgglomerativeConfig {
+    type Model = Agglomerative;
+
+    /// Builds the dendrogram and cuts it into `k` clusters.
+    fn fit(&self, p: &Points<'_>) -> Result<Agglomerative, ClusterError> {
+        if self.k == 0 || self.k > p.len() {
+            return Err(ClusterError::BadK {
+                k: self.k,
+                n: p.len(),
+            });
+        }
+        let dendrogram = linkage(p, self.linkage)?;
+        let labels = dendrogram.cut(self.k)?;
+        Ok(Agglomerative { dendrogram, labels })
+    }
+}
+
+impl crate::Fitted for Agglomerative {
+    fn assignments(&self) -> Vec<Option<u32>> {
+        self.labels.iter().copied().map(Some).collect()
+    }
+}
+
 /// Builds the dendrogram of `p` under `linkage`.
 pub fn linkage(p: &Points<'_>, linkage: Linkage) -> Result<Dendrogram, ClusterError> {
     let n = p.len();

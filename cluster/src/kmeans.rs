@@ -8,19 +8,50 @@
 use rand::Rng;
 use rayon::prelude::*;
 
-use crate::{ClusterError, rng};
+use crate::{ClusterError, Fit, Fitted, Points, Predict, rng};
 
-/// Settings of one k-means fit.
-#[derive(Debug, Clone, Copy)]
+/// How a k-means fit starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum KMeansInit {
+    /// [`KMeansConfig::restarts`] k-means++ seedings; the lowest inertia wins.
+    #[default]
+    PlusPlus,
+    /// The k-means++ seedings and one more run from these `[k, d]` centres, the lowest inertia
+    /// winning: DEKM passes the previous iteration's, so a fit is never worse than where the
+    /// last one ended.
+    Warm(Vec<f32>),
+    /// Lloyd's iterations from exactly these `[k, d]` centres and nothing else: resuming a
+    /// clustering where it was.
+    Precomputed(Vec<f32>),
+}
+
+/// Settings of a k-means fit.
+#[derive(Debug, Clone, PartialEq)]
 pub struct KMeansConfig {
     /// Number of clusters.
     pub k: usize,
     /// Independent k-means++ seedings; the lowest inertia wins.
     pub restarts: usize,
-    /// Lloyd iterations per restart.
+    /// Lloyd iterations per run.
     pub max_iter: usize,
     /// Seed of the restarts' random streams.
     pub seed: u64,
+    /// Where the runs start.
+    pub init: KMeansInit,
+}
+
+impl KMeansConfig {
+    /// `k` clusters, the lowest inertia of 10 k-means++ restarts of up to 300 Lloyd iterations
+    /// (scikit-learn's `n_init` of old and its `max_iter`), seed 0.
+    pub fn new(k: usize) -> Self {
+        Self {
+            k,
+            restarts: 10,
+            max_iter: 300,
+            seed: 0,
+            init: KMeansInit::PlusPlus,
+        }
+    }
 }
 
 /// A fitted clustering.
@@ -109,18 +140,58 @@ fn means(xs: &[f32], d: usize, k: usize, labels: &[u32]) -> (Vec<f32>, Vec<usize
 }
 
 /// Which of `n` points is farthest from its centre (`dist`), the first of equals: an empty
-/// cluster takes it, in [`lloyd`] and in [`from_labels`] alike.
+/// cluster takes it, in [`lloyd`] and in [`KMeans::from_labels`] alike.
 fn farthest(n: usize, dist: impl Fn(usize) -> f32) -> usize {
     (0..n)
         .max_by(|&a, &b| dist(a).total_cmp(&dist(b)).then(b.cmp(&a)))
         .unwrap_or(0)
 }
 
-/// The clustering of `xs` (`[n, d]`) with the given labels (each below `k`), each centre the
-/// mean of its members: DEKM's manifold start holds a partition that k-means did not make. An
-/// empty cluster takes the point farthest from its centre, as in [`fit`], and the centres are
-/// recomputed.
-pub fn from_labels(xs: &[f32], d: usize, k: usize, mut labels: Vec<u32>) -> KMeans {
+impl KMeans {
+    /// The clustering of `p` with the given labels (one per point, each below `k`), each
+    /// centre the mean of its members: DEKM's manifold start holds a partition that k-means
+    /// did not make. An empty cluster takes the point farthest from its centre, as a k-means
+    /// fit does, and the centres are recomputed.
+    pub fn from_labels(p: &Points<'_>, k: usize, labels: Vec<u32>) -> Result<Self, ClusterError> {
+        crate::check_labels(p, &labels)?;
+        if k == 0 || k > p.len() {
+            return Err(ClusterError::BadK { k, n: p.len() });
+        }
+        if let Some(&l) = labels.iter().find(|&&l| l as usize >= k) {
+            return Err(ClusterError::Parameter {
+                name: "label",
+                value: l.to_string(),
+                reason: "must be below k",
+            });
+        }
+        Ok(from_labels(p.as_slice(), p.dim(), k, labels))
+    }
+}
+
+impl Fitted for KMeans {
+    fn assignments(&self) -> Vec<Option<u32>> {
+        self.labels.iter().copied().map(Some).collect()
+    }
+}
+
+impl Predict for KMeans {
+    /// The nearest centre of each point (lowest index on ties).
+    fn predict(&self, p: &Points<'_>) -> Result<Vec<u32>, ClusterError> {
+        if p.dim() != self.d {
+            return Err(ClusterError::Shape {
+                what: "point dimension",
+                expected: self.d,
+                got: p.dim(),
+            });
+        }
+        Ok(p.rows()
+            .map(|x| nearest(x, &self.centroids, self.d).0 as u32)
+            .collect())
+    }
+}
+
+/// [`KMeans::from_labels`] on checked input.
+fn from_labels(xs: &[f32], d: usize, k: usize, mut labels: Vec<u32>) -> KMeans {
     let dist = |x: &[f32], m: &[f32]| f64::from(sq(x, m));
     let (mut centroids, mut counts) = means(xs, d, k, &labels);
     // Each pass fills one empty cluster; k passes fill them all.
@@ -192,71 +263,52 @@ fn lloyd(xs: &[f32], d: usize, mut centroids: Vec<f32>, max_iter: usize) -> KMea
     }
 }
 
-/// Lloyd iterations from given centres (resuming a clustering exactly where it was).
-pub fn refine(
-    xs: &[f32],
-    d: usize,
-    centroids: Vec<f32>,
-    max_iter: usize,
-) -> Result<KMeans, ClusterError> {
-    if d == 0
-        || !xs.len().is_multiple_of(d)
-        || centroids.is_empty()
-        || !centroids.len().is_multiple_of(d)
-    {
-        return Err(ClusterError::Shape {
-            what: "centroids",
-            expected: d,
-            got: centroids.len(),
-        });
-    }
-    Ok(lloyd(xs, d, centroids, max_iter))
-}
+impl Fit for KMeansConfig {
+    type Model = KMeans;
 
-/// Fits k-means on `xs` (`[n, d]` row-major). `warm` adds one extra run seeded with the given
-/// centres (DEKM passes the previous iteration's).
-pub fn fit(
-    xs: &[f32],
-    d: usize,
-    cfg: &KMeansConfig,
-    warm: Option<&[f32]>,
-) -> Result<KMeans, ClusterError> {
-    if d == 0 || !xs.len().is_multiple_of(d) {
-        return Err(ClusterError::Shape {
-            what: "points",
-            expected: d.max(1) * (xs.len() / d.max(1)),
-            got: xs.len(),
-        });
+    /// Fits k-means on `p` from [`KMeansConfig::init`]. Restarts run in parallel, each on its
+    /// own random stream; ties go to the lowest restart, the warm run counting last.
+    fn fit(&self, p: &Points<'_>) -> Result<KMeans, ClusterError> {
+        let (xs, d, n) = (p.as_slice(), p.dim(), p.len());
+        if self.k == 0 || self.k > n {
+            return Err(ClusterError::BadK { k: self.k, n });
+        }
+        let centres = |what, c: &[f32]| {
+            if c.len() == self.k * d {
+                Ok(())
+            } else {
+                Err(ClusterError::Shape {
+                    what,
+                    expected: self.k * d,
+                    got: c.len(),
+                })
+            }
+        };
+        let warm = match &self.init {
+            KMeansInit::PlusPlus => None,
+            KMeansInit::Warm(w) => {
+                centres("warm-start centroids", w)?;
+                Some(w)
+            }
+            KMeansInit::Precomputed(c) => {
+                centres("centroids", c)?;
+                return Ok(lloyd(xs, d, c.clone(), self.max_iter));
+            }
+        };
+        let runs: Vec<KMeans> = (0..self.restarts.max(1))
+            .into_par_iter()
+            .map(|r| {
+                let init = plus_plus(xs, d, self.k, &mut rng(self.seed, 1000 + r as u64));
+                lloyd(xs, d, init, self.max_iter)
+            })
+            .chain(warm.map(|w| lloyd(xs, d, w.clone(), self.max_iter)))
+            .collect();
+        // `min_by` keeps the first of equal elements, so ties go to the lowest restart index.
+        Ok(runs
+            .into_iter()
+            .min_by(|a, b| a.inertia.total_cmp(&b.inertia))
+            .unwrap_or_else(|| unreachable!("at least one restart")))
     }
-    let n = xs.len() / d;
-    if cfg.k == 0 || cfg.k > n {
-        return Err(ClusterError::BadK { k: cfg.k, n });
-    }
-    if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
-        return Err(ClusterError::NotFinite { index: i / d });
-    }
-    if let Some(w) = warm
-        && w.len() != cfg.k * d
-    {
-        return Err(ClusterError::Shape {
-            what: "warm-start centroids",
-            expected: cfg.k * d,
-            got: w.len(),
-        });
-    }
-    let runs: Vec<KMeans> = (0..cfg.restarts.max(1))
-        .into_par_iter()
-        .map(|r| {
-            let init = plus_plus(xs, d, cfg.k, &mut rng(cfg.seed, 1000 + r as u64));
-            lloyd(xs, d, init, cfg.max_iter)
-        })
-        .chain(warm.map(|w| lloyd(xs, d, w.to_vec(), cfg.max_iter)))
-        .collect();
-    // `min_by` keeps the first of equal elements, so ties go to the lowest restart index.
-    Ok(runs
-        .into_iter()
-        .min_by(|a, b| a.inertia.total_cmp(&b.inertia))
-        .unwrap_or_else(|| unreachable!("at least one restart")))
 }
 
 /// Settings of mini-batch k-means (Sculley, 2010).
@@ -272,12 +324,19 @@ pub struct MiniBatchConfig {
     pub seed: u64,
 }
 
-/// Mini-batch k-means: k-means++ on a sample, then per-centre running means over random
-/// batches; labels and inertia from a final full assignment. Much faster than [`fit`] for large
-/// `n`, at a small cost in inertia.
-pub fn fit_minibatch(xs: &[f32], d: usize, cfg: &MiniBatchConfig) -> Result<KMeans, ClusterError> {
-    let p = crate::Points::new(xs, d)?;
-    let n = p.len();
+impl Fit for MiniBatchConfig {
+    type Model = KMeans;
+
+    /// Mini-batch k-means: k-means++ on a sample, then per-centre running means over random
+    /// batches; labels and inertia from a final full assignment. Much faster than a full fit
+    /// for large `n`, at a small cost in inertia.
+    fn fit(&self, p: &Points<'_>) -> Result<KMeans, ClusterError> {
+        fit_minibatch(p, self)
+    }
+}
+
+fn fit_minibatch(p: &Points<'_>, cfg: &MiniBatchConfig) -> Result<KMeans, ClusterError> {
+    let (xs, d, n) = (p.as_slice(), p.dim(), p.len());
     if cfg.k == 0 || cfg.k > n {
         return Err(ClusterError::BadK { k: cfg.k, n });
     }
@@ -330,6 +389,25 @@ mod tests {
     use crate::metrics::accuracy;
     use rand_distr::{Distribution, Normal};
 
+    /// A fit of `xs` (`[n, d]`) from `cfg`, warm-started from `warm` when given.
+    fn fit(
+        xs: &[f32],
+        d: usize,
+        cfg: &KMeansConfig,
+        warm: Option<&[f32]>,
+    ) -> Result<KMeans, ClusterError> {
+        let init = warm.map_or(KMeansInit::PlusPlus, |w| KMeansInit::Warm(w.to_vec()));
+        KMeansConfig {
+            init,
+            ..cfg.clone()
+        }
+        .fit(&Points::new(xs, d)?)
+    }
+
+    fn fit_minibatch(xs: &[f32], d: usize, cfg: &MiniBatchConfig) -> Result<KMeans, ClusterError> {
+        cfg.fit(&Points::new(xs, d)?)
+    }
+
     #[test]
     fn labels_make_centres_and_an_empty_cluster_takes_the_farthest_point() {
         // Points 0, 1, 10 (1-d); all in cluster 0 of 2.
@@ -368,6 +446,7 @@ mod tests {
             restarts: 4,
             max_iter: 100,
             seed: 3,
+            init: KMeansInit::PlusPlus,
         }
     }
 
@@ -431,6 +510,24 @@ mod tests {
             fit(&xs, 2, &cfg(1), Some(&[0.0])),
             Err(ClusterError::Shape { .. })
         ));
+    }
+
+    #[test]
+    fn a_precomputed_start_resumes_and_the_fit_predicts_its_own_labels() {
+        let (xs, _) = blobs(4, 30, 2, 7);
+        let p = Points::new(&xs, 2).unwrap();
+        let a = cfg(4).fit(&p).unwrap();
+        let resumed = KMeansConfig {
+            init: KMeansInit::Precomputed(a.centroids.clone()),
+            ..cfg(4)
+        }
+        .fit(&p)
+        .unwrap();
+        assert_eq!(resumed, a);
+        assert_eq!(a.predict(&p).unwrap(), a.labels);
+        assert!(a.predict(&Points::new(&[0.0; 3], 3).unwrap()).is_err());
+        assert!(KMeans::from_labels(&p, 4, vec![4; p.len()]).is_err());
+        assert!(KMeans::from_labels(&p, 4, vec![0; 3]).is_err());
     }
 
     #[test]

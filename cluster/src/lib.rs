@@ -8,6 +8,11 @@
 //! Metrics: [`metrics`] (external, against labels: ACC, NMI, ARI) and [`internal`] (without
 //! labels: silhouette, Calinski-Harabasz, Davies-Bouldin, Dunn).
 //!
+//! One call shape for every algorithm, in linfa's spirit: a settings struct (`KMeansConfig`,
+//! `GmmConfig`, ...) that implements [`Fit`], checked when it is fitted, gives a fitted model
+//! that implements [`Fitted`] (each point's cluster) and, where placing a new point has a
+//! meaning, [`Predict`] (k-means, GMM, SOM). A driver that compares methods needs no more.
+//!
 //! Every entry point takes a [`Points`], which can only be built from a finite, non-empty,
 //! rectangular buffer, so the algorithms never see ragged or NaN data.
 
@@ -88,6 +93,26 @@ pub enum ClusterError {
         /// Samples.
         n: usize,
     },
+}
+
+/// A clustering algorithm's settings.
+pub trait Fit {
+    /// What fitting gives.
+    type Model: Fitted;
+    /// Checks the settings against `p` and clusters it.
+    fn fit(&self, p: &Points<'_>) -> Result<Self::Model, ClusterError>;
+}
+
+/// A clustering of the points it was fitted on.
+pub trait Fitted {
+    /// Each point's cluster; `None` marks noise (only density methods have any).
+    fn assignments(&self) -> Vec<Option<u32>>;
+}
+
+/// A fitted clustering that can place points it was not fitted on.
+pub trait Predict {
+    /// The cluster of each of `p`'s points (of the dimension the model was fitted on).
+    fn predict(&self, p: &Points<'_>) -> Result<Vec<u32>, ClusterError>;
 }
 
 /// A checked view of `n` points of dimension `d`, row-major.

@@ -3,8 +3,8 @@
 //! recommendation is the k with the best silhouette, the knee is reported beside it.
 
 use crate::internal::{PairOptions, silhouette};
-use crate::kmeans::{self, KMeansConfig};
-use crate::{ClusterError, Points};
+use crate::kmeans::KMeansConfig;
+use crate::{ClusterError, Fit, Points};
 
 /// One k's figures.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,17 +49,12 @@ pub fn select_k(
     let mut scores = Vec::new();
     let mut sampled = None;
     for k in ks {
-        let km = kmeans::fit(
-            p.as_slice(),
-            p.dim(),
-            &KMeansConfig {
-                k,
-                restarts,
-                max_iter: 300,
-                seed,
-            },
-            None,
-        )?;
+        let km = KMeansConfig {
+            restarts,
+            seed,
+            ..KMeansConfig::new(k)
+        }
+        .fit(p)?;
         let s = if k >= 2 && k < p.len() {
             let s = silhouette(p, &km.labels, pairs)?;
             sampled = s.sampled;

@@ -5,7 +5,7 @@
 
 use rand::seq::SliceRandom;
 
-use crate::{ClusterError, Points, rng, sq64};
+use crate::{ClusterError, Fit, Fitted, Points, Predict, rng, sq64};
 
 /// SOM settings.
 #[derive(Debug, Clone, Copy)]
@@ -46,8 +46,37 @@ fn bmu(x: &[f32], weights: &[f32], d: usize) -> usize {
         .0
 }
 
-/// Trains a map.
-pub fn fit(p: &Points<'_>, cfg: &SomConfig) -> Result<Som, ClusterError> {
+impl Fit for SomConfig {
+    type Model = Som;
+
+    /// Trains a map.
+    fn fit(&self, p: &Points<'_>) -> Result<Som, ClusterError> {
+        fit(p, self)
+    }
+}
+
+impl Fitted for Som {
+    fn assignments(&self) -> Vec<Option<u32>> {
+        self.labels.iter().copied().map(Some).collect()
+    }
+}
+
+impl Predict for Som {
+    /// The best-matching node of each point.
+    fn predict(&self, p: &Points<'_>) -> Result<Vec<u32>, ClusterError> {
+        let d = self.weights.len() / (self.rows * self.cols).max(1);
+        if p.dim() != d {
+            return Err(ClusterError::Shape {
+                what: "point dimension",
+                expected: d,
+                got: p.dim(),
+            });
+        }
+        Ok(p.rows().map(|x| bmu(x, &self.weights, d) as u32).collect())
+    }
+}
+
+fn fit(p: &Points<'_>, cfg: &SomConfig) -> Result<Som, ClusterError> {
     let nodes = cfg.rows * cfg.cols;
     if nodes == 0 || nodes > p.len() {
         return Err(ClusterError::BadK {

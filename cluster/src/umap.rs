@@ -20,7 +20,7 @@
 use rand::Rng;
 use rayon::prelude::*;
 
-use crate::{ClusterError, Points, rng};
+use crate::{ClusterError, Fit, Fitted, Points, rng};
 
 /// UMAP settings. The defaults are N2D's for clustering: 20 neighbours, `min_dist` 0 (points
 /// of a cluster may pile up), 200 epochs (umap-learn's for more than 10,000 points).
@@ -270,8 +270,8 @@ fn curve(min_dist: f32) -> (f64, f64) {
 /// Found by Chebyshev-filtered subspace iteration with Rayleigh-Ritz (a block of eight vectors
 /// more than needed): the wanted eigenvalues of a clustered graph lie within 1e-3 of each
 /// other and of the unwanted ones near 1, where plain subspace iteration had not converged
-/// after 500 products, and the layouts it started from clustered worse (Fashion-MNIST, ACC
-/// about 0.58 against 0.60). A degree-20 filter that damps `[-1, cut]`, `cut` being the block's
+/// after 500 products, and the layouts it started from clustered worse on Fashion-MNIST
+/// (docs/RESULTS.md). A degree-20 filter that damps `[-1, cut]`, `cut` being the block's
 /// lowest Ritz value, settles the wanted values to 1e-9 in a handful of rounds.
 const FILTER_DEGREE: usize = 20;
 const FILTER_ROUNDS: usize = 40;
@@ -439,39 +439,64 @@ pub enum Mixture {
 }
 
 /// N2D's clustering (McConville et al., 2020): a full-covariance Gaussian mixture of `k`
-/// components on a `k`-dimensional UMAP layout of `p` (N2D's settings, [`UmapConfig::new`]),
-/// kept as `mixture` says. Returns each point's component. N2D's own mixture starts from a
-/// single k-means run; on these layouts that merged two clusters and split a third often
-/// enough to undo what the layout gains.
+/// components on a `k`-dimensional UMAP layout of the points (N2D's settings,
+/// [`UmapConfig::new`]), kept as `mixture` says. N2D's own mixture starts from a single k-means
+/// run; on these layouts that merged two clusters and split a third often enough to undo what
+/// the layout gains.
 ///
 /// [`GmmConfig::new`]: crate::gmm::GmmConfig::new
 /// [`GmmConfig::restarts`]: crate::gmm::GmmConfig::restarts
 /// [`fit_likeliest`]: crate::gmm::fit_likeliest
-pub fn n2d(
-    p: &Points<'_>,
-    k: usize,
-    seed: u64,
-    mixture: Mixture,
-) -> Result<Vec<u32>, ClusterError> {
-    if k == 0 || k > p.len() {
-        return Err(ClusterError::BadK { k, n: p.len() });
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct N2dConfig {
+    /// Clusters (and the layout's dimension).
+    pub k: usize,
+    /// Seed of the layout and the mixture's starts.
+    pub seed: u64,
+    /// Which mixture is kept.
+    pub mixture: Mixture,
+}
+
+/// N2D's partition of the points it was fitted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct N2d {
+    /// Each point's component.
+    pub labels: Vec<u32>,
+}
+
+impl Fit for N2dConfig {
+    type Model = N2d;
+
+    fn fit(&self, p: &Points<'_>) -> Result<N2d, ClusterError> {
+        let k = self.k;
+        if k == 0 || k > p.len() {
+            return Err(ClusterError::BadK { k, n: p.len() });
+        }
+        let cfg = UmapConfig {
+            seed: self.seed,
+            neighbors: UmapConfig::new(k).neighbors.min(p.len() - 1).max(2),
+            ..UmapConfig::new(k)
+        };
+        let y = layout(p, &cfg)?;
+        let y = Points::new(&y, k)?;
+        let gmm = crate::gmm::GmmConfig {
+            seed: self.seed,
+            ..crate::gmm::GmmConfig::new(k, crate::gmm::Covariance::Full)
+        };
+        let fitted = match self.mixture {
+            Mixture::BestStart => gmm.fit(&y)?,
+            Mixture::Likeliest(starts) => crate::gmm::fit_likeliest(&y, &gmm, starts)?,
+        };
+        Ok(N2d {
+            labels: fitted.labels,
+        })
     }
-    let cfg = UmapConfig {
-        seed,
-        neighbors: UmapConfig::new(k).neighbors.min(p.len() - 1).max(2),
-        ..UmapConfig::new(k)
-    };
-    let y = layout(p, &cfg)?;
-    let y = Points::new(&y, k)?;
-    let gmm = crate::gmm::GmmConfig {
-        seed,
-        ..crate::gmm::GmmConfig::new(k, crate::gmm::Covariance::Full)
-    };
-    let fitted = match mixture {
-        Mixture::BestStart => crate::gmm::fit(&y, &gmm)?,
-        Mixture::Likeliest(starts) => crate::gmm::fit_likeliest(&y, &gmm, starts)?,
-    };
-    Ok(fitted.labels)
+}
+
+impl Fitted for N2d {
+    fn assignments(&self) -> Vec<Option<u32>> {
+        self.labels.iter().copied().map(Some).collect()
+    }
 }
 
 fn clip(g: f64) -> f64 {
@@ -569,8 +594,17 @@ pub fn layout(p: &Points<'_>, cfg: &UmapConfig) -> Result<Vec<f32>, ClusterError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kmeans::{self, KMeansConfig};
+    use crate::kmeans::KMeansConfig;
     use crate::metrics::accuracy;
+
+    fn n2d(
+        p: &Points<'_>,
+        k: usize,
+        seed: u64,
+        mixture: Mixture,
+    ) -> Result<Vec<u32>, ClusterError> {
+        Ok(N2dConfig { k, seed, mixture }.fit(p)?.labels)
+    }
     use rand_distr::{Distribution, Normal};
 
     /// Two parallel strokes 20 long and 3 apart, `per` points each: k-means with k = 2 cuts
@@ -592,12 +626,11 @@ mod tests {
 
     fn two_means(xs: &[f32], d: usize) -> Vec<u32> {
         let cfg = KMeansConfig {
-            k: 2,
             restarts: 5,
             max_iter: 100,
-            seed: 0,
+            ..KMeansConfig::new(2)
         };
-        kmeans::fit(xs, d, &cfg, None).unwrap().labels
+        cfg.fit(&Points::new(xs, d).unwrap()).unwrap().labels
     }
 
     #[test]
@@ -646,7 +679,7 @@ mod tests {
         }
         let y = layout(&Points::new(&xs, 6).unwrap(), &UmapConfig::new(4)).unwrap();
         let cfg = crate::gmm::GmmConfig::new(4, crate::gmm::Covariance::Full);
-        let g = crate::gmm::fit(&Points::new(&y, 4).unwrap(), &cfg).unwrap();
+        let g = cfg.fit(&Points::new(&y, 4).unwrap()).unwrap();
         assert_eq!(accuracy(&g.labels, &truth), 1.0);
         // N2D whole, with either choice of mixture: where one partition stands out both find
         // it.

@@ -1,63 +1,13 @@
 //! Loading a model from the file system: a model directory, a `model.safetensors` file (its
-//! `.sha256` companion checked when present), a bundle, or a device store (see [`crate::store`]);
-//! and writing files so that a crash never leaves a half-written one.
+//! `.sha256` companion checked when present), a bundle, or a device store (see [`crate::store`]).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use dekm_shared::names;
 
 use crate::bundle::{is_bundle, sha256_hex};
+use crate::fs::FileError;
 use crate::model::{LoadError, ModelParts};
-
-/// A model file that cannot be read or loaded, with its path.
-#[derive(Debug, thiserror::Error)]
-pub enum FileError {
-    /// The file cannot be read.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// Underlying error.
-        source: std::io::Error,
-    },
-    /// The file is read but is not a valid model.
-    #[error("{path}: {source}")]
-    Load {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        source: LoadError,
-    },
-}
-
-impl FileError {
-    /// The load error, when the file was read.
-    pub fn load_error(&self) -> Option<&LoadError> {
-        match self {
-            Self::Load { source, .. } => Some(source),
-            Self::Io { .. } => None,
-        }
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory, fsync, rename and a
-/// directory fsync: after a crash readers find the old file or the new one, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    let tmp = path.with_file_name(name);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    // The rename itself is durable only once the directory entry is on disk.
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
 
 /// Reads the model at `path`: a directory holding `model.safetensors`, a device store (a
 /// directory with a `CURRENT` pointer), a safetensors file, or a bundle (recognised by its

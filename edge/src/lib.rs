@@ -6,7 +6,7 @@
 //! assigning a sample allocates nothing. [`head`] holds the clustering head (rotation,
 //! centroids, outlier thresholds) that the trainer also uses to calibrate and evaluate, so the
 //! network, the trainer and the device share one copy of that math. With `std`, [`mod@file`] reads
-//! models from disk and [`store`] keeps a device's current and previous model; with `fleet`,
+//! models from disk, [`fs`] writes files atomically, and [`store`] keeps a device's current and previous model; with `fleet`,
 //! `fleet` keeps that store on the server's active model; with `cli`, the `dekm-edge` binary
 //! assigns files and streams.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -19,6 +19,8 @@ pub mod encoder;
 pub mod file;
 #[cfg(feature = "fleet")]
 pub mod fleet;
+#[cfg(feature = "std")]
+pub mod fs;
 pub mod head;
 pub mod model;
 #[cfg(feature = "std")]

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use dekm_data::{Format, SampleStream};
 use dekm_edge::store::DeviceStore;
-use dekm_edge::{Model, ModelParts, Summary, bundle, file};
+use dekm_edge::{Model, ModelParts, Summary, bundle, file, fs};
 
 #[derive(Parser)]
 #[command(
@@ -241,7 +241,7 @@ fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
     }
     if let Some(path) = &args.stats_out {
         let json = serde_json::to_vec_pretty(&summary.counters(&model_id))?;
-        file::write_atomic(path, &json).with_context(|| path.display().to_string())?;
+        fs::write_atomic(path, &json).with_context(|| path.display().to_string())?;
     }
     Ok(if failed {
         std::process::ExitCode::from(2)
@@ -309,7 +309,7 @@ fn pack(model: &Path, out: &Path) -> Result<()> {
     if ModelParts::from_bundle(&bytes)? != parts {
         bail!("internal error: the bundle does not decode to the export it came from");
     }
-    file::write_atomic(out, &bytes).with_context(|| out.display().to_string())?;
+    fs::write_atomic(out, &bytes).with_context(|| out.display().to_string())?;
     println!(
         "{}  {} ({} bytes)",
         bundle::sha256_hex(&bytes),

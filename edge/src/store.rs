@@ -16,7 +16,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::bundle::{is_model_id, model_id, sha256_hex};
-use crate::file::{FileError, write_atomic};
+use crate::fs::{FileError, write_atomic};
 use crate::model::{LoadError, Model, ModelParts};
 
 const MODELS: &str = "models";

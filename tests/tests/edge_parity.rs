@@ -15,10 +15,7 @@ use dekm_trainer::train::{RunOptions, TrainConfig};
 fn check_parity(ds: &Dataset, k: usize) {
     assert!(ds.len() >= 1000, "parity must cover at least 1,000 samples");
     let dir = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
-        quiet: true,
-        ..Default::default()
-    };
+    let opts = RunOptions::default();
     // Parity needs real trained weights, not a good clustering: one epoch, one DEKM iteration.
     let cfg = TrainConfig {
         epochs: 1,

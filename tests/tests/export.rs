@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 
 use dekm_edge::LoadError;
-use dekm_edge::file::FileError;
+use dekm_edge::fs::FileError;
 use dekm_shared::names;
 use dekm_trainer::export::{ExportError, MODEL_FILE, SHA_FILE, read_model};
 use dekm_trainer::pipeline::{Outcome, assign, train_and_export};
@@ -13,10 +13,7 @@ use dekm_trainer::train::RunOptions;
 
 fn train_small(dir: &Path) -> (dekm_trainer::data::Dataset, Outcome) {
     let ds = common::synthetic(3, 600, 5);
-    let opts = RunOptions {
-        quiet: true,
-        ..Default::default()
-    };
+    let opts = RunOptions::default();
     let out = train_and_export(&ds, &common::quick_config(3), &opts, dir).expect("training");
     (ds, out)
 }

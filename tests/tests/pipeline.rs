@@ -10,24 +10,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use dekm_trainer::train::{Observer, Progress, RunOptions, Start, TrainConfig, TrainError, train};
 
-fn quiet() -> RunOptions {
-    RunOptions {
-        quiet: true,
-        ..Default::default()
-    }
-}
-
 #[test]
 fn same_seed_same_assignments() {
     let ds = common::synthetic(4, 500, 3);
     let cfg = common::quick_config(4);
-    let a = train(&ds, &cfg, &quiet()).unwrap();
-    let b = train(&ds, &cfg, &quiet()).unwrap();
+    let a = train(&ds, &cfg, &RunOptions::default()).unwrap();
+    let b = train(&ds, &cfg, &RunOptions::default()).unwrap();
     assert_eq!(a.kmeans.labels, b.kmeans.labels);
     // Wall-clock fields differ between identical runs; the curves must not.
     assert_eq!(a.history.pretrain_loss, b.history.pretrain_loss);
     assert_eq!(a.history.iterations, b.history.iterations);
-    let c = train(&ds, &TrainConfig { seed: 12, ..cfg }, &quiet()).unwrap();
+    let c = train(
+        &ds,
+        &TrainConfig { seed: 12, ..cfg },
+        &RunOptions::default(),
+    )
+    .unwrap();
     assert_ne!(
         a.history.pretrain_loss, c.history.pretrain_loss,
         "seed changes the run"
@@ -42,7 +40,7 @@ fn synthetic_regimes_are_recovered() {
         ..common::quick_config(4)
     };
     let dir = tempfile::tempdir().unwrap();
-    let out = train_and_export(&ds, &cfg, &quiet(), dir.path()).unwrap();
+    let out = train_and_export(&ds, &cfg, &RunOptions::default(), dir.path()).unwrap();
     let m = out.meta.metrics.expect("synthetic data has labels");
     assert!(m.acc > 0.95, "ACC {m:?}");
 }
@@ -58,12 +56,12 @@ fn augmented_training_is_seeded_and_still_separates_the_shapes() {
         augment: Augment::DEC_DA,
         ..plain.clone()
     };
-    let a = train(&ds, &jittered, &quiet()).unwrap();
-    let b = train(&ds, &jittered, &quiet()).unwrap();
+    let a = train(&ds, &jittered, &RunOptions::default()).unwrap();
+    let b = train(&ds, &jittered, &RunOptions::default()).unwrap();
     assert_eq!(a.history.pretrain_loss, b.history.pretrain_loss);
     assert_eq!(a.kmeans.labels, b.kmeans.labels);
     // The jitter is applied: the reconstruction task changes, and so does every epoch's loss.
-    let p = train(&ds, &plain, &quiet()).unwrap();
+    let p = train(&ds, &plain, &RunOptions::default()).unwrap();
     for (e, (j, q)) in a
         .history
         .pretrain_loss
@@ -87,7 +85,6 @@ fn resume_continues_an_interrupted_run() {
     let opts = RunOptions {
         checkpoint: Some(dir.path().join("checkpoint")),
         resume: true,
-        quiet: true,
         ..Default::default()
     };
     // "Interrupted" after 2 of 4 epochs, before any DEKM iteration.
@@ -107,7 +104,7 @@ fn resume_continues_an_interrupted_run() {
     assert_eq!(b.history.pretrain_loss[..2], a.history.pretrain_loss[..]);
     // Weights, optimizer moments and shuffles are all restored: the resumed run is the
     // uninterrupted run.
-    let c = train(&ds, &full, &quiet()).unwrap();
+    let c = train(&ds, &full, &RunOptions::default()).unwrap();
     assert_eq!(b.history.pretrain_loss, c.history.pretrain_loss);
     assert_eq!(b.kmeans.labels, c.kmeans.labels);
     // A different data set must not pick up this checkpoint.
@@ -124,7 +121,7 @@ struct StopAfterIteration1(AtomicBool);
 
 impl Observer for StopAfterIteration1 {
     fn progress(&self, step: &Progress) {
-        if matches!(step, Progress::Dekm { iteration: 1, .. }) {
+        if matches!(step, Progress::Iteration { iteration: 1, .. }) {
             self.0.store(true, Ordering::SeqCst);
         }
     }
@@ -144,7 +141,7 @@ fn a_manifold_start_is_recorded_held_and_resumed_exactly() {
         ..common::quick_config(4)
     };
     let out = tempfile::tempdir().unwrap();
-    let exported = train_and_export(&ds, &cfg, &quiet(), out.path()).unwrap();
+    let exported = train_and_export(&ds, &cfg, &RunOptions::default(), out.path()).unwrap();
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(
@@ -178,7 +175,13 @@ fn a_manifold_start_is_recorded_held_and_resumed_exactly() {
         start: Start::Kmeans,
         ..common::quick_config(4)
     };
-    assert_eq!(train(&ds, &kmeans, &quiet()).unwrap().history.start, None);
+    assert_eq!(
+        train(&ds, &kmeans, &RunOptions::default())
+            .unwrap()
+            .history
+            .start,
+        None
+    );
 
     // Interrupted after the first of three iterations, where the start is still held, then
     // resumed: the same run as the whole one.
@@ -186,7 +189,6 @@ fn a_manifold_start_is_recorded_held_and_resumed_exactly() {
     let opts = |observer: Option<Arc<dyn Observer>>| RunOptions {
         checkpoint: Some(dir.path().join("checkpoint")),
         resume: true,
-        quiet: true,
         observer,
     };
     let err = train(
@@ -220,7 +222,7 @@ fn k_larger_than_data_is_a_clear_error() {
             k: 21,
             ..common::quick_config(3)
         },
-        &quiet(),
+        &RunOptions::default(),
     )
     .err()
     .unwrap();
@@ -258,7 +260,7 @@ fn mnist_slice_dekm_beats_minimum_and_baseline() {
         ..Default::default()
     };
     let out = tempfile::tempdir().unwrap();
-    let res = train_and_export(&ds, &cfg, &quiet(), out.path()).unwrap();
+    let res = train_and_export(&ds, &cfg, &RunOptions::default(), out.path()).unwrap();
     let base = res.trained.baseline.unwrap();
     let dekm = res.meta.metrics.unwrap();
     eprintln!("MNIST 2000: AE+k-means {base:?}, DEKM {dekm:?}");
@@ -299,7 +301,7 @@ fn dec_idec_and_ae_kmeans_share_the_pretrained_start_and_export_their_labels() {
             method,
             ..base.clone()
         };
-        let out = train_and_export(&ds, &cfg, &quiet(), dir.path()).unwrap();
+        let out = train_and_export(&ds, &cfg, &RunOptions::default(), dir.path()).unwrap();
         let t = &out.trained;
         baselines.push(t.baseline);
         let m = out.meta.metrics.unwrap();

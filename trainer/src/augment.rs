@@ -6,9 +6,8 @@
 //! and slant. Training on jittered copies makes the embedding care less about both. DEC-DA
 //! (Guo et al., 2018) uses these transforms (±10% shift, ±10° rotation) for that reason, with
 //! 500 pretraining epochs. It is off by default: at the default 30 epochs it cost accuracy on
-//! MNIST (0.925 against 0.947 with seed 0, docs/RESULTS.md), since the jittered task needs
-//! more epochs to learn than the trainer's budget gives it. On Fashion-MNIST with the manifold
-//! start it moved ACC by +0.8 points but lost NMI and ARI on both seeds tried.
+//! MNIST, since the jittered task needs more epochs to learn than the trainer's budget gives
+//! it, and on Fashion-MNIST it traded NMI and ARI for ACC (docs/RESULTS.md, "augmentation").
 //!
 //! Pixels that come from outside the image are the normalised value of a black pixel, 0.
 

@@ -5,14 +5,14 @@
 //! file against that list, so a file that loads here loads on the edge too.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use dekm_edge::ClusterHead;
 use dekm_edge::bundle::sha256_hex;
-use dekm_edge::file::{FileError, read_parts};
+use dekm_edge::file::read_parts;
+use dekm_edge::fs::{FileError, write_atomic};
 use dekm_shared::{FORMAT_VERSION, ModelMeta, Normalizer, TrainingMetrics, names};
 use safetensors::{Dtype, tensor::TensorView};
 use serde::Serialize;
@@ -59,17 +59,6 @@ pub enum ExportError {
     /// A tensor operation failed.
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
-}
-
-/// Writes `bytes` to `path` via a temporary file, fsync and rename: readers see the old file or
-/// the new one, never a partial write.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)
 }
 
 /// Linear-interpolated quantile of sorted values (numpy's default).

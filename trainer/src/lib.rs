@@ -1,19 +1,22 @@
-//! The dekm trainer: data loading, the autoencoders, DEKM training, clustering metrics and
-//! model export.
+//! The dekm training library: data sets ([`data`]), the autoencoders ([`model`], on the fast
+//! convolutions of [`conv`]), the optimiser ([`optim`]), augmentation ([`augment`]), the
+//! rotation `V` ([`rotation`]), the training run with its stages ([`train`]), calibration and
+//! export ([`export`]), and the whole job as callers run it ([`pipeline`]).
+//!
+//! What is not here, and where it is: the gRPC service in `dekm-server`; the `dekm` command
+//! line, its progress bars, pictures and clustering comparisons in `dekm-cli`. This crate has
+//! no command-line, async or plotting dependency (the `clap` feature only derives
+//! `clap::ValueEnum` on the settings a command line chooses from).
 
-pub mod allocator;
-pub mod analysis;
 pub mod augment;
+pub mod choice;
 pub mod conv;
 pub mod data;
 pub mod export;
 pub mod model;
 pub mod optim;
 pub mod pipeline;
-pub mod plots;
 pub mod rotation;
-pub mod service;
-pub mod threads;
 pub mod train;
 
 /// k-means, clustering metrics and the seeded random streams live in `dekm-cluster`; the

@@ -73,8 +73,9 @@ pub fn rotation(sw: DMatrix<f64>) -> Rotation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kmeans::{KMeansConfig, fit};
     use crate::rng;
+    use dekm_cluster::kmeans::KMeansConfig;
+    use dekm_cluster::{Fit, Points};
     use rand_distr::{Distribution, Normal};
 
     #[test]
@@ -86,17 +87,13 @@ mod tests {
         let z: Vec<f32> = (0..2000 * d)
             .map(|i| noise.sample(&mut r) * (1 + i % d) as f32)
             .collect();
-        let km = fit(
-            &z,
-            d,
-            &KMeansConfig {
-                k: 4,
-                restarts: 2,
-                max_iter: 50,
-                seed: 1,
-            },
-            None,
-        )
+        let km = KMeansConfig {
+            restarts: 2,
+            max_iter: 50,
+            seed: 1,
+            ..KMeansConfig::new(4)
+        }
+        .fit(&Points::new(&z, d).unwrap())
         .unwrap();
         let rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
         let v = DMatrix::from_row_slice(d, d, &rot.v);

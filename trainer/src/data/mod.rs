@@ -56,7 +56,8 @@ impl std::fmt::Display for DataSource {
 }
 
 /// Which part of an IDX data set to load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Split {
     /// Train and test concatenated (70,000 images), as the clustering literature does.
     #[default]
@@ -66,6 +67,8 @@ pub enum Split {
     /// The test files only.
     Test,
 }
+
+crate::choice::choice!(Split { All => "all", Train => "train", Test => "test" });
 
 /// How to load a data set.
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,86 @@
+//! Arguments several subcommands share: where the data come from, and how pairwise metrics
+//! are sampled.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use dekm_cli::analysis;
+use dekm_cluster::internal::PairOptions;
+use dekm_trainer::data::{self, DataSource, LabelColumn, LoadOptions, Split, SyntheticOptions};
+
+#[derive(Args)]
+pub(crate) struct DataArgs {
+    /// mnist, fashion-mnist, synthetic, csv:PATH or npy:PATH.
+    #[arg(long)]
+    dataset: DataSource,
+    /// Directory with mnist/ and fashion-mnist/ (IDX files, gzip or raw).
+    #[arg(long, env = "DEKM_DATA")]
+    data_dir: Option<PathBuf>,
+    /// IDX split: train+test (the literature's 70,000), train or test.
+    #[arg(long, value_enum, default_value_t = Split::All)]
+    split: Split,
+    /// Use only the first N samples.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Label column of CSV/NPY data: index, header name or "last".
+    #[arg(long)]
+    label_col: Option<LabelColumn>,
+    /// Windows generated for --dataset synthetic.
+    #[arg(long, default_value_t = 5000)]
+    synthetic_samples: usize,
+}
+
+impl DataArgs {
+    pub(crate) fn load(&self, k: usize, seed: u64) -> Result<data::Dataset> {
+        let opts = LoadOptions {
+            data_dir: self.data_dir.clone(),
+            split: self.split,
+            limit: self.limit,
+            label_column: self.label_col.clone(),
+            synthetic: SyntheticOptions {
+                k,
+                samples: self.synthetic_samples,
+                draw_seed: seed.wrapping_add(1),
+                ..Default::default()
+            },
+        };
+        let started = Instant::now();
+        let ds = data::load(&self.dataset, &opts)?;
+        tracing::info!(dataset = %self.dataset, samples = ds.len(), seconds = started.elapsed().as_secs_f32(), "loaded");
+        Ok(ds)
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct PairArgs {
+    /// Silhouette and Dunn are exact up to this many points, computed on a seeded sample of
+    /// this size beyond.
+    #[arg(long, default_value_t = 20_000)]
+    max_exact: usize,
+}
+
+impl PairArgs {
+    pub(crate) fn options(&self) -> PairOptions {
+        PairOptions {
+            max_exact: self.max_exact,
+            seed: 0,
+        }
+    }
+
+    /// Explains the `*` when a pairwise metric was sampled.
+    pub(crate) fn footnote(&self, rows: &[(String, analysis::Scores, Option<f64>)]) {
+        let sampled = |s: &analysis::Scores| {
+            [s.silhouette, s.dunn]
+                .iter()
+                .any(|p| p.is_some_and(|p| p.sampled.is_some()))
+        };
+        if rows.iter().any(|r| sampled(&r.1)) {
+            println!(
+                "(* silhouette and Dunn on a seeded random sample of {} points)",
+                self.max_exact
+            );
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! `dekm cluster`: the classical methods in a model's latent space or on raw vectors, compared
+//! with every metric.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use dekm_cli::analysis::{self, Method};
+use dekm_cli::plots;
+use dekm_cluster::Points;
+use dekm_cluster::gmm::Covariance;
+use dekm_cluster::hierarchy::Linkage;
+use dekm_trainer::export::read_model;
+
+use super::args::{DataArgs, PairArgs};
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MethodName {
+    Kmeans,
+    Minibatch,
+    Gmm,
+    GmmDiag,
+    Dbscan,
+    Agglomerative,
+    N2d,
+    Som,
+}
+
+#[derive(Args)]
+pub(crate) struct ClusterArgs {
+    /// Cluster in this model's latent space (default: the raw, normalised samples).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Methods to run and compare (repeat or comma-separate).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "kmeans")]
+    method: Vec<MethodName>,
+    /// Clusters (components, cut height) for the methods that take k.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// DBSCAN radius.
+    #[arg(long, default_value_t = 0.5)]
+    eps: f64,
+    /// DBSCAN core-point threshold (the point included).
+    #[arg(long, default_value_t = 5)]
+    min_samples: usize,
+    /// Agglomerative linkage: single, complete, average, weighted, ward, centroid, median.
+    #[arg(long, default_value = "ward")]
+    linkage: Linkage,
+    /// Write dendrogram.png (agglomerative) into this directory.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// SOM grid (rows x cols = clusters); default 1 x k.
+    #[arg(long)]
+    som_rows: Option<usize>,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    pairs: PairArgs,
+}
+
+/// Runs each method and prints one table of their scores.
+pub(crate) fn run(args: &ClusterArgs) -> Result<()> {
+    let model = args.model.as_deref().map(read_model).transpose()?;
+    let ds = args.data.load(args.k, args.seed)?;
+    let space = analysis::space(model.as_ref(), &ds)?;
+    println!(
+        "{} samples of {}, clustered in the {}",
+        ds.len(),
+        ds.name,
+        space.name
+    );
+    let pairs = args.pairs.options();
+    let mut rows = Vec::new();
+    for m in &args.method {
+        let method = match m {
+            MethodName::Kmeans => Method::KMeans { k: args.k },
+            MethodName::Minibatch => Method::MiniBatch { k: args.k },
+            MethodName::Gmm => Method::Gmm {
+                k: args.k,
+                covariance: Covariance::Full,
+            },
+            MethodName::GmmDiag => Method::Gmm {
+                k: args.k,
+                covariance: Covariance::Diagonal,
+            },
+            MethodName::Dbscan => Method::Dbscan {
+                eps: args.eps,
+                min_samples: args.min_samples,
+            },
+            MethodName::Agglomerative => Method::Agglomerative {
+                k: args.k,
+                linkage: args.linkage,
+            },
+            MethodName::N2d => Method::N2d { k: args.k },
+            MethodName::Som => {
+                let rows = args.som_rows.unwrap_or(1).max(1);
+                Method::Som {
+                    rows,
+                    cols: args.k.div_ceil(rows),
+                }
+            }
+        };
+        let (scores, secs) =
+            analysis::run_and_score(&method, &space, ds.labels.as_deref(), args.seed, &pairs)
+                .with_context(|| method.to_string())?;
+        rows.push((method.to_string(), scores, Some(secs)));
+    }
+    print!("{}", analysis::scores_table(&rows));
+    args.pairs.footnote(&rows);
+    if let Some(dir) = &args.plots
+        && args.method.contains(&MethodName::Agglomerative)
+    {
+        std::fs::create_dir_all(dir)?;
+        let tree =
+            dekm_cluster::hierarchy::linkage(&Points::new(&space.xs, space.dim)?, args.linkage)?;
+        let path = dir.join("dendrogram.png");
+        plots::dendrogram(&path, &tree, 30)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

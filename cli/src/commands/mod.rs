@@ -1,0 +1,84 @@
+//! The subcommands, one file each owning its arguments and its handler; this file holds the
+//! command line's shape and the dispatch.
+
+mod args;
+mod cluster;
+mod demo;
+mod evaluate;
+mod import;
+mod plot;
+mod select_k;
+mod serve;
+mod train;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use cluster::ClusterArgs;
+use demo::DemoArgs;
+use evaluate::EvalArgs;
+use import::ImportArgs;
+use plot::PlotArgs;
+use select_k::SelectKArgs;
+use serve::ServeArgs;
+use train::TrainArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "dekm",
+    version,
+    about = "Deep Embedded K-Means: train, evaluate and export clustering models"
+)]
+pub(crate) struct Cli {
+    /// Hide progress bars and informational logs.
+    #[arg(long, global = true)]
+    pub(crate) quiet: bool,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Train a model and export it to --out.
+    Train(TrainArgs),
+    /// Assign a data set with an exported model and print cluster sizes and metrics.
+    Evaluate(EvalArgs),
+    /// Train on built-in synthetic sensor data, export, and assign a fresh stream.
+    Demo(DemoArgs),
+    /// Cluster with k-means, mini-batch k-means, GMM, DBSCAN, agglomerative or SOM, in a
+    /// model's latent space or on raw vectors, and compare them with every metric.
+    Cluster(ClusterArgs),
+    /// Pictures of a trained model on a data set: latent map, confusion matrix, training curves.
+    Plot(PlotArgs),
+    /// Choose k: inertia (elbow, with its knee) and mean silhouette for a range of k.
+    SelectK(SelectKArgs),
+    /// Serve gRPC: training jobs, assignment, the model registry and fleet distribution.
+    Serve(ServeArgs),
+    /// Add an exported model to a server store (while no server runs on it; a running server
+    /// takes models through PublishModel).
+    Import(ImportArgs),
+}
+
+impl Command {
+    /// Runs the subcommand; `quiet` hides progress bars.
+    pub(crate) fn run(&self, quiet: bool) -> Result<()> {
+        match self {
+            Self::Train(a) => train::run(a, quiet),
+            Self::Evaluate(a) => evaluate::run(a),
+            Self::Demo(a) => demo::run(a, quiet),
+            Self::Serve(a) => serve::run(a),
+            Self::Cluster(a) => cluster::run(a),
+            Self::SelectK(a) => select_k::run(a),
+            Self::Plot(a) => plot::run(a),
+            Self::Import(a) => import::run(a),
+        }
+    }
+
+    /// The default log level, and whether logs are JSON lines: the server logs at info.
+    pub(crate) fn logging(&self) -> (&'static str, bool) {
+        match self {
+            Self::Serve(a) => ("info", a.log_json),
+            _ => ("warn", false),
+        }
+    }
+}

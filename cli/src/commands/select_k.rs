@@ -1,0 +1,121 @@
+//! `dekm select-k`: choose k from the inertia curve's knee and the mean silhouette.
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use dekm_cli::{analysis, plots};
+use dekm_cluster::Points;
+use dekm_trainer::export::read_model;
+
+use super::args::{DataArgs, PairArgs};
+
+#[derive(Args)]
+pub(crate) struct SelectKArgs {
+    /// Cluster in this model's latent space (default: the raw, normalised samples).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Range of k, inclusive: FROM..TO.
+    #[arg(long, default_value = "2..20")]
+    k_range: KRange,
+    /// k-means++ restarts per k.
+    #[arg(long, default_value_t = 3)]
+    restarts: usize,
+    /// Write elbow.png and silhouette.png into this directory.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[command(flatten)]
+    pairs: PairArgs,
+}
+
+/// `FROM..TO` on the command line.
+#[derive(Clone, Copy)]
+pub(crate) struct KRange(usize, usize);
+
+impl std::str::FromStr for KRange {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (a, b) = s
+            .split_once("..")
+            .ok_or_else(|| format!("{s:?}: expected FROM..TO, e.g. 2..20"))?;
+        let p = |v: &str| {
+            v.trim_start_matches('=')
+                .parse::<usize>()
+                .map_err(|e| format!("{s:?}: {e}"))
+        };
+        Ok(Self(p(a)?, p(b)?))
+    }
+}
+
+/// Prints inertia and silhouette per k, the knee and the recommendation.
+pub(crate) fn run(args: &SelectKArgs) -> Result<()> {
+    let model = args.model.as_deref().map(read_model).transpose()?;
+    let ds = args.data.load(args.k_range.1.max(1), args.seed)?;
+    let space = analysis::space(model.as_ref(), &ds)?;
+    let p = Points::new(&space.xs, space.dim)?;
+    let sel = dekm_cluster::select::select_k(
+        &p,
+        args.k_range.0..=args.k_range.1,
+        args.restarts,
+        args.seed,
+        &args.pairs.options(),
+    )?;
+    println!(
+        "{} samples of {}, k-means in the {}",
+        ds.len(),
+        ds.name,
+        space.name
+    );
+    println!("{:>4} {:>16} {:>11}", "k", "inertia", "silhouette");
+    for s in &sel.scores {
+        println!(
+            "{:>4} {:>16.2} {:>11}",
+            s.k,
+            s.inertia,
+            s.silhouette.map_or("-".into(), |v| format!("{v:.4}"))
+        );
+    }
+    let show = |k: Option<usize>| k.map_or("none".to_string(), |k| k.to_string());
+    println!(
+        "elbow (knee of the inertia curve): {}; best silhouette: {}",
+        show(sel.knee),
+        show(sel.best_silhouette)
+    );
+    println!("recommended k: {}", show(sel.best_silhouette.or(sel.knee)));
+    if let Some(m) = sel.sampled {
+        println!("(silhouettes on a seeded random sample of {m} points)");
+    }
+    if let Some(dir) = &args.plots {
+        std::fs::create_dir_all(dir)?;
+        let ks: Vec<f64> = sel.scores.iter().map(|s| s.k as f64).collect();
+        let inertia: Vec<f64> = sel.scores.iter().map(|s| s.inertia).collect();
+        let sil: Vec<f64> = sel
+            .scores
+            .iter()
+            .map(|s| s.silhouette.unwrap_or(f64::NAN))
+            .collect();
+        let (elbow, silhouette) = (dir.join("elbow.png"), dir.join("silhouette.png"));
+        plots::lines(
+            &elbow,
+            "k-means inertia (line: knee)",
+            ("k", "inertia"),
+            &ks,
+            &[("inertia", inertia)],
+            sel.knee.map(|k| k as f64),
+        )?;
+        plots::lines(
+            &silhouette,
+            "mean silhouette (line: best)",
+            ("k", "silhouette"),
+            &ks,
+            &[("silhouette", sil)],
+            sel.best_silhouette.map(|k| k as f64),
+        )?;
+        println!("wrote {} and {}", elbow.display(), silhouette.display());
+    }
+    Ok(())
+}

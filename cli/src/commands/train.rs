@@ -1,0 +1,193 @@
+//! `dekm train`: train a model on a data set and export it.
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use dekm_cli::plots;
+use dekm_cli::progress::Bars;
+use dekm_trainer::augment::Augment;
+use dekm_trainer::model::{ConvBackend, Init};
+use dekm_trainer::pipeline::{cluster_sizes, train_and_export};
+use dekm_trainer::train::{Method as TrainMethod, Observer, RunOptions, Start, TrainConfig};
+
+use super::args::DataArgs;
+
+#[derive(Args)]
+pub(crate) struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Number of clusters.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Output model directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Pretraining epochs.
+    #[arg(long, default_value_t = 30)]
+    epochs: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Minibatch size.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Adam learning rate of pretraining.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Adam learning rate of the DEKM fine-tuning.
+    #[arg(long, default_value_t = 1e-4)]
+    dekm_lr: f64,
+    /// Maximum DEKM iterations.
+    #[arg(long, default_value_t = 50)]
+    max_iter: usize,
+    /// Fine-tuning minibatches per DEKM iteration.
+    #[arg(long, default_value_t = 140)]
+    steps_per_iter: usize,
+    /// Stop when fewer than this fraction of assignments change.
+    #[arg(long, default_value_t = 0.005)]
+    tol: f64,
+    /// k-means++ restarts.
+    #[arg(long, default_value_t = 10)]
+    restarts: usize,
+    /// Latent dimension.
+    #[arg(long, default_value_t = 10)]
+    latent: usize,
+    /// Outlier threshold: quantile of each cluster's training distances.
+    #[arg(long, default_value_t = 0.99)]
+    threshold_quantile: f32,
+    /// Continue from OUT/checkpoint after an interruption.
+    #[arg(long)]
+    resume: bool,
+    /// Convolution kernels: fast (im2col + GEMM) or candle's built-in ops, for comparison.
+    #[arg(long, value_enum, default_value_t = ConvBackend::Fast)]
+    conv: ConvBackend,
+    /// Write pictures (latent space, confusion matrix, training curves) into this directory.
+    #[arg(long)]
+    plots: Option<PathBuf>,
+    /// Stage after pretraining: dekm, dec, idec, or ae-kmeans (none). --max-iter,
+    /// --steps-per-iter, --dekm-lr and --tol apply to DEC and IDEC too.
+    #[arg(long, value_enum, default_value_t = TrainMethod::Dekm)]
+    method: TrainMethod,
+    /// Images only: largest random shift of a training image, as a fraction of its side
+    /// (DEC-DA uses 0.1; 0, the default, trains on the plain images as the DEKM paper does).
+    #[arg(long, default_value_t = Augment::OFF.shift)]
+    augment_shift: f32,
+    /// Images only: largest random rotation of a training image, in degrees (DEC-DA uses 10).
+    #[arg(long, default_value_t = Augment::OFF.rotate_deg)]
+    augment_rotate: f32,
+    /// How fresh weights are drawn: keras (the DEKM authors' model: convolutions U(±0.05),
+    /// Glorot elsewhere, zero biases) or torch (PyTorch's layer defaults).
+    #[arg(long, value_enum, default_value_t = Init::default())]
+    init: Init,
+    /// Where the clustering stage starts: auto (manifold for the DEKM stage on 50 x k to
+    /// 200,000 samples, else kmeans), kmeans (the DEKM paper) or manifold (N2D: a Gaussian
+    /// mixture on a UMAP layout of the embedding).
+    #[arg(long, value_enum, default_value_t = Start::default())]
+    start: Start,
+}
+
+impl TrainArgs {
+    pub(crate) fn config(&self) -> TrainConfig {
+        TrainConfig {
+            k: self.k,
+            latent: self.latent,
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            finetune_lr: self.dekm_lr,
+            seed: self.seed,
+            max_iter: self.max_iter,
+            steps_per_iter: self.steps_per_iter,
+            tol: self.tol,
+            restarts: self.restarts,
+            threshold_quantile: self.threshold_quantile,
+            conv: self.conv,
+            method: self.method,
+            augment: Augment {
+                shift: self.augment_shift,
+                rotate_deg: self.augment_rotate,
+            },
+            init: self.init,
+            start: self.start,
+        }
+    }
+}
+
+/// Trains, exports and prints the result table (and writes pictures with `--plots`).
+pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
+    let ds = args.data.load(args.k, args.seed)?;
+    let cfg = args.config();
+    let bars = (!quiet).then(|| Arc::new(Bars::default()));
+    let opts = RunOptions {
+        checkpoint: Some(args.out.join("checkpoint")),
+        resume: args.resume,
+        observer: bars.clone().map(|b| b as Arc<dyn Observer>),
+    };
+    let outcome = train_and_export(&ds, &cfg, &opts, &args.out);
+    if let Some(b) = &bars {
+        b.finish();
+    }
+    let outcome = outcome.context("training failed")?;
+    let sizes = cluster_sizes(&outcome.calibration.labels, cfg.k);
+    let h = &outcome.trained.history;
+    let stage = match cfg.method {
+        TrainMethod::AeKmeans => "AE+k-means (final)",
+        m => m.label(),
+    };
+    println!(
+        "trained on {} ({} samples) in {:.1} s pretraining + {:.1} s {} ({} iterations)",
+        ds.name,
+        ds.len(),
+        h.pretrain_seconds,
+        h.stage_seconds,
+        stage.split(' ').next().unwrap_or(stage),
+        h.iterations.len()
+    );
+    println!("cluster sizes: {sizes:?}");
+    if let Some(table) = outcome.results_table(stage) {
+        print!("{table}");
+    }
+    println!("model: {} (sha256 {})", args.out.display(), outcome.sha256);
+    if let Some(dir) = &args.plots {
+        let t = &outcome.trained;
+        let view = plots::ModelView {
+            z: &t.z,
+            d: cfg.latent,
+            labels: &outcome.calibration.labels,
+            outliers: &outcome.calibration.outliers,
+            truth: ds.labels.as_deref(),
+            history: Some(&t.history),
+            tsne_points: 0,
+        };
+        for f in plots::model_pictures(dir, &view, 20_000)? {
+            println!("wrote {}", f.display());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `dekm train` spells its defaults as clap literals; they must be `TrainConfig::default()`,
+    /// which the gRPC service, the tests and the library use.
+    #[test]
+    fn train_flags_default_to_the_library_defaults() {
+        let cli = super::super::Cli::try_parse_from([
+            "dekm",
+            "train",
+            "--dataset",
+            "synthetic",
+            "--out",
+            "m",
+        ])
+        .expect("parses");
+        let super::super::Command::Train(args) = cli.command else {
+            panic!("not a train command");
+        };
+        assert_eq!(args.config(), TrainConfig::default());
+    }
+}

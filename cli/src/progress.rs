@@ -1,0 +1,91 @@
+//! Progress bars for a training run: an [`Observer`] that draws one bar per pretraining epoch
+//! and one for the clustering stage, with the running loss, the changed fraction and, with
+//! labels, the accuracy.
+
+use std::sync::Mutex;
+
+use dekm_trainer::train::{Observer, Progress};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Draws a run's progress on the terminal.
+#[derive(Default)]
+pub struct Bars {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Bars {
+    /// Leaves the last bar where it stands (call when the run has returned).
+    pub fn finish(&self) {
+        if let Some(pb) = self.current().take() {
+            pb.finish();
+        }
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<ProgressBar>> {
+        self.bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Replaces the current bar (left as it was) with a new one.
+    fn start(&self, len: usize, prefix: String) -> ProgressBar {
+        let pb = ProgressBar::new(len as u64).with_prefix(prefix);
+        pb.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        if let Some(old) = self.current().replace(pb.clone()) {
+            old.finish();
+        }
+        pb
+    }
+}
+
+impl Observer for Bars {
+    fn progress(&self, step: &Progress) {
+        match *step {
+            Progress::Batch {
+                epoch,
+                batch,
+                batches,
+                loss,
+            } => {
+                let current = self.current().clone();
+                let pb = match current {
+                    Some(pb) if batch > 1 => pb,
+                    _ => self.start(batches, format!("epoch {epoch}")),
+                };
+                pb.inc(1);
+                if (batch - 1) % 8 == 0 {
+                    pb.set_message(format!("loss {loss:.5}"));
+                }
+            }
+            Progress::Pretrain { loss, .. } => {
+                if let Some(pb) = self.current().take() {
+                    pb.finish_with_message(format!("loss {loss:.5}"));
+                }
+            }
+            Progress::Clustered { .. } => {}
+            Progress::Stage {
+                method,
+                done,
+                max_iter,
+            } => {
+                let pb = self.start(max_iter, method.label().to_string());
+                pb.set_position(done as u64);
+            }
+            Progress::Iteration {
+                changed, metrics, ..
+            } => {
+                if let Some(pb) = self.current().as_ref() {
+                    pb.inc(1);
+                    pb.set_message(match metrics {
+                        Some(m) => format!("changed {:.2}% acc {:.4}", changed * 100.0, m.acc),
+                        None => format!("changed {:.2}%", changed * 100.0),
+                    });
+                }
+            }
+        }
+    }
+}

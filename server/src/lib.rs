@@ -1,0 +1,263 @@
+//! The dekm server behind `dekm serve`: the gRPC services (package `dekm.v1`) for training,
+//! assigning, the model registry and the edge fleet, with health checking, server reflection,
+//! bearer tokens, optional TLS and Prometheus metrics.
+//!
+//! Where things live: the store's parts in [`registry`], [`jobs`] and [`fleet`] (each
+//! describes its files), tokens in [`auth`], metrics in [`telemetry`]; the four services in
+//! `services` (one struct each), request checking in `validate`, conversions to the wire types
+//! in `convert` and error codes in `status`. All state lives in one store directory; a server
+//! restarted on the same store serves the same active model.
+
+pub mod auth;
+mod convert;
+pub mod fleet;
+pub mod jobs;
+pub mod registry;
+mod services;
+mod status;
+pub mod telemetry;
+mod validate;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use dekm_proto::pb;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server as Tonic, ServerTlsConfig};
+
+pub use auth::Auth;
+pub use validate::Limits;
+
+use services::{AssignerService, FleetService, RegistryService, TrainingService};
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Store directory (models, registry, jobs, fleet table).
+    pub store: PathBuf,
+    /// Root of server-side data sets (`mnist/`, `fashion-mnist/`, CSV/NPY files).
+    pub data_root: Option<PathBuf>,
+    /// Tokens.
+    pub auth: Auth,
+    /// Request limits.
+    pub limits: Limits,
+    /// Jobs that may train at once.
+    pub training_slots: usize,
+    /// Threads that may encode Assign batches at once.
+    pub assign_threads: usize,
+    /// PEM certificate chain and private key, for TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// Why the server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The model registry cannot be opened.
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    /// The job records cannot be opened.
+    #[error(transparent)]
+    Jobs(#[from] jobs::JobsError),
+    /// The fleet table cannot be opened.
+    #[error(transparent)]
+    Fleet(#[from] fleet::FleetError),
+    /// A TLS file cannot be read.
+    #[error("TLS {path}: {source}")]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// Reflection could not be built from the descriptors.
+    #[error("server reflection: {0}")]
+    Reflection(String),
+    /// The transport failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The metrics endpoint failed.
+    #[error("metrics endpoint: {0}")]
+    Metrics(std::io::Error),
+}
+
+/// An opened store, ready to serve.
+#[derive(Debug)]
+pub struct Server {
+    registry: Arc<registry::Registry>,
+    jobs: Arc<jobs::Jobs>,
+    fleet: Arc<fleet::FleetStats>,
+    auth: Auth,
+    telemetry: Arc<telemetry::Telemetry>,
+    limits: Limits,
+    data_root: Option<PathBuf>,
+    assign_threads: usize,
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+impl Server {
+    /// Opens the store (creating it when new) and checks that it is consistent.
+    pub fn open(cfg: ServeConfig) -> Result<Self, ServeError> {
+        std::fs::create_dir_all(&cfg.store).map_err(|source| registry::RegistryError::Io {
+            path: cfg.store.clone(),
+            source,
+        })?;
+        let registry = Arc::new(registry::Registry::open(&cfg.store)?);
+        let jobs = Arc::new(jobs::Jobs::open(
+            &cfg.store,
+            registry.clone(),
+            cfg.training_slots,
+        )?);
+        let fleet = Arc::new(fleet::FleetStats::open(&cfg.store)?);
+        let active = registry.active();
+        tracing::info!(
+            store = %cfg.store.display(),
+            models = registry.list().len(),
+            active = ?active.id,
+            generation = active.generation,
+            "store opened"
+        );
+        Ok(Self {
+            registry,
+            jobs,
+            fleet,
+            auth: cfg.auth,
+            telemetry: Arc::new(telemetry::Telemetry::default()),
+            limits: cfg.limits,
+            data_root: cfg.data_root,
+            assign_threads: cfg.assign_threads.max(1),
+            tls: cfg.tls,
+        })
+    }
+
+    /// The model registry (for importing models before serving).
+    pub fn registry(&self) -> &Arc<registry::Registry> {
+        &self.registry
+    }
+
+    /// Serves gRPC on `listener` (and `/metrics` on `metrics`) until `shutdown` resolves.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        metrics: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let s = &self;
+        let max = s.limits.max_message_bytes;
+        let assigner = AssignerService {
+            registry: s.registry.clone(),
+            auth: s.auth.clone(),
+            telemetry: s.telemetry.clone(),
+            max_batch: s.limits.max_batch,
+            slots: Arc::new(Semaphore::new(s.assign_threads)),
+        };
+        let training = TrainingService {
+            jobs: s.jobs.clone(),
+            auth: s.auth.clone(),
+            telemetry: s.telemetry.clone(),
+            limits: s.limits,
+            data_root: s.data_root.clone(),
+        };
+        let models = RegistryService {
+            registry: s.registry.clone(),
+            auth: s.auth.clone(),
+            telemetry: s.telemetry.clone(),
+        };
+        let fleet = FleetService {
+            registry: s.registry.clone(),
+            fleet: s.fleet.clone(),
+            auth: s.auth.clone(),
+            telemetry: s.telemetry.clone(),
+        };
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<pb::assigner_server::AssignerServer<AssignerService>>()
+            .await;
+        health
+            .set_serving::<pb::training_server::TrainingServer<TrainingService>>()
+            .await;
+        health
+            .set_serving::<pb::registry_server::RegistryServer<RegistryService>>()
+            .await;
+        health
+            .set_serving::<pb::fleet_server::FleetServer<FleetService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(dekm_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+        // Assign requests are hundreds of kB; HTTP/2's default 64 kB windows would make every
+        // call wait for window updates.
+        let mut builder = Tonic::builder()
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(16 << 20));
+        if let Some((cert, key)) = &self.tls {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|source| ServeError::Tls {
+                    path: p.clone(),
+                    source,
+                })
+            };
+            let identity = Identity::from_pem(read(cert)?, read(key)?);
+            builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics_task = metrics.map(|l| {
+            let mut rx = stop_rx.clone();
+            tokio::spawn(telemetry::serve_metrics(
+                l,
+                s.telemetry.clone(),
+                s.jobs.clone(),
+                s.registry.clone(),
+                async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                },
+            ))
+        });
+        let router = builder
+            .layer(tower::util::MapResponseLayer::new(status::remap_oversized))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                pb::assigner_server::AssignerServer::new(assigner)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                pb::training_server::TrainingServer::new(training)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                pb::registry_server::RegistryServer::new(models)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                pb::fleet_server::FleetServer::new(fleet)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            );
+        // Without TCP_NODELAY a small answer to a large request waits for the peer's delayed
+        // ACK (about 40 ms per call on Linux).
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(std::time::Duration::from_secs(60)));
+        let served = router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        let _ = stop_tx.send(true);
+        if let Some(t) = metrics_task {
+            match t.await {
+                Ok(r) => r.map_err(ServeError::Metrics)?,
+                Err(e) => tracing::error!(error = %e, "metrics task failed"),
+            }
+        }
+        served?;
+        Ok(())
+    }
+}

@@ -1,0 +1,337 @@
+//! Request checking: limits, ids, settings and data references, each refused with
+//! INVALID_ARGUMENT (or the code that says what to do) and a message naming the field.
+
+use std::path::{Component, Path, PathBuf};
+
+use dekm_edge::bundle::is_model_id;
+use dekm_proto::pb;
+use dekm_trainer::choice::Choice;
+use dekm_trainer::data::{
+    DataSource, Dataset, LabelColumn, LoadOptions, SampleShape, SyntheticOptions,
+};
+use dekm_trainer::train::TrainConfig;
+use tonic::Status;
+
+use crate::fleet::check_device_id;
+use crate::jobs::{JobData, JobSpec};
+use crate::status::fleet_status;
+
+/// Request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest accepted message, in bytes (larger ones get RESOURCE_EXHAUSTED).
+    pub max_message_bytes: usize,
+    /// Most samples in one Assign request.
+    pub max_batch: usize,
+    /// Most samples sent inline with Train.
+    pub max_inline_samples: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 << 20,
+            max_batch: 4096,
+            max_inline_samples: 100_000,
+        }
+    }
+}
+
+/// An empty id selects the active model; otherwise it must look like a model id.
+pub(crate) fn check_model_id(id: &str) -> Result<(), Status> {
+    if id.is_empty() || is_model_id(id) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "model id {id:?} is not 16 lower-case hex digits"
+        )))
+    }
+}
+
+/// A device id as the fleet table accepts it, or INVALID_ARGUMENT.
+pub(crate) fn device_status(id: &str) -> Result<(), Status> {
+    check_device_id(id).map_err(fleet_status)
+}
+
+/// Checks a Train request and turns it into a job.
+pub(crate) fn job_spec(
+    req: pb::TrainRequest,
+    limits: &Limits,
+    data_root: Option<&Path>,
+) -> Result<JobSpec, Status> {
+    let config = train_config(req.settings.unwrap_or_default())?;
+    let data = match req.data {
+        None => {
+            return Err(Status::invalid_argument(
+                "the request needs a dataset reference or inline data",
+            ));
+        }
+        Some(pb::train_request::Data::Dataset(d)) => dataset_ref(d, &config, limits, data_root)?,
+        Some(pb::train_request::Data::Inline(d)) => {
+            let ds = inline_dataset(d, limits.max_inline_samples)?;
+            config
+                .validate(ds.len())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            JobData::Inline(ds)
+        }
+    };
+    Ok(JobSpec {
+        data,
+        config,
+        activate: req.activate,
+    })
+}
+
+/// A data set named by the request: `synthetic`, an IDX set present under the data root, or a
+/// CSV/NPY file inside it.
+fn dataset_ref(
+    d: pb::DatasetRef,
+    cfg: &TrainConfig,
+    limits: &Limits,
+    root: Option<&Path>,
+) -> Result<JobData, Status> {
+    let source: DataSource = d
+        .name
+        .parse()
+        .map_err(|e: dekm_trainer::data::DataError| Status::invalid_argument(e.to_string()))?;
+    let need_root = || {
+        root.ok_or_else(|| {
+            Status::failed_precondition(
+                "the server has no data root (start it with --data-dir or DEKM_DATA)",
+            )
+        })
+    };
+    let source = match source {
+        DataSource::Synthetic => DataSource::Synthetic,
+        DataSource::Mnist | DataSource::FashionMnist => {
+            let sub = need_root()?.join(source.to_string());
+            if !sub.is_dir() {
+                return Err(Status::not_found(format!(
+                    "data set {source} is not on this server (no {source}/ under the data root)"
+                )));
+            }
+            source
+        }
+        DataSource::Csv(p) => DataSource::Csv(under_root(need_root()?, &p)?),
+        DataSource::Npy(p) => DataSource::Npy(under_root(need_root()?, &p)?),
+    };
+    let label_column = (!d.label_column.is_empty())
+        .then(|| d.label_column.parse::<LabelColumn>())
+        .transpose()
+        .map_err(|e| Status::invalid_argument(format!("label column: {e:?}")))?;
+    let samples = match d.synthetic_samples {
+        0 => SyntheticOptions::default().samples,
+        n => usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= limits.max_inline_samples.max(1_000_000))
+            .ok_or_else(|| {
+                Status::invalid_argument(format!("synthetic_samples {n} is too large"))
+            })?,
+    };
+    Ok(JobData::Load {
+        source,
+        options: LoadOptions {
+            data_dir: root.map(Path::to_path_buf),
+            limit: (d.limit > 0).then_some(d.limit as usize),
+            label_column,
+            synthetic: SyntheticOptions {
+                k: cfg.k,
+                samples,
+                draw_seed: cfg.seed.wrapping_add(1),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    })
+}
+
+/// `rel` inside `root`: relative, no `..`, and no symbolic link leading outside.
+fn under_root(root: &Path, rel: &Path) -> Result<PathBuf, Status> {
+    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(Status::invalid_argument(format!(
+            "data path {} must be relative to the data root, without '..'",
+            rel.display()
+        )));
+    }
+    let path = root.join(rel);
+    let real = path
+        .canonicalize()
+        .map_err(|_| Status::not_found(format!("no file {} under the data root", rel.display())))?;
+    let real_root = root
+        .canonicalize()
+        .map_err(|e| Status::internal(format!("data root: {e}")))?;
+    if !real.starts_with(&real_root) {
+        return Err(Status::invalid_argument(format!(
+            "data path {} leads outside the data root",
+            rel.display()
+        )));
+    }
+    Ok(real)
+}
+
+/// One of `T`'s names, or `INVALID_ARGUMENT` listing them all, so a request field accepts
+/// exactly what the matching `dekm train` flag does.
+fn choice<T: Choice>(field: &str, value: &str) -> Result<T, Status> {
+    T::from_name(value).ok_or_else(|| {
+        Status::invalid_argument(format!("{field} {value:?}: expected {}", T::names()))
+    })
+}
+
+/// `dekm train`'s defaults with the request's settings applied and checked.
+fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
+    let mut c = TrainConfig::default();
+    let capped = |name: &str, v: u32, max: u32| {
+        if v <= max {
+            Ok(v as usize)
+        } else {
+            Err(Status::invalid_argument(format!(
+                "{name} = {v} exceeds the server's limit of {max}"
+            )))
+        }
+    };
+    if let Some(v) = s.k {
+        c.k = capped("k", v, 10_000)?;
+    }
+    if let Some(v) = s.epochs {
+        c.epochs = capped("epochs", v, 10_000)?;
+    }
+    if let Some(v) = s.max_iter {
+        c.max_iter = capped("max_iter", v, 10_000)?;
+    }
+    if let Some(v) = s.batch_size {
+        c.batch_size = capped("batch_size", v, 65_536)?;
+    }
+    if let Some(v) = s.steps_per_iter {
+        c.steps_per_iter = capped("steps_per_iter", v, 1_000_000)?;
+    }
+    if let Some(v) = s.restarts {
+        c.restarts = capped("restarts", v, 1_000)?;
+    }
+    if let Some(v) = s.seed {
+        c.seed = v;
+    }
+    if let Some(v) = s.lr {
+        c.lr = v;
+    }
+    if let Some(v) = s.dekm_lr {
+        c.finetune_lr = v;
+    }
+    if let Some(v) = s.tol {
+        c.tol = v;
+    }
+    if let Some(v) = s.threshold_quantile {
+        c.threshold_quantile = v;
+    }
+    if let Some(v) = s.augment_shift {
+        c.augment.shift = v;
+    }
+    if let Some(v) = s.augment_rotate_deg {
+        c.augment.rotate_deg = v;
+    }
+    if let Some(i) = s.init {
+        c.init = choice("init", &i)?;
+    }
+    if let Some(m) = s.method {
+        c.method = choice("method", &m)?;
+    }
+    if let Some(v) = s.start {
+        c.start = choice("start", &v)?;
+    }
+    // Everything that does not depend on the data's size; k against n is checked once the
+    // data is known.
+    c.check()
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    Ok(c)
+}
+
+/// Inline samples: as many as the limit allows, all of one length, finite, with one label
+/// each or none.
+fn inline_dataset(d: pb::InlineData, max: usize) -> Result<Dataset, Status> {
+    let n = d.samples.len();
+    if n == 0 {
+        return Err(Status::invalid_argument("inline data has no samples"));
+    }
+    if n > max {
+        return Err(Status::resource_exhausted(format!(
+            "{n} inline samples; the limit is {max} (put larger sets under the data root)"
+        )));
+    }
+    let dim = d.samples[0].values.len();
+    if dim == 0 {
+        return Err(Status::invalid_argument("inline sample 0 is empty"));
+    }
+    let mut xs = Vec::with_capacity(n * dim);
+    for (i, s) in d.samples.iter().enumerate() {
+        if s.values.len() != dim {
+            return Err(Status::invalid_argument(format!(
+                "inline sample {i} has {} values, sample 0 has {dim}",
+                s.values.len()
+            )));
+        }
+        if let Some(j) = s.values.iter().position(|v| !v.is_finite()) {
+            return Err(Status::invalid_argument(format!(
+                "inline sample {i}, value {j} is {}",
+                s.values[j]
+            )));
+        }
+        xs.extend_from_slice(&s.values);
+    }
+    let labels = match d.labels.len() {
+        0 => None,
+        l if l == n => Some(d.labels),
+        l => {
+            return Err(Status::invalid_argument(format!(
+                "{l} labels for {n} inline samples"
+            )));
+        }
+    };
+    Ok(Dataset {
+        name: "inline".into(),
+        shape: SampleShape::Vector(dim),
+        xs,
+        labels,
+        anomalies: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dekm_trainer::train::{Method, Start};
+
+    #[test]
+    fn choices_list_every_name_the_cli_accepts() {
+        assert_eq!(
+            choice::<Method>("method", "ae-kmeans").unwrap(),
+            Method::AeKmeans
+        );
+        let err = choice::<Method>("method", "kmeans++").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            err.message(),
+            "method \"kmeans++\": expected dekm, dec, idec or ae-kmeans"
+        );
+    }
+
+    #[test]
+    fn a_request_chooses_the_start_and_a_bad_one_is_named() {
+        let settings = |start: &str, max_iter: Option<u32>| pb::TrainSettings {
+            start: Some(start.into()),
+            max_iter,
+            ..Default::default()
+        };
+        let c = train_config(settings("manifold", None)).unwrap();
+        assert_eq!(c.start, Start::Manifold);
+        let err = train_config(settings("umap", None)).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "start \"umap\": expected auto, kmeans or manifold"
+        );
+        let err = train_config(settings("manifold", Some(0))).unwrap_err();
+        assert!(
+            err.message().contains("start manifold needs"),
+            "{}",
+            err.message()
+        );
+    }
+}

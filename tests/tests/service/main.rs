@@ -1,0 +1,15 @@
+//! The gRPC service end to end on 127.0.0.1 (ephemeral ports), split as the server is: one
+//! file per service for its bad requests' status codes, tokens across services, the whole
+//! life of a model (`story`), what stock tools see (`discovery`) and TLS (`tls`).
+
+mod assigner;
+mod auth;
+#[path = "../common/mod.rs"]
+mod common;
+mod discovery;
+mod fleet;
+mod harness;
+mod registry;
+mod story;
+mod tls;
+mod training;

@@ -1,0 +1,363 @@
+//! Training settings: what a run computes, saved as `config.json` next to the model and
+//! checked against the data before anything runs.
+
+use serde::{Deserialize, Serialize};
+
+use super::TrainError;
+use crate::augment::Augment;
+use crate::model::{ConvBackend, Init};
+
+/// Training settings (what `dekm train` exposes, saved as `config.json` next to the model).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    /// Number of clusters.
+    pub k: usize,
+    /// Latent dimension.
+    pub latent: usize,
+    /// Pretraining epochs.
+    pub epochs: usize,
+    /// Minibatch size for pretraining and fine-tuning.
+    pub batch_size: usize,
+    /// Adam learning rate of pretraining.
+    pub lr: f64,
+    /// Adam learning rate of the clustering stage's fine-tuning (DEKM, DEC or IDEC; `--dekm-lr`
+    /// on the command line, `dekm_lr` in requests and in settings saved before the rename). Ten
+    /// times below pretraining's: a larger step undoes the start's partition within a few
+    /// iterations (docs/RESULTS.md, "DEKM learning rate").
+    #[serde(default = "default_finetune_lr", alias = "dekm_lr")]
+    pub finetune_lr: f64,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Maximum iterations of the clustering stage.
+    pub max_iter: usize,
+    /// Minibatches of encoder fine-tuning per iteration of the clustering stage.
+    pub steps_per_iter: usize,
+    /// Stop when fewer than this fraction of assignments change.
+    pub tol: f64,
+    /// k-means++ restarts per clustering.
+    pub restarts: usize,
+    /// Quantile of training distances used as the outlier threshold.
+    pub threshold_quantile: f32,
+    /// Convolution kernels (results agree to float rounding; `candle` is for comparison).
+    #[serde(default)]
+    pub conv: ConvBackend,
+    /// Clustering stage after pretraining.
+    #[serde(default)]
+    pub method: Method,
+    /// Random shift and rotation of image minibatches, in pretraining and fine-tuning (vector
+    /// data are never jittered). Off by default; settings saved before it existed read as off,
+    /// which is how those models were trained.
+    #[serde(default = "augment_off")]
+    pub augment: Augment,
+    /// How the fresh autoencoder's weights are drawn. Settings saved before the choice existed
+    /// read as PyTorch's rule, which is how those models were trained.
+    #[serde(default = "init_torch")]
+    pub init: Init,
+    /// Where the clustering stage starts. Settings saved before the choice existed read as
+    /// k-means, which is how those models were trained.
+    #[serde(default = "start_kmeans")]
+    pub start: Start,
+}
+
+fn augment_off() -> Augment {
+    Augment::OFF
+}
+
+fn init_torch() -> Init {
+    Init::Torch
+}
+
+fn start_kmeans() -> Start {
+    Start::Kmeans
+}
+
+/// The partition the clustering stage (DEKM, DEC or IDEC) starts from.
+///
+/// Why a choice: DEKM's fine-tuning makes the clusters it is given more compact; it does not
+/// merge a split class or split a merged pair, so the start decides most of the result. On an
+/// autoencoder's embedding k-means' lowest-inertia partition is often not the label-like one
+/// (MNIST: two digits merged and a third split on some seeds; Fashion-MNIST: trousers with
+/// dresses, bags split in two), while a Gaussian mixture on a UMAP layout of the same embedding
+/// (N2D) follows the neighbourhoods. The manifold start measured better on both image sets, so
+/// it is what [`Start::Auto`] picks for DEKM; README's start table and docs/RESULTS.md hold the
+/// figures. N2D's own mixture starts EM from one k-means run, which can merge two classes and
+/// split a third; started from the best of several
+/// ([`dekm_cluster::gmm::GmmConfig::restarts`]) it is steadier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// `manifold` for the DEKM stage on [`Start::AUTO_MANIFOLD_MIN_PER_CLUSTER`] x k to
+    /// [`Start::AUTO_MANIFOLD_MAX`] samples, `kmeans` otherwise: DEC and IDEC were only
+    /// measured from k-means, a run with no clustering stage has nothing to start, on fewer
+    /// points UMAP's neighbourhoods reach across clusters, and its exact neighbour search grows
+    /// with n².
+    #[default]
+    Auto,
+    /// k-means on the embedding (k-means++ restarts, lowest inertia), as the DEKM paper.
+    Kmeans,
+    /// N2D's partition: a full-covariance GMM on a k-dimensional UMAP layout (20 neighbours,
+    /// `min_dist` 0) of the embedding or, for a convolutional encoder, of its last feature map
+    /// (see `manifold_start`); the centres are its clusters' means in the embedding.
+    Manifold,
+}
+
+impl Start {
+    /// The most samples [`Start::Auto`] lays out with UMAP: its exact neighbour search grows
+    /// with n², so beyond this size the start would take longer than the rest of the run
+    /// (docs/RESULTS.md has its measured times).
+    pub const AUTO_MANIFOLD_MAX: usize = 200_000;
+    /// The fewest samples per cluster, on average, [`Start::Auto`] lays out with UMAP: N2D's
+    /// graph joins each point to its 20 nearest, which stay in its own cluster only if the
+    /// clusters hold well over 20.
+    pub const AUTO_MANIFOLD_MIN_PER_CLUSTER: usize = 50;
+}
+
+/// What follows pretraining. All four start from the same pretrained autoencoder, and with the
+/// same explicit [`Start`] from the same partition, so they compare like for like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Deep Embedded K-Means (Guo et al., 2021): the rotation `V` and the last-coordinate pull.
+    #[default]
+    Dekm,
+    /// Deep Embedded Clustering (Xie et al., 2016): Student-t soft assignments, KL divergence to
+    /// the sharpened target distribution computed on the full data; centres trained too.
+    Dec,
+    /// Improved DEC (Guo et al., 2017): DEC's loss times 0.1 plus the reconstruction loss, so the
+    /// embedding keeps the data's local structure.
+    Idec,
+    /// No fine-tuning: k-means on the pretrained embedding (the baseline).
+    AeKmeans,
+}
+
+fn default_finetune_lr() -> f64 {
+    1e-4
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            k: 10,
+            latent: 10,
+            epochs: 30,
+            batch_size: 256,
+            lr: 1e-3,
+            finetune_lr: default_finetune_lr(),
+            seed: 0,
+            max_iter: 50,
+            steps_per_iter: 140,
+            tol: 0.005,
+            restarts: 10,
+            threshold_quantile: 0.99,
+            conv: ConvBackend::Fast,
+            method: Method::Dekm,
+            augment: Augment::OFF,
+            init: Init::default(),
+            start: Start::default(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the settings against a data set of `n` samples.
+    pub fn validate(&self, n: usize) -> Result<(), TrainError> {
+        if self.k > n {
+            return Err(TrainError::Config(format!(
+                "k = {} but the data set has {n} samples (need 1 <= k <= samples)",
+                self.k
+            )));
+        }
+        self.check()
+    }
+
+    /// Checks the settings that do not depend on the data (a request is checked before its
+    /// data is loaded; [`TrainConfig::validate`] checks k against the data's size).
+    pub fn check(&self) -> Result<(), TrainError> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.k == 0 {
+            return bad("k = 0: a clustering needs at least one cluster".into());
+        }
+        if self.latent == 0 || self.batch_size == 0 {
+            return bad("latent dimension and batch size must be positive".into());
+        }
+        for lr in [self.lr, self.finetune_lr] {
+            if !(lr > 0.0 && lr.is_finite()) {
+                return bad(format!("learning rate {lr} must be positive"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.tol) {
+            return bad(format!("tolerance {} must be in [0, 1)", self.tol));
+        }
+        if !(self.threshold_quantile > 0.0 && self.threshold_quantile <= 1.0) {
+            return bad(format!(
+                "threshold quantile {} must be in (0, 1]",
+                self.threshold_quantile
+            ));
+        }
+        if self.start == Start::Manifold && (self.method == Method::AeKmeans || self.max_iter == 0)
+        {
+            return bad(
+                "start manifold needs a clustering stage to start: method dekm, dec or idec \
+                 with max_iter of at least 1 (the exported centres must be the k-means ones \
+                 the edge runtime assigns by)"
+                    .into(),
+            );
+        }
+        self.augment.validate().map_err(TrainError::Config)
+    }
+
+    /// The start a run on `n` samples uses: [`Start::Auto`] resolved, the others as they are.
+    pub fn start_for(&self, n: usize) -> Start {
+        match self.start {
+            Start::Auto if self.method == Method::Dekm && self.max_iter > 0 => {
+                let least = Start::AUTO_MANIFOLD_MIN_PER_CLUSTER.saturating_mul(self.k);
+                if (least..=Start::AUTO_MANIFOLD_MAX).contains(&n) {
+                    Start::Manifold
+                } else {
+                    Start::Kmeans
+                }
+            }
+            Start::Auto => Start::Kmeans,
+            chosen => chosen,
+        }
+    }
+}
+
+crate::choice::choice!(Start { Auto => "auto", Kmeans => "kmeans", Manifold => "manifold" });
+crate::choice::choice!(Method { Dekm => "dekm", Dec => "dec", Idec => "idec", AeKmeans => "ae-kmeans" });
+
+impl Method {
+    /// The stage's name in logs and tables: "DEKM", "DEC", "IDEC", or "AE+k-means".
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Dekm => "DEKM",
+            Self::Dec => "DEC",
+            Self::Idec => "IDEC",
+            Self::AeKmeans => "AE+k-means",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_saved_before_augmentation_read_as_unaugmented() {
+        let jittered = TrainConfig {
+            augment: Augment::DEC_DA,
+            ..TrainConfig::default()
+        };
+        let mut old = serde_json::to_value(&jittered).unwrap();
+        old.as_object_mut().unwrap().remove("augment");
+        let cfg: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(cfg.augment, Augment::OFF);
+        assert_eq!(cfg, TrainConfig::default());
+    }
+
+    #[test]
+    fn settings_saved_before_a_choice_existed_read_as_those_runs_were_trained() {
+        let mut old = serde_json::to_value(TrainConfig::default()).unwrap();
+        old.as_object_mut().unwrap().remove("init");
+        old.as_object_mut().unwrap().remove("start");
+        let cfg: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(cfg.init, Init::Torch);
+        assert_eq!(cfg.start, Start::Kmeans);
+        assert_eq!(TrainConfig::default().init, Init::Keras);
+    }
+
+    #[test]
+    fn auto_starts_dekm_from_the_manifold_where_it_was_measured() {
+        let auto = TrainConfig::default();
+        assert_eq!(auto.start, Start::Auto);
+        assert_eq!(auto.start_for(70_000), Start::Manifold);
+        assert_eq!(auto.start_for(Start::AUTO_MANIFOLD_MAX), Start::Manifold);
+        assert_eq!(auto.start_for(Start::AUTO_MANIFOLD_MAX + 1), Start::Kmeans);
+        let least = Start::AUTO_MANIFOLD_MIN_PER_CLUSTER * auto.k;
+        assert_eq!(auto.start_for(least), Start::Manifold);
+        assert_eq!(auto.start_for(least - 1), Start::Kmeans);
+        for other in [
+            TrainConfig {
+                method: Method::Dec,
+                ..auto.clone()
+            },
+            TrainConfig {
+                method: Method::AeKmeans,
+                ..auto.clone()
+            },
+            TrainConfig {
+                max_iter: 0,
+                ..auto.clone()
+            },
+        ] {
+            assert!(other.validate(100).is_ok());
+            assert_eq!(other.start_for(100), Start::Kmeans, "{other:?}");
+        }
+        for chosen in [Start::Kmeans, Start::Manifold] {
+            let cfg = TrainConfig {
+                start: chosen,
+                ..auto.clone()
+            };
+            assert_eq!(cfg.start_for(Start::AUTO_MANIFOLD_MAX + 1), chosen);
+        }
+    }
+
+    #[test]
+    fn a_manifold_start_needs_a_stage_to_start() {
+        for cfg in [
+            TrainConfig {
+                start: Start::Manifold,
+                method: Method::AeKmeans,
+                ..Default::default()
+            },
+            TrainConfig {
+                start: Start::Manifold,
+                max_iter: 0,
+                ..Default::default()
+            },
+        ] {
+            let err = cfg.validate(100).unwrap_err().to_string();
+            assert!(err.contains("start manifold needs"), "{err}");
+        }
+        let dec = TrainConfig {
+            start: Start::Manifold,
+            method: Method::Dec,
+            ..Default::default()
+        };
+        assert!(dec.validate(100).is_ok());
+    }
+
+    #[test]
+    fn settings_are_checked_against_the_data() {
+        let cfg = TrainConfig {
+            k: 11,
+            ..Default::default()
+        };
+        let err = cfg.validate(10).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("k = 11 but the data set has 10 samples"),
+            "{err}"
+        );
+        let cfg = TrainConfig {
+            lr: f64::NAN,
+            ..Default::default()
+        };
+        assert!(cfg.validate(100).is_err());
+        let cfg = TrainConfig {
+            augment: Augment {
+                shift: -0.1,
+                rotate_deg: 0.0,
+            },
+            ..Default::default()
+        };
+        assert!(
+            cfg.validate(100)
+                .unwrap_err()
+                .to_string()
+                .contains("shift -0.1")
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! The fused convolutions against candle's own and against direct loops: forward, the three
+//! gradients, with and without the fused ReLU, and the layers built on them.
+
+use super::columns::{SUB_FLOATS, TASKS_PER_THREAD};
+use super::*;
+use crate::rng;
+use candle_core::{Device, Var};
+use rand::Rng;
+
+fn random(shape: &[usize], seed: u64) -> Var {
+    let mut r = rng(seed, 0);
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| r.random_range(-1.0..1.0)).collect();
+    Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap()).unwrap()
+}
+
+fn close(a: &Tensor, b: &Tensor, what: &str) {
+    let (a, b) = (
+        a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+    );
+    assert_eq!(a.len(), b.len(), "{what}");
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    let err = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err / scale < 1e-4, "{what}: relative error {}", err / scale);
+}
+
+/// Forward output and gradients for input, weight and bias against candle's reference ops,
+/// with a random upstream gradient (loss = Σ y·r), without and with the fused ReLU.
+fn check(x: &[usize], w: &[usize], stride: usize, pad: usize, out_pad: Option<usize>, seed: u64) {
+    let (xv, wv, bv) = (
+        random(x, seed),
+        random(w, seed + 1),
+        random(&[if out_pad.is_some() { w[1] } else { w[0] }], seed + 2),
+    );
+    for relu in [false, true] {
+        let xc = to_channels_last(&xv).unwrap();
+        let ours = match out_pad {
+            None => conv2d(&xc, &wv, &bv, stride, pad, relu).unwrap(),
+            Some(op) => conv_transpose2d(&xc, &wv, &bv, (stride, pad, op), relu).unwrap(),
+        };
+        let ours = to_channels_first(&ours).unwrap();
+        let reference = match out_pad {
+            None => xv.conv2d(&wv, pad, stride, 1, 1).unwrap(),
+            Some(op) => xv.conv_transpose2d(&wv, pad, op, stride, 1).unwrap(),
+        };
+        let o = reference.dim(1).unwrap();
+        let mut reference = reference
+            .broadcast_add(&bv.reshape((1, o, 1, 1)).unwrap())
+            .unwrap();
+        if relu {
+            reference = reference.relu().unwrap();
+        }
+        let what = format!("x {x:?} w {w:?} s {stride} p {pad} op {out_pad:?} relu {relu}");
+        close(&ours, &reference, &format!("{what} forward"));
+        let up = random(reference.dims(), seed + 3);
+        let g1 = (ours * up.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g2 = (reference * up.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (v, name) in [(&xv, "input"), (&wv, "weight"), (&bv, "bias")] {
+            close(
+                g1.get(v).unwrap(),
+                g2.get(v).unwrap(),
+                &format!("{what} grad {name}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn conv2d_matches_candle_on_the_paper_layers_and_odd_shapes() {
+    check(&[2, 1, 28, 28], &[32, 1, 5, 5], 2, 2, None, 1);
+    check(&[2, 32, 14, 14], &[64, 32, 5, 5], 2, 2, None, 2);
+    check(&[2, 64, 7, 7], &[128, 64, 3, 3], 2, 0, None, 3);
+    check(&[1, 3, 9, 9], &[4, 3, 3, 3], 1, 1, None, 4);
+}
+
+#[test]
+fn batches_split_into_tasks_and_cache_sized_chunks_give_the_same_result() {
+    let g = |b| Geometry {
+        b,
+        c: 32,
+        h: 14,
+        w: 14,
+        k: 5,
+        stride: 2,
+        pad: 2,
+        oh: 7,
+        ow: 7,
+    };
+    // The paper's second layer: 800 x 49 columns per image. A batch whose tasks hold one
+    // image more than a sub-chunk, plus a remainder, gives tasks of unequal length, each
+    // cut into a full sub-chunk and a short one.
+    let per_sub = SUB_FLOATS / (800 * 49);
+    let n_tasks = TASKS_PER_THREAD * rayon::current_num_threads();
+    let b = n_tasks * (per_sub + 1) + 1;
+    let tasks = g(b).tasks();
+    assert_eq!(tasks.len(), n_tasks);
+    assert_eq!(tasks[0].len, per_sub + 2);
+    assert_eq!(tasks[1].len, per_sub + 1);
+    let mut next = 0;
+    for t in &tasks {
+        assert_eq!(t.first, next);
+        let subs: Vec<(usize, usize)> = g(b).sub_chunks(*t).map(|s| (s.first, s.len)).collect();
+        let short = t.len - per_sub;
+        assert_eq!(subs, [(t.first, per_sub), (t.first + per_sub, short)]);
+        next += t.len;
+    }
+    assert_eq!(next, b);
+    // Fewer images than tasks: one task per image.
+    assert_eq!(g(3).tasks().len(), 3.min(n_tasks));
+    check(&[b, 32, 14, 14], &[64, 32, 5, 5], 2, 2, None, 11);
+    check(&[b, 64, 7, 7], &[64, 32, 5, 5], 2, 2, Some(1), 12);
+}
+
+/// Direct-loop convolution and its gradients in f64, for shapes where candle's own backward
+/// pass is wrong (it mis-sizes the input gradient when `(side + 2·pad − k) % stride != 0`).
+fn naive(x: &Tensor, w: &Tensor, r: &Tensor, stride: usize, pad: usize) -> [Vec<f64>; 4] {
+    let v = |t: &Tensor| {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect::<Vec<_>>()
+    };
+    let ((b, c, h, wd), (o, _, k, _), (_, _, oh, ow)) =
+        (x.dims4().unwrap(), w.dims4().unwrap(), r.dims4().unwrap());
+    let (xs, ws, rs) = (v(x), v(w), v(r));
+    let (mut y, mut gx, mut gw, mut gb) = (
+        vec![0.0; b * o * oh * ow],
+        vec![0.0; xs.len()],
+        vec![0.0; ws.len()],
+        vec![0.0; o],
+    );
+    for (bi, oi, oy, ox) in (0..b).flat_map(|bi| {
+        (0..o)
+            .flat_map(move |oi| (0..oh).flat_map(move |oy| (0..ow).map(move |ox| (bi, oi, oy, ox))))
+    }) {
+        let yi = ((bi * o + oi) * oh + oy) * ow + ox;
+        gb[oi] += rs[yi];
+        for (ci, ki, kj) in
+            (0..c).flat_map(|ci| (0..k).flat_map(move |ki| (0..k).map(move |kj| (ci, ki, kj))))
+        {
+            let (iy, ix) = (
+                (oy * stride + ki) as isize - pad as isize,
+                (ox * stride + kj) as isize - pad as isize,
+            );
+            if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
+                continue;
+            }
+            let xi = ((bi * c + ci) * h + iy as usize) * wd + ix as usize;
+            let wi = ((oi * c + ci) * k + ki) * k + kj;
+            y[yi] += ws[wi] * xs[xi];
+            gx[xi] += ws[wi] * rs[yi];
+            gw[wi] += xs[xi] * rs[yi];
+        }
+    }
+    [y, gx, gw, gb]
+}
+
+#[test]
+fn conv2d_matches_direct_loops_on_uneven_strides() {
+    for (x, w, stride, pad) in [
+        ([3, 2, 11, 13], [5, 2, 5, 5], 3, 2),
+        ([1, 1, 8, 7], [2, 1, 3, 3], 2, 1),
+        // Kernels wider than the image: whole rows and columns of taps fall in the padding
+        // (candle's own backward pass fails on these shapes, so no candle reference).
+        ([2, 2, 2, 3], [3, 2, 5, 5], 2, 2),
+        ([1, 1, 1, 1], [2, 1, 3, 3], 3, 1),
+    ] {
+        let (xv, wv, bv) = (random(&x, 20), random(&w, 21), random(&[w[0]], 22));
+        let zero = Tensor::zeros(w[0], candle_core::DType::F32, &Device::Cpu).unwrap();
+        let xc = to_channels_last(&xv).unwrap();
+        let y = to_channels_first(&conv2d(&xc, &wv, &zero, stride, pad, false).unwrap()).unwrap();
+        let up = random(y.dims(), 23);
+        let want = naive(&xv, &wv, &up, stride, pad);
+        let yb = to_channels_first(&conv2d(&xc, &wv, &bv, stride, pad, false).unwrap()).unwrap();
+        let g = (yb * up.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let got = [
+            &y,
+            g.get(&xv).unwrap(),
+            g.get(&wv).unwrap(),
+            g.get(&bv).unwrap(),
+        ];
+        for ((got, want), what) in
+            got.iter()
+                .zip(&want)
+                .zip(["forward", "grad input", "grad weight", "grad bias"])
+        {
+            let want = Tensor::from_vec(
+                want.iter().map(|&x| x as f32).collect::<Vec<_>>(),
+                want.len(),
+                &Device::Cpu,
+            )
+            .unwrap();
+            close(got, &want, &format!("{x:?} {w:?} s{stride} p{pad} {what}"));
+        }
+    }
+}
+
+#[test]
+fn conv_transpose2d_matches_candle_with_output_padding() {
+    check(&[2, 128, 3, 3], &[128, 64, 3, 3], 2, 0, Some(0), 6);
+    check(&[2, 64, 7, 7], &[64, 32, 5, 5], 2, 2, Some(1), 7);
+    check(&[2, 32, 14, 14], &[32, 1, 5, 5], 2, 2, Some(1), 8);
+    check(&[1, 3, 5, 5], &[3, 2, 3, 3], 1, 1, Some(0), 9);
+    check(&[2, 2, 4, 6], &[2, 3, 5, 5], 3, 1, Some(2), 10);
+}
+
+#[test]
+fn mismatched_shapes_are_errors() {
+    let x = random(&[2, 8, 8, 1], 1);
+    let b = random(&[4], 3);
+    // Channel count, kernel larger than the padded image, bias length.
+    assert!(conv2d(&x, &random(&[4, 3, 3, 3], 2), &b, 1, 0, false).is_err());
+    assert!(conv2d(&x, &random(&[4, 1, 9, 9], 2), &b, 1, 0, false).is_err());
+    assert!(conv2d(&x, &random(&[5, 1, 3, 3], 2), &b, 1, 0, false).is_err());
+    assert!(conv2d(&x, &random(&[4, 1, 3, 3], 2), &b, 1, 0, false).is_ok());
+}

@@ -82,3 +82,30 @@ impl Command {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+    use dekm_trainer::choice::Choice;
+    use dekm_trainer::data::Split;
+    use dekm_trainer::model::{ConvBackend, Init};
+    use dekm_trainer::train::{Method, Start};
+
+    /// The command line offers exactly the names a request and `config.json` use.
+    #[test]
+    fn flags_accept_the_library_names() {
+        fn same<T: ValueEnum + Choice + std::fmt::Debug>() {
+            let clap: Vec<String> = T::value_variants()
+                .iter()
+                .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+                .collect();
+            let ours: Vec<&str> = T::ALL.iter().map(|c| c.name()).collect();
+            assert_eq!(clap, ours);
+        }
+        same::<Method>();
+        same::<Start>();
+        same::<Init>();
+        same::<ConvBackend>();
+        same::<Split>();
+    }
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Compares two directories written by scripts/record-runs.sh: every tensor of each
 model.safetensors (SHA-256 of its bytes), the model metadata less its creation time, config.json
-(a `dekm_lr` read as `finetune_lr`, its name before 2026-12-04), metrics.json less timings, and
+(a `dekm_lr` read as `finetune_lr`, its name before 2026-12-04; no `device`
+read as the CPU), metrics.json less timings, and
 the printed output less lines with timings or checksums. Exits 1 on any difference."""
 import difflib
 import hashlib
@@ -48,6 +49,10 @@ for run in ["syn", "mnist", "idec", "demo"]:
     for c in (ca, cb):
         if "dekm_lr" in c:
             c["finetune_lr"] = c.pop("dekm_lr")
+    # `device` is recorded since 2026-12-04; an older run was on the CPU.
+    if ("device" in ca) != ("device" in cb):
+        ca.setdefault("device", "cpu")
+        cb.setdefault("device", "cpu")
     ja, jb = (untimed(json.load(open(f"{d}/{run}/metrics.json"))) for d in (a, b))
     checks = {"tensors": ta == tb, "metadata": ma == mb, "config.json": ca == cb, "metrics.json": ja == jb}
     same &= all(checks.values())

@@ -101,7 +101,7 @@ struct Round {
 
 fn run_ours(backend: ConvBackend, spec: &EncoderSpec, xs: &Tensor, a: &Args) -> Result<Round> {
     let varmap = VarMap::new();
-    let ae = Autoencoder::init(spec, &varmap, 0, backend, Init::Torch)?;
+    let ae = Autoencoder::init(spec, &varmap, 0, backend, Init::Torch, &Device::Cpu)?;
     let mut vars: Vec<_> = varmap
         .data()
         .lock()

@@ -140,6 +140,7 @@ fn main() -> Result<()> {
         training_slots: 1,
         assign_threads: a.assign_threads.unwrap_or(2 * cores),
         tls: None,
+        device: dekm_trainer::device::DeviceChoice::Cpu,
     })?;
     let id = server.registry().add(&parts)?.id.clone();
     server.registry().activate(&id)?;

@@ -12,9 +12,10 @@ use dekm_cluster::{
 };
 use dekm_shared::TrainingMetrics;
 
+use candle_core::Device;
 use dekm_trainer::data::Dataset;
 use dekm_trainer::export::LoadedModel;
-use dekm_trainer::pipeline::{PipelineError, latent};
+use dekm_trainer::pipeline::{PipelineError, latent_on};
 
 /// Points to cluster: `[n, dim]` row-major.
 #[derive(Debug, Clone)]
@@ -27,12 +28,16 @@ pub struct Space {
     pub name: String,
 }
 
-/// The latent space of `model` when given, else the samples normalised as training would
-/// (pixels / 255, vectors standardised).
-pub fn space(model: Option<&LoadedModel>, ds: &Dataset) -> Result<Space, PipelineError> {
+/// The latent space of `model` when given (embedded on `dev`), else the samples normalised as
+/// training would (pixels / 255, vectors standardised).
+pub fn space(
+    model: Option<&LoadedModel>,
+    ds: &Dataset,
+    dev: &Device,
+) -> Result<Space, PipelineError> {
     match model {
         Some(m) => Ok(Space {
-            xs: latent(m, ds)?,
+            xs: latent_on(m, ds, dev)?,
             dim: m.head.latent_dim(),
             name: format!("latent space of the model trained on {}", m.meta.dataset),
         }),

@@ -29,6 +29,8 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server as Tonic, ServerTlsConfig};
 
 pub use auth::Auth;
+
+use dekm_trainer::device::{DeviceChoice, DeviceError};
 pub use validate::Limits;
 
 use services::{AssignerService, FleetService, RegistryService, TrainingService};
@@ -50,6 +52,8 @@ pub struct ServeConfig {
     pub assign_threads: usize,
     /// PEM certificate chain and private key, for TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Where Train jobs run; checked when the server opens.
+    pub device: DeviceChoice,
 }
 
 /// Why the server could not start or stopped.
@@ -81,6 +85,9 @@ pub enum ServeError {
     /// The metrics endpoint failed.
     #[error("metrics endpoint: {0}")]
     Metrics(std::io::Error),
+    /// The training device cannot be used.
+    #[error("training device: {0}")]
+    Device(#[from] DeviceError),
 }
 
 /// An opened store, ready to serve.
@@ -95,11 +102,15 @@ pub struct Server {
     data_root: Option<PathBuf>,
     assign_threads: usize,
     tls: Option<(PathBuf, PathBuf)>,
+    /// Where Train jobs run (`auto` resolved when the server opened).
+    device: DeviceChoice,
 }
 
 impl Server {
     /// Opens the store (creating it when new) and checks that it is consistent.
     pub fn open(cfg: ServeConfig) -> Result<Self, ServeError> {
+        // A GPU that cannot be had is refused now, not at the first job.
+        let (_, device) = cfg.device.open()?;
         std::fs::create_dir_all(&cfg.store).map_err(|source| registry::RegistryError::Io {
             path: cfg.store.clone(),
             source,
@@ -117,6 +128,7 @@ impl Server {
             models = registry.list().len(),
             active = ?active.id,
             generation = active.generation,
+            %device,
             "store opened"
         );
         Ok(Self {
@@ -129,6 +141,7 @@ impl Server {
             data_root: cfg.data_root,
             assign_threads: cfg.assign_threads.max(1),
             tls: cfg.tls,
+            device,
         })
     }
 
@@ -159,6 +172,7 @@ impl Server {
             telemetry: s.telemetry.clone(),
             limits: s.limits,
             data_root: s.data_root.clone(),
+            device: s.device,
         };
         let models = RegistryService {
             registry: s.registry.clone(),

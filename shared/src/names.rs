@@ -75,15 +75,9 @@ fn layer(name: String, weight: Vec<usize>, out: usize) -> [TensorSpec; 2] {
     ]
 }
 
-/// Every tensor of an export for `spec` with `k` clusters and `q` calibration quantiles, in a
-/// fixed order: encoder layers first to last, then the clustering head, then preprocessing.
-pub fn expected_tensors(
-    spec: &EncoderSpec,
-    k: usize,
-    q: usize,
-) -> Result<Vec<TensorSpec>, ContractError> {
+/// The encoder's tensors for `spec`, first layer to last (what a runtime needs to encode).
+pub fn encoder_tensors(spec: &EncoderSpec) -> Result<Vec<TensorSpec>, ContractError> {
     spec.validate()?;
-    let d = spec.latent_dim();
     let mut out = Vec::new();
     match spec {
         EncoderSpec::Conv { .. } => {
@@ -100,7 +94,20 @@ pub fn expected_tensors(
             }
         }
     }
+    let d = spec.latent_dim();
     out.extend(layer(LATENT.into(), vec![d, spec.pre_latent_len()?], d));
+    Ok(out)
+}
+
+/// Every tensor of an export for `spec` with `k` clusters and `q` calibration quantiles, in a
+/// fixed order: encoder layers first to last, then the clustering head, then preprocessing.
+pub fn expected_tensors(
+    spec: &EncoderSpec,
+    k: usize,
+    q: usize,
+) -> Result<Vec<TensorSpec>, ContractError> {
+    let d = spec.latent_dim();
+    let mut out = encoder_tensors(spec)?;
     let n = spec.input_len();
     for (name, shape) in [
         (V, vec![d, d]),

@@ -274,6 +274,30 @@ pub fn candle_encoder(
     Encoder::new(&parts.meta().encoder, &vb, backend)
 }
 
+/// The encoder `spec` with the `encoder.*` tensors of `tensors` (as [`LoadedModel::tensors`]
+/// holds them), on `dev` with candle's own convolutions: how a GPU runs an exported model.
+pub fn encoder_on(
+    spec: &dekm_shared::EncoderSpec,
+    tensors: &BTreeMap<String, Vec<f32>>,
+    dev: &Device,
+) -> Result<Encoder, candle_core::Error> {
+    let specs = names::encoder_tensors(spec).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+    let tensors = specs
+        .iter()
+        .map(|t| {
+            let data = tensors
+                .get(&t.name)
+                .ok_or_else(|| candle_core::Error::Msg(format!("no tensor {}", t.name)))?;
+            Ok((
+                t.name.clone(),
+                Tensor::from_slice(data, t.shape.as_slice(), dev)?,
+            ))
+        })
+        .collect::<Result<HashMap<_, _>, candle_core::Error>>()?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, dev);
+    Encoder::new(spec, &vb, ConvBackend::Candle)
+}
+
 /// Reads a model directory, a `model.safetensors` path or a bundle with the edge runtime's
 /// loader (checksum, version, every tensor's name, dtype and shape), then builds the candle
 /// encoder from the same tensors.

@@ -6,12 +6,14 @@
 //! What is not here, and where it is: the gRPC service in `dekm-server`; the `dekm` command
 //! line, its progress bars, pictures and clustering comparisons in `dekm-cli`. This crate has
 //! no command-line, async or plotting dependency (the `clap` feature only derives
-//! `clap::ValueEnum` on the settings a command line chooses from).
+//! `clap::ValueEnum` on the settings a command line chooses from). Runs compute on the CPU or,
+//! built with the `cuda` feature, on a CUDA GPU ([`device`]).
 
 pub mod augment;
 pub mod choice;
 pub mod conv;
 pub mod data;
+pub mod device;
 pub mod export;
 pub mod model;
 pub mod optim;

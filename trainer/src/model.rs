@@ -375,16 +375,17 @@ impl Autoencoder {
         })
     }
 
-    /// Creates a fresh model in `varmap` with weights drawn as `init` says from `seed`
-    /// (candle's own initialisers use an unseeded generator on CPU).
+    /// Creates a fresh model in `varmap` on `dev` with weights drawn as `init` says from `seed`
+    /// (candle's own initialisers use an unseeded generator), the same numbers on every device.
     pub fn init(
         spec: &EncoderSpec,
         varmap: &VarMap,
         seed: u64,
         backend: ConvBackend,
         init: Init,
+        dev: &candle_core::Device,
     ) -> Result<Self> {
-        let vb = VarBuilder::from_varmap(varmap, DType::F32, &candle_core::Device::Cpu);
+        let vb = VarBuilder::from_varmap(varmap, DType::F32, dev);
         let model = Self::new(spec, &vb, backend)?;
         reinit(varmap, seed, init)?;
         Ok(model)
@@ -529,7 +530,8 @@ mod tests {
         );
         let vm = VarMap::new();
         let xs = Tensor::ones((3, spec.input_len()), DType::F32, &Device::Cpu).unwrap();
-        let fast = Autoencoder::init(&spec, &vm, 1, ConvBackend::Fast, Init::Torch).unwrap();
+        let fast =
+            Autoencoder::init(&spec, &vm, 1, ConvBackend::Fast, Init::Torch, &Device::Cpu).unwrap();
         assert_eq!(fast.encoder.forward(&xs).unwrap().dims(), [3, 4]);
         let out = fast.forward(&xs).unwrap();
         assert_eq!(out.dims(), [3, 2 * 13 * 13]);
@@ -555,7 +557,7 @@ mod tests {
         let spec = EncoderSpec::paper_dense(5, 3);
         let dump = |seed, init| {
             let vm = VarMap::new();
-            Autoencoder::init(&spec, &vm, seed, ConvBackend::Fast, init).unwrap();
+            Autoencoder::init(&spec, &vm, seed, ConvBackend::Fast, init, &Device::Cpu).unwrap();
             let data = vm.data().lock().unwrap();
             data["encoder.latent.weight"]
                 .flatten_all()
@@ -585,7 +587,7 @@ mod tests {
             10,
         );
         let vm = VarMap::new();
-        Autoencoder::init(&spec, &vm, 3, ConvBackend::Fast, Init::Keras).unwrap();
+        Autoencoder::init(&spec, &vm, 3, ConvBackend::Fast, Init::Keras, &Device::Cpu).unwrap();
         let data = vm.data().lock().unwrap();
         let range = |name: &str| {
             let v = data[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -619,7 +621,7 @@ mod tests {
         }
         drop(data);
         let vm = VarMap::new();
-        Autoencoder::init(&spec, &vm, 3, ConvBackend::Fast, Init::Torch).unwrap();
+        Autoencoder::init(&spec, &vm, 3, ConvBackend::Fast, Init::Torch, &Device::Cpu).unwrap();
         let data = vm.data().lock().unwrap();
         let v = data["encoder.conv0.bias"]
             .flatten_all()

@@ -68,11 +68,8 @@ pub fn train_and_export(
     out: &Path,
 ) -> Result<Outcome, PipelineError> {
     let trained = train::train(ds, cfg, opts)?;
-    // config.json names the start `auto` stood for.
-    let used = TrainConfig {
-        start: cfg.start_for(ds.len()),
-        ..cfg.clone()
-    };
+    // config.json names the start and the device `auto` stood for.
+    let used = trained.config.clone();
     let calibration = export::calibrate(&trained, cfg.threshold_quantile)?;
     let dekm = ds
         .labels
@@ -124,7 +121,11 @@ pub fn cluster_sizes(labels: &[u32], k: usize) -> Vec<usize> {
 
 /// Encodes and assigns every sample of `ds` with an exported model.
 pub fn assign(model: &LoadedModel, ds: &Dataset) -> Result<Vec<Assignment>, PipelineError> {
-    let z = latent(model, ds)?;
+    assign_latent(model, &latent(model, ds)?)
+}
+
+/// Assigns latent vectors `z` (`[n, d]`, as [`latent`] gives them) with the model's head.
+pub fn assign_latent(model: &LoadedModel, z: &[f32]) -> Result<Vec<Assignment>, PipelineError> {
     let d = model.head.latent_dim();
     let mut y = vec![0f32; d];
     z.chunks_exact(d)
@@ -132,8 +133,18 @@ pub fn assign(model: &LoadedModel, ds: &Dataset) -> Result<Vec<Assignment>, Pipe
         .collect()
 }
 
-/// The latent vectors `[n, d]` of every sample of `ds` under an exported model.
+/// The latent vectors `[n, d]` of every sample of `ds` under an exported model, on the CPU.
 pub fn latent(model: &LoadedModel, ds: &Dataset) -> Result<Vec<f32>, PipelineError> {
+    latent_on(model, ds, &Device::Cpu)
+}
+
+/// [`latent`] computed on `dev` (a GPU runs candle's convolutions over the model's tensors;
+/// the CPU the edge crate's kernels, as [`embed`] says).
+pub fn latent_on(
+    model: &LoadedModel,
+    ds: &Dataset,
+    dev: &Device,
+) -> Result<Vec<f32>, PipelineError> {
     let len = model.meta.encoder.input_len();
     if ds.shape.len() != len {
         return Err(PipelineError::Input(format!(
@@ -146,8 +157,12 @@ pub fn latent(model: &LoadedModel, ds: &Dataset) -> Result<Vec<f32>, PipelineErr
     let flat = ds
         .normalized(&model.normalizer)
         .map_err(|(i, e)| PipelineError::Input(format!("sample {i}: {e}")))?;
-    let xs = Tensor::from_vec(flat, (ds.len(), len), &Device::Cpu)?;
-    Ok(embed(&model.encoder, &xs, 1024)?)
+    let xs = Tensor::from_vec(flat, (ds.len(), len), dev)?;
+    if dev.is_cpu() {
+        return Ok(embed(&model.encoder, &xs, 1024)?);
+    }
+    let encoder = export::encoder_on(&model.meta.encoder, &model.tensors, dev)?;
+    Ok(embed(&encoder, &xs, 1024)?)
 }
 
 /// Renders rows of metrics as an aligned table.

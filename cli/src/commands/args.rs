@@ -9,6 +9,7 @@ use clap::Args;
 use dekm_cli::analysis;
 use dekm_cluster::internal::PairOptions;
 use dekm_trainer::data::{self, DataSource, LabelColumn, LoadOptions, Split, SyntheticOptions};
+use dekm_trainer::device::DeviceChoice;
 
 #[derive(Args)]
 pub(crate) struct DataArgs {
@@ -82,5 +83,23 @@ impl PairArgs {
                 self.max_exact
             );
         }
+    }
+}
+
+/// Where a command computes.
+#[derive(Args)]
+pub(crate) struct DeviceArgs {
+    /// Where to compute: auto (a CUDA GPU when this dekm was built with CUDA and one answers,
+    /// else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub(crate) device: DeviceChoice,
+}
+
+impl DeviceArgs {
+    /// Opens the device, saying which in the log.
+    pub(crate) fn open(&self) -> Result<candle_core::Device> {
+        let (dev, used) = self.device.open()?;
+        tracing::info!(device = %used, chosen = %self.device, "computing on");
+        Ok(dev)
     }
 }

@@ -11,7 +11,7 @@ use dekm_cluster::gmm::Covariance;
 use dekm_cluster::hierarchy::Linkage;
 use dekm_trainer::export::read_model;
 
-use super::args::{DataArgs, PairArgs};
+use super::args::{DataArgs, DeviceArgs, PairArgs};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum MethodName {
@@ -58,13 +58,15 @@ pub(crate) struct ClusterArgs {
     seed: u64,
     #[command(flatten)]
     pairs: PairArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// Runs each method and prints one table of their scores.
 pub(crate) fn run(args: &ClusterArgs) -> Result<()> {
     let model = args.model.as_deref().map(read_model).transpose()?;
     let ds = args.data.load(args.k, args.seed)?;
-    let space = analysis::space(model.as_ref(), &ds)?;
+    let space = analysis::space(model.as_ref(), &ds, &args.device.open()?)?;
     println!(
         "{} samples of {}, clustered in the {}",
         ds.len(),

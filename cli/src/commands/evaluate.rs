@@ -5,9 +5,9 @@ use anyhow::Result;
 use clap::Args;
 use dekm_cli::analysis;
 use dekm_trainer::export::read_model;
-use dekm_trainer::pipeline::{assign, cluster_sizes};
+use dekm_trainer::pipeline::{assign_latent, cluster_sizes};
 
-use super::args::{DataArgs, PairArgs};
+use super::args::{DataArgs, DeviceArgs, PairArgs};
 
 #[derive(Args)]
 pub(crate) struct EvalArgs {
@@ -18,13 +18,18 @@ pub(crate) struct EvalArgs {
     data: DataArgs,
     #[command(flatten)]
     pairs: PairArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// Assigns the data with the model and prints cluster sizes, outliers and every metric.
 pub(crate) fn run(args: &EvalArgs) -> Result<()> {
     let model = read_model(&args.model)?;
     let ds = args.data.load(model.meta.k, model.meta.seed)?;
-    let out = assign(&model, &ds)?;
+    let dev = args.device.open()?;
+    // One embedding pass serves both the assignment and the metrics in the latent space.
+    let space = analysis::space(Some(&model), &ds, &dev)?;
+    let out = assign_latent(&model, &space.xs)?;
     let labels: Vec<u32> = out.iter().map(|a| a.cluster).collect();
     let outliers = out.iter().filter(|a| a.outlier).count();
     println!(
@@ -39,7 +44,6 @@ pub(crate) fn run(args: &EvalArgs) -> Result<()> {
         "outliers: {outliers} ({:.2}%)",
         100.0 * outliers as f64 / ds.len().max(1) as f64
     );
-    let space = analysis::space(Some(&model), &ds)?;
     let assigned: Vec<Option<u32>> = labels.iter().copied().map(Some).collect();
     let pairs = args.pairs.options();
     let scores = analysis::score(&space, &assigned, ds.labels.as_deref(), &pairs)?;

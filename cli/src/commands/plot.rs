@@ -5,10 +5,10 @@ use anyhow::Result;
 use clap::Args;
 use dekm_cli::plots;
 use dekm_trainer::export::read_model;
-use dekm_trainer::pipeline::assign;
+use dekm_trainer::pipeline::{assign_latent, latent_on};
 use dekm_trainer::train::History;
 
-use super::args::DataArgs;
+use super::args::{DataArgs, DeviceArgs};
 
 #[derive(Args)]
 pub(crate) struct PlotArgs {
@@ -27,14 +27,16 @@ pub(crate) struct PlotArgs {
     /// 5000; exact t-SNE, about a minute for 3000 on 2 cores).
     #[arg(long, default_value_t = 0)]
     tsne: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// Writes the model's pictures of the data set.
 pub(crate) fn run(args: &PlotArgs) -> Result<()> {
     let model = read_model(&args.model)?;
     let ds = args.data.load(model.meta.k, model.meta.seed)?;
-    let out = assign(&model, &ds)?;
-    let z = dekm_trainer::pipeline::latent(&model, &ds)?;
+    let z = latent_on(&model, &ds, &args.device.open()?)?;
+    let out = assign_latent(&model, &z)?;
     let labels: Vec<u32> = out.iter().map(|a| a.cluster).collect();
     let outliers: Vec<bool> = out.iter().map(|a| a.outlier).collect();
     let history = std::fs::read(args.model.join("metrics.json"))

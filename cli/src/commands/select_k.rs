@@ -7,7 +7,7 @@ use dekm_cli::{analysis, plots};
 use dekm_cluster::Points;
 use dekm_trainer::export::read_model;
 
-use super::args::{DataArgs, PairArgs};
+use super::args::{DataArgs, DeviceArgs, PairArgs};
 
 #[derive(Args)]
 pub(crate) struct SelectKArgs {
@@ -30,6 +30,8 @@ pub(crate) struct SelectKArgs {
     seed: u64,
     #[command(flatten)]
     pairs: PairArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// `FROM..TO` on the command line.
@@ -55,7 +57,7 @@ impl std::str::FromStr for KRange {
 pub(crate) fn run(args: &SelectKArgs) -> Result<()> {
     let model = args.model.as_deref().map(read_model).transpose()?;
     let ds = args.data.load(args.k_range.1.max(1), args.seed)?;
-    let space = analysis::space(model.as_ref(), &ds)?;
+    let space = analysis::space(model.as_ref(), &ds, &args.device.open()?)?;
     let p = Points::new(&space.xs, space.dim)?;
     let sel = dekm_cluster::select::select_k(
         &p,

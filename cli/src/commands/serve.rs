@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use dekm_server::{Auth, Limits, ServeConfig, Server};
+use dekm_trainer::device::DeviceChoice;
 
 #[derive(Args)]
 pub(crate) struct ServeArgs {
@@ -51,6 +52,10 @@ pub(crate) struct ServeArgs {
     /// Logs as JSON lines.
     #[arg(long)]
     pub(crate) log_json: bool,
+    /// Where Train jobs run: auto (a CUDA GPU when this dekm was built with CUDA and one
+    /// answers, else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
 }
 
 fn server_config(a: &ServeArgs) -> Result<ServeConfig> {
@@ -78,6 +83,7 @@ fn server_config(a: &ServeArgs) -> Result<ServeConfig> {
             2 * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
         }),
         tls: a.tls_cert.clone().zip(a.tls_key.clone()),
+        device: a.device,
     })
 }
 

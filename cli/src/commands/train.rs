@@ -7,6 +7,7 @@ use clap::Args;
 use dekm_cli::plots;
 use dekm_cli::progress::Bars;
 use dekm_trainer::augment::Augment;
+use dekm_trainer::device::DeviceChoice;
 use dekm_trainer::model::{ConvBackend, Init};
 use dekm_trainer::pipeline::{cluster_sizes, train_and_export};
 use dekm_trainer::train::{Method as TrainMethod, Observer, RunOptions, Start, TrainConfig};
@@ -85,6 +86,10 @@ pub(crate) struct TrainArgs {
     /// mixture on a UMAP layout of the embedding).
     #[arg(long, value_enum, default_value_t = Start::default())]
     start: Start,
+    /// Where to train: auto (a CUDA GPU when this dekm was built with CUDA and one answers,
+    /// else the CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
 }
 
 impl TrainArgs {
@@ -110,6 +115,7 @@ impl TrainArgs {
             },
             init: self.init,
             start: self.start,
+            device: self.device,
         }
     }
 }
@@ -189,5 +195,33 @@ mod tests {
             panic!("not a train command");
         };
         assert_eq!(args.config(), TrainConfig::default());
+    }
+
+    #[test]
+    fn every_embedding_command_takes_a_device_and_a_bad_one_is_named() {
+        use super::super::Cli;
+        let base = ["--dataset", "synthetic"];
+        for cmd in [
+            vec!["train", "--out", "m"],
+            vec!["evaluate", "--model", "m"],
+            vec!["cluster"],
+            vec!["plot", "--model", "m", "--out", "p"],
+            vec!["select-k"],
+        ] {
+            let args = |device: &str| {
+                let mut a = vec!["dekm"];
+                a.extend(&cmd);
+                a.extend(base);
+                a.extend(["--device", device]);
+                a.into_iter().map(String::from).collect::<Vec<_>>()
+            };
+            for ok in ["auto", "cpu", "cuda", "cuda:1"] {
+                assert!(Cli::try_parse_from(args(ok)).is_ok(), "{cmd:?} {ok}");
+            }
+            let err = Cli::try_parse_from(args("gpu")).err().unwrap().to_string();
+            assert!(err.contains("expected auto, cpu, cuda or cuda:N"), "{err}");
+        }
+        let serve = ["dekm", "serve", "--store", "s", "--device", "cuda:0"];
+        assert!(Cli::try_parse_from(serve).is_ok());
     }
 }

@@ -10,6 +10,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::Stream_;
+use dekm_trainer::device::DeviceChoice;
+
 use crate::auth::{Access, Auth};
 use crate::convert::{job_pb, progress_pb};
 use crate::jobs::Jobs;
@@ -26,6 +28,8 @@ pub(crate) struct TrainingService {
     pub(crate) limits: Limits,
     /// Root of server-side data sets.
     pub(crate) data_root: Option<PathBuf>,
+    /// Where jobs train.
+    pub(crate) device: DeviceChoice,
 }
 
 #[tonic::async_trait]
@@ -39,7 +43,8 @@ impl pb::training_server::Training for TrainingService {
         let started = Instant::now();
         let result = (|| {
             self.auth.check(&req, Access::Admin)?;
-            let spec = job_spec(req.into_inner(), &self.limits, self.data_root.as_deref())?;
+            let mut spec = job_spec(req.into_inner(), &self.limits, self.data_root.as_deref())?;
+            spec.config.device = self.device;
             self.jobs.submit(spec).map_err(jobs_status)
         })();
         self.telemetry.record("Train", started, &result);

@@ -37,6 +37,7 @@ impl Running {
             training_slots: 1,
             assign_threads: 2,
             tls: None,
+            device: dekm_trainer::device::DeviceChoice::Cpu,
         })
         .await
     }

@@ -27,6 +27,7 @@ async fn devices_sync_over_tls_and_plaintext_is_refused() {
         training_slots: 1,
         assign_threads: 2,
         tls: Some((cert_path, key_path)),
+        device: dekm_trainer::device::DeviceChoice::Cpu,
     })
     .await;
 

@@ -133,7 +133,11 @@ impl Checkpointer<'_> {
     }
 
     /// Loads weights into `varmap`; returns the state and the optimizer moments.
-    pub(super) fn load(&self, varmap: &mut VarMap) -> Result<Option<Resumed>, TrainError> {
+    pub(super) fn load(
+        &self,
+        varmap: &mut VarMap,
+        dev: &Device,
+    ) -> Result<Option<Resumed>, TrainError> {
         let Some(dir) = self.dir else { return Ok(None) };
         let path = dir.join(STATE);
         if !path.exists() {
@@ -148,7 +152,7 @@ impl Checkpointer<'_> {
             ));
         }
         varmap.load(dir.join(WEIGHTS))?;
-        let moments = candle_core::safetensors::load(dir.join(OPTIMIZER), &Device::Cpu)?;
+        let moments = candle_core::safetensors::load(dir.join(OPTIMIZER), dev)?;
         Ok(Some((state, moments)))
     }
 }

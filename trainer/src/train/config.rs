@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use crate::augment::Augment;
+use crate::device::DeviceChoice;
 use crate::model::{ConvBackend, Init};
 
 /// Training settings (what `dekm train` exposes, saved as `config.json` next to the model).
@@ -57,6 +58,11 @@ pub struct TrainConfig {
     /// k-means, which is how those models were trained.
     #[serde(default = "start_kmeans")]
     pub start: Start,
+    /// Where the run computes (`auto`: a GPU when the binary has CUDA and one answers). A
+    /// model's `config.json` names the device it was trained on; settings saved before the
+    /// choice existed read as `auto`, which was the CPU then.
+    #[serde(default)]
+    pub device: DeviceChoice,
 }
 
 fn augment_off() -> Augment {
@@ -156,6 +162,7 @@ impl Default for TrainConfig {
             augment: Augment::OFF,
             init: Init::default(),
             start: Start::default(),
+            device: DeviceChoice::default(),
         }
     }
 }

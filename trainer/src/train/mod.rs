@@ -29,9 +29,11 @@ pub use observe::{History, IterationLog, Observer, Progress};
 pub use start::{MANIFOLD_AXES, MANIFOLD_STARTS};
 
 use crate::augment::Jitter;
+use crate::choice::Choice;
 use crate::data::Dataset;
+use crate::device::{DeviceChoice, DeviceError};
 use crate::kmeans::{KMeans, KMeansInit};
-use crate::model::{Autoencoder, Encoder, embed};
+use crate::model::{Autoencoder, ConvBackend, Encoder, embed};
 use crate::optim::Adam;
 use crate::rotation::{Rotation, rotation, within_scatter};
 use checkpoint::{CheckpointState, Checkpointer, Phase, RunKey};
@@ -73,6 +75,46 @@ pub enum TrainError {
         /// Where.
         phase: String,
     },
+    /// The device asked for cannot be used.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// The GPU ran out of memory.
+    #[error(
+        "{device} ran out of memory with minibatches of {batch_size}: lower --batch-size \
+         (e.g. to {}) or train on the CPU (--device cpu); the driver said: {source}",
+        (batch_size / 2).max(1)
+    )]
+    OutOfMemory {
+        /// The device.
+        device: DeviceChoice,
+        /// The minibatch size that did not fit.
+        batch_size: usize,
+        /// The driver's error.
+        source: candle_core::Error,
+    },
+}
+
+impl TrainError {
+    /// A tensor error on `device` that is the GPU running out of memory, named as such.
+    fn on_device(self, device: DeviceChoice, batch_size: usize) -> Self {
+        match self {
+            Self::Candle(e) if device != DeviceChoice::Cpu && out_of_memory(&e) => {
+                Self::OutOfMemory {
+                    device,
+                    batch_size,
+                    source: e,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// Whether a candle error is a CUDA allocation failure (cudarc's `CUDA_ERROR_OUT_OF_MEMORY`, or
+/// the "out of memory" of candle's own messages).
+fn out_of_memory(e: &candle_core::Error) -> bool {
+    let text = e.to_string();
+    text.contains("CUDA_ERROR_OUT_OF_MEMORY") || text.to_lowercase().contains("out of memory")
 }
 
 /// Where to checkpoint, whether to resume, and who watches.
@@ -117,16 +159,43 @@ pub struct Trained {
     pub baseline: Option<TrainingMetrics>,
     /// Curves.
     pub history: History,
+    /// The settings as the run used them: the start and the device `auto` stood for, and the
+    /// convolution kernels the device runs.
+    pub config: TrainConfig,
 }
 
 /// Trains on `ds`: pretraining, then the clustering stage, checkpointing after every epoch and
-/// iteration.
+/// iteration, on the device `cfg.device` names.
 pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Trained, TrainError> {
+    cfg.validate(ds.len())?;
+    let (dev, device) = cfg.device.open()?;
+    // The fused convolutions are CPU kernels; on a GPU candle's own run.
+    let conv = if dev.is_cpu() {
+        cfg.conv
+    } else {
+        ConvBackend::Candle
+    };
+    tracing::info!(device = %device, chosen = %cfg.device, conv = conv.name(), "computing on");
+    let used = TrainConfig {
+        start: cfg.start_for(ds.len()),
+        device,
+        conv,
+        ..cfg.clone()
+    };
+    run(ds, &used, cfg, opts, &dev).map_err(|e| e.on_device(device, cfg.batch_size))
+}
+
+/// [`train`] on the opened device `dev`, with `cfg` as it is used (`asked`: as it was given).
+fn run(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    asked: &TrainConfig,
+    opts: &RunOptions,
+    dev: &Device,
+) -> Result<Trained, TrainError> {
     let n = ds.len();
-    cfg.validate(n)?;
-    let begin = cfg.start_for(n);
-    tracing::info!(start = ?begin, chosen = ?cfg.start, samples = n, "clustering stage start");
-    let dev = Device::Cpu;
+    let begin = cfg.start;
+    tracing::info!(start = ?begin, chosen = ?asked.start, samples = n, "clustering stage start");
     let spec = ds.encoder_spec(cfg.latent);
     spec.validate()
         .map_err(|e| TrainError::Config(e.to_string()))?;
@@ -134,11 +203,11 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
     let flat = ds
         .normalized(&normalizer)
         .map_err(|(i, e)| TrainError::Config(format!("input sample {i}: {e}")))?;
-    let xs = Tensor::from_vec(flat, (n, spec.input_len()), &dev)?;
+    let xs = Tensor::from_vec(flat, (n, spec.input_len()), dev)?;
     let jitter = Jitter::new(&ds.shape, cfg.augment);
 
     let mut varmap = VarMap::new();
-    let ae = Autoencoder::init(&spec, &varmap, cfg.seed, cfg.conv, cfg.init)?;
+    let ae = Autoencoder::init(&spec, &varmap, cfg.seed, cfg.conv, cfg.init, dev)?;
     let ckpt = Checkpointer {
         dir: opts.checkpoint.as_deref(),
         run: RunKey {
@@ -148,17 +217,21 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
             // The stage after pretraining and its start may change too: DEC, IDEC and DEKM
             // runs, from k-means or from the manifold, can start from one pretraining
             // checkpoint.
+            // The device (and with it the kernels) may change too: a CPU checkpoint resumes on a
+            // GPU and back, at the price of bit-for-bit equality with an uninterrupted run.
             config: TrainConfig {
                 epochs: 0,
                 max_iter: 0,
                 method: Method::Dekm,
                 start: Start::Kmeans,
-                ..cfg.clone()
+                device: DeviceChoice::Auto,
+                conv: ConvBackend::Fast,
+                ..asked.clone()
             },
         },
     };
     let resumed = if opts.resume {
-        ckpt.load(&mut varmap)?
+        ckpt.load(&mut varmap, dev)?
     } else {
         None
     };
@@ -318,6 +391,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
         z,
         baseline,
         history,
+        config: cfg.clone(),
     })
 }
 
@@ -335,4 +409,45 @@ fn named_vars(varmap: &VarMap, prefix: &str) -> Result<Vec<(String, Var)>, Train
         .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(named)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_out_of_memory_names_the_batch_size_to_lower() {
+        let oom = || {
+            TrainError::Candle(candle_core::Error::Msg(
+                "DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".into(),
+            ))
+        };
+        let err = oom().on_device(DeviceChoice::Cuda(0), 256);
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                TrainError::OutOfMemory {
+                    batch_size: 256,
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("cuda:0 ran out of memory with minibatches of 256"),
+            "{text}"
+        );
+        assert!(text.contains("lower --batch-size (e.g. to 128)"), "{text}");
+        // On the CPU, or for another error, the error stays what it was.
+        assert!(matches!(
+            oom().on_device(DeviceChoice::Cpu, 256),
+            TrainError::Candle(_)
+        ));
+        let other = TrainError::Candle(candle_core::Error::Msg("shape mismatch".into()));
+        assert!(matches!(
+            other.on_device(DeviceChoice::Cuda(0), 256),
+            TrainError::Candle(_)
+        ));
+    }
 }

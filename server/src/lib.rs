@@ -198,9 +198,17 @@ impl Server {
         health
             .set_serving::<pb::fleet_server::FleetServer<FleetService>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(dekm_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Both reflection versions, as grpc-go serves them: Python's grpcio-reflection, grpcui
+        // and older grpcurl speak v1alpha only.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(dekm_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
+        let reflection = reflection()
             .build_v1()
             .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
@@ -236,6 +244,7 @@ impl Server {
             .layer(tower::util::MapResponseLayer::new(status::remap_oversized))
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(
                 pb::assigner_server::AssignerServer::new(assigner)
                     .max_decoding_message_size(max)

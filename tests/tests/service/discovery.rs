@@ -56,6 +56,28 @@ async fn standard_tools_find_health_and_services() {
     ] {
         assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
     }
+    // The older protocol too, which Python's grpcio-reflection and grpcui speak.
+    {
+        use tonic_reflection::pb::v1alpha::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut old = ServerReflectionClient::new(ch.clone());
+        let mut answers = old
+            .server_reflection_info(tokio_stream::iter(vec![ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            }]))
+            .await
+            .expect("v1alpha is served")
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("not a service list");
+        };
+        assert!(list.service.iter().any(|s| s.name == "dekm.v1.Assigner"));
+    }
     drop((health, reflection, answers, ch));
     server.stop().await;
 }

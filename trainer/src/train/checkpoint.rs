@@ -65,10 +65,9 @@ pub(super) enum Phase {
 /// the tolerance (DEKM's own convergence test, applied to the held partition) or the last
 /// iteration, where k-means takes over so that the export's centres are k-means ones. That
 /// k-means is Lloyd's from the held clusters' centres: k-means++ restarts can land in another
-/// partition's basin (18% apart from the held one in an early Fashion-MNIST iteration, where
-/// Lloyd's from the held centres moved 10%).
-/// Released at once or as soon as the disagreement merely stopped falling fast, k-means'
-/// Voronoi cells undid much of the start (docs/RESULTS.md, "held manifold start").
+/// partition's basin, farther from the held one than Lloyd's moves. Released at once, or as
+/// soon as the disagreement merely stopped falling fast, k-means' Voronoi cells undid much of
+/// the start (docs/RESULTS.md has the measurements).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Held {
     pub(super) labels: Vec<u32>,

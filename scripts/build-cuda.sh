@@ -49,18 +49,21 @@ for so in "$lib"/lib*.so.*; do
   [ -e "$base" ] || ln -s "$(basename "$so")" "$base"
 done
 
-# libcuda stub: every driver function cudarc declares, as an empty symbol, in a library named
-# libcuda.so.1 like the driver. Only the linker sees it; at run time the driver's own loads.
+# libcuda stub: every driver function cudarc declares, each answering CUDA_ERROR_STUB_LIBRARY (34)
+# as the toolkit's own stub does, in a library named libcuda.so.1 like the driver. The linker
+# needs it; at run time the driver's own loads (with this stub on LD_LIBRARY_PATH instead, on a
+# machine without a driver, `--device auto` falls back to the CPU and `--device cuda` says why).
 stubs=$root/stubs
-if [ ! -f "$stubs/libcuda.so" ]; then
+if ! grep -q 'return 34' "$stubs/cuda_stub.c" 2>/dev/null; then
   mkdir -p "$stubs"
   src=$(find "${CARGO_HOME:-$HOME/.cargo}"/registry/src -path '*cudarc-0.19*/src/driver/sys/mod.rs' | head -1)
   if [ -z "$src" ]; then
     cargo fetch --quiet
     src=$(find "${CARGO_HOME:-$HOME/.cargo}"/registry/src -path '*cudarc-0.19*/src/driver/sys/mod.rs' | head -1)
   fi
-  grep -o 'pub unsafe fn cu[A-Za-z0-9_]*(' "$src" | sed 's/pub unsafe fn \(.*\)(/void \1(void) {}/' | sort -u > "$stubs/cuda_stub.c"
+  grep -o 'pub unsafe fn cu[A-Za-z0-9_]*(' "$src" | sed 's/pub unsafe fn \(.*\)(/int \1(void) { return 34; }/' | sort -u > "$stubs/cuda_stub.c"
   cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$stubs/libcuda.so" "$stubs/cuda_stub.c"
+  ln -sf libcuda.so "$stubs/libcuda.so.1"
 fi
 
 nvcc --version | tail -2

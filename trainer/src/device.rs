@@ -97,7 +97,9 @@ impl DeviceChoice {
                 .map(|d| (d, self))
                 .map_err(|e| DeviceError::Unavailable {
                     choice: self,
-                    reason: e.to_string(),
+                    // candle appends a backtrace to its driver errors; the first line is the
+                    // driver's answer.
+                    reason: e.to_string().lines().next().unwrap_or_default().to_string(),
                 }),
             Self::Auto if !CUDA_BUILT => Ok((candle_core::Device::Cpu, Self::Cpu)),
             Self::Auto => match Self::Cuda(0).open() {

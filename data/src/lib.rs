@@ -1,6 +1,6 @@
 //! Readers for the sample files dekm consumes, shared by the trainer (whole files) and the edge
 //! CLI (streams, one sample at a time in bounded memory): IDX images (raw or gzip), CSV, NumPy
-//! `.npy` and raw little-endian `f32`.
+//! `.npy`, raw little-endian `f32`, and the UEA/UCR time-series archives' `.ts` files.
 //!
 //! Every problem is a [`DataError`] naming the file and, for row-level problems, the line or
 //! row, so a bad file never ends in a panic or a silent skip.
@@ -8,6 +8,7 @@
 pub mod idx;
 pub mod stream;
 pub mod table;
+pub mod ts;
 
 use std::path::PathBuf;
 
@@ -114,7 +115,9 @@ pub enum DataError {
         path: PathBuf,
     },
     /// The data source string is not understood.
-    #[error("unknown data set '{0}': use mnist, fashion-mnist, synthetic, csv:PATH or npy:PATH")]
+    #[error(
+        "unknown data set '{0}': use mnist, fashion-mnist, synthetic, csv:PATH, npy:PATH or ts:PATH"
+    )]
     UnknownSource(String),
 }
 

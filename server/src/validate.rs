@@ -114,6 +114,7 @@ fn dataset_ref(
         }
         DataSource::Csv(p) => DataSource::Csv(under_root(need_root()?, &p)?),
         DataSource::Npy(p) => DataSource::Npy(under_root(need_root()?, &p)?),
+        DataSource::Ts(p) => DataSource::Ts(under_root(need_root()?, &p)?),
     };
     let label_column = (!d.label_column.is_empty())
         .then(|| d.label_column.parse::<LabelColumn>())

@@ -13,7 +13,7 @@ use dekm_trainer::device::DeviceChoice;
 
 #[derive(Args)]
 pub(crate) struct DataArgs {
-    /// mnist, fashion-mnist, synthetic, csv:PATH or npy:PATH.
+    /// mnist, fashion-mnist, synthetic, csv:PATH, npy:PATH or ts:PATH (a UEA/UCR .ts file).
     #[arg(long)]
     dataset: DataSource,
     /// Directory with mnist/ and fashion-mnist/ (IDX files, gzip or raw).

@@ -25,6 +25,9 @@ pub enum DataSource {
     Csv(PathBuf),
     /// A NumPy `.npy` file.
     Npy(PathBuf),
+    /// A UEA/UCR `.ts` file of pre-cut multichannel cases (one sample per case, its channels'
+    /// readings one after the other).
+    Ts(PathBuf),
 }
 
 impl std::str::FromStr for DataSource {
@@ -37,6 +40,7 @@ impl std::str::FromStr for DataSource {
             _ => match s.split_once(':') {
                 Some(("csv", p)) if !p.is_empty() => Self::Csv(p.into()),
                 Some(("npy", p)) if !p.is_empty() => Self::Npy(p.into()),
+                Some(("ts", p)) if !p.is_empty() => Self::Ts(p.into()),
                 _ => return Err(DataError::UnknownSource(s.to_string())),
             },
         })
@@ -51,6 +55,7 @@ impl std::fmt::Display for DataSource {
             Self::Synthetic => f.write_str("synthetic"),
             Self::Csv(p) => write!(f, "csv:{}", p.display()),
             Self::Npy(p) => write!(f, "npy:{}", p.display()),
+            Self::Ts(p) => write!(f, "ts:{}", p.display()),
         }
     }
 }
@@ -234,6 +239,20 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
                 xs: draw.xs,
                 labels: Some(draw.labels),
                 anomalies: Some(draw.anomalies),
+            }
+        }
+        DataSource::Ts(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let s = dekm_data::ts::parse_ts(&text, path)?;
+            Dataset {
+                name: source.to_string(),
+                shape: SampleShape::Vector(s.channels * s.length),
+                xs: s.xs,
+                labels: s.labels,
+                anomalies: None,
             }
         }
         DataSource::Csv(path) | DataSource::Npy(path) => {

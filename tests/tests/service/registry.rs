@@ -12,16 +12,7 @@ async fn bad_registry_requests_get_their_status_codes() {
     let srv = Strict::start().await;
     let mut registry = RegistryClient::new(srv.ch.clone());
 
-    let bundle = dekm_edge::model::fixture::dense(1).to_bundle();
-    let id = registry
-        .publish_model(admin(pb::PublishModelRequest {
-            bundle: bundle.clone(),
-            activate: true,
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let (id, bundle) = srv.publish_fixture().await;
     assert_eq!(id.len(), 16, "{id}");
     let mut corrupt = bundle.clone();
     *corrupt.last_mut().unwrap() ^= 1;

@@ -151,6 +151,7 @@ pub fn run(method: &Method, s: &Space, seed: u64) -> Result<Vec<Option<u32>>, Cl
                 k,
                 seed,
                 mixture: umap::Mixture::BestStart,
+                neighbours: None,
             },
             &p,
         ),

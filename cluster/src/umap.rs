@@ -82,6 +82,64 @@ impl UmapConfig {
     }
 }
 
+/// Every point's `m` nearest other points, found elsewhere (a GPU's batched distance products):
+/// what UMAP's graph is built on, checked so the layout never sees a malformed neighbourhood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Neighbours {
+    m: usize,
+    idx: Vec<u32>,
+    dist: Vec<f32>,
+}
+
+impl Neighbours {
+    /// `idx` and `dist` row-major `[n, m]`: each row the indices of point `i`'s neighbours
+    /// (never `i`, each below `n`) and their Euclidean distances, finite, non-negative and
+    /// ascending.
+    pub fn new(n: usize, m: usize, idx: Vec<u32>, dist: Vec<f32>) -> Result<Self, ClusterError> {
+        for (what, got) in [
+            ("neighbour indices", idx.len()),
+            ("neighbour distances", dist.len()),
+        ] {
+            if m == 0 || got != n * m {
+                return Err(ClusterError::Shape {
+                    what,
+                    expected: n * m.max(1),
+                    got,
+                });
+            }
+        }
+        let bad = |i: usize, reason: &'static str| ClusterError::Parameter {
+            name: "neighbours",
+            value: format!("row {i}"),
+            reason,
+        };
+        for (i, (js, ds)) in idx.chunks_exact(m).zip(dist.chunks_exact(m)).enumerate() {
+            if js.iter().any(|&j| j as usize >= n || j as usize == i) {
+                return Err(bad(i, "indices must name other points"));
+            }
+            if ds.iter().any(|d| !(d.is_finite() && *d >= 0.0))
+                || ds.windows(2).any(|w| w[0] > w[1])
+            {
+                return Err(bad(
+                    i,
+                    "distances must be finite, non-negative and ascending",
+                ));
+            }
+        }
+        Ok(Self { m, idx, dist })
+    }
+
+    /// Neighbours per point.
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    /// The indices and distances, row-major `[n, m]`.
+    pub fn parts(&self) -> (&[u32], &[f32]) {
+        (&self.idx, &self.dist)
+    }
+}
+
 /// The exact `m` nearest other points of every point: indices and Euclidean distances, each
 /// row sorted by distance (then index), row-major `[n, m]`. The search UMAP's graph is built
 /// on, for callers that need the same neighbourhoods (it grows with n²).
@@ -177,10 +235,10 @@ fn strengths(ds: &[f32], neighbors: usize, mean_all: f64, out: &mut [f32]) {
 }
 
 /// The fuzzy neighbour graph as directed edges `(from, to, weight)`, both directions of every
-/// pair, the weights of a pair combined as a fuzzy union `a + b - ab`.
-fn graph(p: &Points<'_>, neighbors: usize) -> Vec<(u32, u32, f32)> {
+/// pair, the weights of a pair combined as a fuzzy union `a + b - ab`, from each point's `m`
+/// nearest others (`neighbors = m + 1`, the point itself counted as umap-learn counts it).
+fn graph(idx: &[u32], dist: &[f32], neighbors: usize) -> Vec<(u32, u32, f32)> {
     let m = neighbors - 1;
-    let (idx, dist) = neighbours(p, m);
     let mean_all = dist.iter().map(|&d| f64::from(d)).sum::<f64>() / dist.len() as f64;
     let mut w = vec![0f32; dist.len()];
     w.par_chunks_mut(m)
@@ -447,14 +505,24 @@ pub enum Mixture {
 /// [`GmmConfig::new`]: crate::gmm::GmmConfig::new
 /// [`GmmConfig::restarts`]: crate::gmm::GmmConfig::restarts
 /// [`fit_likeliest`]: crate::gmm::fit_likeliest
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct N2dConfig {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct N2dConfig<'a> {
     /// Clusters (and the layout's dimension).
     pub k: usize,
     /// Seed of the layout and the mixture's starts.
     pub seed: u64,
     /// Which mixture is kept.
     pub mixture: Mixture,
+    /// Each point's nearest others when already found (a GPU's distance products; there must be
+    /// [`N2dConfig::neighbours_needed`] per point), else the exact search runs.
+    pub neighbours: Option<&'a Neighbours>,
+}
+
+impl N2dConfig<'_> {
+    /// The neighbours per point N2D's graph is built on for `n` points and `k` clusters.
+    pub fn neighbours_needed(n: usize, k: usize) -> usize {
+        UmapConfig::new(k).neighbors.min(n.saturating_sub(1)).max(2) - 1
+    }
 }
 
 /// N2D's partition of the points it was fitted on.
@@ -464,7 +532,7 @@ pub struct N2d {
     pub labels: Vec<u32>,
 }
 
-impl Fit for N2dConfig {
+impl Fit for N2dConfig<'_> {
     type Model = N2d;
 
     fn fit(&self, p: &Points<'_>) -> Result<N2d, ClusterError> {
@@ -474,10 +542,10 @@ impl Fit for N2dConfig {
         }
         let cfg = UmapConfig {
             seed: self.seed,
-            neighbors: UmapConfig::new(k).neighbors.min(p.len() - 1).max(2),
+            neighbors: Self::neighbours_needed(p.len(), k) + 1,
             ..UmapConfig::new(k)
         };
-        let y = layout(p, &cfg)?;
+        let y = layout_with(p, &cfg, self.neighbours)?;
         let y = Points::new(&y, k)?;
         let gmm = crate::gmm::GmmConfig {
             seed: self.seed,
@@ -505,10 +573,34 @@ fn clip(g: f64) -> f64 {
 
 /// A `[n, cfg.components]` row-major UMAP layout of `p`.
 pub fn layout(p: &Points<'_>, cfg: &UmapConfig) -> Result<Vec<f32>, ClusterError> {
+    layout_with(p, cfg, None)
+}
+
+/// [`layout`] from precomputed neighbourhoods (`cfg.neighbors - 1` per point) when given, else
+/// from the exact search.
+pub fn layout_with(
+    p: &Points<'_>,
+    cfg: &UmapConfig,
+    known: Option<&Neighbours>,
+) -> Result<Vec<f32>, ClusterError> {
     let n = p.len();
     cfg.validate(n)?;
     let c = cfg.components;
-    let mut edges = graph(p, cfg.neighbors);
+    let m = cfg.neighbors - 1;
+    let mut edges = match known {
+        Some(k) if k.m != m || k.idx.len() != n * m => {
+            return Err(ClusterError::Shape {
+                what: "precomputed neighbours",
+                expected: n * m,
+                got: k.idx.len(),
+            });
+        }
+        Some(k) => graph(&k.idx, &k.dist, cfg.neighbors),
+        None => {
+            let (idx, dist) = neighbours(p, m);
+            graph(&idx, &dist, cfg.neighbors)
+        }
+    };
     let max_w = edges.iter().map(|e| e.2).fold(0f32, f32::max);
     // Edges too weak to be sampled once in all the epochs are dropped, as umap-learn does.
     edges.retain(|e| e.2 >= max_w / cfg.epochs as f32);
@@ -603,7 +695,14 @@ mod tests {
         seed: u64,
         mixture: Mixture,
     ) -> Result<Vec<u32>, ClusterError> {
-        Ok(N2dConfig { k, seed, mixture }.fit(p)?.labels)
+        Ok(N2dConfig {
+            k,
+            seed,
+            mixture,
+            neighbours: None,
+        }
+        .fit(p)?
+        .labels)
     }
     use rand_distr::{Distribution, Normal};
 
@@ -740,9 +839,60 @@ mod tests {
     }
 
     #[test]
+    fn precomputed_neighbours_give_the_exact_searchs_layout_and_bad_ones_are_refused() {
+        let (xs, _) = strokes(100);
+        let p = Points::new(&xs, 2).unwrap();
+        let cfg = UmapConfig {
+            neighbors: 10,
+            ..UmapConfig::new(2)
+        };
+        let (idx, dist) = nearest_neighbours(&p, 9).unwrap();
+        let known = Neighbours::new(p.len(), 9, idx.clone(), dist.clone()).unwrap();
+        assert_eq!(
+            layout_with(&p, &cfg, Some(&known)).unwrap(),
+            layout(&p, &cfg).unwrap()
+        );
+        let n2d_known = N2dConfig {
+            k: 2,
+            seed: 0,
+            mixture: Mixture::BestStart,
+            neighbours: None,
+        };
+        let needed = N2dConfig::neighbours_needed(p.len(), 2);
+        let (idx2, dist2) = nearest_neighbours(&p, needed).unwrap();
+        let known2 = Neighbours::new(p.len(), needed, idx2, dist2).unwrap();
+        assert_eq!(
+            N2dConfig {
+                neighbours: Some(&known2),
+                ..n2d_known
+            }
+            .fit(&p)
+            .unwrap(),
+            n2d_known.fit(&p).unwrap()
+        );
+        // Too few per point for the graph, a point among its own neighbours, a row out of order.
+        let fewer = Neighbours::new(
+            p.len(),
+            1,
+            idx.iter().step_by(9).copied().collect(),
+            dist.iter().step_by(9).copied().collect(),
+        )
+        .unwrap();
+        assert!(layout_with(&p, &cfg, Some(&fewer)).is_err());
+        let mut own = idx.clone();
+        own[0] = 0;
+        assert!(Neighbours::new(p.len(), 9, own, dist.clone()).is_err());
+        let mut unordered = dist.clone();
+        unordered[0] = unordered[1] + 1.0;
+        assert!(Neighbours::new(p.len(), 9, idx.clone(), unordered).is_err());
+        assert!(Neighbours::new(p.len(), 9, idx, vec![0.0; 3]).is_err());
+    }
+
+    #[test]
     fn the_graph_is_symmetric_and_unions_both_directions() {
         let (xs, _) = strokes(30);
-        let edges = graph(&Points::new(&xs, 2).unwrap(), 5);
+        let (idx, dist) = neighbours(&Points::new(&xs, 2).unwrap(), 4);
+        let edges = graph(&idx, &dist, 5);
         let mut seen = std::collections::HashMap::new();
         for &(i, j, w) in &edges {
             assert_ne!(i, j);

@@ -16,6 +16,7 @@ pub mod data;
 pub mod device;
 pub mod export;
 pub mod model;
+pub mod neighbours;
 pub mod optim;
 pub mod pipeline;
 pub mod rotation;

@@ -1,7 +1,7 @@
 //! Where the clustering stage starts: k-means on the pretrained embedding (the AE + k-means
 //! baseline, and the DEKM paper's start), or N2D's partition of a UMAP layout (`manifold`).
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use dekm_cluster::pca::Pca;
 use dekm_cluster::umap;
 
@@ -11,6 +11,7 @@ use crate::data::Dataset;
 use crate::kmeans::{KMeans, KMeansConfig, KMeansInit};
 use crate::metrics;
 use crate::model::{Encoder, manifold_features};
+use crate::neighbours::nearest_on;
 use dekm_cluster::{Fit, Points};
 use dekm_shared::TrainingMetrics;
 
@@ -94,7 +95,7 @@ fn manifold_start(
 ) -> Result<KMeans, TrainError> {
     let Some((f, dim)) = manifold_features(encoder, xs, 1024)? else {
         let p = Points::new(z, cfg.latent)?;
-        let labels = n2d(cfg, umap::Mixture::BestStart).fit(&p)?.labels;
+        let labels = n2d(xs.device(), &p, cfg, umap::Mixture::BestStart)?;
         return Ok(KMeans::from_labels(&p, cfg.k, labels)?);
     };
     let p = Points::new(&f, dim)?;
@@ -112,8 +113,12 @@ fn manifold_start(
     } else {
         p
     };
-    let mixture = umap::Mixture::Likeliest(MANIFOLD_STARTS);
-    let labels = n2d(cfg, mixture).fit(&p)?.labels;
+    let labels = n2d(
+        xs.device(),
+        &p,
+        cfg,
+        umap::Mixture::Likeliest(MANIFOLD_STARTS),
+    )?;
     Ok(KMeans::from_labels(
         &Points::new(z, cfg.latent)?,
         cfg.k,
@@ -121,11 +126,25 @@ fn manifold_start(
     )?)
 }
 
-/// N2D with the run's k and seed.
-fn n2d(cfg: &TrainConfig, mixture: umap::Mixture) -> umap::N2dConfig {
-    umap::N2dConfig {
+/// N2D's labels of `p` with the run's k and seed. On a GPU the neighbour search runs there as
+/// batched distance products ([`crate::neighbours`]); on the CPU it is the exact scan.
+fn n2d(
+    dev: &Device,
+    p: &Points<'_>,
+    cfg: &TrainConfig,
+    mixture: umap::Mixture,
+) -> Result<Vec<u32>, TrainError> {
+    let known = if dev.is_cpu() {
+        None
+    } else {
+        let m = umap::N2dConfig::neighbours_needed(p.len(), cfg.k);
+        Some(nearest_on(dev, p, m)?)
+    };
+    let n2d = umap::N2dConfig {
         k: cfg.k,
         seed: cfg.seed,
         mixture,
-    }
+        neighbours: known.as_ref(),
+    };
+    Ok(n2d.fit(p)?.labels)
 }

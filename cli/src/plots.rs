@@ -32,7 +32,7 @@ pub enum PlotError {
 
 static FONT: OnceLock<Result<(), String>> = OnceLock::new();
 
-fn font(path: &Path) -> Result<(), PlotError> {
+pub(crate) fn font(path: &Path) -> Result<(), PlotError> {
     FONT.get_or_init(|| {
         plotters::style::register_font(
             "sans-serif",
@@ -48,7 +48,7 @@ fn font(path: &Path) -> Result<(), PlotError> {
     })
 }
 
-fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> PlotError + '_ {
+pub(crate) fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> PlotError + '_ {
     move |e| PlotError::Draw {
         path: path.display().to_string(),
         reason: e.to_string(),
@@ -58,7 +58,7 @@ fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> PlotError + '_ {
 const SIZE: (u32, u32) = (900, 700);
 
 /// A distinct colour per cluster.
-fn colour(i: usize) -> RGBColor {
+pub(crate) fn colour(i: usize) -> RGBColor {
     const P: [RGBColor; 12] = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
@@ -90,7 +90,7 @@ pub fn pca2(xs: &[f32], d: usize) -> Vec<(f32, f32)> {
         .collect()
 }
 
-fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
+pub(crate) fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
         (a.min(x), b.max(x))
     });
@@ -101,12 +101,12 @@ fn bounds(v: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-type XyChart<'a, 'b> =
+pub(crate) type XyChart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 /// The titled, meshed axes that the scatter and line charts share; `y_label_width` is room for
 /// the y-axis numbers (wider for losses than for PCA coordinates).
-fn xy_chart<'a, 'b>(
+pub(crate) fn xy_chart<'a, 'b>(
     root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
     path: &Path,
     (title, x_desc, y_desc): (&str, &str, &str),

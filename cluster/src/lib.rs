@@ -5,8 +5,9 @@
 //! layout to cluster in, as N2D does), [`dbscan`] (density clusters with
 //! noise as outliers) and [`hierarchy`] (agglomerative, seven linkages, with the dendrogram);
 //! [`pca`] projects on the leading principal axes.
-//! Metrics: [`metrics`] (external, against labels: ACC, NMI, ARI) and [`internal`] (without
-//! labels: silhouette, Calinski-Harabasz, Davies-Bouldin, Dunn).
+//! Metrics: [`metrics`] (external, against labels: ACC, NMI, ARI), [`internal`] (without
+//! labels: silhouette, Calinski-Harabasz, Davies-Bouldin, Dunn) and [`detection`] (an anomaly
+//! score against known anomalies: AUROC, average precision, recall at a threshold).
 //!
 //! One call shape for every algorithm, in linfa's spirit: a settings struct (`KMeansConfig`,
 //! `GmmConfig`, ...) that implements [`Fit`], checked when it is fitted, gives a fitted model
@@ -17,6 +18,7 @@
 //! rectangular buffer, so the algorithms never see ragged or NaN data.
 
 pub mod dbscan;
+pub mod detection;
 pub mod gmm;
 pub mod hierarchy;
 pub mod internal;

@@ -1,17 +1,20 @@
 //! Readers for the sample files dekm consumes, shared by the trainer (whole files) and the edge
 //! CLI (streams, one sample at a time in bounded memory): IDX images (raw or gzip), CSV, NumPy
-//! `.npy`, raw little-endian `f32`, and the UEA/UCR time-series archives' `.ts` files.
+//! `.npy`, raw little-endian `f32`, the UEA/UCR time-series archives' `.ts` files, and long
+//! multichannel recordings cut into windows ([`recording`]).
 //!
 //! Every problem is a [`DataError`] naming the file and, for row-level problems, the line or
 //! row, so a bad file never ends in a panic or a silent skip.
 
 pub mod idx;
+pub mod recording;
 pub mod stream;
 pub mod table;
 pub mod ts;
 
 use std::path::PathBuf;
 
+pub use recording::{Recording, RecordingReader, Windows, read_recording, windows};
 pub use stream::{Format, SampleStream};
 pub use table::{LabelColumn, Table};
 
@@ -114,6 +117,9 @@ pub enum DataError {
         /// The file.
         path: PathBuf,
     },
+    /// A combination of source and options that cannot work.
+    #[error("{0}")]
+    Unsupported(String),
     /// The data source string is not understood.
     #[error(
         "unknown data set '{0}': use mnist, fashion-mnist, synthetic, csv:PATH, npy:PATH or ts:PATH"

@@ -73,10 +73,10 @@ fn resolve(
 
 /// Maps label strings to dense ids in order of first appearance, so "3" and "cat" both work.
 #[derive(Default)]
-struct LabelIds(Vec<String>);
+pub(crate) struct LabelIds(Vec<String>);
 
 impl LabelIds {
-    fn id(&mut self, s: &str) -> u32 {
+    pub(crate) fn id(&mut self, s: &str) -> u32 {
         let s = s.strip_suffix(".0").unwrap_or(s);
         match self.0.iter().position(|x| x == s) {
             Some(i) => i as u32,

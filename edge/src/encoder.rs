@@ -591,7 +591,7 @@ mod tests {
             state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
-        names::expected_tensors(spec, 1, 1)
+        names::encoder_tensors(spec)
             .unwrap()
             .into_iter()
             .map(|t| {

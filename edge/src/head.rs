@@ -1,4 +1,4 @@
-//! The clustering head: `y = V z`, nearest centroid in `y` space, margin and outlier flag.
+//! The clustering head: `y = V z`, nearest centroid in `y` space, margin, outlier score and flag.
 
 use alloc::vec::Vec;
 use nalgebra::{ComplexField, DMatrixView, DVectorView, DVectorViewMut};
@@ -39,17 +39,23 @@ pub struct Assignment {
     /// Distance to the second nearest centroid minus `distance` (infinite when `k = 1`); small
     /// margins mark samples between clusters.
     pub margin: f32,
-    /// `distance` exceeds the cluster's calibrated threshold.
+    /// The model's outlier score ([`dekm_shared::OutlierScore`]): `distance` itself, or the
+    /// Mahalanobis distance to the assigned centroid.
+    pub score: f32,
+    /// `score` exceeds the cluster's calibrated threshold.
     pub outlier: bool,
 }
 
-/// Rotation, centroids and thresholds of a trained model.
+/// Rotation, centroids, outlier score and thresholds of a trained model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterHead {
     d: usize,
     v: Vec<f32>,
     centroids_y: Vec<f32>,
     thresholds: Vec<f32>,
+    /// `[k, d, d]` lower-triangular whitening factors for the Mahalanobis score; `None` scores
+    /// by the Euclidean distance.
+    whitening: Option<Vec<f32>>,
 }
 
 fn check(what: &'static str, xs: &[f32], expected: usize) -> Result<(), HeadError> {
@@ -93,7 +99,22 @@ impl ClusterHead {
             v,
             centroids_y,
             thresholds,
+            whitening: None,
         })
+    }
+
+    /// Scores by the Mahalanobis distance: `whitening` is `[k, d, d]` row-major, one
+    /// lower-triangular `W` per cluster (entries above the diagonal are ignored), the score of
+    /// `y` in cluster `c` is `|W_c (y - mu_c)|`. The thresholds must then be in those units.
+    pub fn with_whitening(mut self, whitening: Vec<f32>) -> Result<Self, HeadError> {
+        check("whitening", &whitening, self.k() * self.d * self.d)?;
+        self.whitening = Some(whitening);
+        Ok(self)
+    }
+
+    /// The whitening factors when the head scores by the Mahalanobis distance.
+    pub fn whitening(&self) -> Option<&[f32]> {
+        self.whitening.as_deref()
     }
 
     /// Latent dimension.
@@ -153,11 +174,33 @@ impl ClusterHead {
             }
         }
         let distance = sqrt(d1);
+        let score = match &self.whitening {
+            None => distance,
+            Some(w) => {
+                let (d, mu) = (
+                    self.d,
+                    &self.centroids_y[best * self.d..(best + 1) * self.d],
+                );
+                let w = &w[best * d * d..(best + 1) * d * d];
+                let mut sum = 0f32;
+                for (i, row) in w.chunks_exact(d).enumerate() {
+                    let s: f32 = row[..=i]
+                        .iter()
+                        .zip(&y[..=i])
+                        .zip(mu)
+                        .map(|((w, y), m)| w * (y - m))
+                        .sum();
+                    sum += s * s;
+                }
+                sqrt(sum)
+            }
+        };
         Ok(Assignment {
             cluster: best as u32,
             distance,
             margin: sqrt(d2) - distance,
-            outlier: distance > self.thresholds[best],
+            score,
+            outlier: score > self.thresholds[best],
         })
     }
 }
@@ -197,6 +240,35 @@ mod tests {
         let a = h.assign(&[3.0, 0.0], &mut y).unwrap();
         assert_eq!(a.cluster, 0);
         assert!(a.outlier, "distance 3 > threshold 1");
+    }
+
+    /// Cluster 0 varies ten times more along the first axis of `y` than along the second:
+    /// the same Euclidean distance scores 0.1 along the wide axis and 1 along the narrow one.
+    #[test]
+    fn mahalanobis_score_weighs_directions_by_the_cluster_spread() {
+        let w = vec![0.1, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0];
+        let h = head().with_whitening(w).unwrap();
+        let mut y = [0.0; 2];
+        // z = (0, 1) -> y = (1, 0): along the wide axis.
+        let wide = h.assign(&[0.0, 1.0], &mut y).unwrap();
+        let narrow = h.assign(&[1.0, 0.0], &mut y).unwrap();
+        assert_eq!((wide.cluster, narrow.cluster), (0, 0));
+        assert!((wide.distance - narrow.distance).abs() < 1e-6);
+        assert!((wide.score - 0.1).abs() < 1e-6 && (narrow.score - 1.0).abs() < 1e-6);
+        assert!(!wide.outlier && !narrow.outlier, "thresholds are 1");
+        // The entry above the diagonal is ignored: only the lower triangle is the factor.
+        let upper = head()
+            .with_whitening(vec![1.0, 5.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0])
+            .unwrap();
+        assert!((upper.assign(&[0.0, 1.0], &mut y).unwrap().score - 1.0).abs() < 1e-6);
+        assert_eq!(
+            head().with_whitening(vec![1.0; 7]),
+            Err(HeadError::LengthMismatch {
+                what: "whitening",
+                expected: 8,
+                got: 7
+            })
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! ([`ModelParts`]), and turned into a [`Model`]. A [`Session`] holds the buffers, sized once, so
 //! assigning a sample allocates nothing. [`head`] holds the clustering head (rotation,
 //! centroids, outlier thresholds) that the trainer also uses to calibrate and evaluate, so the
-//! network, the trainer and the device share one copy of that math. With `std`, [`mod@file`] reads
+//! network, the trainer and the device share one copy of that math. A [`StreamSession`] takes
+//! a sensor's readings one at a time and assigns each completed window. With `std`, [`mod@file`] reads
 //! models from disk, [`fs`] writes files atomically, and [`store`] keeps a device's current and previous model; with `fleet`,
 //! `fleet` keeps that store on the server's active model; with `cli`, the `dekm-edge` binary
 //! assigns files and streams.
@@ -25,9 +26,11 @@ pub mod head;
 pub mod model;
 #[cfg(feature = "std")]
 pub mod store;
+pub mod stream;
 pub mod summary;
 
 pub use encoder::{Encoder, EncoderError, Workspace};
 pub use head::{Assignment, ClusterHead, HeadError};
 pub use model::{LoadError, Model, ModelParts, NamedTensor, SampleError, Session};
+pub use stream::{StreamError, StreamSession, WindowAssignment};
 pub use summary::{Counters, OutlierEvent, Summary};

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use dekm_data::{Format, SampleStream};
+use dekm_data::{Format, RecordingReader, SampleStream};
 use dekm_edge::store::DeviceStore;
-use dekm_edge::{Model, ModelParts, Summary, bundle, file, fs};
+use dekm_edge::{Model, ModelParts, StreamError, StreamSession, Summary, bundle, file, fs};
 
 #[derive(Parser)]
 #[command(
@@ -102,7 +102,7 @@ struct AssignArgs {
     /// Input format, instead of guessing from each file name.
     #[arg(long)]
     format: Option<Format>,
-    /// Outlier threshold: this quantile of each cluster's training distances instead of the
+    /// Outlier threshold: this quantile of each cluster's training scores instead of the
     /// model's (within the calibrated levels, 0.5 to 1.0).
     #[arg(long)]
     threshold_quantile: Option<f32>,
@@ -119,7 +119,16 @@ struct AssignArgs {
     /// `sync --stats` reports to the server).
     #[arg(long)]
     stats_out: Option<PathBuf>,
+    /// The inputs are recordings of a model trained on a stream: one reading per row (CSV with
+    /// a header naming the model's channels, or `.npy` `[T, C]`), assigned window by window
+    /// as they arrive; one line per window with its first reading's index and timestamp.
+    #[arg(long, conflicts_with = "format")]
+    stream: bool,
 }
+
+/// Values one streamed window may hold (channels x readings): 64 KiB of ring and as much
+/// again for the window laid out for the encoder.
+const STREAM_CAPACITY: usize = 16 * 1024;
 
 #[derive(clap::Args)]
 struct BenchArgs {
@@ -178,7 +187,18 @@ fn json_str(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 
+/// One assignment as a JSON object's fields (without braces).
+fn assignment_fields(a: &dekm_edge::Assignment) -> String {
+    format!(
+        r#""cluster":{},"distance":{},"margin":{},"score":{},"outlier":{}"#,
+        a.cluster, a.distance, a.margin, a.score, a.outlier
+    )
+}
+
 fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
+    if args.stream {
+        return assign_stream(args);
+    }
     let (model, model_id) = load(&args.model, args.threshold_quantile)?;
     let mut session = model.session();
     let mut summary = Summary::<16>::new(model.k());
@@ -206,11 +226,7 @@ fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
                 Ok(a) => {
                     summary.record(i, &a);
                     if !args.quiet {
-                        writeln!(
-                            out,
-                            r#"{{"index":{i},"cluster":{},"distance":{},"margin":{},"outlier":{}}}"#,
-                            a.cluster, a.distance, a.margin, a.outlier
-                        )?;
+                        writeln!(out, r#"{{"index":{i},{}}}"#, assignment_fields(&a))?;
                     }
                 }
                 // The stream itself broke (I/O, truncation): no later sample can be trusted.
@@ -236,11 +252,22 @@ fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
         }
     }
     out.flush()?;
+    finish(args, &summary, &model, &model_id, failed)
+}
+
+/// The summary and counters at the end of `assign`, and its exit status.
+fn finish(
+    args: &AssignArgs,
+    summary: &Summary<16>,
+    model: &Model,
+    model_id: &str,
+    failed: bool,
+) -> Result<std::process::ExitCode> {
     if args.summary {
-        print_summary(&summary, &model);
+        print_summary(summary, model);
     }
     if let Some(path) = &args.stats_out {
-        let json = serde_json::to_vec_pretty(&summary.counters(&model_id))?;
+        let json = serde_json::to_vec_pretty(&summary.counters(model_id))?;
         fs::write_atomic(path, &json).with_context(|| path.display().to_string())?;
     }
     Ok(if failed {
@@ -248,6 +275,140 @@ fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
     } else {
         std::process::ExitCode::SUCCESS
     })
+}
+
+/// A recording's readings one by one: CSV through the recording reader (header checked
+/// against the model's channels), `.npy` rows through the sample stream.
+enum Readings {
+    Csv(RecordingReader<Box<dyn std::io::BufRead>>),
+    Npy { rows: SampleStream, row: usize },
+}
+
+impl Readings {
+    fn open(path: &Path, channels: &[String]) -> Result<Self> {
+        if Format::from_path(path) == Format::Npy {
+            let rows = SampleStream::open(path, Format::Npy, Some(channels.len()))?;
+            if rows.dim() != Some(channels.len()) {
+                bail!(
+                    "{}: rows of {:?} values, but the model reads {} channels",
+                    path.display(),
+                    rows.dim(),
+                    channels.len()
+                );
+            }
+            return Ok(Self::Npy { rows, row: 0 });
+        }
+        let reader: Box<dyn std::io::BufRead> = if path == Path::new("-") {
+            Box::new(std::io::BufReader::new(std::io::stdin()))
+        } else {
+            let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+            Box::new(std::io::BufReader::new(file))
+        };
+        let r = RecordingReader::new(reader, path)?;
+        if r.channels() != channels {
+            bail!(
+                "{}: the recording's channels {:?} are not the model's {:?} (same names, same order)",
+                path.display(),
+                r.channels(),
+                channels
+            );
+        }
+        Ok(Self::Csv(r))
+    }
+
+    /// The next reading into `row`: its line (CSV) or row (`.npy`, from 1) and timestamp, or a
+    /// row error, or `None` at the end. Errors that end the file come back as
+    /// `Some(Err(Err(..)))`.
+    #[allow(clippy::type_complexity)]
+    fn next_into(
+        &mut self,
+        row: &mut Vec<f32>,
+    ) -> Option<Result<(usize, Option<String>), Result<String, dekm_data::DataError>>> {
+        let split = |e: dekm_data::DataError| {
+            if e.is_row_error() {
+                Ok(e.to_string())
+            } else {
+                Err(e)
+            }
+        };
+        match self {
+            Self::Csv(r) => Some(
+                r.next_into(row)?
+                    .map(|i| (i.line, i.timestamp))
+                    .map_err(split),
+            ),
+            Self::Npy { rows, row: n } => {
+                *n += 1;
+                Some(rows.next_into(row)?.map(|()| (*n, None)).map_err(split))
+            }
+        }
+    }
+}
+
+fn assign_stream(args: &AssignArgs) -> Result<std::process::ExitCode> {
+    let (model, model_id) = load(&args.model, args.threshold_quantile)?;
+    let mut session = StreamSession::<'_, STREAM_CAPACITY>::new(&model)?;
+    let spec = session.spec().clone();
+    let mut summary = Summary::<16>::new(model.k());
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut row = Vec::with_capacity(spec.channel_count());
+    // Timestamps of the last `window` accepted readings, by reading index modulo the window.
+    let mut stamps: Vec<Option<String>> = vec![None; spec.window];
+    let mut failed = false;
+    'files: for path in &args.inputs {
+        let mut readings = Readings::open(path, &spec.channels)?;
+        while let Some(r) = readings.next_into(&mut row) {
+            let result = r.and_then(|(line, stamp)| {
+                let index = session.readings();
+                match session.push(&row) {
+                    Ok(w) => {
+                        stamps[(index % spec.window as u64) as usize] = stamp;
+                        Ok(w)
+                    }
+                    Err(e @ StreamError::Window { .. }) => Err(Ok(e.to_string())),
+                    Err(e) => Err(Ok(format!("line {line}: {e}"))),
+                }
+            });
+            match result {
+                Ok(None) => {}
+                Ok(Some(w)) => {
+                    summary.record(w.start, &w.assignment);
+                    if !args.quiet {
+                        let stamp = &stamps[(w.start % spec.window as u64) as usize];
+                        let stamp = stamp
+                            .as_deref()
+                            .map(|s| format!(r#","timestamp":{}"#, json_str(s)))
+                            .unwrap_or_default();
+                        writeln!(
+                            out,
+                            r#"{{"start":{}{stamp},{}}}"#,
+                            w.start,
+                            assignment_fields(&w.assignment)
+                        )?;
+                    }
+                }
+                Err(Err(e)) => {
+                    out.flush()?;
+                    return Err(e.into());
+                }
+                Err(Ok(msg)) => {
+                    summary.record_rejected();
+                    match args.on_error {
+                        OnError::Skip => eprintln!("{}: {msg} (skipped)", path.display()),
+                        OnError::Emit => writeln!(out, r#"{{"error":{}}}"#, json_str(&msg))?,
+                        OnError::Fail => {
+                            eprintln!("{}: {msg}", path.display());
+                            failed = true;
+                            break 'files;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.flush()?;
+    finish(args, &summary, &model, &model_id, failed)
 }
 
 fn print_summary(s: &Summary<16>, model: &Model) {
@@ -264,12 +425,7 @@ fn print_summary(s: &Summary<16>, model: &Model) {
     }
     let recent: Vec<String> = s
         .recent_outliers()
-        .map(|e| {
-            format!(
-                "#{} (cluster {}, distance {:.3})",
-                e.index, e.cluster, e.distance
-            )
-        })
+        .map(|e| format!("#{} (cluster {}, score {:.3})", e.index, e.cluster, e.score))
         .collect();
     if !recent.is_empty() {
         eprintln!("recent outliers: {}", recent.join(", "));

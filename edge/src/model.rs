@@ -4,7 +4,7 @@
 
 use alloc::{collections::BTreeMap, string::String, vec, vec::Vec};
 
-use dekm_shared::{ContractError, ModelMeta, Normalizer, names};
+use dekm_shared::{ContractError, ModelMeta, Normalizer, OutlierScore, names};
 use serde::{Deserialize, Serialize};
 
 use crate::{Assignment, ClusterHead, Encoder, EncoderError, HeadError, Workspace};
@@ -142,7 +142,7 @@ impl ModelParts {
             }
         };
         let mut ordered = Vec::with_capacity(by_name.len());
-        for spec in names::expected_tensors(&meta.encoder, meta.k, q)? {
+        for spec in names::expected_tensors(&meta.encoder, meta.k, q, meta.outlier_score)? {
             let t = by_name
                 .remove(&spec.name)
                 .ok_or_else(|| LoadError::MissingTensor(spec.name.clone()))?;
@@ -277,12 +277,15 @@ impl Model {
     pub fn from_parts(parts: &ModelParts) -> Result<Self, LoadError> {
         let meta = parts.meta().clone();
         let encoder = Encoder::new(&meta.encoder, |n| parts.tensor(n))?;
-        let head = ClusterHead::new(
+        let mut head = ClusterHead::new(
             meta.encoder.latent_dim(),
             parts.get(names::V).to_vec(),
             parts.get(names::CENTROIDS_Y).to_vec(),
             parts.get(names::THRESHOLDS).to_vec(),
         )?;
+        if meta.outlier_score == OutlierScore::Mahalanobis {
+            head = head.with_whitening(parts.get(names::WHITENING).to_vec())?;
+        }
         let normalizer = Normalizer::new(
             parts.get(names::INPUT_OFFSET).to_vec(),
             parts.get(names::INPUT_SCALE).to_vec(),
@@ -299,7 +302,7 @@ impl Model {
     }
 
     /// Replaces the outlier thresholds by the `q` quantile of each cluster's training
-    /// distances, read from the calibration table (linear between its levels; `q` must lie
+    /// scores, read from the calibration table (linear between its levels; `q` must lie
     /// within them, by default 0.5 to 1.0).
     pub fn set_threshold_quantile(&mut self, q: f32) -> Result<(), LoadError> {
         let t = thresholds_at(&self.levels, &self.table, q)?;
@@ -326,6 +329,11 @@ impl Model {
     /// The clustering head.
     pub fn head(&self) -> &ClusterHead {
         &self.head
+    }
+
+    /// The input preprocessing.
+    pub fn normalizer(&self) -> &Normalizer {
+        &self.normalizer
     }
 
     /// Values per raw input sample.
@@ -400,17 +408,18 @@ impl Session<'_> {
 pub mod fixture {
     use alloc::string::ToString;
 
-    use dekm_shared::{EncoderSpec, FORMAT_VERSION, ModelMeta, names};
+    use dekm_shared::{EncoderSpec, FORMAT_VERSION, ModelMeta, OutlierScore, names};
 
     use super::{ModelParts, NamedTensor};
 
-    /// A dense 6-4 model with k = 3; `seed` changes the weights (and so the bundle's id).
+    /// A dense 6-4 model with k = 3 scoring outliers by the Mahalanobis distance; `seed`
+    /// changes the weights (and so the bundle's id).
     pub fn dense(seed: u32) -> ModelParts {
         let spec = EncoderSpec::paper_dense(6, 4);
         let levels = [0.5f32, 0.9, 1.0];
         let k = 3;
         let mut state = seed;
-        let tensors = names::expected_tensors(&spec, k, levels.len())
+        let tensors = names::expected_tensors(&spec, k, levels.len(), OutlierScore::Mahalanobis)
             .unwrap()
             .into_iter()
             .map(|t| {
@@ -436,6 +445,8 @@ pub mod fixture {
             encoder: spec,
             k,
             threshold_quantile: 0.9,
+            outlier_score: OutlierScore::Mahalanobis,
+            stream: None,
             dataset: "fixture".to_string(),
             samples: 0,
             seed: 0,

@@ -16,8 +16,8 @@ pub struct OutlierEvent {
     pub index: u64,
     /// Nearest cluster.
     pub cluster: u32,
-    /// Distance to its centroid.
-    pub distance: f32,
+    /// Its outlier score (the model's score: distance or Mahalanobis distance).
+    pub score: f32,
 }
 
 /// Counts of an assignment stream, with the last `R` outliers.
@@ -54,7 +54,7 @@ impl<const R: usize> Summary<R> {
             self.recent.write(OutlierEvent {
                 index,
                 cluster: a.cluster,
-                distance: a.distance,
+                score: a.score,
             });
         }
     }
@@ -134,6 +134,7 @@ mod tests {
             cluster,
             distance: cluster as f32,
             margin: 1.0,
+            score: cluster as f32,
             outlier,
         }
     }

@@ -1,12 +1,15 @@
-//! The `dekm-edge` binary against the library, on a hand-made model (no trainer needed): JSON
-//! lines equal to `Session::assign`, bad rows per `--on-error`, bundles, info and bad models.
+//! The `dekm-edge` binary against the library, on hand-made models (no trainer needed): JSON
+//! lines equal to `Session::assign` and, with `--stream`, to `StreamSession::push`; bad rows
+//! and readings per `--on-error`, bundles, info and bad models.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use dekm_edge::{Model, file::read_parts};
-use dekm_shared::{EncoderSpec, FORMAT_VERSION, ImageShape, ModelMeta, names};
+use dekm_edge::{Model, StreamSession, file::read_parts};
+use dekm_shared::{
+    EncoderSpec, FORMAT_VERSION, ImageShape, ModelMeta, OutlierScore, StreamSpec, names,
+};
 
 const LEVELS: [f32; 9] = [0.5, 0.75, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999, 1.0];
 const SIDE: usize = 12;
@@ -30,10 +33,15 @@ fn write_model(dir: &Path, threshold: f32) {
         },
         4,
     );
+    write_spec_model(dir, spec, None, threshold);
+}
+
+/// A model of `spec` (latent 4, k = 3) with random weights, cutting streams as `stream` says.
+fn write_spec_model(dir: &Path, spec: EncoderSpec, stream: Option<StreamSpec>, threshold: f32) {
     let (k, d) = (3, 4);
     let mut next = rng(7);
     let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    for t in names::expected_tensors(&spec, k, LEVELS.len()).unwrap() {
+    for t in names::expected_tensors(&spec, k, LEVELS.len(), OutlierScore::Distance).unwrap() {
         let n: usize = t.shape.iter().product();
         let data: Vec<f32> = match t.name.as_str() {
             names::V => (0..d * d)
@@ -56,6 +64,8 @@ fn write_model(dir: &Path, threshold: f32) {
         encoder: spec,
         k,
         threshold_quantile: 0.99,
+        outlier_score: OutlierScore::Distance,
+        stream,
         dataset: "hand-made".into(),
         samples: 0,
         seed: 7,
@@ -297,4 +307,134 @@ fn raw_f32_on_stdin_and_missing_models() {
     let garbage = edge(&["info", "--model", s(&model_dir)]);
     let err = String::from_utf8_lossy(&garbage.stderr);
     assert!(err.contains("not a valid safetensors file"), "{err}");
+}
+
+/// A stream model (channels a, b; window 4, hop 2) and a recording of 20 readings with a
+/// timestamp column, a bad reading at line 12 and an anomaly column the runtime ignores.
+fn stream_case(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<[f32; 2]>) {
+    let model_dir = dir.join("stream-model");
+    let spec = StreamSpec {
+        channels: vec!["a".into(), "b".into()],
+        window: 4,
+        hop: 2,
+    };
+    write_spec_model(&model_dir, EncoderSpec::paper_dense(8, 4), Some(spec), 0.5);
+    let mut text = String::from("timestamp,a,b,is_anomaly\n");
+    let mut good = Vec::new();
+    for t in 0..21 {
+        if t == 10 {
+            text += "t10,1.0,nan,0\n";
+            continue;
+        }
+        let r = [(t as f32 * 0.7).sin() * 100.0, t as f32 * 10.0];
+        text += &format!("t{t},{},{},0\n", r[0], r[1]);
+        good.push(r);
+    }
+    let rec = dir.join("rec.csv");
+    std::fs::write(&rec, text).unwrap();
+    (model_dir, rec, good)
+}
+
+#[test]
+fn stream_assigns_every_hop_like_the_library_and_names_bad_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model_dir, rec, good) = stream_case(dir.path());
+    let out = edge(&[
+        "assign",
+        "--model",
+        s(&model_dir),
+        "--stream",
+        "--input",
+        s(&rec),
+        "--on-error",
+        "emit",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = lines(&out);
+    let model = Model::from_parts(&read_parts(&model_dir).unwrap()).unwrap();
+    let mut session = StreamSession::<'_, 64>::new(&model).unwrap();
+    let mut want = Vec::new();
+    for r in &good {
+        if let Some(w) = session.push(r).unwrap() {
+            want.push(w);
+        }
+    }
+    // The bad reading (line 12 of the file) is reported where it came and loses nothing.
+    let errors: Vec<&serde_json::Value> = got.iter().filter(|l| l.get("error").is_some()).collect();
+    assert_eq!(errors.len(), 1);
+    let msg = errors[0]["error"].as_str().unwrap();
+    assert!(
+        msg.contains("line 12") && msg.contains("NaN or infinite"),
+        "{msg}"
+    );
+    let windows: Vec<&serde_json::Value> =
+        got.iter().filter(|l| l.get("start").is_some()).collect();
+    assert_eq!(windows.len(), want.len());
+    assert_eq!(want.len(), 9, "20 good readings: windows at 4, 6, ..., 20");
+    for (line, w) in windows.iter().zip(&want) {
+        assert_eq!(line["start"], w.start);
+        assert_eq!(line["cluster"], w.assignment.cluster);
+        assert_eq!(line["outlier"], w.assignment.outlier);
+        assert!((line["score"].as_f64().unwrap() - f64::from(w.assignment.score)).abs() < 1e-5);
+    }
+    // The window's first reading's timestamp: accepted readings 0..10 are t0..t9, then t11...
+    assert_eq!(windows[0]["timestamp"], "t0");
+    assert_eq!(
+        windows[5]["timestamp"], "t11",
+        "start 10 is the reading after the bad one"
+    );
+}
+
+#[test]
+fn stream_refuses_other_channels_plain_models_and_reads_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (model_dir, rec, _) = stream_case(dir.path());
+    let swapped = dir.path().join("swapped.csv");
+    std::fs::write(&swapped, "timestamp,b,a\nt0,1,2\n").unwrap();
+    let out = edge(&[
+        "assign",
+        "--model",
+        s(&model_dir),
+        "--stream",
+        "--input",
+        s(&swapped),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not the model's"),
+        "{err}"
+    );
+
+    let plain = dir.path().join("plain");
+    write_model(&plain, 1.0);
+    let out = edge(&[
+        "assign",
+        "--model",
+        s(&plain),
+        "--stream",
+        "--input",
+        s(&rec),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not trained on a stream"), "{err}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dekm-edge"))
+        .args(["assign", "--model", s(&model_dir), "--stream", "--summary"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text = std::fs::read(&rec).unwrap();
+    child.stdin.take().unwrap().write_all(&text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(lines(&out).len(), 9);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("assigned 9 samples, rejected 1"), "{err}");
 }

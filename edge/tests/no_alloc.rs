@@ -1,13 +1,16 @@
 //! Assigning a sample allocates nothing: a counting global allocator watches a session assign
-//! a stream of conv and dense samples (and reject a bad one) after its buffers were made.
+//! a stream of conv and dense samples (and reject a bad one) after its buffers were made, and
+//! a stream session take readings and assign their windows.
 // A global allocator must be an `unsafe impl`; it only forwards to the system allocator.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dekm_edge::{Model, ModelParts, NamedTensor};
-use dekm_shared::{EncoderSpec, FORMAT_VERSION, ImageShape, ModelMeta, names};
+use dekm_edge::{Model, ModelParts, NamedTensor, StreamSession};
+use dekm_shared::{
+    EncoderSpec, FORMAT_VERSION, ImageShape, ModelMeta, OutlierScore, StreamSpec, names,
+};
 
 struct Counting;
 
@@ -26,11 +29,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn model(spec: EncoderSpec) -> Model {
+fn model(spec: EncoderSpec, stream: Option<StreamSpec>) -> Model {
     let levels = [0.5f32, 0.9, 1.0];
     let k = 3;
     let mut state = 5u32;
-    let tensors = names::expected_tensors(&spec, k, levels.len())
+    let tensors = names::expected_tensors(&spec, k, levels.len(), OutlierScore::Mahalanobis)
         .unwrap()
         .into_iter()
         .map(|t| {
@@ -57,6 +60,8 @@ fn model(spec: EncoderSpec) -> Model {
         encoder: spec,
         k,
         threshold_quantile: 0.9,
+        outlier_score: OutlierScore::Mahalanobis,
+        stream,
         dataset: "test".into(),
         samples: 0,
         seed: 0,
@@ -69,15 +74,18 @@ fn model(spec: EncoderSpec) -> Model {
 
 #[test]
 fn a_session_assigns_without_allocating() {
-    let conv = model(EncoderSpec::paper_conv(
-        ImageShape {
-            channels: 1,
-            height: 28,
-            width: 28,
-        },
-        10,
-    ));
-    let dense = model(EncoderSpec::paper_dense(12, 4));
+    let conv = model(
+        EncoderSpec::paper_conv(
+            ImageShape {
+                channels: 1,
+                height: 28,
+                width: 28,
+            },
+            10,
+        ),
+        None,
+    );
+    let dense = model(EncoderSpec::paper_dense(12, 4), None);
     for m in [&conv, &dense] {
         let mut session = m.session();
         let samples: Vec<Vec<f32>> = (0..20)
@@ -99,4 +107,24 @@ fn a_session_assigns_without_allocating() {
         assert_eq!(after - before, 0, "allocations while assigning");
         std::hint::black_box(clusters);
     }
+
+    // 3 channels x 4 readings, a window every 2 readings.
+    let spec = StreamSpec {
+        channels: vec!["x".into(), "y".into(), "z".into()],
+        window: 4,
+        hop: 2,
+    };
+    let streaming = model(EncoderSpec::paper_dense(12, 4), Some(spec));
+    let mut session = StreamSession::<'_, 64>::new(&streaming).unwrap();
+    let readings: Vec<[f32; 3]> = (0..50).map(|t| [t as f32, (t % 7) as f32, 3.0]).collect();
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let mut windows = 0;
+    for r in &readings {
+        windows += usize::from(session.push(r).unwrap().is_some());
+    }
+    let bad = session.push(&[f32::NAN, 0.0, 0.0]);
+    let after = ALLOCATIONS.load(Ordering::SeqCst);
+    assert!(bad.is_err(), "a NaN reading is refused");
+    assert_eq!(windows, 24, "windows at readings 4, 6, ..., 50");
+    assert_eq!(after - before, 0, "allocations while streaming");
 }

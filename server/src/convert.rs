@@ -32,6 +32,7 @@ pub(crate) fn model_info(e: &Entry, active: &Active) -> pb::ModelInfo {
         }
         .into(),
         threshold_quantile: e.meta.threshold_quantile,
+        outlier_score: e.meta.outlier_score.name().into(),
         metrics: metrics_pb(e.meta.metrics),
         created_unix: e.meta.created_unix,
         trainer_version: e.meta.trainer_version.clone(),

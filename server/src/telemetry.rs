@@ -32,6 +32,12 @@ struct ModelLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabel {
+    model_id: String,
+    cluster: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
 }
@@ -47,6 +53,8 @@ pub struct Telemetry {
     requests: Family<Call, Counter>,
     latency: Family<Method, Histogram, fn() -> Histogram>,
     assigned: Family<ModelLabel, Counter>,
+    by_cluster: Family<ClusterLabel, Counter>,
+    outliers: Family<ClusterLabel, Counter>,
     fetched: Family<ModelLabel, Counter>,
     jobs: Family<StateLabel, Gauge>,
     active: Family<ModelLabel, Gauge>,
@@ -66,6 +74,8 @@ impl Default for Telemetry {
         let latency =
             Family::<Method, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let assigned = Family::<ModelLabel, Counter>::default();
+        let by_cluster = Family::<ClusterLabel, Counter>::default();
+        let outliers = Family::<ClusterLabel, Counter>::default();
         let fetched = Family::<ModelLabel, Counter>::default();
         let jobs = Family::<StateLabel, Gauge>::default();
         let active = Family::<ModelLabel, Gauge>::default();
@@ -84,6 +94,16 @@ impl Default for Telemetry {
             "assigned_samples",
             "Samples assigned over gRPC, by model",
             assigned.clone(),
+        );
+        prom.register(
+            "cluster_assignments",
+            "Samples assigned over gRPC, by model and cluster",
+            by_cluster.clone(),
+        );
+        prom.register(
+            "cluster_outliers",
+            "Samples flagged as outliers over gRPC, by model and the cluster they were assigned to",
+            outliers.clone(),
         );
         prom.register(
             "bundle_downloads",
@@ -106,6 +126,8 @@ impl Default for Telemetry {
             requests,
             latency,
             assigned,
+            by_cluster,
+            outliers,
             fetched,
             jobs,
             active,
@@ -132,13 +154,27 @@ impl Telemetry {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Counts samples assigned with `model`.
-    pub fn assigned(&self, model: &str, n: usize) {
+    /// Counts samples assigned with `model`, given as `(cluster, outlier)`: in total, per
+    /// cluster, and the outliers per cluster, so an operator sees which group of behaviour
+    /// the anomalies came from.
+    pub fn assigned(&self, model: &str, assignments: impl IntoIterator<Item = (u32, bool)>) {
+        let mut n = 0u64;
+        for (cluster, outlier) in assignments {
+            n += 1;
+            let label = ClusterLabel {
+                model_id: model.into(),
+                cluster,
+            };
+            self.by_cluster.get_or_create(&label).inc();
+            if outlier {
+                self.outliers.get_or_create(&label).inc();
+            }
+        }
         self.assigned
             .get_or_create(&ModelLabel {
                 model_id: model.into(),
             })
-            .inc_by(n as u64);
+            .inc_by(n);
     }
 
     /// Counts a bundle download.

@@ -292,6 +292,7 @@ fn inline_dataset(d: pb::InlineData, max: usize) -> Result<Dataset, Status> {
         xs,
         labels,
         anomalies: None,
+        stream: None,
     })
 }
 

@@ -24,7 +24,9 @@ pub enum ContractError {
         what: &'static str,
     },
     /// The model was written by an incompatible format version.
-    #[error("unsupported model format version {found} (this build reads version {supported})")]
+    #[error(
+        "unsupported model format version {found} (this build reads versions up to {supported})"
+    )]
     UnsupportedVersion {
         /// Version found in the file.
         found: u32,
@@ -43,6 +45,16 @@ pub enum ContractError {
         expected: usize,
         /// Number of values given.
         got: usize,
+    },
+    /// A name (of a setting's choice) this build does not know.
+    #[error("unknown {what} '{name}': use {expected}")]
+    UnknownName {
+        /// What was named.
+        what: &'static str,
+        /// The name given.
+        name: String,
+        /// The names this build knows.
+        expected: &'static str,
     },
     /// A value is NaN or infinite.
     #[error("{what}: value at index {index} is not finite")]

@@ -2,8 +2,9 @@
 //!
 //! Everything both sides must agree on lives here and nowhere else: the encoder's layer
 //! specification and the shapes it implies ([`layers`]), the tensor names of an exported model
-//! ([`names`]), the metadata written into the safetensors header ([`meta`]) and the input
-//! preprocessing ([`preprocess`]). The crate is `no_std` + `alloc` so the edge core can use it on
+//! ([`names`]), the metadata written into the safetensors header ([`meta`]), the input
+//! preprocessing ([`preprocess`]) and how a stream of readings is cut into windows
+//! ([`stream`]). The crate is `no_std` + `alloc` so the edge core can use it on
 //! devices without an operating system.
 #![cfg_attr(not(feature = "std"), no_std)]
 
@@ -14,8 +15,10 @@ pub mod layers;
 pub mod meta;
 pub mod names;
 pub mod preprocess;
+pub mod stream;
 
 pub use error::ContractError;
 pub use layers::{ConvGeometry, ConvSpec, EncoderSpec, ImageShape, Padding};
-pub use meta::{FORMAT_VERSION, ModelMeta, TrainingMetrics};
+pub use meta::{FORMAT_VERSION, ModelMeta, OLDEST_FORMAT_VERSION, OutlierScore, TrainingMetrics};
 pub use preprocess::Normalizer;
+pub use stream::StreamSpec;

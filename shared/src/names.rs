@@ -5,7 +5,7 @@
 
 use alloc::{format, string::String, vec, vec::Vec};
 
-use crate::{ContractError, EncoderSpec};
+use crate::{ContractError, EncoderSpec, OutlierScore};
 
 /// Rotation `V` (`[d, d]`): row `i` is the eigenvector of `Sw` with the `i`-th smallest
 /// eigenvalue, so `y = V z` and the last coordinate of `y` is the most discriminative.
@@ -16,14 +16,19 @@ pub const EIGENVALUES: &str = "dekm.eigenvalues";
 pub const CENTROIDS_Z: &str = "dekm.centroids_z";
 /// Cluster centres in the rotated space, `V mu` (`[k, d]`).
 pub const CENTROIDS_Y: &str = "dekm.centroids_y";
-/// Outlier threshold per cluster: Euclidean distance in `y` space (`[k]`), at the quantile named
-/// by [`crate::ModelMeta::threshold_quantile`].
+/// Outlier threshold per cluster in the units of [`crate::ModelMeta::outlier_score`] (`[k]`), at
+/// the quantile named by [`crate::ModelMeta::threshold_quantile`].
 pub const THRESHOLDS: &str = "dekm.thresholds";
 /// Quantile levels of the calibration table, ascending in `(0, 1]` (`[q]`).
 pub const QUANTILE_LEVELS: &str = "dekm.quantile_levels";
-/// Per-cluster distance quantiles on the training data (`[k, q]`), so a device can pick another
-/// outlier threshold without retraining.
+/// Per-cluster quantiles of the outlier score on the training data (`[k, q]`), so a device can
+/// pick another outlier threshold without retraining. (The name predates other scores than the
+/// distance.)
 pub const DISTANCE_QUANTILES: &str = "dekm.distance_quantiles";
+/// Per-cluster whitening factors in `y` space (`[k, d, d]`, each lower-triangular): `W` with
+/// `W S Wᵀ = I` for the cluster's covariance `S`, so the Mahalanobis score is `|W (y - mu)|`.
+/// Present exactly when the outlier score is [`OutlierScore::Mahalanobis`].
+pub const WHITENING: &str = "dekm.whitening";
 /// Per-feature offset subtracted from a raw sample (`[input_len]`).
 pub const INPUT_OFFSET: &str = "input.offset";
 /// Per-feature factor applied after the offset (`[input_len]`).
@@ -99,12 +104,14 @@ pub fn encoder_tensors(spec: &EncoderSpec) -> Result<Vec<TensorSpec>, ContractEr
     Ok(out)
 }
 
-/// Every tensor of an export for `spec` with `k` clusters and `q` calibration quantiles, in a
-/// fixed order: encoder layers first to last, then the clustering head, then preprocessing.
+/// Every tensor of an export for `spec` with `k` clusters, `q` calibration quantiles and the
+/// outlier `score`, in a fixed order: encoder layers first to last, then the clustering head,
+/// then preprocessing.
 pub fn expected_tensors(
     spec: &EncoderSpec,
     k: usize,
     q: usize,
+    score: OutlierScore,
 ) -> Result<Vec<TensorSpec>, ContractError> {
     let d = spec.latent_dim();
     let mut out = encoder_tensors(spec)?;
@@ -117,9 +124,19 @@ pub fn expected_tensors(
         (THRESHOLDS, vec![k]),
         (QUANTILE_LEVELS, vec![q]),
         (DISTANCE_QUANTILES, vec![k, q]),
-        (INPUT_OFFSET, vec![n]),
-        (INPUT_SCALE, vec![n]),
     ] {
+        out.push(TensorSpec {
+            name: name.into(),
+            shape,
+        });
+    }
+    if score == OutlierScore::Mahalanobis {
+        out.push(TensorSpec {
+            name: WHITENING.into(),
+            shape: vec![k, d, d],
+        });
+    }
+    for (name, shape) in [(INPUT_OFFSET, vec![n]), (INPUT_SCALE, vec![n])] {
         out.push(TensorSpec {
             name: name.into(),
             shape,
@@ -140,12 +157,17 @@ mod tests {
             height: 28,
             width: 28,
         };
-        let t = expected_tensors(&EncoderSpec::paper_conv(input, 10), 10, 9).unwrap();
+        let spec = EncoderSpec::paper_conv(input, 10);
+        let t = expected_tensors(&spec, 10, 9, OutlierScore::Distance).unwrap();
         assert_eq!(t[0].name, "encoder.conv0.weight");
         assert_eq!(t[0].shape, [32, 1, 5, 5]);
         assert_eq!(t[6].name, "encoder.latent.weight");
         assert_eq!(t[6].shape, [10, 1152]);
         assert_eq!(t.last().unwrap().shape, [784]);
         assert_eq!(t.len(), 8 + 9);
+        let m = expected_tensors(&spec, 10, 9, OutlierScore::Mahalanobis).unwrap();
+        assert_eq!(m.len(), t.len() + 1);
+        let w = m.iter().find(|t| t.name == WHITENING).unwrap();
+        assert_eq!(w.shape, [10, 10, 10]);
     }
 }

@@ -115,7 +115,7 @@ fn damaged_files_are_named_errors() {
 
     let newer = replace(
         &good,
-        b"\"dekm.format_version\":\"1\"",
+        b"\"dekm.format_version\":\"2\"",
         b"\"dekm.format_version\":\"9\"",
     );
     std::fs::write(&model, newer).unwrap();

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use dekm_edge::ClusterHead;
 use dekm_edge::bundle::sha256_hex;
 use dekm_edge::file::read_parts;
 use dekm_edge::fs::{FileError, write_atomic};
@@ -17,13 +16,11 @@ use dekm_shared::{FORMAT_VERSION, ModelMeta, Normalizer, TrainingMetrics, names}
 use safetensors::{Dtype, tensor::TensorView};
 use serde::Serialize;
 
+use crate::calibrate::{Calibration, QUANTILE_LEVELS};
 use crate::model::{ConvBackend, Encoder};
 use crate::train::{History, TrainConfig, Trained};
 
 pub use dekm_shared::names::{MODEL_FILE, SHA_FILE};
-
-/// Quantile levels stored in the calibration table.
-pub const QUANTILE_LEVELS: [f32; 9] = [0.5, 0.75, 0.9, 0.95, 0.975, 0.99, 0.995, 0.999, 1.0];
 
 /// Why a model cannot be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -61,77 +58,6 @@ pub enum ExportError {
     Candle(#[from] candle_core::Error),
 }
 
-/// Linear-interpolated quantile of sorted values (numpy's default).
-fn quantile(sorted: &[f32], q: f32) -> f32 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f32;
-    let (lo, frac) = (pos.floor() as usize, pos.fract());
-    let hi = (lo + 1).min(sorted.len() - 1);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * frac
-}
-
-/// The clustering head with thresholds calibrated on the training latents, the per-cluster
-/// quantile table, and the final assignments.
-#[derive(Debug, Clone)]
-pub struct Calibration {
-    /// Head with thresholds at the configured quantile.
-    pub head: ClusterHead,
-    /// `[k, QUANTILE_LEVELS.len()]` distance quantiles.
-    pub table: Vec<f32>,
-    /// Final cluster of every training sample.
-    pub labels: Vec<u32>,
-    /// Whether each training sample exceeds its cluster's threshold.
-    pub outliers: Vec<bool>,
-}
-
-/// Calibrates outlier thresholds: per cluster, the `q` quantile of the training samples'
-/// distances to their centroid in `y` space.
-pub fn calibrate(trained: &Trained, q: f32) -> Result<Calibration, dekm_edge::HeadError> {
-    let d = trained.rotation.d;
-    let k = trained.kmeans.centroids.len() / d;
-    let mut cy = vec![0f32; k * d];
-    for (mu, out) in trained
-        .kmeans
-        .centroids
-        .chunks_exact(d)
-        .zip(cy.chunks_exact_mut(d))
-    {
-        trained.rotation.project(mu, out);
-    }
-    let mut head = ClusterHead::new(d, trained.rotation.v.clone(), cy, vec![f32::INFINITY; k])?;
-    let mut y = vec![0f32; d];
-    let mut per: Vec<Vec<f32>> = vec![Vec::new(); k];
-    let mut labels = Vec::with_capacity(trained.z.len() / d);
-    let mut distances = Vec::with_capacity(labels.capacity());
-    for z in trained.z.chunks_exact(d) {
-        let a = head.assign(z, &mut y)?;
-        per[a.cluster as usize].push(a.distance);
-        labels.push(a.cluster);
-        distances.push(a.distance);
-    }
-    let mut table = Vec::with_capacity(k * QUANTILE_LEVELS.len());
-    let mut thresholds = Vec::with_capacity(k);
-    for dists in &mut per {
-        dists.sort_by(f32::total_cmp);
-        table.extend(QUANTILE_LEVELS.iter().map(|&l| quantile(dists, l)));
-        thresholds.push(quantile(dists, q));
-    }
-    head.set_thresholds(thresholds)?;
-    let outliers = labels
-        .iter()
-        .zip(&distances)
-        .map(|(&l, &dist)| dist > head.thresholds()[l as usize])
-        .collect();
-    Ok(Calibration {
-        head,
-        table,
-        labels,
-        outliers,
-    })
-}
-
 /// What `metrics.json` holds.
 #[derive(Debug, Serialize)]
 pub struct MetricsReport<'a> {
@@ -139,6 +65,8 @@ pub struct MetricsReport<'a> {
     pub dataset: &'a str,
     /// Training samples.
     pub samples: usize,
+    /// Samples held out of training to calibrate the outlier thresholds on.
+    pub calibration_samples: usize,
     /// Settings.
     pub config: &'a TrainConfig,
     /// AE + k-means before DEKM.
@@ -149,6 +77,8 @@ pub struct MetricsReport<'a> {
     pub cluster_sizes: Vec<usize>,
     /// Training samples above their cluster's threshold.
     pub outliers: usize,
+    /// Calibration samples left out of the thresholds' quantiles as far out.
+    pub far_out: usize,
     /// Curves and timings.
     pub history: &'a History,
 }
@@ -198,6 +128,9 @@ pub fn write_model(
     ] {
         tensors.insert(name.to_string(), (shape, f32_view(values)));
     }
+    if let Some(w) = calibration.head.whitening() {
+        tensors.insert(names::WHITENING.to_string(), (vec![k, d, d], f32_view(w)));
+    }
     let views = tensors
         .iter()
         .map(|(name, (shape, bytes))| {
@@ -245,7 +178,7 @@ pub struct LoadedModel {
     /// Encoder with the exported weights.
     pub encoder: Encoder,
     /// Clustering head with the exported thresholds.
-    pub head: ClusterHead,
+    pub head: dekm_edge::ClusterHead,
     /// Input preprocessing.
     pub normalizer: Normalizer,
     /// Every tensor as stored, by name (for round-trip checks and inspection).
@@ -310,18 +243,10 @@ pub fn read_model(path: &Path) -> Result<LoadedModel, ExportError> {
         .map(|t| (t.name.clone(), t.data.clone()))
         .collect();
     let encoder = candle_encoder(&parts, ConvBackend::Fast)?;
-    let d = meta.encoder.latent_dim();
-    let take = |n: &str| tensors[n].clone();
-    let file = || path.to_path_buf();
-    let head = ClusterHead::new(
-        d,
-        take(names::V),
-        take(names::CENTROIDS_Y),
-        take(names::THRESHOLDS),
-    )
-    .map_err(|e| contract(&file(), e.to_string()))?;
-    let normalizer = Normalizer::new(take(names::INPUT_OFFSET), take(names::INPUT_SCALE))
-        .map_err(|e| contract(&file(), e.to_string()))?;
+    // The device's own construction of head and preprocessing, so both sides score alike.
+    let edge = dekm_edge::Model::from_parts(&parts).map_err(|e| contract(path, e.to_string()))?;
+    let head = edge.head().clone();
+    let normalizer = edge.normalizer().clone();
     Ok(LoadedModel {
         meta,
         encoder,
@@ -329,17 +254,4 @@ pub fn read_model(path: &Path) -> Result<LoadedModel, ExportError> {
         normalizer,
         tensors,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantile_interpolates_like_numpy() {
-        let v = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(quantile(&v, 0.5), 2.5);
-        assert_eq!(quantile(&v, 1.0), 4.0);
-        assert!((quantile(&v, 0.99) - 3.97).abs() < 1e-6);
-    }
 }

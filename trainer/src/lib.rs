@@ -10,6 +10,7 @@
 //! built with the `cuda` feature, on a CUDA GPU ([`device`]).
 
 pub mod augment;
+pub mod calibrate;
 pub mod choice;
 pub mod conv;
 pub mod data;

@@ -8,8 +8,9 @@ use candle_core::{Device, Tensor};
 use dekm_edge::Assignment;
 use dekm_shared::{FORMAT_VERSION, ModelMeta, TrainingMetrics};
 
+use crate::calibrate::{Calibration, calibrate};
 use crate::data::Dataset;
-use crate::export::{self, Calibration, ExportError, LoadedModel, MetricsReport};
+use crate::export::{self, ExportError, LoadedModel, MetricsReport};
 use crate::metrics;
 use crate::model::embed;
 use crate::train::{self, RunOptions, TrainConfig, TrainError, Trained};
@@ -67,11 +68,31 @@ pub fn train_and_export(
     opts: &RunOptions,
     out: &Path,
 ) -> Result<Outcome, PipelineError> {
-    let trained = train::train(ds, cfg, opts)?;
-    // config.json names the start and the device `auto` stood for.
-    let used = trained.config.clone();
-    let calibration = export::calibrate(&trained, cfg.threshold_quantile)?;
-    let dekm = ds
+    let holdout = cfg
+        .calibration_holdout
+        .unwrap_or(if ds.stream.is_some() { 0.2 } else { 0.0 });
+    let (fit, held) = ds.split_holdout(holdout, cfg.seed);
+    let trained = train::train(&fit, cfg, opts)?;
+    // config.json names the start, the device and the holdout `auto` stood for.
+    let mut used = trained.config.clone();
+    used.calibration_holdout = Some(holdout);
+    let held_z = if held.is_empty() {
+        None
+    } else {
+        Some(trained.embed(&held)?)
+    };
+    tracing::info!(
+        trained_on = fit.len(),
+        calibrated_on = held.len(),
+        "outlier calibration"
+    );
+    let calibration = calibrate(
+        &trained,
+        held_z.as_deref(),
+        cfg.threshold_quantile,
+        cfg.outlier_score,
+    )?;
+    let dekm = fit
         .labels
         .as_ref()
         .map(|t| metrics::evaluate(&calibration.labels, t));
@@ -80,8 +101,10 @@ pub fn train_and_export(
         encoder: trained.spec.clone(),
         k: cfg.k,
         threshold_quantile: cfg.threshold_quantile,
+        outlier_score: cfg.outlier_score,
+        stream: ds.stream.clone(),
         dataset: ds.name.clone(),
-        samples: ds.len(),
+        samples: fit.len(),
         seed: cfg.seed,
         metrics: dekm,
         created_unix: SystemTime::now()
@@ -91,12 +114,14 @@ pub fn train_and_export(
     };
     let report = MetricsReport {
         dataset: &ds.name,
-        samples: ds.len(),
+        samples: fit.len(),
+        calibration_samples: held.len(),
         config: &used,
         baseline: trained.baseline,
         dekm,
         cluster_sizes: cluster_sizes(&calibration.labels, cfg.k),
         outliers: calibration.outliers.iter().filter(|&&o| o).count(),
+        far_out: calibration.far_out,
         history: &trained.history,
     };
     let sha256 = export::write_model(out, &trained, &calibration, &meta, &report)?;

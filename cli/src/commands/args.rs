@@ -8,7 +8,9 @@ use anyhow::Result;
 use clap::Args;
 use dekm_cli::analysis;
 use dekm_cluster::internal::PairOptions;
-use dekm_trainer::data::{self, DataSource, LabelColumn, LoadOptions, Split, SyntheticOptions};
+use dekm_trainer::data::{
+    self, DataSource, LabelColumn, LoadOptions, Split, SyntheticOptions, Windowing,
+};
 use dekm_trainer::device::DeviceChoice;
 
 #[derive(Args)]
@@ -31,6 +33,15 @@ pub(crate) struct DataArgs {
     /// Windows generated for --dataset synthetic.
     #[arg(long, default_value_t = 5000)]
     synthetic_samples: usize,
+    /// Read csv:PATH or npy:PATH as one recording (a header naming the channels, one reading
+    /// per row; timestamp, label and is_anomaly columns recognised) and cut it into windows of
+    /// this many readings, standardised per channel. The model records window, hop and
+    /// channels, and `dekm-edge assign --stream` cuts a device's readings the same way.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    window: Option<u64>,
+    /// Readings between window starts (default: the window, so windows do not overlap).
+    #[arg(long, requires = "window", value_parser = clap::value_parser!(u64).range(1..))]
+    hop: Option<u64>,
 }
 
 impl DataArgs {
@@ -46,6 +57,10 @@ impl DataArgs {
                 draw_seed: seed.wrapping_add(1),
                 ..Default::default()
             },
+            windowing: self.window.map(|w| Windowing {
+                window: w as usize,
+                hop: self.hop.unwrap_or(w) as usize,
+            }),
         };
         let started = Instant::now();
         let ds = data::load(&self.dataset, &opts)?;

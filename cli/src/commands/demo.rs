@@ -6,7 +6,9 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Args;
 use dekm_cli::progress::Bars;
-use dekm_trainer::data::{self, DataSource, LoadOptions, SyntheticOptions};
+use dekm_cluster::detection::FlagCounts;
+use dekm_trainer::data::synthetic::{Fault, Plant};
+use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions, SyntheticOptions};
 use dekm_trainer::export::read_model;
 use dekm_trainer::metrics;
 use dekm_trainer::pipeline::{assign, cluster_sizes, metrics_table, train_and_export};
@@ -89,19 +91,10 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         print!("{table}");
     }
 
-    let stream_opts = SyntheticOptions {
-        samples: 1000,
-        anomaly_rate: 0.03,
-        draw_seed: args.seed.wrapping_add(1000),
-        ..world
-    };
-    let stream = data::load(
-        &DataSource::Synthetic,
-        &LoadOptions {
-            synthetic: stream_opts,
-            ..Default::default()
-        },
-    )?;
+    // A fresh draw from the same plant, with three times the faults.
+    let draw = Plant::new(world.k, world.world_seed).draw(1000, 0.03, args.seed.wrapping_add(1000));
+    let faults = draw.faults.clone();
+    let stream = Dataset::from(draw);
     let model = read_model(&out)?;
     let started = Instant::now();
     let assigned = assign(&model, &stream)?;
@@ -120,23 +113,27 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
             metrics_table(&[("DEKM (stream)", metrics::evaluate(&labels, t))])
         );
     }
-    let truth = stream.anomalies.as_deref().unwrap_or_default();
-    let injected = truth.iter().filter(|&&a| a).count();
-    let caught = assigned
+    let flagged: Vec<bool> = assigned.iter().map(|a| a.outlier).collect();
+    let truth: Vec<bool> = faults.iter().map(Option::is_some).collect();
+    let all = FlagCounts::new(&flagged, &truth);
+    let per_kind: Vec<String> = Fault::ALL
         .iter()
-        .zip(truth)
-        .filter(|(a, t)| a.outlier && **t)
-        .count();
-    let false_alarms = assigned
-        .iter()
-        .zip(truth)
-        .filter(|(a, t)| a.outlier && !**t)
-        .count();
+        .map(|&kind| {
+            let of_kind: Vec<bool> = faults.iter().map(|f| *f == Some(kind)).collect();
+            let c = FlagCounts::new(&flagged, &of_kind);
+            format!("{} {}/{}", kind.name(), c.caught, c.anomalies)
+        })
+        .collect();
     println!(
-        "anomalies: {caught} of {injected} injected flagged ({:.0}%), {false_alarms} false alarms in {} normal windows ({:.1}%)",
-        100.0 * caught as f64 / injected.max(1) as f64,
-        stream.len() - injected,
-        100.0 * false_alarms as f64 / (stream.len() - injected).max(1) as f64
+        "anomalies ({} score): {} of {} injected flagged ({:.0}%: {}), {} false alarms in {} normal windows ({:.1}%)",
+        model.meta.outlier_score,
+        all.caught,
+        all.anomalies,
+        100.0 * all.recall(),
+        per_kind.join(", "),
+        all.false_alarms,
+        all.normal,
+        100.0 * all.false_alarm_rate()
     );
     if args.out.is_none() {
         println!("(model directory was temporary; pass --out DIR to keep it)");

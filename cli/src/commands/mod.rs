@@ -9,6 +9,7 @@ mod import;
 mod plot;
 mod select_k;
 mod serve;
+mod timeline;
 mod train;
 
 use anyhow::Result;
@@ -21,6 +22,7 @@ use import::ImportArgs;
 use plot::PlotArgs;
 use select_k::SelectKArgs;
 use serve::ServeArgs;
+use timeline::TimelineArgs;
 use train::TrainArgs;
 
 #[derive(Parser)]
@@ -50,6 +52,9 @@ pub(crate) enum Command {
     Cluster(ClusterArgs),
     /// Pictures of a trained model on a data set: latent map, confusion matrix, training curves.
     Plot(PlotArgs),
+    /// Picture of a sensor stream assigned by a stream model: channels along time, each
+    /// window's cluster, outliers.
+    Timeline(TimelineArgs),
     /// Choose k: inertia (elbow, with its knee) and mean silhouette for a range of k.
     SelectK(SelectKArgs),
     /// Serve gRPC: training jobs, assignment, the model registry and fleet distribution.
@@ -70,6 +75,7 @@ impl Command {
             Self::Cluster(a) => cluster::run(a),
             Self::SelectK(a) => select_k::run(a),
             Self::Plot(a) => plot::run(a),
+            Self::Timeline(a) => timeline::run(a),
             Self::Import(a) => import::run(a),
         }
     }

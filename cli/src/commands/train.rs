@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use dekm_cli::plots;
 use dekm_cli::progress::Bars;
+use dekm_shared::OutlierScore;
 use dekm_trainer::augment::Augment;
 use dekm_trainer::device::DeviceChoice;
 use dekm_trainer::model::{ConvBackend, Init};
@@ -54,9 +55,17 @@ pub(crate) struct TrainArgs {
     /// Latent dimension.
     #[arg(long, default_value_t = 10)]
     latent: usize,
-    /// Outlier threshold: quantile of each cluster's training distances.
-    #[arg(long, default_value_t = 0.99)]
+    /// Outlier threshold: quantile of each cluster's training scores (far-out ones left out).
+    #[arg(long, default_value_t = 0.998)]
     threshold_quantile: f32,
+    /// Outlier score: mahalanobis (distance to the centroid under the cluster's covariance) or
+    /// distance (Euclidean, as models before format 2).
+    #[arg(long, default_value_t = OutlierScore::Mahalanobis)]
+    outlier_score: OutlierScore,
+    /// Fraction of the samples kept out of training to calibrate the outlier thresholds on
+    /// (default: 0.2 of a recording's windows, the last ones; none of other data).
+    #[arg(long)]
+    calibration_holdout: Option<f32>,
     /// Continue from OUT/checkpoint after an interruption.
     #[arg(long)]
     resume: bool,
@@ -107,6 +116,8 @@ impl TrainArgs {
             tol: self.tol,
             restarts: self.restarts,
             threshold_quantile: self.threshold_quantile,
+            outlier_score: self.outlier_score,
+            calibration_holdout: self.calibration_holdout,
             conv: self.conv,
             method: self.method,
             augment: Augment {

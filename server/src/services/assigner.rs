@@ -63,6 +63,7 @@ impl AssignerService {
                         cluster: a.cluster,
                         distance: a.distance,
                         margin: a.margin,
+                        score: a.score,
                         outlier: a.outlier,
                     })
                 })
@@ -70,7 +71,10 @@ impl AssignerService {
         })
         .await
         .map_err(blocking_failed)??;
-        s.telemetry.assigned(&entry.id, assignments.len());
+        s.telemetry.assigned(
+            &entry.id,
+            assignments.iter().map(|a| (a.cluster, a.outlier)),
+        );
         Ok(pb::AssignResponse {
             model_id: entry.id.clone(),
             assignments,

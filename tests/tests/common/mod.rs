@@ -84,5 +84,6 @@ pub fn images(n: usize) -> Dataset {
         xs,
         labels: Some(labels),
         anomalies: None,
+        stream: None,
     }
 }

@@ -127,6 +127,7 @@ pub(crate) fn local(bytes: &[u8], rows: &[Vec<f32>]) -> Vec<pb::Assignment> {
                 cluster: a.cluster,
                 distance: a.distance,
                 margin: a.margin,
+                score: a.score,
                 outlier: a.outlier,
             }
         })

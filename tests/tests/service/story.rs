@@ -248,6 +248,8 @@ async fn train_assign_distribute_roll_back_and_restart() {
         "dekm_grpc_requests_total{method=\"Assign\",code=\"Ok\"} 1",
         "dekm_grpc_requests_total{method=\"RollbackModel\",code=\"FailedPrecondition\"} 1",
         "dekm_assigned_samples_total",
+        "dekm_cluster_assignments_total{model_id=\"",
+        "# HELP dekm_cluster_outliers Samples flagged as outliers",
         "dekm_bundle_downloads_total",
         "dekm_jobs{state=\"succeeded\"} 1",
         "dekm_active_generation 3",

@@ -8,7 +8,7 @@ pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
-use dekm_shared::{EncoderSpec, ImageShape, Normalizer};
+use dekm_shared::{EncoderSpec, ImageShape, Normalizer, StreamSpec};
 
 pub use dekm_data::{DataError, LabelColumn, idx, table};
 
@@ -88,6 +88,18 @@ pub struct LoadOptions {
     pub label_column: Option<LabelColumn>,
     /// Samples and seed of the synthetic generator.
     pub synthetic: SyntheticOptions,
+    /// Read a CSV or `.npy` file as one long recording (a header naming the channels, one
+    /// reading per row) and cut it into windows, instead of one sample per row.
+    pub windowing: Option<Windowing>,
+}
+
+/// How a recording is cut into samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Windowing {
+    /// Readings per window.
+    pub window: usize,
+    /// Readings between window starts.
+    pub hop: usize,
 }
 
 /// Parameters of the built-in generator.
@@ -152,8 +164,12 @@ pub struct Dataset {
     pub xs: Vec<f32>,
     /// Ground-truth classes, when known.
     pub labels: Option<Vec<u32>>,
-    /// Injected-anomaly flags (synthetic data only).
+    /// Known anomalies: the synthetic generator's injected faults, or a recording's anomaly
+    /// column (a window is anomalous when any of its readings is).
     pub anomalies: Option<Vec<bool>>,
+    /// For windows cut from a recording: channels, window and hop, which the export records
+    /// so a device cuts its readings the same way.
+    pub stream: Option<StreamSpec>,
 }
 
 impl Dataset {
@@ -173,11 +189,13 @@ impl Dataset {
         &self.xs[i * d..(i + 1) * d]
     }
 
-    /// The normalisation the model should use: pixels to [0, 1], vectors standardised.
+    /// The normalisation the model should use: pixels to [0, 1], windows of a recording
+    /// standardised per channel, other vectors per feature.
     pub fn fit_normalizer(&self) -> Normalizer {
-        match self.shape {
-            SampleShape::Image(s) => Normalizer::pixels(s.len()),
-            SampleShape::Vector(d) => Normalizer::standardize(&self.xs, d),
+        match (&self.stream, self.shape) {
+            (_, SampleShape::Image(s)) => Normalizer::pixels(s.len()),
+            (Some(s), _) => Normalizer::per_channel(&self.xs, s.channel_count(), s.window),
+            (None, SampleShape::Vector(d)) => Normalizer::standardize(&self.xs, d),
         }
     }
 
@@ -208,6 +226,61 @@ impl Dataset {
         Ok(flat)
     }
 
+    /// The samples at `indices` (in that order), with their labels and anomaly flags.
+    pub fn select(&self, indices: &[usize]) -> Dataset {
+        let d = self.shape.len();
+        Dataset {
+            name: self.name.clone(),
+            shape: self.shape,
+            xs: indices
+                .iter()
+                .flat_map(|&i| &self.xs[i * d..(i + 1) * d])
+                .copied()
+                .collect(),
+            labels: self
+                .labels
+                .as_ref()
+                .map(|l| indices.iter().map(|&i| l[i]).collect()),
+            anomalies: self
+                .anomalies
+                .as_ref()
+                .map(|a| indices.iter().map(|&i| a[i]).collect()),
+            stream: self.stream.clone(),
+        }
+    }
+
+    /// Splits off `fraction` of the samples (rounded down) to hold out: windows of a recording
+    /// from its end, leaving a gap so no held-out window shares a reading with a kept one;
+    /// other samples at random (seeded), both parts in their original order.
+    pub fn split_holdout(&self, fraction: f32, seed: u64) -> (Dataset, Dataset) {
+        let n = self.len();
+        let held = ((n as f64) * f64::from(fraction.clamp(0.0, 1.0))).floor() as usize;
+        if held == 0 {
+            return (self.clone(), self.select(&[]));
+        }
+        let (keep, out): (Vec<usize>, Vec<usize>) = match &self.stream {
+            Some(s) => {
+                let gap = s.window.div_ceil(s.hop) - 1;
+                let first_held = n - held;
+                (
+                    (0..first_held.saturating_sub(gap)).collect(),
+                    (first_held..n).collect(),
+                )
+            }
+            None => {
+                use rand::seq::SliceRandom;
+                let mut order: Vec<usize> = (0..n).collect();
+                order.shuffle(&mut crate::rng(seed, 13));
+                let mut out = order[..held].to_vec();
+                let mut keep = order[held..].to_vec();
+                out.sort_unstable();
+                keep.sort_unstable();
+                (keep, out)
+            }
+        };
+        (self.select(&keep), self.select(&out))
+    }
+
     fn truncate(&mut self, n: usize) {
         if n < self.len() {
             self.xs.truncate(n * self.shape.len());
@@ -221,25 +294,36 @@ impl Dataset {
     }
 }
 
+impl From<synthetic::Draw> for Dataset {
+    /// The windows with their regimes as labels and the injected faults as anomaly flags.
+    fn from(draw: synthetic::Draw) -> Self {
+        let anomalies = Some(draw.anomalies());
+        Dataset {
+            name: DataSource::Synthetic.to_string(),
+            shape: SampleShape::Vector(synthetic::CHANNELS * synthetic::WINDOW),
+            xs: draw.xs,
+            labels: Some(draw.labels),
+            anomalies,
+            stream: None,
+        }
+    }
+}
+
 /// Loads `source` with `opts`.
 pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataError> {
+    if opts.windowing.is_some() && !matches!(source, DataSource::Csv(_) | DataSource::Npy(_)) {
+        return Err(DataError::Unsupported(format!(
+            "{source} cannot be cut into windows: only csv:PATH and npy:PATH recordings can"
+        )));
+    }
     let mut ds = match source {
         DataSource::Mnist => load_idx("mnist", opts)?,
         DataSource::FashionMnist => load_idx("fashion-mnist", opts)?,
         DataSource::Synthetic => {
             let s = opts.synthetic;
-            let draw = synthetic::Plant::new(s.k, s.world_seed).draw(
-                s.samples,
-                s.anomaly_rate,
-                s.draw_seed,
-            );
-            Dataset {
-                name: source.to_string(),
-                shape: SampleShape::Vector(synthetic::CHANNELS * synthetic::WINDOW),
-                xs: draw.xs,
-                labels: Some(draw.labels),
-                anomalies: Some(draw.anomalies),
-            }
+            synthetic::Plant::new(s.k, s.world_seed)
+                .draw(s.samples, s.anomaly_rate, s.draw_seed)
+                .into()
         }
         DataSource::Ts(path) => {
             let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
@@ -253,6 +337,31 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
                 xs: s.xs,
                 labels: s.labels,
                 anomalies: None,
+                stream: None,
+            }
+        }
+        DataSource::Csv(path) | DataSource::Npy(path) if opts.windowing.is_some() => {
+            let w = opts.windowing.unwrap_or(Windowing { window: 1, hop: 1 });
+            if opts.label_column.is_some() {
+                return Err(DataError::BadLabelColumn {
+                    path: path.clone(),
+                    reason: "a recording's labels come from its `label` column;                              --label-col applies to one sample per row"
+                        .into(),
+                });
+            }
+            let rec = dekm_data::read_recording(path)?;
+            let cut = dekm_data::windows(&rec, w.window, w.hop, path)?;
+            Dataset {
+                name: source.to_string(),
+                shape: SampleShape::Vector(rec.channels.len() * w.window),
+                xs: cut.xs,
+                labels: cut.labels,
+                anomalies: cut.anomalies,
+                stream: Some(StreamSpec {
+                    channels: rec.channels,
+                    window: w.window,
+                    hop: w.hop,
+                }),
             }
         }
         DataSource::Csv(path) | DataSource::Npy(path) => {
@@ -273,6 +382,7 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
                 xs: t.xs,
                 labels: t.labels,
                 anomalies: None,
+                stream: None,
             }
         }
     };
@@ -358,6 +468,7 @@ fn load_idx(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
         xs,
         labels: Some(labels),
         anomalies: None,
+        stream: None,
     })
 }
 
@@ -427,6 +538,26 @@ mod tests {
         write_idx(&m, "train-labels-idx1-ubyte", &[2], &[3, 4]);
         let ds = load(&DataSource::Mnist, &opts).unwrap();
         assert_eq!((ds.len(), ds.labels.unwrap()), (2, vec![3, 4]));
+    }
+
+    #[test]
+    fn holdout_of_a_recording_is_its_end_after_a_gap() {
+        let mut ds = load(&DataSource::Synthetic, &LoadOptions::default()).unwrap();
+        ds.truncate(20);
+        let (keep, held) = ds.split_holdout(0.2, 0);
+        assert_eq!((keep.len(), held.len()), (16, 4));
+        ds.stream = Some(StreamSpec {
+            channels: vec!["a".into(); synthetic::CHANNELS],
+            window: synthetic::WINDOW,
+            hop: 10,
+        });
+        let (keep, held) = ds.split_holdout(0.2, 0);
+        // Windows 16..20 held out; windows 13..16 would share readings with window 16.
+        assert_eq!((keep.len(), held.len()), (13, 4));
+        assert_eq!(held.sample(0), ds.sample(16));
+        assert_eq!(keep.sample(12), ds.sample(12));
+        let (all, none) = ds.split_holdout(0.0, 0);
+        assert_eq!((all.len(), none.len()), (20, 0));
     }
 
     #[test]

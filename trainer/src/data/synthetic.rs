@@ -33,15 +33,48 @@ pub struct Plant {
     regimes: Vec<[Wave; CHANNELS]>,
 }
 
+/// A fault injected into one channel of a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    /// Four readings jump by ±8 (a loose connector).
+    Spikes,
+    /// The channel sticks at its first reading + 4 (a frozen sensor).
+    Stuck,
+    /// The channel oscillates at 9 cycles per window with amplitude 3 around its mean (a
+    /// resonance or a wrong sampling clock).
+    Oscillation,
+}
+
+impl Fault {
+    /// Every kind, in the order the generator draws them.
+    pub const ALL: [Fault; 3] = [Fault::Spikes, Fault::Stuck, Fault::Oscillation];
+
+    /// Lower-case name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Spikes => "spikes",
+            Fault::Stuck => "stuck",
+            Fault::Oscillation => "oscillation",
+        }
+    }
+}
+
 /// Samples drawn from a [`Plant`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Draw {
     /// Row-major windows, `CHANNELS * WINDOW` values each (channel-major within a row).
     pub xs: Vec<f32>,
     /// Regime of each window.
     pub labels: Vec<u32>,
-    /// Whether each window had an anomaly injected.
-    pub anomalies: Vec<bool>,
+    /// The fault injected into each window, if any.
+    pub faults: Vec<Option<Fault>>,
+}
+
+impl Draw {
+    /// Whether each window had a fault injected.
+    pub fn anomalies(&self) -> Vec<bool> {
+        self.faults.iter().map(Option::is_some).collect()
+    }
 }
 
 impl Plant {
@@ -83,7 +116,7 @@ impl Plant {
         let mut out = Draw {
             xs: Vec::with_capacity(n * CHANNELS * WINDOW),
             labels: Vec::with_capacity(n),
-            anomalies: Vec::with_capacity(n),
+            faults: Vec::with_capacity(n),
         };
         for _ in 0..n {
             let label = r.random_range(0..self.k());
@@ -97,38 +130,40 @@ impl Plant {
                         .push(w.level + amp * angle.sin() + noise.sample(&mut r));
                 }
             }
-            let anomalous = r.random_bool(anomaly_rate.clamp(0.0, 1.0));
-            if anomalous {
-                corrupt(&mut out.xs[start..], &mut r);
-            }
+            let fault = r
+                .random_bool(anomaly_rate.clamp(0.0, 1.0))
+                .then(|| corrupt(&mut out.xs[start..], &mut r));
             out.labels.push(label as u32);
-            out.anomalies.push(anomalous);
+            out.faults.push(fault);
         }
         out
     }
 }
 
-fn corrupt(window: &mut [f32], r: &mut ChaCha8Rng) {
+/// Injects a random fault into one random channel of `window` and returns its kind.
+fn corrupt(window: &mut [f32], r: &mut ChaCha8Rng) -> Fault {
     let c = r.random_range(0..CHANNELS);
     let ch = &mut window[c * WINDOW..(c + 1) * WINDOW];
-    match r.random_range(0..3) {
-        0 => {
+    let fault = Fault::ALL[r.random_range(0..Fault::ALL.len())];
+    match fault {
+        Fault::Spikes => {
             for _ in 0..4 {
                 let t = r.random_range(0..WINDOW);
                 ch[t] += if r.random_bool(0.5) { 8.0 } else { -8.0 };
             }
         }
-        1 => {
+        Fault::Stuck => {
             let stuck = ch[0] + 4.0;
             ch.iter_mut().for_each(|x| *x = stuck);
         }
-        _ => {
+        Fault::Oscillation => {
             let mean = ch.iter().sum::<f32>() / WINDOW as f32;
             for (t, x) in ch.iter_mut().enumerate() {
                 *x = mean + 3.0 * (std::f32::consts::TAU * 9.0 * t as f32 / WINDOW as f32).sin();
             }
         }
     }
+    fault
 }
 
 #[cfg(test)]
@@ -141,10 +176,10 @@ mod tests {
         let a = p.draw(200, 0.05, 2);
         let b = Plant::new(4, 1).draw(200, 0.05, 2);
         assert_eq!(a.xs, b.xs);
-        assert_eq!(a.anomalies, b.anomalies);
+        assert_eq!(a.faults, b.faults);
         assert_ne!(a.xs, p.draw(200, 0.05, 3).xs);
         assert_eq!(a.xs.len(), 200 * CHANNELS * WINDOW);
-        let flagged = a.anomalies.iter().filter(|&&x| x).count();
+        let flagged = a.faults.iter().flatten().count();
         assert!(
             (2..=25).contains(&flagged),
             "{flagged} anomalies in 200 at 5%"

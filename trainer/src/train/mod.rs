@@ -164,6 +164,23 @@ pub struct Trained {
     pub config: TrainConfig,
 }
 
+impl Trained {
+    /// Latent vectors `[n, d]` of `ds`'s samples, normalised as the training data were, under
+    /// the trained encoder on the device it was trained on.
+    pub fn embed(&self, ds: &Dataset) -> Result<Vec<f32>, TrainError> {
+        let dev = self
+            .varmap
+            .all_vars()
+            .first()
+            .map_or(Device::Cpu, |v| v.device().clone());
+        let flat = ds
+            .normalized(&self.normalizer)
+            .map_err(|(i, e)| TrainError::Config(format!("sample {i}: {e}")))?;
+        let xs = Tensor::from_vec(flat, (ds.len(), self.spec.input_len()), &dev)?;
+        Ok(embed(&self.encoder, &xs, 1024)?)
+    }
+}
+
 /// Trains on `ds`: pretraining, then the clustering stage, checkpointing after every epoch and
 /// iteration, on the device `cfg.device` names.
 pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Trained, TrainError> {

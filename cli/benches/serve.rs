@@ -164,6 +164,7 @@ fn main() -> Result<()> {
         .map(|b| pb::AssignRequest {
             model_id: id.clone(),
             samples: b.iter().map(|x| pb::Sample { values: x.clone() }).collect(),
+            readings: vec![],
         })
         .collect();
     let requests = Arc::new(requests);

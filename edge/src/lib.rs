@@ -32,5 +32,5 @@ pub mod summary;
 pub use encoder::{Encoder, EncoderError, Workspace};
 pub use head::{Assignment, ClusterHead, HeadError};
 pub use model::{LoadError, Model, ModelParts, NamedTensor, SampleError, Session};
-pub use stream::{StreamError, StreamSession, WindowAssignment};
+pub use stream::{StreamError, StreamSession, WindowAssignment, Windower};
 pub use summary::{Counters, OutlierEvent, Summary};

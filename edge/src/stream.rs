@@ -59,30 +59,29 @@ pub struct WindowAssignment {
     pub assignment: Assignment,
 }
 
-/// Assigns a stream of readings window by window; `CAP` bounds the values of one window.
-#[derive(Debug)]
-pub struct StreamSession<'m, const CAP: usize> {
-    session: Session<'m>,
-    spec: &'m StreamSpec,
+/// Cuts a stream of readings into the windows a stream model assigns: the last `window`
+/// readings in a ring, and every `hop` readings once it is full, the window laid out
+/// channel-major. It borrows no model, so a server can keep one per client stream across
+/// requests; [`StreamSession`] pairs one with a model's session.
+#[derive(Debug, Clone)]
+pub struct Windower<const CAP: usize> {
+    channels: usize,
+    window: usize,
+    hop: u64,
     /// The last `window` readings, reading-major; slot `next` is the oldest once full.
     ring: heapless::Vec<f32, CAP>,
     /// The window laid out channel-major for the encoder.
     sample: heapless::Vec<f32, CAP>,
     next: usize,
-    /// Readings accepted since the session began.
+    /// Readings accepted since the windower began.
     taken: u64,
-    /// Readings accepted since the session began or was restarted.
+    /// Readings accepted since it began or was restarted.
     run: u64,
 }
 
-impl<'m, const CAP: usize> StreamSession<'m, CAP> {
-    /// A session for `model`, which must carry a stream spec whose window fits in `CAP`.
-    pub fn new(model: &'m Model) -> Result<Self, StreamError> {
-        let spec = model
-            .meta()
-            .stream
-            .as_ref()
-            .ok_or(StreamError::NotAStreamModel)?;
+impl<const CAP: usize> Windower<CAP> {
+    /// A windower for `spec`, whose window must fit in `CAP` values.
+    pub fn new(spec: &StreamSpec) -> Result<Self, StreamError> {
         let needed = spec.window_len();
         let mut ring = heapless::Vec::new();
         let mut sample = heapless::Vec::new();
@@ -93,19 +92,15 @@ impl<'m, const CAP: usize> StreamSession<'m, CAP> {
                 capacity: CAP,
             })?;
         Ok(Self {
-            session: model.session(),
-            spec,
+            channels: spec.channel_count(),
+            window: spec.window,
+            hop: spec.hop as u64,
             ring,
             sample,
             next: 0,
             taken: 0,
             run: 0,
         })
-    }
-
-    /// The stream's channels, window and hop.
-    pub fn spec(&self) -> &StreamSpec {
-        self.spec
     }
 
     /// Readings taken so far.
@@ -120,11 +115,11 @@ impl<'m, const CAP: usize> StreamSession<'m, CAP> {
         self.run = 0;
     }
 
-    /// Takes one reading (one value per channel, in the spec's order). Returns the window's
-    /// assignment when this reading completes one: every `hop` readings once `window` have
-    /// arrived.
-    pub fn push(&mut self, reading: &[f32]) -> Result<Option<WindowAssignment>, StreamError> {
-        let c = self.spec.channel_count();
+    /// Takes one reading (one value per channel, in the spec's order). When it completes a
+    /// window (every `hop` readings once `window` have arrived), returns the index of the
+    /// window's first reading and the window, channel-major.
+    pub fn push(&mut self, reading: &[f32]) -> Result<Option<(u64, &[f32])>, StreamError> {
+        let c = self.channels;
         let index = self.taken;
         let refuse = |source| StreamError::Reading { index, source };
         if reading.len() != c {
@@ -135,13 +130,13 @@ impl<'m, const CAP: usize> StreamSession<'m, CAP> {
             }));
         }
         check_finite("reading", reading).map_err(refuse)?;
-        let w = self.spec.window;
+        let w = self.window;
         self.ring[self.next * c..(self.next + 1) * c].copy_from_slice(reading);
         self.next = (self.next + 1) % w;
         self.taken += 1;
         self.run += 1;
         let w64 = w as u64;
-        if self.run < w64 || !(self.run - w64).is_multiple_of(self.spec.hop as u64) {
+        if self.run < w64 || !(self.run - w64).is_multiple_of(self.hop) {
             return Ok(None);
         }
         // Oldest first: slot `next` onwards, then the start of the ring.
@@ -151,10 +146,59 @@ impl<'m, const CAP: usize> StreamSession<'m, CAP> {
                 self.sample[ch * w + t] = v;
             }
         }
-        let start = self.taken - w64;
+        Ok(Some((self.taken - w64, &self.sample)))
+    }
+}
+
+/// Assigns a stream of readings window by window; `CAP` bounds the values of one window.
+#[derive(Debug)]
+pub struct StreamSession<'m, const CAP: usize> {
+    session: Session<'m>,
+    spec: &'m StreamSpec,
+    windows: Windower<CAP>,
+}
+
+impl<'m, const CAP: usize> StreamSession<'m, CAP> {
+    /// A session for `model`, which must carry a stream spec whose window fits in `CAP`.
+    pub fn new(model: &'m Model) -> Result<Self, StreamError> {
+        let spec = model
+            .meta()
+            .stream
+            .as_ref()
+            .ok_or(StreamError::NotAStreamModel)?;
+        Ok(Self {
+            session: model.session(),
+            spec,
+            windows: Windower::new(spec)?,
+        })
+    }
+
+    /// The stream's channels, window and hop.
+    pub fn spec(&self) -> &StreamSpec {
+        self.spec
+    }
+
+    /// Readings taken so far.
+    pub fn readings(&self) -> u64 {
+        self.windows.readings()
+    }
+
+    /// Forgets the buffered readings (after a gap in the stream, so no window spans it); the
+    /// reading count goes on.
+    pub fn restart(&mut self) {
+        self.windows.restart();
+    }
+
+    /// Takes one reading (one value per channel, in the spec's order). Returns the window's
+    /// assignment when this reading completes one: every `hop` readings once `window` have
+    /// arrived.
+    pub fn push(&mut self, reading: &[f32]) -> Result<Option<WindowAssignment>, StreamError> {
+        let Some((start, sample)) = self.windows.push(reading)? else {
+            return Ok(None);
+        };
         let assignment = self
             .session
-            .assign(&self.sample)
+            .assign(sample)
             .map_err(|source| StreamError::Window { start, source })?;
         Ok(Some(WindowAssignment { start, assignment }))
     }

@@ -26,6 +26,7 @@ mod tests {
             samples: vec![pb::Sample {
                 values: vec![0.5, 1.0],
             }],
+            readings: vec![],
         };
         let bytes = req.encode_to_vec();
         assert_eq!(pb::AssignRequest::decode(bytes.as_slice()).unwrap(), req);

@@ -33,6 +33,14 @@ pub(crate) fn model_info(e: &Entry, active: &Active) -> pb::ModelInfo {
         .into(),
         threshold_quantile: e.meta.threshold_quantile,
         outlier_score: e.meta.outlier_score.name().into(),
+        channels: e
+            .meta
+            .stream
+            .iter()
+            .flat_map(|s| s.channels.clone())
+            .collect(),
+        window: e.meta.stream.as_ref().map_or(0, |s| s.window as u32),
+        hop: e.meta.stream.as_ref().map_or(0, |s| s.hop as u32),
         metrics: metrics_pb(e.meta.metrics),
         created_unix: e.meta.created_unix,
         trainer_version: e.meta.trainer_version.clone(),

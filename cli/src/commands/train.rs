@@ -152,9 +152,23 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
         TrainMethod::AeKmeans => "AE+k-means (final)",
         m => m.label(),
     };
+    let held = ds.len() - outcome.meta.samples;
+    let calibration = if held > 0 {
+        format!(
+            ", {held} held out of training to calibrate the outlier flag{}",
+            if ds.stream.is_some() {
+                " (the recording's end, and the windows overlapping it)"
+            } else {
+                ""
+            }
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "trained on {} ({} samples) in {:.1} s pretraining + {:.1} s {} ({} iterations)",
+        "trained on {} ({} of {} samples{calibration}) in {:.1} s pretraining + {:.1} s {} ({} iterations)",
         ds.name,
+        outcome.meta.samples,
         ds.len(),
         h.pretrain_seconds,
         h.stage_seconds,

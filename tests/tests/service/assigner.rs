@@ -1,5 +1,8 @@
-//! `dekm.v1.Assigner`: every bad request gets its status code, in a call and in a stream.
+//! `dekm.v1.Assigner`: every bad request gets its status code, in a call and in a stream;
+//! readings for a stream model are cut into windows as a device cuts them, across a stream's
+//! requests.
 
+use dekm_edge::{Model, ModelParts, StreamSession};
 use dekm_proto::pb;
 use pb::assigner_client::AssignerClient;
 use tonic::Code;
@@ -73,10 +76,12 @@ async fn bad_assign_requests_get_their_status_codes() {
                 pb::AssignRequest {
                     model_id: id.clone(),
                     samples: samples(std::slice::from_ref(&row)),
+                    readings: vec![],
                 },
                 pb::AssignRequest {
                     model_id: id.clone(),
                     samples: samples(&[vec![1.0; 2]]),
+                    readings: vec![],
                 },
             ]),
             CLIENT,
@@ -91,6 +96,7 @@ async fn bad_assign_requests_get_their_status_codes() {
             tokio_stream::iter(vec![pb::AssignRequest {
                 model_id: id.clone(),
                 samples: samples(&[vec![0.5; 3 << 20]]),
+                readings: vec![],
             }]),
             CLIENT,
         ))
@@ -102,6 +108,94 @@ async fn bad_assign_requests_get_their_status_codes() {
         Code::ResourceExhausted
     );
 
+    drop(assigner);
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_are_windowed_like_a_device_across_a_stream() {
+    let srv = Strict::start().await;
+    let mut assigner = AssignerClient::new(srv.ch.clone());
+    let (plain, _) = srv.publish_fixture().await;
+    let (id, bundle) = srv.publish_stream_fixture().await;
+    let readings: Vec<Vec<f32>> = (0..7)
+        .map(|t| vec![t as f32 * 0.3, 1.0 - t as f32 * 0.1])
+        .collect();
+    // What a device computes for the same readings.
+    let model = Model::from_parts(&ModelParts::from_bundle(&bundle).unwrap()).unwrap();
+    let mut device = StreamSession::<'_, 64>::new(&model).unwrap();
+    let want: Vec<(u64, u32, f32)> = readings
+        .iter()
+        .filter_map(|r| device.push(r).unwrap())
+        .map(|w| (w.start, w.assignment.cluster, w.assignment.score))
+        .collect();
+    assert_eq!(want.iter().map(|w| w.0).collect::<Vec<_>>(), [0, 2, 4]);
+    let got = |r: &pb::AssignResponse| -> Vec<(u64, u32, f32)> {
+        r.window_starts
+            .iter()
+            .zip(&r.assignments)
+            .map(|(&s, a)| (s, a.cluster, a.score))
+            .collect()
+    };
+    let reading_req = |model: &str, rows: &[Vec<f32>]| pb::AssignRequest {
+        model_id: model.into(),
+        samples: vec![],
+        readings: samples(rows),
+    };
+
+    // One call: its readings alone.
+    let one = assigner
+        .assign(client(reading_req(&id, &readings)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got(&one), want);
+
+    // A stream of 4 + 3 readings: the window spanning both requests is assigned too.
+    let mut s = assigner
+        .assign_stream(with_token(
+            tokio_stream::iter(vec![
+                reading_req(&id, &readings[..4]),
+                reading_req(&id, &readings[4..]),
+            ]),
+            CLIENT,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut streamed = got(&s.message().await.unwrap().unwrap());
+    streamed.extend(got(&s.message().await.unwrap().unwrap()));
+    assert_eq!(streamed, want);
+
+    // Bad requests.
+    let mut both = reading_req(&id, &readings);
+    both.samples = samples(&readings[..1]);
+    let mut short = readings.clone();
+    short[1] = vec![1.0];
+    for (req, want, needle) in [
+        (both, Code::InvalidArgument, "not both"),
+        (reading_req(&id, &short), Code::InvalidArgument, "reading 1"),
+        (
+            reading_req(&plain, &readings),
+            Code::FailedPrecondition,
+            "not trained on a stream",
+        ),
+    ] {
+        let (c, m) = code(assigner.assign(client(req)).await);
+        assert_eq!(c, want, "{m}");
+        assert!(m.contains(needle), "{m:?} lacks {needle:?}");
+    }
+    let info = pb::registry_client::RegistryClient::new(srv.ch.clone())
+        .get_model(admin(pb::GetModelRequest {
+            model_id: id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (info.channels, info.window, info.hop),
+        (vec!["a".to_string(), "b".to_string()], 3, 2)
+    );
     drop(assigner);
     srv.stop().await;
 }

@@ -221,6 +221,31 @@ impl Strict {
         (id, bundle)
     }
 
+    /// Publishes and activates the fixture read as a stream model: channels a and b, windows
+    /// of 3 readings every 2.
+    pub(crate) async fn publish_stream_fixture(&self) -> (String, Vec<u8>) {
+        let parts = dekm_edge::model::fixture::dense(2);
+        let mut meta = parts.meta().clone();
+        meta.stream = Some(dekm_shared::StreamSpec {
+            channels: vec!["a".into(), "b".into()],
+            window: 3,
+            hop: 2,
+        });
+        let bundle = ModelParts::new(meta, parts.tensors().to_vec())
+            .unwrap()
+            .to_bundle();
+        let id = pb::registry_client::RegistryClient::new(self.ch.clone())
+            .publish_model(admin(pb::PublishModelRequest {
+                bundle: bundle.clone(),
+                activate: true,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        (id, bundle)
+    }
+
     pub(crate) async fn stop(self) {
         drop(self.ch);
         self.server.stop().await;
@@ -232,5 +257,6 @@ pub(crate) fn assign(model_id: &str, rows: Vec<Vec<f32>>) -> Request<pb::AssignR
     client(pb::AssignRequest {
         model_id: model_id.into(),
         samples: samples(&rows),
+        readings: vec![],
     })
 }

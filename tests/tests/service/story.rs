@@ -97,6 +97,7 @@ async fn train_assign_distribute_roll_back_and_restart() {
         .assign(pb::AssignRequest {
             model_id: String::new(),
             samples: samples(&rows),
+            readings: vec![],
         })
         .await
         .unwrap()
@@ -118,6 +119,7 @@ async fn train_assign_distribute_roll_back_and_restart() {
         .map(|c| pb::AssignRequest {
             model_id: model1.clone(),
             samples: samples(c),
+            readings: vec![],
         })
         .collect();
     let mut out = assigner
@@ -286,6 +288,7 @@ async fn train_assign_distribute_roll_back_and_restart() {
         .assign(pb::AssignRequest {
             model_id: String::new(),
             samples: samples(&rows),
+            readings: vec![],
         })
         .await
         .unwrap()

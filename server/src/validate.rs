@@ -7,7 +7,7 @@ use dekm_edge::bundle::is_model_id;
 use dekm_proto::pb;
 use dekm_trainer::choice::Choice;
 use dekm_trainer::data::{
-    DataSource, Dataset, LabelColumn, LoadOptions, SampleShape, SyntheticOptions,
+    DataSource, Dataset, LabelColumn, LoadOptions, SampleShape, SyntheticOptions, Windowing,
 };
 use dekm_trainer::train::TrainConfig;
 use tonic::Status;
@@ -129,6 +129,13 @@ fn dataset_ref(
                 Status::invalid_argument(format!("synthetic_samples {n} is too large"))
             })?,
     };
+    if d.window == 0 && d.hop > 0 {
+        return Err(Status::invalid_argument("hop needs a window"));
+    }
+    let windowing = (d.window > 0).then(|| Windowing {
+        window: d.window as usize,
+        hop: if d.hop == 0 { d.window } else { d.hop } as usize,
+    });
     Ok(JobData::Load {
         source,
         options: LoadOptions {
@@ -141,6 +148,7 @@ fn dataset_ref(
                 draw_seed: cfg.seed.wrapping_add(1),
                 ..Default::default()
             },
+            windowing,
             ..Default::default()
         },
     })
@@ -237,6 +245,14 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
     }
     if let Some(v) = s.start {
         c.start = choice("start", &v)?;
+    }
+    if let Some(v) = s.outlier_score {
+        c.outlier_score = v
+            .parse()
+            .map_err(|e: dekm_shared::ContractError| Status::invalid_argument(e.to_string()))?;
+    }
+    if let Some(v) = s.calibration_holdout {
+        c.calibration_holdout = Some(v);
     }
     // Everything that does not depend on the data's size; k against n is checked once the
     // data is known.

@@ -73,9 +73,10 @@ impl AssignerService {
                 "a request carries samples or readings, not both",
             ));
         }
-        if items > s.max_batch {
+        if req.samples.len() > s.max_batch {
             return Err(Status::resource_exhausted(format!(
-                "{items} samples or readings in one request; the limit is {}",
+                "{} samples in one request; the limit is {}",
+                req.samples.len(),
                 s.max_batch
             )));
         }
@@ -89,6 +90,17 @@ impl AssignerService {
                     entry.id
                 )));
             };
+            // As many windows as the batch limit allows samples: `hop` readings each.
+            let limit = s.max_batch.saturating_mul(spec.hop);
+            if req.readings.len() > limit {
+                return Err(Status::resource_exhausted(format!(
+                    "{} readings in one request; the limit is {limit} (the batch limit of {} \
+                     windows x a hop of {} readings)",
+                    req.readings.len(),
+                    s.max_batch,
+                    spec.hop
+                )));
+            }
             windows = match carry.windows.take() {
                 Some(w) if carry.model_id == entry.id => Some(w),
                 _ => Some(Box::new(Windower::new(spec).map_err(|e| {

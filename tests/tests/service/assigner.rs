@@ -180,6 +180,11 @@ async fn readings_are_windowed_like_a_device_across_a_stream() {
             Code::FailedPrecondition,
             "not trained on a stream",
         ),
+        (
+            reading_req(&id, &vec![vec![0.0, 0.0]; 17]),
+            Code::ResourceExhausted,
+            "the limit is 16",
+        ),
     ] {
         let (c, m) = code(assigner.assign(client(req)).await);
         assert_eq!(c, want, "{m}");

@@ -170,8 +170,9 @@ pub(crate) fn code<T: std::fmt::Debug>(
     (e.code(), e.message().to_string())
 }
 
-/// A server with both tokens, small limits and a data root holding `ok.csv`: what the
-/// bad-request tests send their requests to.
+/// A server with both tokens, small limits and a data root holding `ok.csv` and the
+/// recording `rec.csv` (`time, x, y`: 300 readings of two regimes alternating every 50): what
+/// the bad-request tests send their requests to.
 pub(crate) struct Strict {
     pub(crate) server: Running,
     pub(crate) ch: Channel,
@@ -184,6 +185,17 @@ impl Strict {
         let store = tempfile::tempdir().unwrap();
         let data = tempfile::tempdir().unwrap();
         std::fs::write(data.path().join("ok.csv"), "1,2\n3,4\n").unwrap();
+        let mut rec = String::from("time,x,y\n");
+        for t in 0..300 {
+            let (level, f) = if (t / 50) % 2 == 0 {
+                (0.0, 0.3)
+            } else {
+                (5.0, 1.1)
+            };
+            let x = level + (f * t as f32).sin();
+            rec += &format!("{t},{x},{}\n", -level + (0.5 * t as f32).cos());
+        }
+        std::fs::write(data.path().join("rec.csv"), rec).unwrap();
         let limits = Limits {
             // The fixture's bundle (a dense 6-500-500-2000-4 encoder) is about 5 MiB.
             max_message_bytes: 8 << 20,

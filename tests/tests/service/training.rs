@@ -39,6 +39,15 @@ async fn bad_training_requests_get_their_status_codes() {
     rotate.settings.as_mut().unwrap().augment_rotate_deg = Some(f32::NAN);
     let mut init = train_request(1, false);
     init.settings.as_mut().unwrap().init = Some("xavier".into());
+    let mut score = train_request(1, false);
+    score.settings.as_mut().unwrap().outlier_score = Some("zscore".into());
+    let mut holdout = train_request(1, false);
+    holdout.settings.as_mut().unwrap().calibration_holdout = Some(0.9);
+    let hop_alone = with_data(pb::train_request::Data::Dataset(pb::DatasetRef {
+        name: "csv:rec.csv".into(),
+        hop: 3,
+        ..Default::default()
+    }));
     for (req, want, needle) in [
         (
             pb::TrainRequest::default(),
@@ -54,6 +63,13 @@ async fn bad_training_requests_get_their_status_codes() {
             Code::InvalidArgument,
             "init \"xavier\": expected keras or torch",
         ),
+        (
+            score,
+            Code::InvalidArgument,
+            "unknown outlier score 'zscore'",
+        ),
+        (holdout, Code::InvalidArgument, "calibration holdout 0.9"),
+        (hop_alone, Code::InvalidArgument, "hop needs a window"),
         (
             with_data(dataset("imagenet")),
             Code::InvalidArgument,
@@ -157,6 +173,53 @@ async fn jobs_are_found_cancelled_and_refused_once_finished() {
     );
     assert_eq!(c, Code::FailedPrecondition);
 
+    drop(training);
+    srv.stop().await;
+}
+
+/// A recording on the server's data root trains a stream model through `Train`; its readings
+/// then go to `Assign` as a device would send them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_trains_a_stream_model_that_takes_readings() {
+    let srv = Strict::start().await;
+    let mut training = TrainingClient::new(srv.ch.clone());
+    let mut req = train_request(3, true);
+    req.data = Some(pb::train_request::Data::Dataset(pb::DatasetRef {
+        name: "csv:rec.csv".into(),
+        window: 10,
+        hop: 5,
+        ..Default::default()
+    }));
+    req.settings.as_mut().unwrap().k = Some(2);
+    let mut progress = training.train(admin(req)).await.unwrap().into_inner();
+    let mut last = None;
+    while let Some(p) = progress.message().await.unwrap() {
+        last = Some(p);
+    }
+    let last = last.unwrap();
+    assert_eq!(last.state(), pb::JobState::Succeeded, "{last:?}");
+    let info = pb::registry_client::RegistryClient::new(srv.ch.clone())
+        .get_model(admin(pb::GetModelRequest {
+            model_id: last.model_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((info.window, info.hop), (10, 5));
+    assert_eq!(info.channels, ["x", "y"]);
+    assert_eq!(info.outlier_score, "mahalanobis");
+    let readings: Vec<Vec<f32>> = (0..30).map(|t| vec![(0.3 * t as f32).sin(), 0.0]).collect();
+    let answer = pb::assigner_client::AssignerClient::new(srv.ch.clone())
+        .assign(client(pb::AssignRequest {
+            model_id: String::new(),
+            samples: vec![],
+            readings: samples(&readings),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.window_starts, [0, 5, 10, 15, 20]);
+    assert_eq!(answer.assignments.len(), 5);
     drop(training);
     srv.stop().await;
 }

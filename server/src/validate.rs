@@ -132,7 +132,7 @@ fn dataset_ref(
     if d.window == 0 && d.hop > 0 {
         return Err(Status::invalid_argument("hop needs a window"));
     }
-    let windowing = (d.window > 0).then(|| Windowing {
+    let windowing = (d.window > 0).then_some(Windowing {
         window: d.window as usize,
         hop: if d.hop == 0 { d.window } else { d.hop } as usize,
     });

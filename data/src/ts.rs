@@ -5,8 +5,11 @@
 //! A case becomes one sample of `channels x length` readings, channel-major (channel 0's
 //! readings, then channel 1's, ...), the layout a 1-D convolution over `[C, W]` reads. dekm
 //! clusters windows of one length, so cases of unequal length are refused with the case and both
-//! lengths named (JapaneseVowels is such a set); so are missing values (`?`, NaN), timestamped
-//! readings and cases whose channels differ in length. Nothing is skipped silently.
+//! lengths named (JapaneseVowels is such a set), unless the caller asks for every case to be
+//! resampled to one length: each channel is interpolated linearly onto that many evenly spaced
+//! points from its first reading to its last ([`resample`]). Missing values (`?`, NaN),
+//! timestamped readings and cases whose channels differ in length are refused. Nothing is
+//! skipped silently.
 
 use std::path::Path;
 
@@ -39,8 +42,33 @@ impl Series {
     }
 }
 
-/// Parses the text of a `.ts` file read from `path` (named in every error).
-pub fn parse_ts(text: &str, path: &Path) -> Result<Series, DataError> {
+/// `xs` (one channel's readings) linearly interpolated onto `n` evenly spaced points from the
+/// first reading to the last; a single reading is repeated.
+pub fn resample(xs: &[f32], n: usize, out: &mut Vec<f32>) {
+    let l = xs.len();
+    for i in 0..n {
+        if l < 2 || n < 2 {
+            out.push(xs.first().copied().unwrap_or(0.0));
+            continue;
+        }
+        let t = i as f64 * (l - 1) as f64 / (n - 1) as f64;
+        let (j, frac) = (t.floor() as usize, (t - t.floor()) as f32);
+        let next = xs[(j + 1).min(l - 1)];
+        out.push(xs[j] + (next - xs[j]) * frac);
+    }
+}
+
+/// Parses the text of a `.ts` file read from `path` (named in every error). With `length`,
+/// every case's channels are resampled to that many readings ([`resample`]), so cases of
+/// unequal length become windows of one.
+pub fn parse_ts(text: &str, path: &Path, length: Option<usize>) -> Result<Series, DataError> {
+    if length == Some(0) {
+        return Err(DataError::Unsupported(format!(
+            "{}: cases cannot be resampled to 0 readings",
+            path.display()
+        )));
+    }
+    let resample_to = length;
     let bad = |line: usize, reason: String| DataError::Corrupt {
         path: path.to_path_buf(),
         reason: format!("line {line}: {reason}"),
@@ -159,7 +187,14 @@ pub fn parse_ts(text: &str, path: &Path) -> Result<Series, DataError> {
                 Some(_) => {}
             }
         }
-        let length = length.unwrap_or(0);
+        let mut length = length.unwrap_or(0);
+        if let Some(n) = resample_to.filter(|&n| n != length) {
+            let case_values = xs.split_off(start);
+            for channel in case_values.chunks_exact(length.max(1)) {
+                resample(channel, n, &mut xs);
+            }
+            length = n;
+        }
         match shape {
             None => shape = Some((channels, length, line)),
             Some((c0, l0, first)) if (c0, l0) != (channels, length) => {
@@ -168,7 +203,7 @@ pub fn parse_ts(text: &str, path: &Path) -> Result<Series, DataError> {
                     format!(
                         "case {case} is {channels} channels x {length} readings, case 0 (line \
                          {first}) {c0} x {l0}: dekm clusters windows of one length, so cut or \
-                         resample the cases to one length first"
+                         resample the cases to one length first (`--ts-length N` resamples)"
                     ),
                 ));
             }
@@ -212,7 +247,7 @@ mod tests {
 ";
 
     fn parse(text: &str) -> Result<Series, DataError> {
-        parse_ts(text, Path::new("t.ts"))
+        parse_ts(text, Path::new("t.ts"), None)
     }
 
     #[test]
@@ -293,7 +328,7 @@ mod tests {
             ("gunpoint/GunPoint_TEST.ts", 150, 1, 150, 2),
         ] {
             let path = dir.join(file);
-            let s = parse_ts(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
+            let s = parse_ts(&std::fs::read_to_string(&path).unwrap(), &path, None).unwrap();
             assert_eq!(
                 (s.len(), s.channels, s.length),
                 (cases, channels, length),
@@ -303,9 +338,43 @@ mod tests {
         }
         // Unequal lengths (7 to 29 readings) are refused, naming the case.
         let path = dir.join("japanesevowels/JapaneseVowels_TRAIN.ts");
-        let err = parse_ts(&std::fs::read_to_string(&path).unwrap(), &path)
+        let text = std::fs::read_to_string(&path).unwrap();
+        let err = parse_ts(&text, &path, None).unwrap_err().to_string();
+        assert!(err.contains("resample the cases to one length"), "{err}");
+        // Resampled to 29 readings (the longest case), all 270 cases of 12 channels load.
+        let s = parse_ts(&text, &path, Some(29)).unwrap();
+        assert_eq!((s.len(), s.channels, s.length), (270, 12, 29));
+        assert_eq!(s.classes.len(), 9);
+    }
+
+    #[test]
+    fn resampling_keeps_the_ends_and_interpolates_between() {
+        let mut out = Vec::new();
+        resample(&[0.0, 10.0, 20.0], 5, &mut out);
+        assert_eq!(out, [0.0, 5.0, 10.0, 15.0, 20.0]);
+        out.clear();
+        resample(&[0.0, 3.0, 6.0, 9.0], 2, &mut out);
+        assert_eq!(out, [0.0, 9.0]);
+        out.clear();
+        resample(&[4.0], 3, &mut out);
+        assert_eq!(out, [4.0; 3]);
+    }
+
+    #[test]
+    fn unequal_cases_resample_to_one_length_channel_by_channel() {
+        let text = "@dimensions 2\n@classLabel true a b\n@data\n0,2:10,30:a\n1,2,3:4,5,6:b\n";
+        let err = parse_ts(text, Path::new("u.ts"), None)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("resample the cases to one length"), "{err}");
+        assert!(err.contains("case 1 is 2 channels x 3 readings"), "{err}");
+        let s = parse_ts(text, Path::new("u.ts"), Some(3)).unwrap();
+        assert_eq!((s.len(), s.length), (2, 3));
+        assert_eq!(
+            s.xs,
+            [
+                0.0, 1.0, 2.0, 10.0, 20.0, 30.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0
+            ]
+        );
+        assert!(parse_ts(text, Path::new("u.ts"), Some(0)).is_err());
     }
 }

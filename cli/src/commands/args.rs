@@ -39,6 +39,10 @@ pub(crate) struct DataArgs {
     /// channels, and `dekm-edge assign --stream` cuts a device's readings the same way.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     window: Option<u64>,
+    /// Resample every case of a ts:PATH file to N readings per channel (linear interpolation
+    /// from its first reading to its last), so cases of unequal length can be clustered.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    ts_length: Option<u64>,
     /// Readings between window starts (default: the window, so windows do not overlap).
     #[arg(long, requires = "window", value_parser = clap::value_parser!(u64).range(1..))]
     hop: Option<u64>,
@@ -57,6 +61,7 @@ impl DataArgs {
                 draw_seed: seed.wrapping_add(1),
                 ..Default::default()
             },
+            ts_length: self.ts_length.map(|n| n as usize),
             windowing: self.window.map(|w| Windowing {
                 window: w as usize,
                 hop: self.hop.unwrap_or(w) as usize,

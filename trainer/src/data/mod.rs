@@ -88,6 +88,9 @@ pub struct LoadOptions {
     pub label_column: Option<LabelColumn>,
     /// Samples and seed of the synthetic generator.
     pub synthetic: SyntheticOptions,
+    /// Resample every case of a `.ts` file to this many readings per channel (linear
+    /// interpolation from the first reading to the last), so cases of unequal length cluster.
+    pub ts_length: Option<usize>,
     /// Read a CSV or `.npy` file as one long recording (a header naming the channels, one
     /// reading per row) and cut it into windows, instead of one sample per row.
     pub windowing: Option<Windowing>,
@@ -330,7 +333,7 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
                 path: path.clone(),
                 source,
             })?;
-            let s = dekm_data::ts::parse_ts(&text, path)?;
+            let s = dekm_data::ts::parse_ts(&text, path, opts.ts_length)?;
             Dataset {
                 name: source.to_string(),
                 shape: SampleShape::Vector(s.channels * s.length),

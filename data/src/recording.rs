@@ -183,21 +183,7 @@ impl<R: BufRead> RecordingReader<R> {
                         }
                     })
                 }
-                Role::Channel => {
-                    let v: f64 = f.parse().map_err(|_| DataError::NotNumeric {
-                        path: self.path.clone(),
-                        line,
-                        column: col + 1,
-                        value: f.chars().take(40).collect(),
-                    })?;
-                    if !v.is_finite() {
-                        return Err(DataError::NotFinite {
-                            path: self.path.clone(),
-                            location: format!("line {line}, column {}", col + 1),
-                        });
-                    }
-                    out.push(v as f32);
-                }
+                Role::Channel => out.push(table::parse_field(f, line, col, &self.path)?),
             }
         }
         Ok(info)

@@ -119,21 +119,27 @@ pub fn parse_csv_row<'a>(
             label = Some(f);
             continue;
         }
-        let v: f64 = f.parse().map_err(|_| DataError::NotNumeric {
-            path: path.to_path_buf(),
-            line,
-            column: col + 1,
-            value: f.chars().take(40).collect(),
-        })?;
-        if !v.is_finite() {
-            return Err(DataError::NotFinite {
-                path: path.to_path_buf(),
-                location: format!("line {line}, column {}", col + 1),
-            });
-        }
-        out.push(v as f32);
+        out.push(parse_field(f, line, col, path)?);
     }
     Ok(label)
+}
+
+/// One numeric CSV field (`line` 1-based, `col` 0-based): an error naming both when it is not
+/// a number or not finite.
+pub(crate) fn parse_field(f: &str, line: usize, col: usize, path: &Path) -> Result<f32, DataError> {
+    let v: f64 = f.parse().map_err(|_| DataError::NotNumeric {
+        path: path.to_path_buf(),
+        line,
+        column: col + 1,
+        value: f.chars().take(40).collect(),
+    })?;
+    if !v.is_finite() {
+        return Err(DataError::NotFinite {
+            path: path.to_path_buf(),
+            location: format!("line {line}, column {}", col + 1),
+        });
+    }
+    Ok(v as f32)
 }
 
 /// Parses CSV text. The first line is a header when any of its fields is not a number.

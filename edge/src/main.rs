@@ -214,13 +214,7 @@ fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
             let i = index;
             index += 1;
             let result = r
-                .map_err(|e| {
-                    if e.is_row_error() {
-                        Ok(e.to_string())
-                    } else {
-                        Err(e)
-                    }
-                })
+                .map_err(split_row_error)
                 .and_then(|()| session.assign(&row).map_err(|e| Ok(e.to_string())));
             match result {
                 Ok(a) => {
@@ -236,16 +230,16 @@ fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
                 }
                 Err(Ok(msg)) => {
                     summary.record_rejected();
-                    match args.on_error {
-                        OnError::Skip => eprintln!("sample {i}: {msg} (skipped)"),
-                        OnError::Emit => {
-                            writeln!(out, r#"{{"index":{i},"error":{}}}"#, json_str(&msg))?
-                        }
-                        OnError::Fail => {
-                            eprintln!("sample {i}: {msg}");
-                            failed = true;
-                            break 'files;
-                        }
+                    let place = format!("sample {i}");
+                    if reject(
+                        args.on_error,
+                        &mut out,
+                        &place,
+                        &format!(r#""index":{i},"#),
+                        &msg,
+                    )? {
+                        failed = true;
+                        break 'files;
                     }
                 }
             }
@@ -253,6 +247,36 @@ fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
     }
     out.flush()?;
     finish(args, &summary, &model, &model_id, failed)
+}
+
+/// A row-level problem (reported, and reading goes on) as its message; anything else (the
+/// file itself broke) as the error that ends the run.
+fn split_row_error(e: dekm_data::DataError) -> Result<String, dekm_data::DataError> {
+    if e.is_row_error() {
+        Ok(e.to_string())
+    } else {
+        Err(e)
+    }
+}
+
+/// Handles a sample or reading that could not be assigned as `--on-error` says: on stderr
+/// naming `place`, or as an error line (`fields` first); true when the run must stop.
+fn reject(
+    on_error: OnError,
+    out: &mut impl Write,
+    place: &str,
+    fields: &str,
+    msg: &str,
+) -> Result<bool> {
+    match on_error {
+        OnError::Skip => eprintln!("{place}: {msg} (skipped)"),
+        OnError::Emit => writeln!(out, r#"{{{fields}"error":{}}}"#, json_str(msg))?,
+        OnError::Fail => {
+            eprintln!("{place}: {msg}");
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The summary and counters at the end of `assign`, and its exit status.
@@ -324,22 +348,19 @@ impl Readings {
         &mut self,
         row: &mut Vec<f32>,
     ) -> Option<Result<(usize, Option<String>), Result<String, dekm_data::DataError>>> {
-        let split = |e: dekm_data::DataError| {
-            if e.is_row_error() {
-                Ok(e.to_string())
-            } else {
-                Err(e)
-            }
-        };
         match self {
             Self::Csv(r) => Some(
                 r.next_into(row)?
                     .map(|i| (i.line, i.timestamp))
-                    .map_err(split),
+                    .map_err(split_row_error),
             ),
             Self::Npy { rows, row: n } => {
                 *n += 1;
-                Some(rows.next_into(row)?.map(|()| (*n, None)).map_err(split))
+                Some(
+                    rows.next_into(row)?
+                        .map(|()| (*n, None))
+                        .map_err(split_row_error),
+                )
             }
         }
     }
@@ -394,14 +415,10 @@ fn assign_stream(args: &AssignArgs) -> Result<std::process::ExitCode> {
                 }
                 Err(Ok(msg)) => {
                     summary.record_rejected();
-                    match args.on_error {
-                        OnError::Skip => eprintln!("{}: {msg} (skipped)", path.display()),
-                        OnError::Emit => writeln!(out, r#"{{"error":{}}}"#, json_str(&msg))?,
-                        OnError::Fail => {
-                            eprintln!("{}: {msg}", path.display());
-                            failed = true;
-                            break 'files;
-                        }
+                    let place = path.display().to_string();
+                    if reject(args.on_error, &mut out, &place, "", &msg)? {
+                        failed = true;
+                        break 'files;
                     }
                 }
             }

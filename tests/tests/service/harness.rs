@@ -220,7 +220,12 @@ impl Strict {
 
     /// Publishes the edge crate's dense fixture model as the active one: its id and bundle.
     pub(crate) async fn publish_fixture(&self) -> (String, Vec<u8>) {
-        let bundle = dekm_edge::model::fixture::dense(1).to_bundle();
+        self.publish(dekm_edge::model::fixture::dense(1).to_bundle())
+            .await
+    }
+
+    /// Publishes and activates `bundle`: its id and the bundle.
+    async fn publish(&self, bundle: Vec<u8>) -> (String, Vec<u8>) {
         let id = pb::registry_client::RegistryClient::new(self.ch.clone())
             .publish_model(admin(pb::PublishModelRequest {
                 bundle: bundle.clone(),
@@ -246,16 +251,7 @@ impl Strict {
         let bundle = ModelParts::new(meta, parts.tensors().to_vec())
             .unwrap()
             .to_bundle();
-        let id = pb::registry_client::RegistryClient::new(self.ch.clone())
-            .publish_model(admin(pb::PublishModelRequest {
-                bundle: bundle.clone(),
-                activate: true,
-            }))
-            .await
-            .unwrap()
-            .into_inner()
-            .id;
-        (id, bundle)
+        self.publish(bundle).await
     }
 
     pub(crate) async fn stop(self) {

@@ -76,14 +76,7 @@ fn macs_per_image(spec: &EncoderSpec) -> Result<(u64, u64)> {
     let conv_macs: Vec<u64> = spec
         .conv_geometry()?
         .iter()
-        .map(|g| {
-            (g.output.height
-                * g.output.width
-                * g.output.channels
-                * g.input.channels
-                * g.kernel
-                * g.kernel) as u64
-        })
+        .map(|g| (g.output.height * g.output.width * g.output.channels * g.patch_len()) as u64)
         .collect();
     let conv: u64 = conv_macs.iter().sum();
     let dense = (spec.pre_latent_len()? * spec.latent_dim()) as u64;
@@ -204,7 +197,7 @@ fn main() -> Result<()> {
     let flat = ds
         .normalized(&normalizer)
         .map_err(|(i, e)| anyhow::anyhow!("sample {i}: {e}"))?;
-    let spec = ds.encoder_spec(10);
+    let spec = ds.encoder_spec(10, (Default::default(), dekm_shared::TimePooling::MeanStd));
     let xs =
         Tensor::from_vec(flat, (ds.len(), spec.input_len()), &Device::Cpu)?.to_dtype(DType::F32)?;
     let threads = rayon::current_num_threads();

@@ -166,13 +166,13 @@ fn run_candle(enc: &Encoder, xs: &[f32], len: usize, a: &Args) -> Result<Round> 
 fn run_ort(a: &Args, file: &Path, model: &Model) -> Result<Option<(Round, String)>> {
     let spec = &model.meta().encoder;
     let geometry = spec.conv_geometry()?;
-    let Some(first) = geometry.first() else {
-        println!("onnxruntime: skipped (dense model; the script builds convolutional encoders)");
+    let (Some(first), dekm_shared::EncoderSpec::Conv { .. }) = (geometry.first(), spec) else {
+        println!("onnxruntime: skipped (the script builds 2-D convolutional encoders only)");
         return Ok(None);
     };
     let layers: Vec<serde_json::Value> = geometry
         .iter()
-        .map(|g| serde_json::json!({"stride": g.stride, "pad": g.pad}))
+        .map(|g| serde_json::json!({"stride": g.stride, "pad": g.pad.width}))
         .collect();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/bench_edge_ort.py");
     let i = first.input;

@@ -19,7 +19,7 @@
 
 use alloc::{format, string::String, vec, vec::Vec};
 
-use dekm_shared::{ConvGeometry, EncoderSpec, names};
+use dekm_shared::{ConvGeometry, EncoderSpec, POOL_EPS, Stack, TimePooling, names};
 
 /// A missing or mis-sized weight, or a sample of the wrong length.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -228,14 +228,15 @@ impl pulp::WithSimd for MatVec<'_> {
 }
 
 impl Conv {
-    /// Lays out the exported `[out, in, k, k]` weight and the tap offsets of geometry `g`
-    /// reading activations whose channel stride is `in_stride`; `zero` is the zero block's offset.
+    /// Lays out the exported `[out, in, kh, kw]` weight (`[out, in, k]` for a 1-D layer, the
+    /// same values) and the tap offsets of geometry `g` reading activations whose channel stride
+    /// is `in_stride`; `zero` is the zero block's offset.
     fn new(g: ConvGeometry, w: &[f32], b: &[f32], in_stride: usize, zero: u32) -> Self {
         let (cin, cout, k) = (g.input.channels, g.output.channels, g.kernel);
         let out_stride = cout.next_multiple_of(PAD_C);
-        let mut weight = vec![0.0; k * k * cin * out_stride];
-        for (o, filter) in w.chunks_exact(cin * k * k).enumerate() {
-            for (c, taps) in filter.chunks_exact(k * k).enumerate() {
+        let mut weight = vec![0.0; k.area() * cin * out_stride];
+        for (o, filter) in w.chunks_exact(cin * k.area()).enumerate() {
+            for (c, taps) in filter.chunks_exact(k.area()).enumerate() {
                 for (t, &v) in taps.iter().enumerate() {
                     weight[(t * cin + c) * out_stride + o] = v;
                 }
@@ -244,13 +245,17 @@ impl Conv {
         let mut bias = b.to_vec();
         bias.resize(out_stride, 0.0);
         let (ih, iw) = (g.input.height, g.input.width);
-        let mut taps = Vec::with_capacity(g.output.height * g.output.width * k * k);
+        let mut taps = Vec::with_capacity(g.output.height * g.output.width * k.area());
         for oy in 0..g.output.height {
             for ox in 0..g.output.width {
-                for ki in 0..k {
-                    let iy = (oy * g.stride + ki).checked_sub(g.pad).filter(|&i| i < ih);
-                    for kj in 0..k {
-                        let ix = (ox * g.stride + kj).checked_sub(g.pad).filter(|&i| i < iw);
+                for ki in 0..k.height {
+                    let iy = (oy * g.stride + ki)
+                        .checked_sub(g.pad.height)
+                        .filter(|&i| i < ih);
+                    for kj in 0..k.width {
+                        let ix = (ox * g.stride + kj)
+                            .checked_sub(g.pad.width)
+                            .filter(|&i| i < iw);
                         taps.push(match (iy, ix) {
                             (Some(y), Some(x)) => ((y * iw + x) * in_stride) as u32,
                             _ => zero,
@@ -366,7 +371,7 @@ fn tile<S: pulp::Simd, const P: usize, const NV: usize>(
 ) {
     let width = NV * S::F32_LANES;
     let (cin, stride) = (conv.g.input.channels, conv.out_stride);
-    let taps = conv.g.kernel * conv.g.kernel;
+    let taps = conv.g.kernel.area();
     let vectors = |s: &[f32]| -> Option<[S::f32s; NV]> {
         <&[S::f32s; NV]>::try_from(S::as_simd_f32s(s.get(o0..o0 + width)?).0)
             .ok()
@@ -418,16 +423,17 @@ impl Encoder {
         spec.validate().map_err(EncoderError::Spec)?;
         let pre = spec.pre_latent_len().map_err(EncoderError::Spec)?;
         let latent = dense(&get, names::LATENT, pre, spec.latent_dim())?;
-        let (body, latent, sizes) = match spec {
-            EncoderSpec::Conv { input, .. } => {
+        let (body, latent, sizes) = match spec.stack() {
+            Stack::Conv(input) => {
                 let geometry = spec.conv_geometry().map_err(EncoderError::Spec)?;
-                // Every activation (the image included) fits below the zero block.
+                // Every activation (the image included, and a pooled summary) fits below the
+                // zero block.
                 let zero = geometry
                     .iter()
                     .map(|g| {
                         g.output.height * g.output.width * g.output.channels.next_multiple_of(PAD_C)
                     })
-                    .fold(spec.input_len(), usize::max);
+                    .fold(spec.input_len().max(pre), usize::max);
                 let widest_input = geometry.iter().map(|g| g.input.channels).max().unwrap_or(0);
                 // Tap offsets are 32-bit.
                 let len = zero + widest_input;
@@ -443,27 +449,28 @@ impl Encoder {
                 let mut convs = Vec::with_capacity(geometry.len());
                 for (i, g) in geometry.into_iter().enumerate() {
                     let name = names::conv(i);
-                    let (o, r) = (g.output.channels, g.input.channels * g.kernel * g.kernel);
+                    let (o, r) = (g.output.channels, g.patch_len());
                     let w = tensor(&get, &format!("{name}.weight"), o * r)?;
                     let b = tensor(&get, &format!("{name}.bias"), o)?;
                     let conv = Conv::new(g, &w, &b, in_stride, zero32);
                     in_stride = conv.out_stride;
                     convs.push(conv);
                 }
+                // A pooled encoder's latent layer reads one mean per channel, compact.
                 let latent = match convs.last() {
-                    Some(last) => latent.reading_hwc(&last.g, last.out_stride),
-                    None => latent,
+                    Some(last) if !spec.pooled() => latent.reading_hwc(&last.g, last.out_stride),
+                    _ => latent,
                 };
                 (Body::Conv(convs), latent, (len, zero))
             }
-            EncoderSpec::Dense { input, hidden, .. } => {
-                let mut prev = *input;
+            Stack::Dense { input, hidden } => {
+                let mut prev = input;
                 let mut layers = Vec::with_capacity(hidden.len());
                 for (i, &h) in hidden.iter().enumerate() {
                     layers.push(dense(&get, &names::dense(i), prev, h)?);
                     prev = h;
                 }
-                let act = layers.iter().map(Dense::outputs).fold(*input, usize::max);
+                let act = layers.iter().map(Dense::outputs).fold(input, usize::max);
                 (Body::Dense(layers), latent, (act, act))
             }
         };
@@ -498,7 +505,7 @@ impl Encoder {
                 .iter()
                 .map(|c| {
                     let g = &c.g;
-                    2 * g.input.channels * g.kernel * g.kernel * c.pixels() * g.output.channels
+                    2 * g.patch_len() * c.pixels() * g.output.channels
                 })
                 .sum(),
             Body::Dense(layers) => layers.iter().map(|d| 2 * d.input * d.outputs()).sum(),
@@ -543,8 +550,8 @@ impl Encoder {
                 // length may have written there.
                 cur[zero..].fill(0.0);
                 next[zero..].fill(0.0);
-                match (&self.spec, convs.is_empty()) {
-                    (EncoderSpec::Conv { input, .. }, false) if input.channels > 1 => {
+                match (self.spec.conv_input(), convs.is_empty()) {
+                    (Some(input), false) if input.channels > 1 => {
                         to_channels_last(input.channels, x, cur);
                     }
                     // One channel, or no convolution: the latent layer reads CHW as exported.
@@ -552,6 +559,10 @@ impl Encoder {
                 }
                 for c in convs {
                     c.forward(cur, next);
+                    core::mem::swap(&mut cur, &mut next);
+                }
+                if let Some(last) = convs.last().filter(|_| self.spec.pooled()) {
+                    pool_over_pixels(cur, last, self.spec.pooling(), next);
                     core::mem::swap(&mut cur, &mut next);
                 }
             }
@@ -569,6 +580,37 @@ impl Encoder {
 }
 
 /// Copies the CHW sample `x` of `channels` planes into `out` as HWC, the convolutions' layout.
+/// The pooling over time of a 1-D encoder: each channel's mean over the pixels of `conv`'s
+/// padded HWC output `x` into `out[..c]`, and for [`TimePooling::MeanStd`] each channel's
+/// standard deviation into `out[c..2c]` (two passes, so no cancellation).
+fn pool_over_pixels(x: &[f32], conv: &Conv, pooling: TimePooling, out: &mut [f32]) {
+    let (pixels, stride, c) = (conv.pixels(), conv.out_stride, conv.g.output.channels);
+    let x = &x[..pixels * stride];
+    let scale = 1.0 / pixels as f32;
+    let (mean, rest) = out.split_at_mut(c);
+    mean.fill(0.0);
+    for px in x.chunks_exact(stride) {
+        for (m, &v) in mean.iter_mut().zip(px) {
+            *m += v;
+        }
+    }
+    for m in mean.iter_mut() {
+        *m *= scale;
+    }
+    if pooling == TimePooling::MeanStd {
+        let sd = &mut rest[..c];
+        sd.fill(0.0);
+        for px in x.chunks_exact(stride) {
+            for ((s, &v), &m) in sd.iter_mut().zip(px).zip(mean.iter()) {
+                *s += (v - m) * (v - m);
+            }
+        }
+        for s in sd {
+            *s = crate::head::sqrt(*s * scale + POOL_EPS);
+        }
+    }
+}
+
 fn to_channels_last(channels: usize, x: &[f32], out: &mut [f32]) {
     let pixels = x.len() / channels;
     for (c, plane) in x.chunks_exact(pixels).enumerate() {
@@ -610,22 +652,23 @@ mod tests {
                 &w[&format!("encoder.conv{i}.bias")],
             );
             let (ci, ih, iw) = (g.input.channels, g.input.height, g.input.width);
-            let (co, oh, ow, k) = (g.output.channels, g.output.height, g.output.width, g.kernel);
+            let (co, oh, ow) = (g.output.channels, g.output.height, g.output.width);
+            let (kh, kw) = (g.kernel.height, g.kernel.width);
             let mut out = vec![0f64; co * oh * ow];
             for o in 0..co {
                 for oy in 0..oh {
                     for ox in 0..ow {
                         let mut s = f64::from(bs[o]);
                         for c in 0..ci {
-                            for ki in 0..k {
-                                for kj in 0..k {
-                                    let iy = (oy * g.stride + ki) as isize - g.pad as isize;
-                                    let ix = (ox * g.stride + kj) as isize - g.pad as isize;
+                            for ki in 0..kh {
+                                for kj in 0..kw {
+                                    let iy = (oy * g.stride + ki) as isize - g.pad.height as isize;
+                                    let ix = (ox * g.stride + kj) as isize - g.pad.width as isize;
                                     if iy < 0 || ix < 0 || iy as usize >= ih || ix as usize >= iw {
                                         continue;
                                     }
                                     let xv = h[(c * ih + iy as usize) * iw + ix as usize];
-                                    s += xv * f64::from(wt[((o * ci + c) * k + ki) * k + kj]);
+                                    s += xv * f64::from(wt[((o * ci + c) * kh + ki) * kw + kj]);
                                 }
                             }
                         }
@@ -634,6 +677,22 @@ mod tests {
                 }
             }
             h = out;
+        }
+        if spec.pooled()
+            && let Some(g) = spec.conv_geometry().unwrap().last()
+        {
+            let steps = g.output.height * g.output.width;
+            let mean = |c: &[f64]| c.iter().sum::<f64>() / steps as f64;
+            let mut pooled: Vec<f64> = h.chunks_exact(steps).map(mean).collect();
+            if spec.pooling() == TimePooling::MeanStd {
+                let sd = h.chunks_exact(steps).map(|c| {
+                    let m = mean(c);
+                    let var = c.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / steps as f64;
+                    (var + f64::from(POOL_EPS)).sqrt()
+                });
+                pooled = pooled.clone().into_iter().chain(sd).collect();
+            }
+            h = pooled;
         }
         if let EncoderSpec::Dense { hidden, .. } = spec {
             for i in 0..hidden.len() {
@@ -736,6 +795,40 @@ mod tests {
             input,
             convs: vec![],
             latent: 4,
+        });
+    }
+
+    #[test]
+    fn temporal_encoders_match_direct_loops() {
+        use dekm_shared::{ConvSpec, Padding, SeriesShape};
+        let series = |channels, length| SeriesShape { channels, length };
+        for pooling in [
+            TimePooling::Flatten,
+            TimePooling::Mean,
+            TimePooling::MeanStd,
+        ] {
+            check(EncoderSpec::paper_conv1d(series(6, 100), pooling, 8));
+            check(EncoderSpec::paper_conv1d(series(12, 29), pooling, 4));
+            check(EncoderSpec::paper_conv1d(series(1, 3), pooling, 2));
+        }
+        check(EncoderSpec::Conv1d {
+            input: series(3, 17),
+            convs: vec![
+                ConvSpec {
+                    filters: 5,
+                    kernel: 4,
+                    stride: 3,
+                    padding: Padding::Same,
+                },
+                ConvSpec {
+                    filters: 18,
+                    kernel: 2,
+                    stride: 1,
+                    padding: Padding::Valid,
+                },
+            ],
+            pooling: TimePooling::Mean,
+            latent: 3,
         });
     }
 

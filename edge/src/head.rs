@@ -207,7 +207,7 @@ impl ClusterHead {
 
 /// `f32::sqrt` is not in `core`: nalgebra's scalar trait gives the hardware instruction with
 /// std and `libm`'s correctly rounded one without.
-fn sqrt(x: f32) -> f32 {
+pub(crate) fn sqrt(x: f32) -> f32 {
     ComplexField::sqrt(x.max(0.0))
 }
 

@@ -28,6 +28,7 @@ pub(crate) fn model_info(e: &Entry, active: &Active) -> pb::ModelInfo {
         input_len: e.meta.encoder.input_len() as u32,
         encoder: match e.meta.encoder {
             dekm_shared::EncoderSpec::Conv { .. } => "conv",
+            dekm_shared::EncoderSpec::Conv1d { .. } => "conv1d",
             dekm_shared::EncoderSpec::Dense { .. } => "dense",
         }
         .into(),

@@ -254,6 +254,14 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
     if let Some(v) = s.calibration_holdout {
         c.calibration_holdout = Some(v);
     }
+    if let Some(v) = s.series_encoder {
+        c.series_encoder = choice("series_encoder", &v)?;
+    }
+    if let Some(v) = s.time_pooling {
+        c.time_pooling = v
+            .parse()
+            .map_err(|e: dekm_shared::ContractError| Status::invalid_argument(e.to_string()))?;
+    }
     // Everything that does not depend on the data's size; k against n is checked once the
     // data is known.
     c.check()

@@ -6,7 +6,9 @@ use alloc::string::String;
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ContractError {
     /// A layer would produce an empty or negative spatial size.
-    #[error("layer {layer}: input {height}x{width} is too small for a {kernel}x{kernel} kernel")]
+    #[error(
+        "layer {layer}: input {height}x{width} is too small for a {kernel_height}x{kernel_width} kernel"
+    )]
     InputTooSmall {
         /// Index of the offending layer in the encoder.
         layer: usize,
@@ -14,8 +16,10 @@ pub enum ContractError {
         height: usize,
         /// Input width seen by that layer.
         width: usize,
-        /// Kernel size of that layer.
-        kernel: usize,
+        /// Kernel rows of that layer (1 for a convolution over time).
+        kernel_height: usize,
+        /// Kernel columns of that layer.
+        kernel_width: usize,
     },
     /// A size, stride or count that must be positive is zero.
     #[error("{what} must be positive")]

@@ -32,6 +32,117 @@ impl ImageShape {
     }
 }
 
+/// Channels and length of a multichannel series (a window of a stream, or a `.ts` case), stored
+/// channel-major: all of channel 0's readings in time order, then channel 1's, ...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeriesShape {
+    /// Number of channels (sensor axes).
+    pub channels: usize,
+    /// Readings per channel.
+    pub length: usize,
+}
+
+impl SeriesShape {
+    /// Number of values in one sample.
+    pub fn len(&self) -> usize {
+        self.channels * self.length
+    }
+
+    /// True when the shape holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The same values seen as a one-row image (`channels x 1 x length`): the layout a 1-D
+    /// convolution shares with the 2-D machinery.
+    pub fn as_image(&self) -> ImageShape {
+        ImageShape {
+            channels: self.channels,
+            height: 1,
+            width: self.length,
+        }
+    }
+}
+
+/// How a 1-D encoder's last feature map becomes the latent layer's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimePooling {
+    /// Every step of every channel, channels-first: where in the window a pattern falls
+    /// matters, as in the 2-D encoder.
+    Flatten,
+    /// Each channel's mean over time (the global average pooling of FCN, Wang et al. 2017): a
+    /// pattern counts the same wherever it falls in the window.
+    Mean,
+    /// Each channel's mean, then each channel's standard deviation over time (the statistics
+    /// pooling of x-vectors, Snyder et al. 2018), `sqrt(variance + POOL_EPS)`: how much a
+    /// feature varies over the window, besides how much of it there is.
+    #[serde(rename = "mean-std")]
+    MeanStd,
+}
+
+impl TimePooling {
+    /// Every pooling, in the order a listing shows them.
+    pub const ALL: [Self; 3] = [Self::Flatten, Self::Mean, Self::MeanStd];
+
+    /// The name a command line, a request and the model metadata spell it with.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flatten => "flatten",
+            Self::Mean => "mean",
+            Self::MeanStd => "mean-std",
+        }
+    }
+}
+
+impl core::fmt::Display for TimePooling {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl core::str::FromStr for TimePooling {
+    type Err = ContractError;
+    fn from_str(s: &str) -> Result<Self, ContractError> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| ContractError::UnknownName {
+                what: "pooling over time",
+                name: s.into(),
+                expected: "flatten, mean or mean-std",
+            })
+    }
+}
+
+/// Added to a variance before its square root in [`TimePooling::MeanStd`], so a feature that
+/// is constant over the window has a finite gradient; trainer and edge use the same value.
+pub const POOL_EPS: f32 = 1e-5;
+
+/// Sizes along an image's two axes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Along rows.
+    pub height: usize,
+    /// Along columns.
+    pub width: usize,
+}
+
+impl Extent {
+    /// The same size along both axes.
+    pub fn square(side: usize) -> Self {
+        Self {
+            height: side,
+            width: side,
+        }
+    }
+
+    /// `height x width`.
+    pub fn area(&self) -> usize {
+        self.height * self.width
+    }
+}
+
 /// Spatial padding of a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,14 +153,15 @@ pub enum Padding {
     Valid,
 }
 
-/// One convolution of the encoder (square kernel, ReLU after it).
+/// One convolution of the encoder, ReLU after it: a square kernel in a 2-D encoder, a
+/// `kernel`-long filter over time in a 1-D one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvSpec {
     /// Output channels.
     pub filters: usize,
-    /// Kernel side length.
+    /// Kernel side length (2-D) or length in time steps (1-D).
     pub kernel: usize,
-    /// Stride in both directions.
+    /// Stride in both directions (2-D) or along time (1-D).
     pub stride: usize,
     /// Padding mode.
     pub padding: Padding,
@@ -68,6 +180,19 @@ pub enum EncoderSpec {
         /// Latent dimension (no activation on the latent layer).
         latent: usize,
     },
+    /// Convolutions over time with ReLU on a channel-major series (sensor channels are the
+    /// input channels), flattened channels-first, then one linear layer to the latent space.
+    /// Weights are `[out, in, kernel]`, PyTorch's `Conv1d` layout.
+    Conv1d {
+        /// Input series shape.
+        input: SeriesShape,
+        /// Convolution stack, first layer first.
+        convs: Vec<ConvSpec>,
+        /// How the last feature map reaches the latent layer.
+        pooling: TimePooling,
+        /// Latent dimension (no activation on the latent layer).
+        latent: usize,
+    },
     /// Fully connected layers with ReLU, then one linear layer to the latent space.
     Dense {
         /// Input vector length.
@@ -79,30 +204,52 @@ pub enum EncoderSpec {
     },
 }
 
-/// Resolved shape of one convolution: what the trainer and edge allocate for it.
+/// An encoder's layers before the latent one, as [`EncoderSpec::stack`] sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stack<'a> {
+    /// Convolutions (2-D, or 1-D as one-row images) on this input; their shapes come from
+    /// [`EncoderSpec::conv_geometry`].
+    Conv(ImageShape),
+    /// Fully connected layers.
+    Dense {
+        /// Input vector length.
+        input: usize,
+        /// Hidden layer widths.
+        hidden: &'a [usize],
+    },
+}
+
+/// Resolved shape of one convolution: what the trainer and edge allocate for it. A 1-D
+/// convolution is the one-row case: input height 1, kernel `1 x k`, no padding in height (so
+/// the stride, shared by both axes, leaves the single row alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
     /// Input shape of the layer.
     pub input: ImageShape,
     /// Output shape of the layer.
     pub output: ImageShape,
-    /// Kernel side length.
-    pub kernel: usize,
-    /// Stride.
+    /// Kernel rows and columns.
+    pub kernel: Extent,
+    /// Stride along both axes.
     pub stride: usize,
-    /// Symmetric padding in pixels.
-    pub pad: usize,
+    /// Symmetric padding in pixels along each axis.
+    pub pad: Extent,
 }
 
 impl ConvGeometry {
     /// `output_padding` a transposed convolution needs to map `output` back onto exactly `input`
     /// (height, width); always in `0..stride`.
     pub fn transpose_output_padding(&self) -> (usize, usize) {
-        let back = |out: usize| (out - 1) * self.stride + self.kernel - 2 * self.pad;
+        let back = |out: usize, k: usize, pad: usize| (out - 1) * self.stride + k - 2 * pad;
         (
-            self.input.height - back(self.output.height),
-            self.input.width - back(self.output.width),
+            self.input.height - back(self.output.height, self.kernel.height, self.pad.height),
+            self.input.width - back(self.output.width, self.kernel.width, self.pad.width),
         )
+    }
+
+    /// Multiply-adds per output value: kernel taps times input channels.
+    pub fn patch_len(&self) -> usize {
+        self.kernel.area() * self.input.channels
     }
 }
 
@@ -127,6 +274,37 @@ impl EncoderSpec {
         }
     }
 
+    /// The 1-D counterpart of [`Self::paper_conv`] for windows of a stream: 32 filters of 7
+    /// steps, 64 of 5 and 128 of 3, each with stride 2, then linear to `latent`. The first two
+    /// pad ("same"), the last does not, as in the 2-D stack. For 6 channels x 100 steps this
+    /// flattens 128x12 = 1536 features. Series shorter than the stack can take lose layers
+    /// from the end (at least one is kept), so short cases still get a temporal encoder.
+    pub fn paper_conv1d(input: SeriesShape, pooling: TimePooling, latent: usize) -> Self {
+        let conv = |filters, kernel, padding| ConvSpec {
+            filters,
+            kernel,
+            stride: 2,
+            padding,
+        };
+        let mut convs = alloc::vec![
+            conv(32, 7, Padding::Same),
+            conv(64, 5, Padding::Same),
+            conv(128, 3, Padding::Valid),
+        ];
+        loop {
+            let spec = Self::Conv1d {
+                input,
+                convs: convs.clone(),
+                pooling,
+                latent,
+            };
+            if convs.len() == 1 || spec.conv_geometry().is_ok() {
+                return spec;
+            }
+            convs.pop();
+        }
+    }
+
     /// The dense encoder of DEC/DEKM for vector data: d-500-500-2000-latent.
     pub fn paper_dense(input: usize, latent: usize) -> Self {
         Self::Dense {
@@ -140,6 +318,7 @@ impl EncoderSpec {
     pub fn input_len(&self) -> usize {
         match self {
             Self::Conv { input, .. } => input.len(),
+            Self::Conv1d { input, .. } => input.len(),
             Self::Dense { input, .. } => *input,
         }
     }
@@ -147,17 +326,43 @@ impl EncoderSpec {
     /// Latent dimension.
     pub fn latent_dim(&self) -> usize {
         match self {
-            Self::Conv { latent, .. } | Self::Dense { latent, .. } => *latent,
+            Self::Conv { latent, .. }
+            | Self::Conv1d { latent, .. }
+            | Self::Dense { latent, .. } => *latent,
+        }
+    }
+
+    /// The input as the convolutions see it: the image, or the series as a one-row image;
+    /// `None` for a dense encoder.
+    pub fn conv_input(&self) -> Option<ImageShape> {
+        match self.stack() {
+            Stack::Conv(input) => Some(input),
+            Stack::Dense { .. } => None,
+        }
+    }
+
+    /// The layers before the latent one, by how they compute: runtimes build convolutions
+    /// from [`Self::conv_geometry`] alike for 2-D and 1-D specs.
+    pub fn stack(&self) -> Stack<'_> {
+        match self {
+            Self::Conv { input, .. } => Stack::Conv(*input),
+            Self::Conv1d { input, .. } => Stack::Conv(input.as_image()),
+            Self::Dense { input, hidden, .. } => Stack::Dense {
+                input: *input,
+                hidden,
+            },
         }
     }
 
     /// Shapes of every convolution (empty for a dense encoder), checking that each layer gets a
     /// non-empty input.
     pub fn conv_geometry(&self) -> Result<Vec<ConvGeometry>, ContractError> {
-        let Self::Conv { input, convs, .. } = self else {
-            return Ok(Vec::new());
+        let (input, convs, temporal) = match self {
+            Self::Conv { input, convs, .. } => (*input, convs, false),
+            Self::Conv1d { input, convs, .. } => (input.as_image(), convs, true),
+            Self::Dense { .. } => return Ok(Vec::new()),
         };
-        let mut shape = *input;
+        let mut shape = input;
         let mut out = Vec::with_capacity(convs.len());
         for (layer, c) in convs.iter().enumerate() {
             if c.kernel == 0 || c.stride == 0 || c.filters == 0 {
@@ -165,23 +370,39 @@ impl EncoderSpec {
                     what: "convolution kernel, stride and filters",
                 });
             }
-            let pad = match c.padding {
-                Padding::Same => c.kernel / 2,
+            let kernel = if temporal {
+                Extent {
+                    height: 1,
+                    width: c.kernel,
+                }
+            } else {
+                Extent::square(c.kernel)
+            };
+            let pad_of = |k: usize| match c.padding {
+                Padding::Same => k / 2,
                 Padding::Valid => 0,
+            };
+            let pad = Extent {
+                height: pad_of(kernel.height),
+                width: pad_of(kernel.width),
             };
             let too_small = ContractError::InputTooSmall {
                 layer,
                 height: shape.height,
                 width: shape.width,
-                kernel: c.kernel,
+                kernel_height: kernel.height,
+                kernel_width: kernel.width,
             };
-            let side = |n: usize| {
+            let side = |n: usize, k: usize, pad: usize| {
                 (n + 2 * pad)
-                    .checked_sub(c.kernel)
+                    .checked_sub(k)
                     .map(|s| s / c.stride + 1)
                     .filter(|_| n > 0)
             };
-            let (Some(height), Some(width)) = (side(shape.height), side(shape.width)) else {
+            let (Some(height), Some(width)) = (
+                side(shape.height, kernel.height, pad.height),
+                side(shape.width, kernel.width, pad.width),
+            ) else {
                 return Err(too_small);
             };
             let output = ImageShape {
@@ -192,7 +413,7 @@ impl EncoderSpec {
             out.push(ConvGeometry {
                 input: shape,
                 output,
-                kernel: c.kernel,
+                kernel,
                 stride: c.stride,
                 pad,
             });
@@ -201,13 +422,40 @@ impl EncoderSpec {
         Ok(out)
     }
 
-    /// Width of the layer feeding the latent linear layer (flattened conv output or last hidden).
-    pub fn pre_latent_len(&self) -> Result<usize, ContractError> {
+    /// How the last feature map reaches the latent layer: [`TimePooling::Flatten`] for every
+    /// encoder but a pooled 1-D one.
+    pub fn pooling(&self) -> TimePooling {
         match self {
-            Self::Conv { input, .. } => Ok(self
+            Self::Conv1d { pooling, .. } => *pooling,
+            _ => TimePooling::Flatten,
+        }
+    }
+
+    /// True when the last feature map is summarised over time before the latent layer.
+    pub fn pooled(&self) -> bool {
+        self.pooling() != TimePooling::Flatten
+    }
+
+    /// Width of the layer feeding the latent linear layer (flattened or pooled conv output, or
+    /// last hidden layer).
+    pub fn pre_latent_len(&self) -> Result<usize, ContractError> {
+        if self.pooled() {
+            let last = self
                 .conv_geometry()?
                 .last()
-                .map_or(input.len(), |g| g.output.len())),
+                .map_or(0, |g| g.output.channels);
+            let stats = if self.pooling() == TimePooling::MeanStd {
+                2
+            } else {
+                1
+            };
+            return Ok(stats * last);
+        }
+        match self {
+            Self::Conv { .. } | Self::Conv1d { .. } => Ok(self
+                .conv_geometry()?
+                .last()
+                .map_or(self.input_len(), |g| g.output.len())),
             Self::Dense { input, hidden, .. } => Ok(*hidden.last().unwrap_or(input)),
         }
     }
@@ -227,6 +475,11 @@ impl EncoderSpec {
         {
             return Err(ContractError::ZeroSize {
                 what: "hidden layer width",
+            });
+        }
+        if self.pooled() && self.conv_geometry()?.is_empty() {
+            return Err(ContractError::ZeroSize {
+                what: "convolutions of an encoder pooled over time",
             });
         }
         self.pre_latent_len().map(drop)
@@ -280,6 +533,108 @@ mod tests {
         assert!(
             matches!(err, ContractError::InputTooSmall { layer: 2, .. }),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn paper_conv1d_keeps_one_row_and_halves_time() {
+        let input = SeriesShape {
+            channels: 6,
+            length: 100,
+        };
+        let spec = EncoderSpec::paper_conv1d(input, TimePooling::Flatten, 10);
+        let g = spec.conv_geometry().unwrap();
+        let out: Vec<_> = g
+            .iter()
+            .map(|g| (g.output.channels, g.output.height, g.output.width))
+            .collect();
+        assert_eq!(out, [(32, 1, 50), (64, 1, 25), (128, 1, 12)]);
+        assert_eq!(spec.pre_latent_len().unwrap(), 1536);
+        assert_eq!(
+            g[0].kernel,
+            Extent {
+                height: 1,
+                width: 7
+            }
+        );
+        assert_eq!(
+            g[0].pad,
+            Extent {
+                height: 0,
+                width: 3
+            }
+        );
+        assert_eq!(g[0].patch_len(), 42);
+        for g in &g {
+            let (ph, pw) = g.transpose_output_padding();
+            assert_eq!(ph, 0, "{g:?}");
+            assert!(pw < g.stride, "{g:?}");
+        }
+        assert_eq!(spec.input_len(), 600);
+        let pooled = EncoderSpec::paper_conv1d(input, TimePooling::Mean, 10);
+        assert!(pooled.pooled() && !spec.pooled());
+        assert_eq!(pooled.pre_latent_len().unwrap(), 128);
+        let stats = EncoderSpec::paper_conv1d(input, TimePooling::MeanStd, 10);
+        assert_eq!(stats.pre_latent_len().unwrap(), 256);
+        let json = serde_json::to_string(&stats).unwrap();
+        assert!(json.contains(r#""pooling":"mean-std""#), "{json}");
+        for p in TimePooling::ALL {
+            assert_eq!(p.name().parse::<TimePooling>(), Ok(p));
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{p}\""));
+        }
+        let err = "max".parse::<TimePooling>().unwrap_err();
+        assert!(
+            err.to_string().contains("flatten, mean or mean-std"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn short_series_keep_the_layers_they_can_take() {
+        let convs = |length| match EncoderSpec::paper_conv1d(
+            SeriesShape {
+                channels: 2,
+                length,
+            },
+            TimePooling::Mean,
+            4,
+        ) {
+            EncoderSpec::Conv1d { convs, .. } => convs.len(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(convs(29), 3);
+        assert_eq!(convs(9), 3);
+        assert_eq!(convs(8), 2);
+        assert_eq!(convs(3), 2);
+        // One step cannot take even the first layer: kept, and validation names it.
+        let one = EncoderSpec::paper_conv1d(
+            SeriesShape {
+                channels: 2,
+                length: 1,
+            },
+            TimePooling::Flatten,
+            4,
+        );
+        assert!(one.validate().is_ok(), "same padding takes one step");
+        let valid = EncoderSpec::Conv1d {
+            input: SeriesShape {
+                channels: 2,
+                length: 2,
+            },
+            convs: vec![ConvSpec {
+                filters: 4,
+                kernel: 3,
+                stride: 1,
+                padding: Padding::Valid,
+            }],
+            pooling: TimePooling::Flatten,
+            latent: 2,
+        };
+        let err = valid.validate().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "layer 0: input 1x2 is too small for a 1x3 kernel"
         );
     }
 

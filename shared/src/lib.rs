@@ -18,7 +18,10 @@ pub mod preprocess;
 pub mod stream;
 
 pub use error::ContractError;
-pub use layers::{ConvGeometry, ConvSpec, EncoderSpec, ImageShape, Padding};
+pub use layers::{
+    ConvGeometry, ConvSpec, EncoderSpec, Extent, ImageShape, POOL_EPS, Padding, SeriesShape, Stack,
+    TimePooling,
+};
 pub use meta::{FORMAT_VERSION, ModelMeta, OLDEST_FORMAT_VERSION, OutlierScore, TrainingMetrics};
 pub use preprocess::Normalizer;
 pub use stream::StreamSpec;

@@ -85,9 +85,14 @@ pub fn encoder_tensors(spec: &EncoderSpec) -> Result<Vec<TensorSpec>, ContractEr
     spec.validate()?;
     let mut out = Vec::new();
     match spec {
-        EncoderSpec::Conv { .. } => {
+        EncoderSpec::Conv { .. } | EncoderSpec::Conv1d { .. } => {
+            let temporal = matches!(spec, EncoderSpec::Conv1d { .. });
             for (i, g) in spec.conv_geometry()?.iter().enumerate() {
-                let w = vec![g.output.channels, g.input.channels, g.kernel, g.kernel];
+                let mut w = vec![g.output.channels, g.input.channels];
+                if !temporal {
+                    w.push(g.kernel.height);
+                }
+                w.push(g.kernel.width);
                 out.extend(layer(conv(i), w, g.output.channels));
             }
         }

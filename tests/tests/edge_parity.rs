@@ -6,13 +6,18 @@ mod common;
 use candle_core::{Device, Module, Tensor};
 use dekm_edge::Model;
 use dekm_edge::file::read_parts;
+use dekm_shared::TimePooling;
 use dekm_trainer::data::Dataset;
 use dekm_trainer::export::read_model;
-use dekm_trainer::model::embed;
+use dekm_trainer::model::{SeriesEncoder, embed};
 use dekm_trainer::pipeline::{assign, train_and_export};
 use dekm_trainer::train::{RunOptions, TrainConfig};
 
 fn check_parity(ds: &Dataset, k: usize) {
+    check_parity_of(ds, common::quick_config(k));
+}
+
+fn check_parity_of(ds: &Dataset, cfg: TrainConfig) {
     assert!(ds.len() >= 1000, "parity must cover at least 1,000 samples");
     let dir = tempfile::tempdir().unwrap();
     let opts = RunOptions::default();
@@ -20,7 +25,7 @@ fn check_parity(ds: &Dataset, k: usize) {
     let cfg = TrainConfig {
         epochs: 1,
         max_iter: 1,
-        ..common::quick_config(k)
+        ..cfg
     };
     train_and_export(ds, &cfg, &opts, dir.path()).expect("training");
     let model = read_model(dir.path()).expect("reload");
@@ -92,4 +97,17 @@ fn dense_model_runs_identically_on_the_edge() {
 #[test]
 fn conv_model_runs_identically_on_the_edge() {
     check_parity(&common::images(1200), 3);
+}
+
+#[test]
+fn temporal_models_run_identically_on_the_edge() {
+    let ds = common::synthetic(4, 1200, 3);
+    for pooling in [TimePooling::MeanStd, TimePooling::Flatten] {
+        let cfg = TrainConfig {
+            series_encoder: SeriesEncoder::Conv1d,
+            time_pooling: pooling,
+            ..common::quick_config(4)
+        };
+        check_parity_of(&ds, cfg);
+    }
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use dekm_edge::{Model, StreamSession};
 use dekm_trainer::data::{DataSource, LoadOptions, Windowing, load};
 use dekm_trainer::export::read_model;
+use dekm_trainer::model::SeriesEncoder;
 use dekm_trainer::pipeline::{assign, train_and_export};
 use dekm_trainer::train::{RunOptions, TrainConfig};
 
@@ -38,6 +39,12 @@ fn write_recording(path: &Path, readings: usize) -> Vec<[f32; 3]> {
 
 #[test]
 fn a_recording_trains_by_window_and_streams_reading_by_reading() {
+    for series_encoder in [SeriesEncoder::Dense, SeriesEncoder::Conv1d] {
+        trains_by_window_and_streams(series_encoder);
+    }
+}
+
+fn trains_by_window_and_streams(series_encoder: SeriesEncoder) {
     let dir = tempfile::tempdir().unwrap();
     let rec = dir.path().join("machine.csv");
     let readings = write_recording(&rec, 2700);
@@ -52,6 +59,7 @@ fn a_recording_trains_by_window_and_streams_reading_by_reading() {
     assert_eq!(ds.len(), (2700 - 30) / 10 + 1);
     let cfg = TrainConfig {
         latent: 4,
+        series_encoder,
         ..common::quick_config(3)
     };
     let out = dir.path().join("model");
@@ -78,8 +86,9 @@ fn a_recording_trains_by_window_and_streams_reading_by_reading() {
     for r in &readings {
         if let Some(w) = session.push(r).unwrap() {
             let i = (w.start / 10) as usize;
-            assert_eq!(w.assignment.cluster, trainer_side[i].cluster, "window {i}");
-            assert_eq!(w.assignment.outlier, trainer_side[i].outlier, "window {i}");
+            let what = format!("{series_encoder:?}: window {i}");
+            assert_eq!(w.assignment.cluster, trainer_side[i].cluster, "{what}");
+            assert_eq!(w.assignment.outlier, trainer_side[i].outlier, "{what}");
             windows += 1;
         }
     }
@@ -101,7 +110,7 @@ fn a_recording_trains_by_window_and_streams_reading_by_reading() {
     let total: usize = by_regime.iter().flatten().sum();
     assert!(
         agree as f64 >= 0.9 * total as f64,
-        "windows within one regime split across clusters: {by_regime:?}"
+        "{series_encoder:?}: windows within one regime split across clusters: {by_regime:?}"
     );
 }
 

@@ -10,8 +10,11 @@ use candle_nn::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::conv::{FastConv2d, FastConvTranspose2d, to_channels_first, to_channels_last};
-use dekm_shared::{EncoderSpec, ImageShape, names};
+use crate::conv::{
+    CandleConv1d, CandleDeconv1d, FastConv2d, FastConvTranspose2d, to_channels_first,
+    to_channels_last,
+};
+use dekm_shared::{EncoderSpec, ImageShape, POOL_EPS, Stack, TimePooling, names};
 use rand::Rng;
 use rayon::prelude::*;
 
@@ -54,6 +57,24 @@ pub enum Init {
 
 crate::choice::choice!(Init { Keras => "keras", Torch => "torch" });
 
+/// The encoder for multichannel series (windows of a recording, `.ts` cases). Images always get
+/// the 2-D convolutions and plain vectors the dense stack; a series can take either view. Dense
+/// is the default by measurement (docs/RESULTS.md, "A temporal encoder"): it leads on
+/// JapaneseVowels and the demo's anomalies, the convolutions lead on BasicMotions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum SeriesEncoder {
+    /// The dense stack on the flattened window: every reading of every channel one input.
+    #[default]
+    Dense,
+    /// Convolutions over time ([`EncoderSpec::paper_conv1d`]), summarised over the window as
+    /// the configured [`dekm_shared::TimePooling`] says; the series is standardised per channel.
+    Conv1d,
+}
+
+crate::choice::choice!(SeriesEncoder { Dense => "dense", Conv1d => "conv1d" });
+
 /// One convolution of the encoder and the ReLU after it, on the selected backend.
 #[derive(Debug, Clone)]
 pub enum ConvLayer {
@@ -61,6 +82,8 @@ pub enum ConvLayer {
     Fast(FastConv2d),
     /// candle's `Conv2d`, then ReLU.
     Candle(Conv2d),
+    /// A 1-D convolution on candle's ops, ReLU included.
+    Candle1d(CandleConv1d),
 }
 
 impl Module for ConvLayer {
@@ -68,6 +91,7 @@ impl Module for ConvLayer {
         match self {
             Self::Fast(c) => c.forward(xs),
             Self::Candle(c) => c.forward(xs)?.relu(),
+            Self::Candle1d(c) => c.forward(xs),
         }
     }
 }
@@ -79,7 +103,7 @@ pub enum Encoder {
     Conv {
         /// The layer specification it was built from.
         spec: EncoderSpec,
-        /// Input image shape.
+        /// Input image shape (a series as a one-row image).
         input: ImageShape,
         /// Convolutions, ReLU after each.
         convs: Vec<ConvLayer>,
@@ -102,8 +126,9 @@ impl Encoder {
     pub fn new(spec: &EncoderSpec, vb: &VarBuilder, backend: ConvBackend) -> Result<Self> {
         let pre = spec.pre_latent_len().map_err(candle_core::Error::wrap)?;
         let latent = linear(vb, names::LATENT, pre, spec.latent_dim())?;
-        Ok(match spec {
-            EncoderSpec::Conv { input, .. } => {
+        let temporal = matches!(spec, EncoderSpec::Conv1d { .. });
+        Ok(match spec.stack() {
+            Stack::Conv(input) => {
                 let geometry = spec.conv_geometry().map_err(candle_core::Error::wrap)?;
                 let convs = geometry
                     .iter()
@@ -111,35 +136,35 @@ impl Encoder {
                     .map(|(i, g)| {
                         let (cin, cout, vb) =
                             (g.input.channels, g.output.channels, vb.pp(names::conv(i)));
+                        let k = g.kernel.width;
                         Ok(match backend {
-                            ConvBackend::Fast => ConvLayer::Fast(FastConv2d::new(
-                                (cin, cout, g.kernel),
-                                g.stride,
-                                g.pad,
-                                true,
-                                vb,
-                            )?),
+                            ConvBackend::Fast => {
+                                ConvLayer::Fast(FastConv2d::new(*g, temporal, true, vb)?)
+                            }
+                            ConvBackend::Candle if temporal => {
+                                ConvLayer::Candle1d(CandleConv1d::new(*g, vb)?)
+                            }
                             ConvBackend::Candle => {
                                 let cfg = Conv2dConfig {
-                                    padding: g.pad,
+                                    padding: g.pad.width,
                                     stride: g.stride,
                                     ..Default::default()
                                 };
-                                ConvLayer::Candle(candle_nn::conv2d(cin, cout, g.kernel, cfg, vb)?)
+                                ConvLayer::Candle(candle_nn::conv2d(cin, cout, k, cfg, vb)?)
                             }
                         })
                     })
                     .collect::<Result<_>>()?;
                 Self::Conv {
                     spec: spec.clone(),
-                    input: *input,
+                    input,
                     convs,
                     latent,
                     channels_last: backend == ConvBackend::Fast,
                 }
             }
-            EncoderSpec::Dense { input, hidden, .. } => {
-                let widths = std::iter::once(*input).chain(hidden.iter().copied());
+            Stack::Dense { input, hidden } => {
+                let widths = std::iter::once(input).chain(hidden.iter().copied());
                 let hidden = widths
                     .clone()
                     .zip(hidden.iter())
@@ -196,10 +221,11 @@ impl Encoder {
 
 impl Encoder {
     /// The layer before the latent one, `[b, pre_latent_len]`: the last convolution's feature
-    /// map, flattened channels-first, or the last hidden layer.
+    /// map, flattened channels-first or averaged over time, or the last hidden layer.
     fn pre_latent(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
             Self::Conv {
+                spec,
                 input,
                 convs,
                 channels_last,
@@ -212,6 +238,11 @@ impl Encoder {
                 }
                 for c in convs {
                     h = c.forward(&h)?;
+                }
+                if spec.pooled() {
+                    // One row: time is the width axis.
+                    let width = if *channels_last { 2 } else { 3 };
+                    return pool_over_time(&h, width, spec.pooling());
                 }
                 if *channels_last {
                     h = to_channels_first(&h)?;
@@ -238,12 +269,28 @@ impl Module for Encoder {
     }
 }
 
+/// Summary over `axis` (time) of a one-row feature map, `[b, channels]` or, with the standard
+/// deviation, `[b, 2·channels]`, the values the edge encoder's pooling gives.
+fn pool_over_time(h: &Tensor, axis: usize, pooling: TimePooling) -> Result<Tensor> {
+    let mean = h.mean_keepdim(axis)?;
+    let flat = |t: &Tensor| t.flatten_from(1);
+    if pooling != TimePooling::MeanStd {
+        return flat(&mean);
+    }
+    let var = h.broadcast_sub(&mean)?.sqr()?.mean_keepdim(axis)?;
+    let sd = (var + f64::from(POOL_EPS))?.sqrt()?;
+    Tensor::cat(&[flat(&mean)?, flat(&sd)?], 1)
+}
+
 /// Mirror of the encoder back to a flat reconstruction; used only in pretraining.
 #[derive(Debug, Clone)]
 pub struct Decoder {
     latent: Linear,
     /// Shape the latent layer's output is reshaped to before the transposed convolutions.
     unflatten: Option<ImageShape>,
+    /// The encoder averaged over time: the latent layer gives one value per channel, repeated
+    /// along the feature map's width.
+    pooled: bool,
     /// Run the transposed convolutions on channels-last activations (fast backend).
     channels_last: bool,
     /// Layers applied in order; ReLU after every one but the last.
@@ -254,56 +301,66 @@ pub struct Decoder {
 enum DecoderLayer {
     FastDeconv(FastConvTranspose2d),
     Deconv(ConvTranspose2d),
+    Deconv1d(CandleDeconv1d),
     Dense(Linear),
 }
 
 impl Decoder {
     /// Builds the decoder under `decoder.*` names; `decoder.deconv{i}` inverts `encoder.conv{i}`.
     pub fn new(spec: &EncoderSpec, vb: &VarBuilder, backend: ConvBackend) -> Result<Self> {
-        let pre = spec.pre_latent_len().map_err(candle_core::Error::wrap)?;
+        // A pooled encoder's decoder starts from one value per channel, repeated over time.
+        let geometry = spec.conv_geometry().map_err(candle_core::Error::wrap)?;
+        let pre = match geometry.last() {
+            Some(last) if spec.pooled() => last.output.channels,
+            _ => spec.pre_latent_len().map_err(candle_core::Error::wrap)?,
+        };
         let latent = linear(vb, "decoder.latent", spec.latent_dim(), pre)?;
-        let (unflatten, layers) = match spec {
-            EncoderSpec::Conv { .. } => {
+        let temporal = matches!(spec, EncoderSpec::Conv1d { .. });
+        let (unflatten, layers) = match spec.stack() {
+            Stack::Conv(_) => {
                 let geometry = spec.conv_geometry().map_err(candle_core::Error::wrap)?;
                 let mut layers = Vec::new();
                 for (i, g) in geometry.iter().enumerate().rev() {
                     // ReLU after every transposed convolution but the output layer's.
                     let relu = i > 0;
-                    let (ph, pw) = g.transpose_output_padding();
-                    if ph != pw {
-                        candle_core::bail!(
-                            "layer {i}: non-square images need equal output padding in both axes"
-                        );
-                    }
-                    let cfg = ConvTranspose2dConfig {
-                        padding: g.pad,
-                        output_padding: ph,
-                        stride: g.stride,
-                        dilation: 1,
-                    };
-                    let (cin, cout, vb) = (
-                        g.output.channels,
-                        g.input.channels,
-                        vb.pp(format!("decoder.deconv{i}")),
-                    );
+                    let vb = vb.pp(format!("decoder.deconv{i}"));
                     layers.push(match backend {
-                        ConvBackend::Fast => DecoderLayer::FastDeconv(FastConvTranspose2d::new(
-                            (cin, cout, g.kernel),
-                            cfg,
-                            relu,
-                            vb,
-                        )?),
-                        ConvBackend::Candle => DecoderLayer::Deconv(candle_nn::conv_transpose2d(
-                            cin, cout, g.kernel, cfg, vb,
-                        )?),
+                        ConvBackend::Fast => {
+                            DecoderLayer::FastDeconv(FastConvTranspose2d::new(*g, temporal, relu, vb)?)
+                        }
+                        ConvBackend::Candle if temporal => {
+                            DecoderLayer::Deconv1d(CandleDeconv1d::new(*g, vb)?)
+                        }
+                        ConvBackend::Candle => {
+                            let (ph, pw) = g.transpose_output_padding();
+                            if ph != pw {
+                                candle_core::bail!(
+                                    "layer {i}: candle's transposed convolution needs equal output padding in both axes"
+                                );
+                            }
+                            let cfg = ConvTranspose2dConfig {
+                                padding: g.pad.width,
+                                output_padding: ph,
+                                stride: g.stride,
+                                dilation: 1,
+                            };
+                            let (cin, cout) = (g.output.channels, g.input.channels);
+                            DecoderLayer::Deconv(candle_nn::conv_transpose2d(
+                                cin,
+                                cout,
+                                g.kernel.width,
+                                cfg,
+                                vb,
+                            )?)
+                        }
                     });
                 }
                 (geometry.last().map(|g| g.output), layers)
             }
-            EncoderSpec::Dense { input, hidden, .. } => {
+            Stack::Dense { input, hidden } => {
                 let mut layers = Vec::new();
                 for i in (0..hidden.len()).rev() {
-                    let out = if i == 0 { *input } else { hidden[i - 1] };
+                    let out = if i == 0 { input } else { hidden[i - 1] };
                     layers.push(DecoderLayer::Dense(linear(
                         vb,
                         &format!("decoder.dense{i}"),
@@ -317,6 +374,7 @@ impl Decoder {
         Ok(Self {
             latent,
             unflatten,
+            pooled: spec.pooled(),
             channels_last: backend == ConvBackend::Fast,
             layers,
         })
@@ -333,7 +391,13 @@ impl Module for Decoder {
         h = h.relu()?;
         let swap = self.unflatten.is_some() && self.channels_last;
         if let Some(s) = self.unflatten {
-            h = h.reshape((b, s.channels, s.height, s.width))?;
+            h = if self.pooled {
+                h.reshape((b, s.channels, 1, 1))?
+                    .broadcast_as((b, s.channels, s.height, s.width))?
+                    .contiguous()?
+            } else {
+                h.reshape((b, s.channels, s.height, s.width))?
+            };
             if swap {
                 h = to_channels_last(&h)?;
             }
@@ -344,6 +408,7 @@ impl Module for Decoder {
                 // Built with the ReLU fused in where one follows.
                 DecoderLayer::FastDeconv(c) => c.forward(&h)?,
                 DecoderLayer::Deconv(c) => c.forward(&h)?,
+                DecoderLayer::Deconv1d(c) => c.forward(&h)?,
                 DecoderLayer::Dense(d) => d.forward(&h)?,
             };
             if i < last && !matches!(l, DecoderLayer::FastDeconv(_)) {
@@ -518,38 +583,87 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    /// The fused and candle's kernels on the same variables: reconstruction shape, output and
+    /// every variable's gradient of a squared reconstruction loss.
+    fn fast_matches_candle(spec: &EncoderSpec) {
+        let vm = VarMap::new();
+        let n = spec.input_len();
+        let xs: Vec<f32> = (0..3 * n)
+            .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let xs = Tensor::from_vec(xs, (3, n), &Device::Cpu).unwrap();
+        let fast =
+            Autoencoder::init(spec, &vm, 1, ConvBackend::Fast, Init::Torch, &Device::Cpu).unwrap();
+        assert_eq!(
+            fast.encoder.forward(&xs).unwrap().dims(),
+            [3, spec.latent_dim()]
+        );
+        let out = fast.forward(&xs).unwrap();
+        assert_eq!(out.dims(), [3, n]);
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let reference = Autoencoder::new(spec, &vb, ConvBackend::Candle)
+            .unwrap()
+            .forward(&xs)
+            .unwrap();
+        let max_err = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let err = max_err(&out, &reference);
+        assert!(err < 1e-4, "fast vs candle: {err}");
+        let loss = |y: &Tensor| (y - &xs).unwrap().sqr().unwrap().sum_all().unwrap();
+        let (g1, g2) = (
+            loss(&out).backward().unwrap(),
+            loss(&reference).backward().unwrap(),
+        );
+        for var in vm.all_vars() {
+            let (a, b) = (g1.get(&var).unwrap(), g2.get(&var).unwrap());
+            let scale = b
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let err = max_err(a, b);
+            assert!(err <= 1e-4 * (1.0 + scale), "gradient {var:?}: {err}");
+        }
+    }
+
     #[test]
     fn conv_autoencoder_reconstructs_input_shape() {
-        let spec = EncoderSpec::paper_conv(
+        fast_matches_candle(&EncoderSpec::paper_conv(
             ImageShape {
                 channels: 2,
                 height: 13,
                 width: 13,
             },
             4,
-        );
-        let vm = VarMap::new();
-        let xs = Tensor::ones((3, spec.input_len()), DType::F32, &Device::Cpu).unwrap();
-        let fast =
-            Autoencoder::init(&spec, &vm, 1, ConvBackend::Fast, Init::Torch, &Device::Cpu).unwrap();
-        assert_eq!(fast.encoder.forward(&xs).unwrap().dims(), [3, 4]);
-        let out = fast.forward(&xs).unwrap();
-        assert_eq!(out.dims(), [3, 2 * 13 * 13]);
-        // The same variables on candle's kernels give the same reconstruction.
-        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-        let reference = Autoencoder::new(&spec, &vb, ConvBackend::Candle)
-            .unwrap()
-            .forward(&xs)
-            .unwrap();
-        let err = (out - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(err < 1e-4, "fast vs candle: {err}");
+        ));
+    }
+
+    #[test]
+    fn temporal_autoencoder_matches_candles_conv1d() {
+        use dekm_shared::SeriesShape;
+        for (channels, length) in [(6, 100), (3, 29), (2, 8)] {
+            for pooling in [
+                TimePooling::Flatten,
+                TimePooling::Mean,
+                TimePooling::MeanStd,
+            ] {
+                fast_matches_candle(&EncoderSpec::paper_conv1d(
+                    SeriesShape { channels, length },
+                    pooling,
+                    5,
+                ));
+            }
+        }
     }
 
     #[test]

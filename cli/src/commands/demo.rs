@@ -11,6 +11,7 @@ use dekm_trainer::data::synthetic::{Fault, Plant};
 use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions, SyntheticOptions};
 use dekm_trainer::export::read_model;
 use dekm_trainer::metrics;
+use dekm_trainer::model::SeriesEncoder;
 use dekm_trainer::pipeline::{assign, cluster_sizes, metrics_table, train_and_export};
 use dekm_trainer::train::{Observer, RunOptions, TrainConfig};
 
@@ -28,6 +29,9 @@ pub(crate) struct DemoArgs {
     /// Pretraining epochs.
     #[arg(long, default_value_t = 15)]
     epochs: usize,
+    /// Encoder of the windows: dense or conv1d (as `dekm train --series-encoder`).
+    #[arg(long, value_enum, default_value_t = SeriesEncoder::default())]
+    series_encoder: SeriesEncoder,
 }
 
 /// Trains on synthetic sensor windows, exports, and assigns a fresh stream with anomalies.
@@ -68,6 +72,7 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         seed: args.seed,
         max_iter: 20,
         steps_per_iter: 40,
+        series_encoder: args.series_encoder,
         ..Default::default()
     };
     let bars = (!quiet).then(|| Arc::new(Bars::default()));

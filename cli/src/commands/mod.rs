@@ -94,7 +94,7 @@ mod tests {
     use clap::ValueEnum;
     use dekm_trainer::choice::Choice;
     use dekm_trainer::data::Split;
-    use dekm_trainer::model::{ConvBackend, Init};
+    use dekm_trainer::model::{ConvBackend, Init, SeriesEncoder};
     use dekm_trainer::train::{Method, Start};
 
     /// The command line offers exactly the names a request and `config.json` use.
@@ -112,6 +112,7 @@ mod tests {
         same::<Start>();
         same::<Init>();
         same::<ConvBackend>();
+        same::<SeriesEncoder>();
         same::<Split>();
     }
 }

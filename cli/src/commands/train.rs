@@ -6,10 +6,10 @@ use anyhow::{Context, Result};
 use clap::Args;
 use dekm_cli::plots;
 use dekm_cli::progress::Bars;
-use dekm_shared::OutlierScore;
+use dekm_shared::{OutlierScore, TimePooling};
 use dekm_trainer::augment::Augment;
 use dekm_trainer::device::DeviceChoice;
-use dekm_trainer::model::{ConvBackend, Init};
+use dekm_trainer::model::{ConvBackend, Init, SeriesEncoder};
 use dekm_trainer::pipeline::{cluster_sizes, train_and_export};
 use dekm_trainer::train::{Method as TrainMethod, Observer, RunOptions, Start, TrainConfig};
 
@@ -69,6 +69,14 @@ pub(crate) struct TrainArgs {
     /// Continue from OUT/checkpoint after an interruption.
     #[arg(long)]
     resume: bool,
+    /// Encoder of series data (windows of a recording, .ts cases): dense (the flattened
+    /// window) or conv1d (convolutions over time, the series standardised per channel).
+    #[arg(long, value_enum, default_value_t = SeriesEncoder::default())]
+    series_encoder: SeriesEncoder,
+    /// How conv1d summarises a window before the latent layer: mean-std (each feature's mean
+    /// and standard deviation over time), mean, or flatten (every step, position-dependent).
+    #[arg(long, default_value_t = TimePooling::MeanStd)]
+    time_pooling: TimePooling,
     /// Convolution kernels: fast (im2col + GEMM) or candle's built-in ops, for comparison.
     #[arg(long, value_enum, default_value_t = ConvBackend::Fast)]
     conv: ConvBackend,
@@ -118,6 +126,8 @@ impl TrainArgs {
             threshold_quantile: self.threshold_quantile,
             outlier_score: self.outlier_score,
             calibration_holdout: self.calibration_holdout,
+            series_encoder: self.series_encoder,
+            time_pooling: self.time_pooling,
             conv: self.conv,
             method: self.method,
             augment: Augment {

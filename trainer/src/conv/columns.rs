@@ -8,8 +8,8 @@ use candle_core::{CpuStorage, Device, Layout, Result, Shape, Storage, Tensor, ba
 use dekm_kernels::Operand;
 use rayon::prelude::*;
 
-/// Shape of one convolution: channels-last input `[b, h, w, c]`, square kernel, output
-/// spatial size `oh x ow`. For a transposed convolution it describes the forward convolution
+/// Shape of one convolution: channels-last input `[b, h, w, c]`, a `kh x kw` kernel (`1 x k`
+/// for a convolution over time), output spatial size `oh x ow`. For a transposed convolution it describes the forward convolution
 /// whose adjoint it is (`c, h, w` are the transposed convolution's output).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Geometry {
@@ -17,17 +17,24 @@ pub(super) struct Geometry {
     pub(super) c: usize,
     pub(super) h: usize,
     pub(super) w: usize,
-    pub(super) k: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
     pub(super) stride: usize,
-    pub(super) pad: usize,
+    pub(super) ph: usize,
+    pub(super) pw: usize,
     pub(super) oh: usize,
     pub(super) ow: usize,
 }
 
 impl Geometry {
+    /// Kernel taps, `kh·kw`.
+    pub(super) fn taps_per_patch(&self) -> usize {
+        self.kh * self.kw
+    }
+
     /// Columns of the column matrix, one per `(ki, kj, channel)`: the length of a patch.
     pub(super) fn patch(&self) -> usize {
-        self.k * self.k * self.c
+        self.taps_per_patch() * self.c
     }
 
     /// Output positions per image.
@@ -40,22 +47,24 @@ impl Geometry {
         self.h * self.w * self.c
     }
 
-    /// Input coordinate read by output `o` at kernel offset `kk`, if inside the image.
-    pub(super) fn src(&self, o: usize, kk: usize, limit: usize) -> Option<usize> {
+    /// Input coordinate read by output `o` at kernel offset `kk` along an axis of `limit`
+    /// pixels padded by `pad`, if inside the image.
+    pub(super) fn src(&self, o: usize, kk: usize, (limit, pad): (usize, usize)) -> Option<usize> {
         (o * self.stride + kk)
-            .checked_sub(self.pad)
+            .checked_sub(pad)
             .filter(|&i| i < limit)
     }
 
-    /// For every output position (outer) and kernel tap `ki·k + kj` (inner), the input pixel
+    /// For every output position (outer) and kernel tap `ki·kw + kj` (inner), the input pixel
     /// it reads, `usize::MAX` where it falls in the padding; computed once per call.
     pub(super) fn taps(&self) -> Vec<usize> {
         let g = *self;
-        let kk = g.k * g.k;
+        let kk = g.taps_per_patch();
         (0..g.positions() * kk)
             .map(|i| {
                 let (o, t) = (i / kk, i % kk);
-                match (g.src(o / g.ow, t / g.k, g.h), g.src(o % g.ow, t % g.k, g.w)) {
+                let iy = g.src(o / g.ow, t / g.kw, (g.h, g.ph));
+                match (iy, g.src(o % g.ow, t % g.kw, (g.w, g.pw))) {
                     (Some(iy), Some(ix)) => iy * g.w + ix,
                     _ => usize::MAX,
                 }
@@ -94,8 +103,8 @@ impl Geometry {
         })
     }
 
-    /// `x[b, h, w, c]` → `out[images·oh·ow, k·k·c]` for the images of `images`; column
-    /// `(ki, kj, ci)` matches a weight permuted to `[O, k, k, C]` (see [`swap_inner`]). Every
+    /// `x[b, h, w, c]` → `out[images·oh·ow, kh·kw·c]` for the images of `images`; column
+    /// `(ki, kj, ci)` matches a weight permuted to `[O, kh, kw, C]` (see [`swap_inner`]). Every
     /// element of `out` is written, so it may hold stale scratch data.
     pub(super) fn im2col(&self, x: &[f32], taps: &[usize], images: Images, out: &mut [f32]) {
         let (l, patch, c, image) = (self.positions(), self.patch(), self.c, self.image());
@@ -119,7 +128,7 @@ impl Geometry {
         }
     }
 
-    /// The adjoint of [`Self::im2col`]: adds the patches of `cols[images·oh·ow, k·k·c]` into the
+    /// The adjoint of [`Self::im2col`]: adds the patches of `cols[images·oh·ow, kh·kw·c]` into the
     /// images `images` of `out`, which holds the images of `task` (`images` lies inside it) and
     /// the starting values (zeros, or a bias).
     pub(super) fn col2im_add(

@@ -29,6 +29,7 @@
 //! ops with their backward passes in `ops`; here the public functions and the layers built on
 //! them.
 
+mod candle1d;
 mod columns;
 mod ops;
 #[cfg(test)]
@@ -36,7 +37,9 @@ mod tests;
 
 use candle_core::{Module, Result, Tensor, bail};
 use candle_nn::VarBuilder;
+pub use candle1d::{CandleConv1d, CandleDeconv1d};
 use columns::Geometry;
+use dekm_shared::ConvGeometry;
 use ops::{Conv2dOp, ConvTranspose2dOp};
 
 fn out_side(n: usize, k: usize, stride: usize, pad: usize) -> Result<usize> {
@@ -53,31 +56,34 @@ fn check_bias(bias: &Tensor, n: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// `conv2d(x[b, h, w, c], w[o, c, k, k]) + bias[o]` → `[b, oh, ow, o]` (channels-last in and
-/// out; the weight keeps candle's layout), with symmetric `pad` and `stride`, followed by ReLU when `relu`.
+/// `conv2d(x[b, h, w, c], w[o, c, kh, kw]) + bias[o]` → `[b, oh, ow, o]` (channels-last in and
+/// out; the weight keeps candle's layout), with `stride` along both axes and symmetric padding
+/// `(rows, columns)`, followed by ReLU when `relu`.
 pub fn conv2d(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
     stride: usize,
-    pad: usize,
+    (ph, pw): (usize, usize),
     relu: bool,
 ) -> Result<Tensor> {
     let (b, h, w, c) = x.dims4()?;
-    let (o, wc, k, k2) = weight.dims4()?;
-    if wc != c || k != k2 {
-        bail!("conv2d: input has {c} channels, weight is [{o}, {wc}, {k}, {k2}]");
+    let (o, wc, kh, kw) = weight.dims4()?;
+    if wc != c {
+        bail!("conv2d: input has {c} channels, weight is [{o}, {wc}, {kh}, {kw}]");
     }
     check_bias(bias, o, "conv2d")?;
-    let (oh, ow) = (out_side(h, k, stride, pad)?, out_side(w, k, stride, pad)?);
+    let (oh, ow) = (out_side(h, kh, stride, ph)?, out_side(w, kw, stride, pw)?);
     let g = Geometry {
         b,
         c,
         h,
         w,
-        k,
+        kh,
+        kw,
         stride,
-        pad,
+        ph,
+        pw,
         oh,
         ow,
     };
@@ -88,39 +94,44 @@ pub fn conv2d(
     )
 }
 
-/// `conv_transpose2d(x[b, h, w, ci], w[ci, co, k, k]) + bias[co]` → `[b, ho, wo, co]`
+/// `conv_transpose2d(x[b, h, w, ci], w[ci, co, kh, kw]) + bias[co]` → `[b, ho, wo, co]`
 /// (channels-last), followed by ReLU when `relu`: the adjoint of a `conv2d` from
-/// `[b, ho, wo, co]`, with `ho = (h − 1)·stride − 2·pad + k + output_padding`.
+/// `[b, ho, wo, co]`, with `ho = (h − 1)·stride − 2·pad_h + kh + output_padding_h` (likewise
+/// `wo`). Padding and output padding are `(rows, columns)`.
 pub fn conv_transpose2d(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
-    (stride, pad, output_padding): (usize, usize, usize),
+    (stride, (ph, pw), (oph, opw)): (usize, (usize, usize), (usize, usize)),
     relu: bool,
 ) -> Result<Tensor> {
     let (b, h, w, ci) = x.dims4()?;
-    let (wci, co, k, k2) = weight.dims4()?;
-    if wci != ci || k != k2 {
-        bail!("conv_transpose2d: input has {ci} channels, weight is [{wci}, {co}, {k}, {k2}]");
+    let (wci, co, kh, kw) = weight.dims4()?;
+    if wci != ci {
+        bail!("conv_transpose2d: input has {ci} channels, weight is [{wci}, {co}, {kh}, {kw}]");
     }
     check_bias(bias, co, "conv_transpose2d")?;
-    if stride == 0 || output_padding >= stride {
+    if stride == 0 || oph >= stride || opw >= stride {
         bail!(
-            "conv_transpose2d: output padding {output_padding} must be smaller than stride {stride}"
+            "conv_transpose2d: output padding ({oph}, {opw}) must be smaller than stride {stride}"
         );
     }
-    let side = |n: usize| ((n - 1) * stride + k + output_padding).checked_sub(2 * pad);
-    let (Some(ho), Some(wo)) = (side(h), side(w)) else {
-        bail!("conv_transpose2d: padding {pad} too large for kernel {k}");
+    let side = |n: usize, k: usize, pad: usize, op: usize| {
+        ((n - 1) * stride + k + op).checked_sub(2 * pad)
+    };
+    let (Some(ho), Some(wo)) = (side(h, kh, ph, oph), side(w, kw, pw, opw)) else {
+        bail!("conv_transpose2d: padding ({ph}, {pw}) too large for a {kh}x{kw} kernel");
     };
     let g = Geometry {
         b,
         c: co,
         h: ho,
         w: wo,
-        k,
+        kh,
+        kw,
         stride,
-        pad,
+        ph,
+        pw,
         oh: h,
         ow: w,
     };
@@ -141,43 +152,58 @@ pub fn to_channels_first(x: &Tensor) -> Result<Tensor> {
     x.permute((0, 3, 1, 2))?.contiguous()
 }
 
-/// A convolution layer using [`conv2d`] (channels-last tensors), with candle's parameter names
-/// and initialisation, and the ReLU that follows it fused in when `relu`.
+/// A layer's weight and bias under candle's names, `weight` shaped `shape` as stored (and
+/// exported): 4-D for a 2-D layer, PyTorch's 3-D `[.., .., k]` for a 1-D one. The values are
+/// drawn again by the model's initialiser; candle's draw here only gives the variables a shape.
+fn parameters(vb: &VarBuilder, shape: &[usize], bias: usize) -> Result<(Tensor, Tensor)> {
+    let fan_in: usize = shape.iter().skip(1).product();
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    let init = candle_nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    Ok((
+        vb.get_with_hints(shape, "weight", init)?,
+        vb.get_with_hints(bias, "bias", init)?,
+    ))
+}
+
+/// The weight's shape for a convolution of geometry `g`: `[first, second, kh, kw]`, or
+/// `[first, second, kw]` for a 1-D (`temporal`) layer.
+fn weight_shape(first: usize, second: usize, g: &ConvGeometry, temporal: bool) -> Vec<usize> {
+    let mut shape = vec![first, second];
+    if !temporal {
+        shape.push(g.kernel.height);
+    }
+    shape.push(g.kernel.width);
+    shape
+}
+
+/// A convolution layer using [`conv2d`] (channels-last tensors), with candle's parameter names,
+/// and the ReLU that follows it fused in when `relu`. A 1-D layer runs as the one-row case.
 #[derive(Debug, Clone)]
 pub struct FastConv2d {
     weight: Tensor,
     bias: Tensor,
-    stride: usize,
-    pad: usize,
+    g: ConvGeometry,
     relu: bool,
 }
 
 impl FastConv2d {
-    /// Creates or loads `weight` `[out, in, k, k]` and `bias` `[out]` under `vb`.
-    pub fn new(
-        (input, output, k): (usize, usize, usize),
-        stride: usize,
-        pad: usize,
-        relu: bool,
-        vb: VarBuilder,
-    ) -> Result<Self> {
-        let conv = candle_nn::conv2d(input, output, k, Default::default(), vb)?;
-        let bias = conv
-            .bias()
-            .cloned()
-            .ok_or_else(|| candle_core::Error::Msg("conv2d without bias".into()))?;
+    /// Creates or loads `weight` (`[out, in, kh, kw]`, or `[out, in, k]` when `temporal`) and
+    /// `bias` `[out]` under `vb` for a layer of geometry `g`.
+    pub fn new(g: ConvGeometry, temporal: bool, relu: bool, vb: VarBuilder) -> Result<Self> {
+        let (o, c) = (g.output.channels, g.input.channels);
+        let (weight, bias) = parameters(&vb, &weight_shape(o, c, &g, temporal), o)?;
         Ok(Self {
-            weight: conv.weight().clone(),
+            weight,
             bias,
-            stride,
-            pad,
+            g,
             relu,
         })
     }
-}
 
-impl FastConv2d {
-    /// The weight, `[out, in, k, k]`.
+    /// The weight as stored.
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
@@ -190,44 +216,45 @@ impl FastConv2d {
 
 impl Module for FastConv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = &self.g;
+        let w = self.weight.reshape((
+            g.output.channels,
+            g.input.channels,
+            g.kernel.height,
+            g.kernel.width,
+        ))?;
         conv2d(
             x,
-            &self.weight,
+            &w,
             &self.bias,
-            self.stride,
-            self.pad,
+            g.stride,
+            (g.pad.height, g.pad.width),
             self.relu,
         )
     }
 }
 
-/// A transposed convolution layer using [`conv_transpose2d`], with candle's names, and the ReLU
-/// that follows it fused in when `relu`.
+/// A transposed convolution layer using [`conv_transpose2d`], with candle's names, inverting a
+/// convolution of geometry `g` exactly (output padding included), and the ReLU that follows it
+/// fused in when `relu`.
 #[derive(Debug, Clone)]
 pub struct FastConvTranspose2d {
     weight: Tensor,
     bias: Tensor,
-    cfg: candle_nn::ConvTranspose2dConfig,
+    g: ConvGeometry,
     relu: bool,
 }
 
 impl FastConvTranspose2d {
-    /// Creates or loads `weight` `[in, out, k, k]` and `bias` `[out]` under `vb`.
-    pub fn new(
-        (input, output, k): (usize, usize, usize),
-        cfg: candle_nn::ConvTranspose2dConfig,
-        relu: bool,
-        vb: VarBuilder,
-    ) -> Result<Self> {
-        let conv = candle_nn::conv_transpose2d(input, output, k, cfg, vb)?;
-        let bias = conv
-            .bias()
-            .cloned()
-            .ok_or_else(|| candle_core::Error::Msg("conv_transpose2d without bias".into()))?;
+    /// Creates or loads `weight` (`[in, out, kh, kw]` or `[in, out, k]`) and `bias` `[out]`
+    /// under `vb`; `in` is `g`'s output channels.
+    pub fn new(g: ConvGeometry, temporal: bool, relu: bool, vb: VarBuilder) -> Result<Self> {
+        let (ci, co) = (g.output.channels, g.input.channels);
+        let (weight, bias) = parameters(&vb, &weight_shape(ci, co, &g, temporal), co)?;
         Ok(Self {
-            weight: conv.weight().clone(),
+            weight,
             bias,
-            cfg,
+            g,
             relu,
         })
     }
@@ -235,12 +262,19 @@ impl FastConvTranspose2d {
 
 impl Module for FastConvTranspose2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let c = self.cfg;
+        let g = &self.g;
+        let w = self.weight.reshape((
+            g.output.channels,
+            g.input.channels,
+            g.kernel.height,
+            g.kernel.width,
+        ))?;
+        let pad = (g.pad.height, g.pad.width);
         conv_transpose2d(
             x,
-            &self.weight,
+            &w,
             &self.bias,
-            (c.stride, c.padding, c.output_padding),
+            (g.stride, pad, g.transpose_output_padding()),
             self.relu,
         )
     }

@@ -29,7 +29,7 @@ impl CustomOp3 for Conv2dOp {
         let x = contiguous(xs, xl, g.b * g.image(), "conv2d input")?;
         let w = contiguous(ws, wl, o * p, "conv2d weight")?;
         let bias = contiguous(bs, bl, o, "conv2d bias")?;
-        let w = swap_inner(w, (o, g.c, g.k * g.k));
+        let w = swap_inner(w, (o, g.c, g.taps_per_patch()));
         let (taps, tasks) = (g.taps(), g.tasks());
         let mut y = vec![0f32; g.b * l * o];
         let parts = split_tasks(&mut y, &tasks, l * o);
@@ -66,7 +66,7 @@ impl CustomOp3 for Conv2dOp {
             self.o,
             self.g.patch(),
             self.g.positions(),
-            self.g.k * self.g.k,
+            self.g.taps_per_patch(),
         );
         let (taps, tasks) = (g.taps(), g.tasks());
         let mut dx = x.track_op().then(|| vec![0f32; g.b * g.image()]);
@@ -139,7 +139,7 @@ impl CustomOp3 for ConvTranspose2dOp {
         let x = contiguous(xs, xl, g.b * l * ci, "conv_transpose2d input")?;
         let w = contiguous(ws, wl, ci * p, "conv_transpose2d weight")?;
         let bias = contiguous(bs, bl, g.c, "conv_transpose2d bias")?;
-        let w = swap_inner(w, (ci, g.c, g.k * g.k));
+        let w = swap_inner(w, (ci, g.c, g.taps_per_patch()));
         let (taps, tasks) = (g.taps(), g.tasks());
         let mut y = vec![0f32; g.b * g.image()];
         let parts = split_tasks(&mut y, &tasks, g.image());
@@ -176,7 +176,7 @@ impl CustomOp3 for ConvTranspose2dOp {
             self.ci,
             self.g.patch(),
             self.g.positions(),
-            self.g.k * self.g.k,
+            self.g.taps_per_patch(),
         );
         let (taps, tasks) = (g.taps(), g.tasks());
         let mut dx = x.track_op().then(|| vec![0f32; g.b * l * ci]);

@@ -39,8 +39,10 @@ fn check(x: &[usize], w: &[usize], stride: usize, pad: usize, out_pad: Option<us
     for relu in [false, true] {
         let xc = to_channels_last(&xv).unwrap();
         let ours = match out_pad {
-            None => conv2d(&xc, &wv, &bv, stride, pad, relu).unwrap(),
-            Some(op) => conv_transpose2d(&xc, &wv, &bv, (stride, pad, op), relu).unwrap(),
+            None => conv2d(&xc, &wv, &bv, stride, (pad, pad), relu).unwrap(),
+            Some(op) => {
+                conv_transpose2d(&xc, &wv, &bv, (stride, (pad, pad), (op, op)), relu).unwrap()
+            }
         };
         let ours = to_channels_first(&ours).unwrap();
         let reference = match out_pad {
@@ -94,9 +96,11 @@ fn batches_split_into_tasks_and_cache_sized_chunks_give_the_same_result() {
         c: 32,
         h: 14,
         w: 14,
-        k: 5,
+        kh: 5,
+        kw: 5,
         stride: 2,
-        pad: 2,
+        ph: 2,
+        pw: 2,
         oh: 7,
         ow: 7,
     };
@@ -127,7 +131,7 @@ fn batches_split_into_tasks_and_cache_sized_chunks_give_the_same_result() {
 
 /// Direct-loop convolution and its gradients in f64, for shapes where candle's own backward
 /// pass is wrong (it mis-sizes the input gradient when `(side + 2·pad − k) % stride != 0`).
-fn naive(x: &Tensor, w: &Tensor, r: &Tensor, stride: usize, pad: usize) -> [Vec<f64>; 4] {
+fn naive(x: &Tensor, w: &Tensor, r: &Tensor, stride: usize, pad: (usize, usize)) -> [Vec<f64>; 4] {
     let v = |t: &Tensor| {
         t.flatten_all()
             .unwrap()
@@ -137,7 +141,7 @@ fn naive(x: &Tensor, w: &Tensor, r: &Tensor, stride: usize, pad: usize) -> [Vec<
             .map(|&x| f64::from(x))
             .collect::<Vec<_>>()
     };
-    let ((b, c, h, wd), (o, _, k, _), (_, _, oh, ow)) =
+    let ((b, c, h, wd), (o, _, kh, kw), (_, _, oh, ow)) =
         (x.dims4().unwrap(), w.dims4().unwrap(), r.dims4().unwrap());
     let (xs, ws, rs) = (v(x), v(w), v(r));
     let (mut y, mut gx, mut gw, mut gb) = (
@@ -153,17 +157,17 @@ fn naive(x: &Tensor, w: &Tensor, r: &Tensor, stride: usize, pad: usize) -> [Vec<
         let yi = ((bi * o + oi) * oh + oy) * ow + ox;
         gb[oi] += rs[yi];
         for (ci, ki, kj) in
-            (0..c).flat_map(|ci| (0..k).flat_map(move |ki| (0..k).map(move |kj| (ci, ki, kj))))
+            (0..c).flat_map(|ci| (0..kh).flat_map(move |ki| (0..kw).map(move |kj| (ci, ki, kj))))
         {
             let (iy, ix) = (
-                (oy * stride + ki) as isize - pad as isize,
-                (ox * stride + kj) as isize - pad as isize,
+                (oy * stride + ki) as isize - pad.0 as isize,
+                (ox * stride + kj) as isize - pad.1 as isize,
             );
             if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
                 continue;
             }
             let xi = ((bi * c + ci) * h + iy as usize) * wd + ix as usize;
-            let wi = ((oi * c + ci) * k + ki) * k + kj;
+            let wi = ((oi * c + ci) * kh + ki) * kw + kj;
             y[yi] += ws[wi] * xs[xi];
             gx[xi] += ws[wi] * rs[yi];
             gw[wi] += xs[xi] * rs[yi];
@@ -175,12 +179,18 @@ fn naive(x: &Tensor, w: &Tensor, r: &Tensor, stride: usize, pad: usize) -> [Vec<
 #[test]
 fn conv2d_matches_direct_loops_on_uneven_strides() {
     for (x, w, stride, pad) in [
-        ([3, 2, 11, 13], [5, 2, 5, 5], 3, 2),
-        ([1, 1, 8, 7], [2, 1, 3, 3], 2, 1),
+        ([3, 2, 11, 13], [5, 2, 5, 5], 3, (2, 2)),
+        ([1, 1, 8, 7], [2, 1, 3, 3], 2, (1, 1)),
         // Kernels wider than the image: whole rows and columns of taps fall in the padding
         // (candle's own backward pass fails on these shapes, so no candle reference).
-        ([2, 2, 2, 3], [3, 2, 5, 5], 2, 2),
-        ([1, 1, 1, 1], [2, 1, 3, 3], 3, 1),
+        ([2, 2, 2, 3], [3, 2, 5, 5], 2, (2, 2)),
+        ([1, 1, 1, 1], [2, 1, 3, 3], 3, (1, 1)),
+        // Convolutions over time: one row, `1 x k` kernels, padding along time only.
+        ([3, 6, 1, 100], [32, 6, 1, 7], 2, (0, 3)),
+        ([2, 4, 1, 9], [5, 4, 1, 3], 2, (0, 0)),
+        ([2, 3, 1, 2], [2, 3, 1, 5], 3, (0, 2)),
+        // Rectangles in general.
+        ([2, 2, 6, 9], [3, 2, 3, 5], 2, (1, 2)),
     ] {
         let (xv, wv, bv) = (random(&x, 20), random(&w, 21), random(&[w[0]], 22));
         let zero = Tensor::zeros(w[0], candle_core::DType::F32, &Device::Cpu).unwrap();
@@ -212,7 +222,11 @@ fn conv2d_matches_direct_loops_on_uneven_strides() {
                 &Device::Cpu,
             )
             .unwrap();
-            close(got, &want, &format!("{x:?} {w:?} s{stride} p{pad} {what}"));
+            close(
+                got,
+                &want,
+                &format!("{x:?} {w:?} s{stride} p{pad:?} {what}"),
+            );
         }
     }
 }
@@ -231,8 +245,113 @@ fn mismatched_shapes_are_errors() {
     let x = random(&[2, 8, 8, 1], 1);
     let b = random(&[4], 3);
     // Channel count, kernel larger than the padded image, bias length.
-    assert!(conv2d(&x, &random(&[4, 3, 3, 3], 2), &b, 1, 0, false).is_err());
-    assert!(conv2d(&x, &random(&[4, 1, 9, 9], 2), &b, 1, 0, false).is_err());
-    assert!(conv2d(&x, &random(&[5, 1, 3, 3], 2), &b, 1, 0, false).is_err());
-    assert!(conv2d(&x, &random(&[4, 1, 3, 3], 2), &b, 1, 0, false).is_ok());
+    assert!(conv2d(&x, &random(&[4, 3, 3, 3], 2), &b, 1, (0, 0), false).is_err());
+    assert!(conv2d(&x, &random(&[4, 1, 9, 9], 2), &b, 1, (0, 0), false).is_err());
+    assert!(conv2d(&x, &random(&[5, 1, 3, 3], 2), &b, 1, (0, 0), false).is_err());
+    assert!(conv2d(&x, &random(&[4, 1, 3, 3], 2), &b, 1, (0, 0), false).is_ok());
+}
+
+/// The 1-D layers (one row, `1 x k` kernels) against candle's own `conv1d` and
+/// `conv_transpose1d` (forward), and the gradients against candle's `conv2d` on the explicitly
+/// padded row (candle's 1-D backward passes are missing or wrong, see `candle1d`), on the shapes
+/// of the temporal encoder, odd lengths included.
+#[test]
+fn one_row_layers_match_candles_conv1d() {
+    for (b, c, len, o, k, stride, pad, seed) in [
+        (3, 6, 100, 32, 7, 2, 3, 30),
+        (2, 32, 50, 64, 5, 2, 2, 31),
+        (2, 64, 25, 128, 3, 2, 0, 32),
+        (2, 3, 29, 4, 4, 3, 2, 33),
+    ] {
+        let (xv, wv, bv) = (
+            random(&[b, c, len], seed),
+            random(&[o, c, k], seed + 1),
+            random(&[o], seed + 2),
+        );
+        let x4 = xv.unsqueeze(2).unwrap();
+        let w4 = wv.unsqueeze(2).unwrap();
+        let xc = to_channels_last(&x4).unwrap();
+        let ours = conv2d(&xc, &w4, &bv, stride, (0, pad), true).unwrap();
+        let ours = to_channels_first(&ours).unwrap().squeeze(2).unwrap();
+        let reference = xv
+            .conv1d(&wv, pad, stride, 1, 1)
+            .unwrap()
+            .broadcast_add(&bv.reshape((1, o, 1)).unwrap())
+            .unwrap()
+            .relu()
+            .unwrap();
+        let what = format!("conv1d x [{b}, {c}, {len}] w [{o}, {c}, {k}] s {stride} p {pad}");
+        close(&ours, &reference, &format!("{what} forward"));
+        let up = random(reference.dims(), seed + 3);
+        let grads = |y: Tensor| {
+            (y * up.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        let reached = (reference.dim(2).unwrap() - 1) * stride + k;
+        let by_rows = x4
+            .pad_with_zeros(3, pad, pad)
+            .unwrap()
+            .narrow(3, 0, reached)
+            .unwrap()
+            .conv2d(&w4, 0, stride, 1, 1)
+            .unwrap()
+            .broadcast_add(&bv.reshape((1, o, 1, 1)).unwrap())
+            .unwrap()
+            .relu()
+            .unwrap()
+            .squeeze(2)
+            .unwrap();
+        close(&by_rows, &reference, &format!("{what} by rows"));
+        let (g1, g2) = (grads(ours), grads(by_rows));
+        for (v, name) in [(&xv, "input"), (&wv, "weight"), (&bv, "bias")] {
+            close(
+                g1.get(v).unwrap(),
+                g2.get(v).unwrap(),
+                &format!("{what} grad {name}"),
+            );
+        }
+
+        // The transposed layer maps the output length back onto `len` exactly.
+        let out = (len + 2 * pad - k) / stride + 1;
+        let op = len - ((out - 1) * stride + k - 2 * pad);
+        let (yv, tb) = (random(&[b, o, out], seed + 4), random(&[c], seed + 5));
+        let wt = random(&[o, c, k], seed + 6);
+        let yc = to_channels_last(&yv.unsqueeze(2).unwrap()).unwrap();
+        let wt4 = wt.unsqueeze(2).unwrap();
+        let ours = conv_transpose2d(&yc, &wt4, &tb, (stride, (0, pad), (0, op)), false).unwrap();
+        let ours = to_channels_first(&ours).unwrap().squeeze(2).unwrap();
+        let reference = yv
+            .conv_transpose1d(&wt, pad, op, stride, 1, 1)
+            .unwrap()
+            .broadcast_add(&tb.reshape((1, c, 1)).unwrap())
+            .unwrap();
+        let by_rows = yv
+            .unsqueeze(2)
+            .unwrap()
+            .conv_transpose2d(&wt4, 0, 0, stride, 1)
+            .unwrap()
+            .pad_with_zeros(3, 0, op)
+            .unwrap()
+            .narrow(3, pad, len)
+            .unwrap()
+            .broadcast_add(&tb.reshape((1, c, 1, 1)).unwrap())
+            .unwrap()
+            .squeeze(2)
+            .unwrap();
+        close(
+            &ours,
+            &by_rows,
+            &format!("{what} transposed forward by rows"),
+        );
+        // Unpadded, candle 0.11 takes its col2im path for `conv_transpose1d`, which disagrees
+        // with both its direct 1-D loop and its `conv_transpose2d` on such shapes: only the
+        // direct loop is a reference.
+        if pad > 0 {
+            close(&ours, &reference, &format!("{what} transposed forward"));
+        }
+    }
 }

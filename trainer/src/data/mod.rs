@@ -8,7 +8,9 @@ pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
-use dekm_shared::{EncoderSpec, ImageShape, Normalizer, StreamSpec};
+use dekm_shared::{EncoderSpec, ImageShape, Normalizer, SeriesShape, StreamSpec, TimePooling};
+
+use crate::model::SeriesEncoder;
 
 pub use dekm_data::{DataError, LabelColumn, idx, table};
 
@@ -137,6 +139,9 @@ impl Default for SyntheticOptions {
 pub enum SampleShape {
     /// An image, clustered with the convolutional autoencoder.
     Image(ImageShape),
+    /// A multichannel series (a window of a recording, a `.ts` case), channel-major, clustered
+    /// with the encoder [`SeriesEncoder`] picks.
+    Series(SeriesShape),
     /// A feature vector, clustered with the dense autoencoder.
     Vector(usize),
 }
@@ -146,6 +151,7 @@ impl SampleShape {
     pub fn len(&self) -> usize {
         match self {
             Self::Image(s) => s.len(),
+            Self::Series(s) => s.len(),
             Self::Vector(d) => *d,
         }
     }
@@ -192,21 +198,42 @@ impl Dataset {
         &self.xs[i * d..(i + 1) * d]
     }
 
-    /// The normalisation the model should use: pixels to [0, 1], windows of a recording
-    /// standardised per channel, other vectors per feature.
+    /// The normalisation of the sample values alone: pixels to [0, 1], windows of a recording
+    /// standardised per channel, other series and vectors per value.
     pub fn fit_normalizer(&self) -> Normalizer {
         match (&self.stream, self.shape) {
             (_, SampleShape::Image(s)) => Normalizer::pixels(s.len()),
             (Some(s), _) => Normalizer::per_channel(&self.xs, s.channel_count(), s.window),
-            (None, SampleShape::Vector(d)) => Normalizer::standardize(&self.xs, d),
+            (None, shape) => Normalizer::standardize(&self.xs, shape.len()),
         }
     }
 
-    /// The paper's encoder for this sample shape.
-    pub fn encoder_spec(&self, latent: usize) -> EncoderSpec {
-        match self.shape {
-            SampleShape::Image(s) => EncoderSpec::paper_conv(s, latent),
-            SampleShape::Vector(d) => EncoderSpec::paper_dense(d, latent),
+    /// The normalisation a model with encoder `spec` uses: [`Self::fit_normalizer`], except that
+    /// a series under convolutions over time is always standardised per channel. A per-value
+    /// offset would differ from step to step and tell the filters where in the window they are.
+    pub fn normalizer_for(&self, spec: &EncoderSpec) -> Normalizer {
+        match (self.shape, spec) {
+            (SampleShape::Series(s), EncoderSpec::Conv1d { .. }) => {
+                Normalizer::per_channel(&self.xs, s.channels, s.length)
+            }
+            _ => self.fit_normalizer(),
+        }
+    }
+
+    /// The encoder for this sample shape: the paper's convolutions for images, its dense
+    /// stack for vectors, and for series the one `series` names, pooled over time as `pooling`
+    /// says.
+    pub fn encoder_spec(
+        &self,
+        latent: usize,
+        (series, pooling): (SeriesEncoder, TimePooling),
+    ) -> EncoderSpec {
+        match (self.shape, series) {
+            (SampleShape::Image(s), _) => EncoderSpec::paper_conv(s, latent),
+            (SampleShape::Series(s), SeriesEncoder::Conv1d) => {
+                EncoderSpec::paper_conv1d(s, pooling, latent)
+            }
+            (shape, _) => EncoderSpec::paper_dense(shape.len(), latent),
         }
     }
 
@@ -303,7 +330,10 @@ impl From<synthetic::Draw> for Dataset {
         let anomalies = Some(draw.anomalies());
         Dataset {
             name: DataSource::Synthetic.to_string(),
-            shape: SampleShape::Vector(synthetic::CHANNELS * synthetic::WINDOW),
+            shape: SampleShape::Series(SeriesShape {
+                channels: synthetic::CHANNELS,
+                length: synthetic::WINDOW,
+            }),
             xs: draw.xs,
             labels: Some(draw.labels),
             anomalies,
@@ -336,7 +366,10 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
             let s = dekm_data::ts::parse_ts(&text, path, opts.ts_length)?;
             Dataset {
                 name: source.to_string(),
-                shape: SampleShape::Vector(s.channels * s.length),
+                shape: SampleShape::Series(SeriesShape {
+                    channels: s.channels,
+                    length: s.length,
+                }),
                 xs: s.xs,
                 labels: s.labels,
                 anomalies: None,
@@ -356,7 +389,10 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
             let cut = dekm_data::windows(&rec, w.window, w.hop, path)?;
             Dataset {
                 name: source.to_string(),
-                shape: SampleShape::Vector(rec.channels.len() * w.window),
+                shape: SampleShape::Series(SeriesShape {
+                    channels: rec.channels.len(),
+                    length: w.window,
+                }),
                 xs: cut.xs,
                 labels: cut.labels,
                 anomalies: cut.anomalies,

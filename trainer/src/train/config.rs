@@ -1,13 +1,13 @@
 //! Training settings: what a run computes, saved as `config.json` next to the model and
 //! checked against the data before anything runs.
 
-use dekm_shared::OutlierScore;
+use dekm_shared::{OutlierScore, TimePooling};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use crate::augment::Augment;
 use crate::device::DeviceChoice;
-use crate::model::{ConvBackend, Init};
+use crate::model::{ConvBackend, Init, SeriesEncoder};
 
 /// Training settings (what `dekm train` exposes, saved as `config.json` next to the model).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -52,6 +52,13 @@ pub struct TrainConfig {
     /// choice existed read as none, which is how those models were calibrated.
     #[serde(default = "no_holdout")]
     pub calibration_holdout: Option<f32>,
+    /// The encoder of series data (windows, `.ts` cases). Settings saved before the choice
+    /// existed read as dense, which is how those models were trained.
+    #[serde(default = "series_dense")]
+    pub series_encoder: SeriesEncoder,
+    /// How the 1-D convolutional encoder summarises a window (`flatten` keeps every step).
+    #[serde(default = "mean_std")]
+    pub time_pooling: TimePooling,
     /// Convolution kernels (results agree to float rounding; `candle` is for comparison).
     #[serde(default)]
     pub conv: ConvBackend,
@@ -76,6 +83,14 @@ pub struct TrainConfig {
     /// choice existed read as `auto`, which was the CPU then.
     #[serde(default)]
     pub device: DeviceChoice,
+}
+
+fn series_dense() -> SeriesEncoder {
+    SeriesEncoder::Dense
+}
+
+fn mean_std() -> TimePooling {
+    TimePooling::MeanStd
 }
 
 fn augment_off() -> Augment {
@@ -183,6 +198,8 @@ impl Default for TrainConfig {
             threshold_quantile: 0.998,
             outlier_score: OutlierScore::Mahalanobis,
             calibration_holdout: None,
+            series_encoder: SeriesEncoder::default(),
+            time_pooling: mean_std(),
             conv: ConvBackend::Fast,
             method: Method::Dekm,
             augment: Augment::OFF,

@@ -213,10 +213,10 @@ fn run(
     let n = ds.len();
     let begin = cfg.start;
     tracing::info!(start = ?begin, chosen = ?asked.start, samples = n, "clustering stage start");
-    let spec = ds.encoder_spec(cfg.latent);
+    let spec = ds.encoder_spec(cfg.latent, (cfg.series_encoder, cfg.time_pooling));
     spec.validate()
         .map_err(|e| TrainError::Config(e.to_string()))?;
-    let normalizer = ds.fit_normalizer();
+    let normalizer = ds.normalizer_for(&spec);
     let flat = ds
         .normalized(&normalizer)
         .map_err(|(i, e)| TrainError::Config(format!("input sample {i}: {e}")))?;

@@ -360,4 +360,24 @@ mod tests {
             err.message()
         );
     }
+
+    #[test]
+    fn a_request_chooses_the_series_encoder_and_its_pooling() {
+        let settings = |encoder: &str, pooling: &str| pb::TrainSettings {
+            series_encoder: Some(encoder.into()),
+            time_pooling: Some(pooling.into()),
+            ..Default::default()
+        };
+        let c = train_config(settings("conv1d", "mean")).unwrap();
+        assert_eq!(c.series_encoder, dekm_trainer::model::SeriesEncoder::Conv1d);
+        assert_eq!(c.time_pooling, dekm_shared::TimePooling::Mean);
+        let err = train_config(settings("lstm", "mean")).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "series_encoder \"lstm\": expected dense or conv1d"
+        );
+        let err = train_config(settings("conv1d", "max")).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("max"), "{}", err.message());
+    }
 }

@@ -156,6 +156,24 @@ mod tests {
     use crate::ImageShape;
 
     #[test]
+    fn conv1d_weights_are_three_dimensional_and_pooling_sets_the_latent_width() {
+        use crate::{SeriesShape, TimePooling};
+        let input = SeriesShape {
+            channels: 6,
+            length: 100,
+        };
+        let spec = EncoderSpec::paper_conv1d(input, TimePooling::MeanStd, 10);
+        let t = encoder_tensors(&spec).unwrap();
+        assert_eq!(t[0].name, "encoder.conv0.weight");
+        assert_eq!(t[0].shape, [32, 6, 7]);
+        assert_eq!(t[4].shape, [128, 64, 3]);
+        assert_eq!(t[6].name, "encoder.latent.weight");
+        assert_eq!(t[6].shape, [10, 256]);
+        let flat = EncoderSpec::paper_conv1d(input, TimePooling::Flatten, 10);
+        assert_eq!(encoder_tensors(&flat).unwrap()[6].shape, [10, 1536]);
+    }
+
+    #[test]
     fn paper_conv_export_lists_encoder_then_head() {
         let input = ImageShape {
             channels: 1,

@@ -9,18 +9,10 @@
 //! alone, so any width remainder would not add up.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Init, VarBuilder};
+use candle_nn::VarBuilder;
 use dekm_shared::ConvGeometry;
 
-/// PyTorch's default draw for a layer with `fan_in` inputs per output; the model's initialiser
-/// draws every value again, so this only gives the variables their shapes.
-fn uniform(fan_in: usize) -> Init {
-    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    Init::Uniform {
-        lo: -bound,
-        up: bound,
-    }
-}
+use super::parameters;
 
 /// `relu(conv1d(x) + bias)` for geometry `g`, weight `[out, in, k]` under `vb`.
 #[derive(Debug, Clone)]
@@ -34,11 +26,8 @@ impl CandleConv1d {
     /// Creates or loads the layer's variables.
     pub fn new(g: ConvGeometry, vb: VarBuilder) -> Result<Self> {
         let (o, c, k) = (g.output.channels, g.input.channels, g.kernel.width);
-        Ok(Self {
-            weight: vb.get_with_hints((o, c, k), "weight", uniform(c * k))?,
-            bias: vb.get_with_hints(o, "bias", uniform(c * k))?,
-            g,
-        })
+        let (weight, bias) = parameters(&vb, &[o, c, k], o)?;
+        Ok(Self { weight, bias, g })
     }
 }
 
@@ -72,11 +61,8 @@ impl CandleDeconv1d {
     /// Creates or loads the layer's variables.
     pub fn new(g: ConvGeometry, vb: VarBuilder) -> Result<Self> {
         let (ci, co, k) = (g.output.channels, g.input.channels, g.kernel.width);
-        Ok(Self {
-            weight: vb.get_with_hints((ci, co, k), "weight", uniform(co * k))?,
-            bias: vb.get_with_hints(co, "bias", uniform(co * k))?,
-            g,
-        })
+        let (weight, bias) = parameters(&vb, &[ci, co, k], co)?;
+        Ok(Self { weight, bias, g })
     }
 }
 

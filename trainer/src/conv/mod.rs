@@ -179,6 +179,18 @@ fn weight_shape(first: usize, second: usize, g: &ConvGeometry, temporal: bool) -
     shape
 }
 
+/// A stored weight of geometry `g` as the ops take it, `[g's out, g's in, kh, kw]`: a view of
+/// the same values (the transposed layer's `[in, out, ..]` has the same two leading sizes, as
+/// its input is `g`'s output).
+fn four_dimensional(weight: &Tensor, g: &ConvGeometry) -> Result<Tensor> {
+    weight.reshape((
+        g.output.channels,
+        g.input.channels,
+        g.kernel.height,
+        g.kernel.width,
+    ))
+}
+
 /// A convolution layer using [`conv2d`] (channels-last tensors), with candle's parameter names,
 /// and the ReLU that follows it fused in when `relu`. A 1-D layer runs as the one-row case.
 #[derive(Debug, Clone)]
@@ -216,13 +228,7 @@ impl FastConv2d {
 
 impl Module for FastConv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = &self.g;
-        let w = self.weight.reshape((
-            g.output.channels,
-            g.input.channels,
-            g.kernel.height,
-            g.kernel.width,
-        ))?;
+        let (g, w) = (&self.g, four_dimensional(&self.weight, &self.g)?);
         conv2d(
             x,
             &w,
@@ -262,13 +268,7 @@ impl FastConvTranspose2d {
 
 impl Module for FastConvTranspose2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = &self.g;
-        let w = self.weight.reshape((
-            g.output.channels,
-            g.input.channels,
-            g.kernel.height,
-            g.kernel.width,
-        ))?;
+        let (g, w) = (&self.g, four_dimensional(&self.weight, &self.g)?);
         let pad = (g.pad.height, g.pad.width);
         conv_transpose2d(
             x,

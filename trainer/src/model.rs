@@ -99,7 +99,7 @@ impl Module for ConvLayer {
 /// Maps a flat sample batch to latent vectors `z`.
 #[derive(Debug, Clone)]
 pub enum Encoder {
-    /// Convolutions, flatten, linear.
+    /// Convolutions (2-D, or 1-D as one-row images), then flatten or pooling over time, then linear.
     Conv {
         /// The layer specification it was built from.
         spec: EncoderSpec,

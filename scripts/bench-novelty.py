@@ -3,12 +3,14 @@
 
 For each held-out class c: the product is trained (k = 9) on the first N training images not of
 class c and scores the 10,000 test images (`cargo run --example novelty`, which writes the
-product's flag and scores, the reconstruction error and the latent kNN distance); here the
+product's two calibrated scores with their flags: the neighbour score over the export's
+references and the Mahalanobis distance, the reconstruction error and the kNN distance among
+all training latents); here the
 pixel baselines are computed on the same images: IsolationForest (scikit-learn, 200 trees) and
 the distance to the 5th nearest training image. The held-out class is the anomaly.
 
 Per score: AUROC, average precision, and recall and false-alarm rate at a threshold calibrated
-on the training images alone (the product: its own per-cluster thresholds at quantile 0.998;
+on the training images alone (the product's scores: their own per-cluster thresholds at 0.998;
 every other score: its 0.998 quantile over the training images, leave-one-out for kNN).
 
     v/bin/python scripts/bench-novelty.py --data-dir ../shared/data --dataset mnist \
@@ -26,7 +28,10 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 QUANTILE = 0.998
-SCORES = ["mahalanobis", "distance", "reconstruction", "knn_latent", "iforest_pixels", "knn_pixels"]
+SCORES = ["knn", "mahalanobis", "distance", "reconstruction", "knn_latent", "iforest_pixels",
+          "knn_pixels"]
+# The product's calibrated scores and the column of their own flags.
+OWN_FLAGS = {"mahalanobis": "flag", "knn": "flag_knn"}
 
 
 def idx(path):
@@ -77,7 +82,7 @@ def main():
         keep = np.flatnonzero(ytr != c)[: a.train_limit]
         assert np.array_equal(ytr[keep], tr["label"].astype(np.int64)), "training subsets differ"
         truth = yte == c
-        scores = {s: (tr[s], te[s]) for s in SCORES[:4]}
+        scores = {s: (tr[s], te[s]) for s in SCORES[:5]}
         forest = IsolationForest(n_estimators=200, random_state=0).fit(xtr[keep])
         scores["iforest_pixels"] = (-forest.score_samples(xtr[keep]), -forest.score_samples(xte))
         nn = NearestNeighbors(n_neighbors=6).fit(xtr[keep])
@@ -86,8 +91,8 @@ def main():
         scores["knn_pixels"] = (d_tr, d_te)
         for s in SCORES:
             s_tr, s_te = scores[s]
-            if s == "mahalanobis":
-                flags = te["flag"] > 0  # the product's own per-cluster thresholds
+            if s in OWN_FLAGS:
+                flags = te[OWN_FLAGS[s]] > 0  # the product's own per-cluster thresholds
             else:
                 flags = s_te > np.quantile(s_tr, QUANTILE)
             rows.append((c, s, roc_auc_score(truth, s_te), average_precision_score(truth, s_te),

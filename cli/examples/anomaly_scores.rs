@@ -6,7 +6,7 @@
 //! recall per fault kind and false alarms on the normal windows. Candidates: the Euclidean
 //! distance in `y` (the flag of format 1), the Mahalanobis distance (the product's head),
 //! the autoencoder's reconstruction error and the distance to the 5th nearest training latent.
-//! The last row is the product's own flag. docs/RESULTS.md, "Anomaly scores", has the figures.
+//! The last two rows are the product's own flags, Mahalanobis and neighbour score. docs/RESULTS.md, "Anomaly scores", has the figures.
 //!
 //! ```sh
 //! cargo run --release -p dekm-cli --example anomaly_scores -- [--seeds 0,1,2] [--stream 3000] [--quantile 0.998]
@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use clap::Parser;
 use dekm_cluster::detection::{FlagCounts, auroc, average_precision};
-use dekm_shared::OutlierScore;
+use dekm_shared::{Neighbours, OutlierScore};
 use dekm_trainer::calibrate::calibrate;
 use dekm_trainer::data::Dataset;
 use dekm_trainer::data::synthetic::{CHANNELS, Fault, Plant, WINDOW};
@@ -146,6 +146,23 @@ fn run(args: &Args, seed: u64) -> Result<()> {
             .collect()
     };
     let (maha_train, maha_stream) = (maha(z_train)?, maha(&z_stream)?);
+    // The product's neighbour head (at most 4,096 references: here every training window).
+    let knn_cal = calibrate(
+        &trained,
+        None,
+        args.quantile,
+        OutlierScore::Knn(Neighbours::DEFAULT),
+    )?;
+    let knn_stream: Vec<(f32, bool)> = {
+        let mut y = vec![0f32; d];
+        z_stream
+            .chunks_exact(d)
+            .map(|z| {
+                let a = knn_cal.head.assign(z, &mut y)?;
+                Ok((a.score, a.outlier))
+            })
+            .collect::<Result<_>>()?
+    };
     // kNN distance (5th neighbour) among the training latents.
     let knn = |z: &[f32], skip_self: bool| -> Vec<f32> {
         let kth = if skip_self { 5 } else { 4 };
@@ -184,7 +201,7 @@ fn run(args: &Args, seed: u64) -> Result<()> {
         args.quantile
     );
     println!(
-        "{:<16} {:>6} {:>6}  {:<9} {:>7} {:>7} {:>7} {:>7} {:>6}",
+        "{:<20} {:>6} {:>6}  {:<9} {:>7} {:>7} {:>7} {:>7} {:>6}",
         "score", "AUROC", "AP", "fence", "recall", "spikes", "stuck", "oscil", "FA"
     );
     let line = |name: &str, st: &[f32], fence: &str, flagged: &[bool]| {
@@ -197,7 +214,7 @@ fn run(args: &Args, seed: u64) -> Result<()> {
             format!("{c}/{}", idx.len())
         };
         println!(
-            "{:<16} {:>6.4} {:>6.4}  {:<9} {:>6.1}% {:>7} {:>7} {:>7} {:>5.2}%",
+            "{:<20} {:>6.4} {:>6.4}  {:<9} {:>6.1}% {:>7} {:>7} {:>7} {:>5.2}%",
             name,
             auroc(st, &truth).unwrap_or(f64::NAN),
             average_precision(st, &truth).unwrap_or(f64::NAN),
@@ -220,9 +237,14 @@ fn run(args: &Args, seed: u64) -> Result<()> {
             line(name, st, if robust { "Q3+3IQR" } else { "none" }, &flagged);
         }
     }
-    let flags: Vec<bool> = maha_stream.iter().map(|s| s.1).collect();
-    let st: Vec<f32> = maha_stream.iter().map(|s| s.0).collect();
-    line("product flag", &st, "Q3+3IQR", &flags);
+    for (name, own) in [
+        ("product mahalanobis", &maha_stream),
+        ("product knn", &knn_stream),
+    ] {
+        let flags: Vec<bool> = own.iter().map(|s| s.1).collect();
+        let st: Vec<f32> = own.iter().map(|s| s.0).collect();
+        line(name, &st, "Q3+3IQR", &flags);
+    }
     println!();
     Ok(())
 }

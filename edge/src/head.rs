@@ -19,6 +19,16 @@ pub enum HeadError {
     /// `k` or the latent dimension is zero.
     #[error("the head needs at least one cluster and one latent dimension")]
     Empty,
+    /// The neighbour order is outside 1 to 32 or beyond the number of references.
+    #[error(
+        "the neighbour score's order {n} must be 1 to 32 and at most the {references} references"
+    )]
+    Neighbours {
+        /// Neighbour order asked for.
+        n: usize,
+        /// Reference rows given.
+        references: usize,
+    },
     /// NaN or infinite input.
     #[error("{what}: value at index {index} is not finite")]
     NotFinite {
@@ -39,8 +49,9 @@ pub struct Assignment {
     /// Distance to the second nearest centroid minus `distance` (infinite when `k = 1`); small
     /// margins mark samples between clusters.
     pub margin: f32,
-    /// The model's outlier score ([`dekm_shared::OutlierScore`]): `distance` itself, or the
-    /// Mahalanobis distance to the assigned centroid.
+    /// The model's outlier score ([`dekm_shared::OutlierScore`]): `distance` itself, the
+    /// Mahalanobis distance to the assigned centroid, or the distance to the `n`-th nearest
+    /// reference latent.
     pub score: f32,
     /// `score` exceeds the cluster's calibrated threshold.
     pub outlier: bool,
@@ -53,10 +64,22 @@ pub struct ClusterHead {
     v: Vec<f32>,
     centroids_y: Vec<f32>,
     thresholds: Vec<f32>,
-    /// `[k, d, d]` lower-triangular whitening factors for the Mahalanobis score; `None` scores
-    /// by the Euclidean distance.
-    whitening: Option<Vec<f32>>,
+    scorer: Scorer,
 }
+
+/// What [`ClusterHead::assign`] puts in [`Assignment::score`].
+#[derive(Debug, Clone, PartialEq)]
+enum Scorer {
+    /// The Euclidean distance to the assigned centroid.
+    Distance,
+    /// `[k, d, d]` lower-triangular whitening factors: the Mahalanobis distance.
+    Whitened(Vec<f32>),
+    /// `[m, d]` reference latents in `y` space and which neighbour's distance is the score.
+    Neighbours { references: Vec<f32>, n: usize },
+}
+
+/// Bound on the neighbour order, so the running nearest list lives on the stack.
+const MAX_NEIGHBOURS: usize = dekm_shared::Neighbours::MAX_NEIGHBOURS as usize;
 
 fn check(what: &'static str, xs: &[f32], expected: usize) -> Result<(), HeadError> {
     if xs.len() != expected {
@@ -99,7 +122,7 @@ impl ClusterHead {
             v,
             centroids_y,
             thresholds,
-            whitening: None,
+            scorer: Scorer::Distance,
         })
     }
 
@@ -108,13 +131,46 @@ impl ClusterHead {
     /// `y` in cluster `c` is `|W_c (y - mu_c)|`. The thresholds must then be in those units.
     pub fn with_whitening(mut self, whitening: Vec<f32>) -> Result<Self, HeadError> {
         check("whitening", &whitening, self.k() * self.d * self.d)?;
-        self.whitening = Some(whitening);
+        self.scorer = Scorer::Whitened(whitening);
+        Ok(self)
+    }
+
+    /// Scores by the distance to the `n`-th nearest of the `references` (`[m, d]` row-major, in
+    /// `y` space, `m >= n`, `1 <= n <= 32`). The thresholds must then be in those units.
+    pub fn with_references(mut self, references: Vec<f32>, n: usize) -> Result<Self, HeadError> {
+        let m = references.len() / self.d;
+        check("references", &references, m * self.d)?;
+        if n == 0 || n > MAX_NEIGHBOURS || m < n {
+            return Err(HeadError::Neighbours { n, references: m });
+        }
+        self.scorer = Scorer::Neighbours { references, n };
         Ok(self)
     }
 
     /// The whitening factors when the head scores by the Mahalanobis distance.
     pub fn whitening(&self) -> Option<&[f32]> {
-        self.whitening.as_deref()
+        match &self.scorer {
+            Scorer::Whitened(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// The reference latents when the head scores by the neighbour distance.
+    pub fn references(&self) -> Option<&[f32]> {
+        match &self.scorer {
+            Scorer::Neighbours { references, .. } => Some(references),
+            _ => None,
+        }
+    }
+
+    /// Distance from `y` (projected, length `d`) to its `n`-th nearest reference, passing over
+    /// the `skip` nearest first (1 when `y` is itself a reference: its own zero distance);
+    /// `None` when the head has no references or too few for `n + skip`.
+    pub fn neighbour_distance(&self, y: &[f32], skip: usize) -> Option<f32> {
+        let Scorer::Neighbours { references, n } = &self.scorer else {
+            return None;
+        };
+        nth_nearest(references, y, n + skip)
     }
 
     /// Latent dimension.
@@ -174,9 +230,12 @@ impl ClusterHead {
             }
         }
         let distance = sqrt(d1);
-        let score = match &self.whitening {
-            None => distance,
-            Some(w) => {
+        let score = match &self.scorer {
+            Scorer::Distance => distance,
+            Scorer::Neighbours { references, n } => {
+                nth_nearest(references, y, *n).unwrap_or(f32::INFINITY)
+            }
+            Scorer::Whitened(w) => {
                 let (d, mu) = (
                     self.d,
                     &self.centroids_y[best * self.d..(best + 1) * self.d],
@@ -203,6 +262,26 @@ impl ClusterHead {
             outlier: score > self.thresholds[best],
         })
     }
+}
+
+/// Distance from `y` to its `n`-th nearest row of `references` (`None` for `n` beyond the rows
+/// or beyond twice [`MAX_NEIGHBOURS`]). One pass, the running nearest list sorted on the stack:
+/// no allocation per sample.
+fn nth_nearest(references: &[f32], y: &[f32], n: usize) -> Option<f32> {
+    let mut best = [f32::INFINITY; 2 * MAX_NEIGHBOURS];
+    if n == 0 || n > best.len() || references.len() < n * y.len() {
+        return None;
+    }
+    let best = &mut best[..n];
+    for r in references.chunks_exact(y.len()) {
+        let dist: f32 = r.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum();
+        if dist < best[n - 1] {
+            let at = best.partition_point(|&b| b <= dist);
+            best.copy_within(at..n - 1, at + 1);
+            best[at] = dist;
+        }
+    }
+    Some(sqrt(best[n - 1]))
 }
 
 /// `f32::sqrt` is not in `core`: nalgebra's scalar trait gives the hardware instruction with
@@ -268,6 +347,46 @@ mod tests {
                 expected: 8,
                 got: 7
             })
+        );
+    }
+
+    /// The neighbour score is the distance to the `n`-th nearest reference, whatever the
+    /// centroids; `skip` passes over a sample's own row.
+    #[test]
+    fn neighbour_score_is_the_nth_nearest_reference() {
+        // References in y space along the first axis at 0, 1, 2, 3, 4 and 20.
+        let refs = vec![0.0, 0.0, 1.0, 0.0, 2.0, 0.0, 3.0, 0.0, 4.0, 0.0, 20.0, 0.0];
+        let h = head().with_references(refs.clone(), 3).unwrap();
+        let mut y = [0.0; 2];
+        // z = (0, 0.5) -> y = (0.5, 0): neighbours at 0.5, 0.5, 1.5, ...
+        let a = h.assign(&[0.0, 0.5], &mut y).unwrap();
+        assert_eq!(a.cluster, 0);
+        assert!((a.score - 1.5).abs() < 1e-6, "{}", a.score);
+        assert!(a.outlier, "1.5 > threshold 1");
+        // From the reference at 2: distances 0, 1, 1, 2, 2, 18.
+        assert_eq!(h.neighbour_distance(&[2.0, 0.0], 0), Some(1.0));
+        assert_eq!(h.neighbour_distance(&[2.0, 0.0], 1), Some(2.0));
+        assert_eq!(h.neighbour_distance(&[20.0, 0.0], 0), Some(17.0));
+        assert_eq!(head().neighbour_distance(&[0.0, 0.0], 0), None);
+        // The direct definition, on every sample of a grid.
+        for i in 0..50 {
+            let q = [i as f32 * 0.5 - 3.0, (i % 7) as f32 - 3.0];
+            let mut d: Vec<f32> = refs
+                .chunks_exact(2)
+                .map(|r| ((r[0] - q[0]).powi(2) + (r[1] - q[1]).powi(2)).sqrt())
+                .collect();
+            d.sort_by(f32::total_cmp);
+            assert!((h.neighbour_distance(&q, 0).unwrap() - d[2]).abs() < 1e-5);
+            assert!((h.neighbour_distance(&q, 2).unwrap() - d[4]).abs() < 1e-5);
+        }
+        for (refs, n) in [(vec![0.0; 4], 3), (vec![0.0; 12], 0), (vec![0.0; 80], 33)] {
+            assert!(head().with_references(refs, n).is_err());
+        }
+        assert!(head().with_references(vec![0.0; 5], 1).is_err());
+        assert!(
+            head()
+                .with_references(vec![0.0, f32::NAN, 0.0, 0.0], 1)
+                .is_err()
         );
     }
 

@@ -283,8 +283,15 @@ impl Model {
             parts.get(names::CENTROIDS_Y).to_vec(),
             parts.get(names::THRESHOLDS).to_vec(),
         )?;
-        if meta.outlier_score == OutlierScore::Mahalanobis {
-            head = head.with_whitening(parts.get(names::WHITENING).to_vec())?;
+        match meta.outlier_score {
+            OutlierScore::Distance => {}
+            OutlierScore::Mahalanobis => {
+                head = head.with_whitening(parts.get(names::WHITENING).to_vec())?;
+            }
+            OutlierScore::Knn(n) => {
+                let references = parts.get(names::REFERENCES).to_vec();
+                head = head.with_references(references, n.neighbours as usize)?;
+            }
         }
         let normalizer = Normalizer::new(
             parts.get(names::INPUT_OFFSET).to_vec(),

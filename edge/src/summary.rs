@@ -16,7 +16,7 @@ pub struct OutlierEvent {
     pub index: u64,
     /// Nearest cluster.
     pub cluster: u32,
-    /// Its outlier score (the model's score: distance or Mahalanobis distance).
+    /// Its outlier score (the model's score: distance, Mahalanobis distance or neighbour distance).
     pub score: f32,
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dekm_edge::{Model, ModelParts, NamedTensor, StreamSession};
 use dekm_shared::{
-    EncoderSpec, FORMAT_VERSION, ImageShape, ModelMeta, OutlierScore, StreamSpec, names,
+    EncoderSpec, FORMAT_VERSION, ImageShape, ModelMeta, Neighbours, OutlierScore, StreamSpec, names,
 };
 
 struct Counting;
@@ -29,11 +29,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn model(spec: EncoderSpec, stream: Option<StreamSpec>) -> Model {
+fn model(spec: EncoderSpec, stream: Option<StreamSpec>, score: OutlierScore) -> Model {
     let levels = [0.5f32, 0.9, 1.0];
     let k = 3;
     let mut state = 5u32;
-    let tensors = names::expected_tensors(&spec, k, levels.len(), OutlierScore::Mahalanobis)
+    let tensors = names::expected_tensors(&spec, k, levels.len(), score)
         .unwrap()
         .into_iter()
         .map(|t| {
@@ -60,7 +60,7 @@ fn model(spec: EncoderSpec, stream: Option<StreamSpec>) -> Model {
         encoder: spec,
         k,
         threshold_quantile: 0.9,
-        outlier_score: OutlierScore::Mahalanobis,
+        outlier_score: score,
         stream,
         dataset: "test".into(),
         samples: 0,
@@ -84,9 +84,19 @@ fn a_session_assigns_without_allocating() {
             10,
         ),
         None,
+        OutlierScore::Mahalanobis,
     );
-    let dense = model(EncoderSpec::paper_dense(12, 4), None);
-    for m in [&conv, &dense] {
+    let dense = model(
+        EncoderSpec::paper_dense(12, 4),
+        None,
+        OutlierScore::Mahalanobis,
+    );
+    let knn = OutlierScore::Knn(Neighbours {
+        neighbours: 5,
+        references: 300,
+    });
+    let neighbours = model(EncoderSpec::paper_dense(12, 4), None, knn);
+    for m in [&conv, &dense, &neighbours] {
         let mut session = m.session();
         let samples: Vec<Vec<f32>> = (0..20)
             .map(|i| {
@@ -114,7 +124,11 @@ fn a_session_assigns_without_allocating() {
         window: 4,
         hop: 2,
     };
-    let streaming = model(EncoderSpec::paper_dense(12, 4), Some(spec));
+    let streaming = model(
+        EncoderSpec::paper_dense(12, 4),
+        Some(spec),
+        OutlierScore::Mahalanobis,
+    );
     let mut session = StreamSession::<'_, 64>::new(&streaming).unwrap();
     let readings: Vec<[f32; 3]> = (0..50).map(|t| [t as f32, (t % 7) as f32, 3.0]).collect();
     let before = ALLOCATIONS.load(Ordering::SeqCst);

@@ -5,6 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use dekm_edge::bundle::is_model_id;
 use dekm_proto::pb;
+use dekm_shared::OutlierScore;
 use dekm_trainer::choice::Choice;
 use dekm_trainer::data::{
     DataSource, Dataset, LabelColumn, LoadOptions, SampleShape, SyntheticOptions, Windowing,
@@ -251,6 +252,19 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
             .parse()
             .map_err(|e: dekm_shared::ContractError| Status::invalid_argument(e.to_string()))?;
     }
+    let knn = (s.knn_neighbours, s.knn_references);
+    match (&mut c.outlier_score, knn) {
+        (OutlierScore::Knn(n), (neighbours, references)) => {
+            n.neighbours = neighbours.unwrap_or(n.neighbours);
+            n.references = references.unwrap_or(n.references);
+        }
+        (_, (None, None)) => {}
+        (other, _) => {
+            return Err(Status::invalid_argument(format!(
+                "knn_neighbours and knn_references apply to outlier_score \"knn\", not \"{other}\""
+            )));
+        }
+    }
     if let Some(v) = s.calibration_holdout {
         c.calibration_holdout = Some(v);
     }
@@ -379,5 +393,30 @@ mod tests {
         let err = train_config(settings("conv1d", "max")).unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert!(err.message().contains("max"), "{}", err.message());
+    }
+
+    #[test]
+    fn a_request_chooses_the_neighbour_score_and_its_settings() {
+        let settings = |score: &str, neighbours: Option<u32>| pb::TrainSettings {
+            outlier_score: Some(score.into()),
+            knn_neighbours: neighbours,
+            knn_references: Some(300),
+            ..Default::default()
+        };
+        let c = train_config(settings("knn", Some(7))).unwrap();
+        assert_eq!(
+            c.outlier_score,
+            OutlierScore::Knn(dekm_shared::Neighbours {
+                neighbours: 7,
+                references: 300
+            })
+        );
+        let err = train_config(settings("knn", Some(40))).unwrap_err();
+        assert!(err.message().contains("1 to 32"), "{}", err.message());
+        let err = train_config(settings("mahalanobis", None)).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "knn_neighbours and knn_references apply to outlier_score \"knn\", not \"mahalanobis\""
+        );
     }
 }

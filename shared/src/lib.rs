@@ -22,6 +22,8 @@ pub use layers::{
     ConvGeometry, ConvSpec, EncoderSpec, Extent, ImageShape, POOL_EPS, Padding, SeriesShape, Stack,
     TimePooling,
 };
-pub use meta::{FORMAT_VERSION, ModelMeta, OLDEST_FORMAT_VERSION, OutlierScore, TrainingMetrics};
+pub use meta::{
+    FORMAT_VERSION, ModelMeta, Neighbours, OLDEST_FORMAT_VERSION, OutlierScore, TrainingMetrics,
+};
 pub use preprocess::Normalizer;
 pub use stream::StreamSpec;

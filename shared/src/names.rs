@@ -29,6 +29,10 @@ pub const DISTANCE_QUANTILES: &str = "dekm.distance_quantiles";
 /// `W S Wᵀ = I` for the cluster's covariance `S`, so the Mahalanobis score is `|W (y - mu)|`.
 /// Present exactly when the outlier score is [`OutlierScore::Mahalanobis`].
 pub const WHITENING: &str = "dekm.whitening";
+/// Reference latents of the neighbour score in `y` space (`[references, d]`): a seeded
+/// subsample of the training latents. Present exactly when the outlier score is
+/// [`OutlierScore::Knn`], with as many rows as it names.
+pub const REFERENCES: &str = "dekm.references";
 /// Per-feature offset subtracted from a raw sample (`[input_len]`).
 pub const INPUT_OFFSET: &str = "input.offset";
 /// Per-feature factor applied after the offset (`[input_len]`).
@@ -135,11 +139,16 @@ pub fn expected_tensors(
             shape,
         });
     }
-    if score == OutlierScore::Mahalanobis {
-        out.push(TensorSpec {
+    match score {
+        OutlierScore::Distance => {}
+        OutlierScore::Mahalanobis => out.push(TensorSpec {
             name: WHITENING.into(),
             shape: vec![k, d, d],
-        });
+        }),
+        OutlierScore::Knn(n) => out.push(TensorSpec {
+            name: REFERENCES.into(),
+            shape: vec![n.references as usize, d],
+        }),
     }
     for (name, shape) in [(INPUT_OFFSET, vec![n]), (INPUT_SCALE, vec![n])] {
         out.push(TensorSpec {
@@ -192,5 +201,14 @@ mod tests {
         assert_eq!(m.len(), t.len() + 1);
         let w = m.iter().find(|t| t.name == WHITENING).unwrap();
         assert_eq!(w.shape, [10, 10, 10]);
+        let knn = crate::Neighbours {
+            neighbours: 5,
+            references: 700,
+        };
+        let n = expected_tensors(&spec, 10, 9, OutlierScore::Knn(knn)).unwrap();
+        assert_eq!(n.len(), t.len() + 1);
+        let r = n.iter().find(|t| t.name == REFERENCES).unwrap();
+        assert_eq!(r.shape, [700, 10]);
+        assert!(!n.iter().any(|t| t.name == WHITENING));
     }
 }

@@ -6,7 +6,7 @@ mod common;
 use candle_core::{Device, Module, Tensor};
 use dekm_edge::Model;
 use dekm_edge::file::read_parts;
-use dekm_shared::TimePooling;
+use dekm_shared::{Neighbours, OutlierScore, TimePooling};
 use dekm_trainer::data::Dataset;
 use dekm_trainer::export::read_model;
 use dekm_trainer::model::{SeriesEncoder, embed};
@@ -97,6 +97,18 @@ fn dense_model_runs_identically_on_the_edge() {
 #[test]
 fn conv_model_runs_identically_on_the_edge() {
     check_parity(&common::images(1200), 3);
+}
+
+#[test]
+fn neighbour_scored_models_flag_identically_on_the_edge() {
+    let cfg = TrainConfig {
+        outlier_score: OutlierScore::Knn(Neighbours {
+            neighbours: 5,
+            references: 400,
+        }),
+        ..common::quick_config(4)
+    };
+    check_parity_of(&common::synthetic(4, 1200, 3), cfg);
 }
 
 #[test]

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use dekm_edge::LoadError;
 use dekm_edge::fs::FileError;
-use dekm_shared::names;
+use dekm_shared::{Neighbours, OutlierScore, names};
 use dekm_trainer::export::{ExportError, MODEL_FILE, SHA_FILE, read_model};
 use dekm_trainer::pipeline::{Outcome, assign, train_and_export};
-use dekm_trainer::train::RunOptions;
+use dekm_trainer::train::{RunOptions, TrainConfig};
 
 fn train_small(dir: &Path) -> (dekm_trainer::data::Dataset, Outcome) {
     let ds = common::synthetic(3, 600, 5);
@@ -115,7 +115,7 @@ fn damaged_files_are_named_errors() {
 
     let newer = replace(
         &good,
-        b"\"dekm.format_version\":\"2\"",
+        b"\"dekm.format_version\":\"3\"",
         b"\"dekm.format_version\":\"9\"",
     );
     std::fs::write(&model, newer).unwrap();
@@ -134,6 +134,76 @@ fn damaged_files_are_named_errors() {
     assert!(
         matches!(err, ExportError::Load(FileError::Io { .. })),
         "{err}"
+    );
+}
+
+/// A model scored by the neighbour distance keeps a seeded subsample of its training latents
+/// (in `y` space) as references; the reloaded model and the edge score with them exactly as the
+/// trainer did, and a sample far from every reference is flagged wherever it lands.
+#[test]
+fn the_neighbour_score_exports_its_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = common::synthetic(3, 600, 5);
+    let cfg = TrainConfig {
+        outlier_score: OutlierScore::Knn(Neighbours {
+            neighbours: 5,
+            references: 250,
+        }),
+        ..common::quick_config(3)
+    };
+    let out = train_and_export(&ds, &cfg, &RunOptions::default(), dir.path()).unwrap();
+    let model = read_model(dir.path()).unwrap();
+    assert_eq!(model.meta, out.meta);
+    assert_eq!(
+        model.meta.outlier_score,
+        OutlierScore::Knn(Neighbours {
+            neighbours: 5,
+            references: 250
+        })
+    );
+    let d = model.head.latent_dim();
+    let refs = &model.tensors[names::REFERENCES];
+    assert_eq!(refs.len(), 250 * d);
+    assert_eq!(model.head.references(), Some(&refs[..]));
+    // Every reference is the projection of a distinct training latent.
+    let mut y = vec![0f32; d];
+    let ys: Vec<Vec<u32>> = out
+        .trained
+        .z
+        .chunks_exact(d)
+        .map(|z| {
+            model.head.project(z, &mut y).unwrap();
+            y.iter().map(|v| v.to_bits()).collect()
+        })
+        .collect();
+    let mut found = std::collections::BTreeSet::new();
+    for r in refs.chunks_exact(d) {
+        let bits: Vec<u32> = r.iter().map(|v| v.to_bits()).collect();
+        let i = ys
+            .iter()
+            .position(|y| *y == bits)
+            .expect("a training latent");
+        assert!(found.insert(i), "sample {i} kept twice");
+    }
+    // The reloaded head scores training samples as the calibration did (references without
+    // their own row), so its flags are the calibration's.
+    let assigned = assign(&model, &ds).unwrap();
+    for (i, a) in assigned.iter().enumerate() {
+        assert_eq!(a.cluster, out.calibration.labels[i], "sample {i}");
+        if !found.contains(&i) {
+            assert_eq!(a.score, out.calibration.scores[i], "sample {i}");
+            assert_eq!(a.outlier, out.calibration.outliers[i], "sample {i}");
+        }
+    }
+    // Far from every reference: the centroid plus a large step is flagged.
+    let far: Vec<f32> = out.trained.kmeans.centroids[..d]
+        .iter()
+        .map(|c| c + 100.0)
+        .collect();
+    assert!(model.head.assign(&far, &mut y).unwrap().outlier);
+    assert_eq!(
+        model.head, out.calibration.head,
+        "the export round-trips the head"
     );
 }
 

@@ -1,6 +1,7 @@
 //! Calibrating the outlier flag on the training data: the clustering head, each cluster's
-//! whitening factor when the score is the Mahalanobis distance, and per-cluster thresholds at
-//! a chosen quantile of the training scores.
+//! whitening factor when the score is the Mahalanobis distance or the stored reference latents
+//! when it is the neighbour distance, and per-cluster thresholds at a chosen quantile of the
+//! training scores.
 //!
 //! Training data is rarely clean: the demo's plant puts a fault in 1% of its windows, and a
 //! recording of a real machine has its own glitches. A threshold at the 0.99 quantile of
@@ -13,8 +14,10 @@
 //! no normal sample passes, while a gross fault lies many times beyond it.
 
 use dekm_edge::ClusterHead;
-use dekm_shared::OutlierScore;
+use dekm_shared::{Neighbours, OutlierScore};
 use nalgebra::DMatrix;
+use rand::SeedableRng;
+use rand::seq::index;
 
 use crate::train::Trained;
 
@@ -54,10 +57,15 @@ pub struct Calibration {
     pub table: Vec<f32>,
     /// Final cluster of every training sample.
     pub labels: Vec<u32>,
+    /// Every training sample's score (a reference of the neighbour score scored without its
+    /// own row).
+    pub scores: Vec<f32>,
     /// Whether each training sample exceeds its cluster's threshold.
     pub outliers: Vec<bool>,
     /// Calibration samples left out of the quantiles as far out (beyond the outer fence).
     pub far_out: usize,
+    /// The score as exported: for the neighbour score, the number of references kept.
+    pub score: OutlierScore,
 }
 
 /// Calibrates the outlier flag: centroids and covariances from `trained`'s latents, and per
@@ -89,18 +97,42 @@ pub fn calibrate(
     for (z, y) in trained.z.chunks_exact(d).zip(ys.chunks_exact_mut(d)) {
         labels.push(head.assign(z, y)?.cluster);
     }
-    if score == OutlierScore::Mahalanobis {
-        let whitening = whitening(&ys, &labels, head.centroids(), k, d);
-        head = head.with_whitening(whitening)?;
-    }
-    // The head's own score for every sample, so calibration and assignment cannot disagree.
+    let mut is_reference = vec![false; n];
+    let score = match score {
+        OutlierScore::Distance => score,
+        OutlierScore::Mahalanobis => {
+            let whitening = whitening(&ys, &labels, head.centroids(), k, d);
+            head = head.with_whitening(whitening)?;
+            score
+        }
+        OutlierScore::Knn(settings) => {
+            let rows = references(n, settings, trained.config.seed);
+            let mut kept = Vec::with_capacity(rows.len() * d);
+            for &i in &rows {
+                is_reference[i] = true;
+                kept.extend_from_slice(&ys[i * d..(i + 1) * d]);
+            }
+            head = head.with_references(kept, settings.neighbours as usize)?;
+            OutlierScore::Knn(Neighbours {
+                references: rows.len() as u32,
+                ..settings
+            })
+        }
+    };
+    // The head's own score for every sample, so calibration and assignment cannot disagree;
+    // a training sample kept as a reference is scored without its own zero distance.
     let mut scratch = vec![0f32; d];
     let mut score_all = |zs: &[f32]| {
         zs.chunks_exact(d)
             .map(|z| head.assign(z, &mut scratch).map(|a| (a.cluster, a.score)))
             .collect::<Result<Vec<(u32, f32)>, _>>()
     };
-    let scores: Vec<f32> = score_all(&trained.z)?.into_iter().map(|(_, s)| s).collect();
+    let mut scores: Vec<f32> = score_all(&trained.z)?.into_iter().map(|(_, s)| s).collect();
+    for (i, y) in ys.chunks_exact(d).enumerate() {
+        if is_reference[i] {
+            scores[i] = head.neighbour_distance(y, 1).unwrap_or(f32::INFINITY);
+        }
+    }
     let held = holdout.map(&mut score_all).transpose()?.unwrap_or_default();
     let (held_labels, held_scores): (Vec<u32>, Vec<f32>) = held.into_iter().unzip();
     let mut table = Vec::with_capacity(k * QUANTILE_LEVELS.len());
@@ -129,9 +161,25 @@ pub fn calibrate(
         head,
         table,
         labels,
+        scores,
         outliers,
         far_out,
+        score,
     })
+}
+
+/// Indices of the training samples kept as references of the neighbour score: all of them up
+/// to `settings.references`, else a subsample drawn with `seed`, in ascending order.
+fn references(n: usize, settings: Neighbours, seed: u64) -> Vec<usize> {
+    let m = n.min(settings.references as usize);
+    let mut rows = if m == n {
+        (0..n).collect()
+    } else {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6b6e_6e5f_7265_6673);
+        index::sample(&mut rng, n, m).into_vec()
+    };
+    rows.sort_unstable();
+    rows
 }
 
 fn members<'a, T: Copy>(

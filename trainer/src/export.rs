@@ -131,6 +131,12 @@ pub fn write_model(
     if let Some(w) = calibration.head.whitening() {
         tensors.insert(names::WHITENING.to_string(), (vec![k, d, d], f32_view(w)));
     }
+    if let Some(r) = calibration.head.references() {
+        tensors.insert(
+            names::REFERENCES.to_string(),
+            (vec![r.len() / d, d], f32_view(r)),
+        );
+    }
     let views = tensors
         .iter()
         .map(|(name, (shape, bytes))| {

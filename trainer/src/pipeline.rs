@@ -101,7 +101,7 @@ pub fn train_and_export(
         encoder: trained.spec.clone(),
         k: cfg.k,
         threshold_quantile: cfg.threshold_quantile,
-        outlier_score: cfg.outlier_score,
+        outlier_score: calibration.score,
         stream: ds.stream.clone(),
         dataset: ds.name.clone(),
         samples: fit.len(),

@@ -2,11 +2,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use dekm_cli::plots;
 use dekm_cli::progress::Bars;
-use dekm_shared::{OutlierScore, TimePooling};
+use dekm_shared::{Neighbours, OutlierScore, TimePooling};
 use dekm_trainer::augment::Augment;
 use dekm_trainer::device::DeviceChoice;
 use dekm_trainer::model::{ConvBackend, Init, SeriesEncoder};
@@ -58,10 +58,20 @@ pub(crate) struct TrainArgs {
     /// Outlier threshold: quantile of each cluster's training scores (far-out ones left out).
     #[arg(long, default_value_t = 0.998)]
     threshold_quantile: f32,
-    /// Outlier score: mahalanobis (distance to the centroid under the cluster's covariance) or
-    /// distance (Euclidean, as models before format 2).
+    /// Outlier score: mahalanobis (distance to the centroid under the cluster's covariance),
+    /// knn (distance to the n-th nearest of reference latents kept in the model) or distance
+    /// (Euclidean, as models before format 2).
     #[arg(long, default_value_t = OutlierScore::Mahalanobis)]
     outlier_score: OutlierScore,
+    /// With `--outlier-score knn`: which neighbour's distance is the score, 1 to 32
+    /// [default: 5].
+    #[arg(long)]
+    knn_neighbours: Option<u32>,
+    /// With `--outlier-score knn`: reference latents kept in the model at most (a seeded
+    /// subsample of the training samples beyond that); the device scans them all
+    /// [default: 4096].
+    #[arg(long)]
+    knn_references: Option<u32>,
     /// Fraction of the samples kept out of training to calibrate the outlier thresholds on
     /// (default: 0.2 of a recording's windows, the last ones; none of other data).
     #[arg(long)]
@@ -110,8 +120,20 @@ pub(crate) struct TrainArgs {
 }
 
 impl TrainArgs {
-    pub(crate) fn config(&self) -> TrainConfig {
-        TrainConfig {
+    pub(crate) fn config(&self) -> Result<TrainConfig> {
+        let outlier_score = match (self.outlier_score, self.knn_neighbours, self.knn_references) {
+            (OutlierScore::Knn(n), neighbours, references) => OutlierScore::Knn(Neighbours {
+                neighbours: neighbours.unwrap_or(n.neighbours),
+                references: references.unwrap_or(n.references),
+            }),
+            (other, None, None) => other,
+            (other, ..) => {
+                bail!(
+                    "--knn-neighbours and --knn-references apply to --outlier-score knn, not {other}"
+                )
+            }
+        };
+        Ok(TrainConfig {
             k: self.k,
             latent: self.latent,
             epochs: self.epochs,
@@ -124,7 +146,7 @@ impl TrainArgs {
             tol: self.tol,
             restarts: self.restarts,
             threshold_quantile: self.threshold_quantile,
-            outlier_score: self.outlier_score,
+            outlier_score,
             calibration_holdout: self.calibration_holdout,
             series_encoder: self.series_encoder,
             time_pooling: self.time_pooling,
@@ -137,14 +159,14 @@ impl TrainArgs {
             init: self.init,
             start: self.start,
             device: self.device,
-        }
+        })
     }
 }
 
 /// Trains, exports and prints the result table (and writes pictures with `--plots`).
 pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     let ds = args.data.load(args.k, args.seed)?;
-    let cfg = args.config();
+    let cfg = args.config()?;
     let bars = (!quiet).then(|| Arc::new(Bars::default()));
     let opts = RunOptions {
         checkpoint: Some(args.out.join("checkpoint")),
@@ -229,7 +251,35 @@ mod tests {
         let super::super::Command::Train(args) = cli.command else {
             panic!("not a train command");
         };
-        assert_eq!(args.config(), TrainConfig::default());
+        assert_eq!(args.config().unwrap(), TrainConfig::default());
+    }
+
+    /// `--outlier-score knn` takes its settings from the knn flags; they are refused with
+    /// another score rather than ignored.
+    #[test]
+    fn knn_flags_set_the_neighbour_score_and_need_it() {
+        let parse = |extra: &[&str]| {
+            let mut a = vec!["dekm", "train", "--dataset", "synthetic", "--out", "m"];
+            a.extend(extra);
+            let cli = super::super::Cli::try_parse_from(a).expect("parses");
+            let super::super::Command::Train(args) = cli.command else {
+                panic!("not a train command");
+            };
+            args.config().map(|c| c.outlier_score)
+        };
+        assert_eq!(
+            parse(&["--outlier-score", "knn", "--knn-references", "500"]).unwrap(),
+            OutlierScore::Knn(Neighbours {
+                neighbours: 5,
+                references: 500
+            })
+        );
+        assert_eq!(
+            parse(&["--outlier-score", "knn"]).unwrap(),
+            OutlierScore::Knn(Neighbours::DEFAULT)
+        );
+        let err = parse(&["--knn-neighbours", "3"]).unwrap_err().to_string();
+        assert!(err.contains("apply to --outlier-score knn"), "{err}");
     }
 
     #[test]

@@ -342,6 +342,34 @@ impl From<synthetic::Draw> for Dataset {
     }
 }
 
+impl Dataset {
+    /// The windows of `rec` (`w.window` readings every `w.hop`), named `name`, with the stream
+    /// spec a model trained on them carries; `path` names the recording in errors.
+    pub fn from_recording(
+        name: String,
+        rec: &dekm_data::Recording,
+        w: Windowing,
+        path: &Path,
+    ) -> Result<Self, DataError> {
+        let cut = dekm_data::windows(rec, w.window, w.hop, path)?;
+        Ok(Dataset {
+            name,
+            shape: SampleShape::Series(SeriesShape {
+                channels: rec.channels.len(),
+                length: w.window,
+            }),
+            xs: cut.xs,
+            labels: cut.labels,
+            anomalies: cut.anomalies,
+            stream: Some(StreamSpec {
+                channels: rec.channels.clone(),
+                window: w.window,
+                hop: w.hop,
+            }),
+        })
+    }
+}
+
 /// Loads `source` with `opts`.
 pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataError> {
     if opts.windowing.is_some() && !matches!(source, DataSource::Csv(_) | DataSource::Npy(_)) {
@@ -386,22 +414,7 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
                 });
             }
             let rec = dekm_data::read_recording(path)?;
-            let cut = dekm_data::windows(&rec, w.window, w.hop, path)?;
-            Dataset {
-                name: source.to_string(),
-                shape: SampleShape::Series(SeriesShape {
-                    channels: rec.channels.len(),
-                    length: w.window,
-                }),
-                xs: cut.xs,
-                labels: cut.labels,
-                anomalies: cut.anomalies,
-                stream: Some(StreamSpec {
-                    channels: rec.channels,
-                    window: w.window,
-                    hop: w.hop,
-                }),
-            }
+            Dataset::from_recording(source.to_string(), &rec, w, path)?
         }
         DataSource::Csv(path) | DataSource::Npy(path) => {
             let io = |source| DataError::Io {

@@ -140,6 +140,89 @@ impl Plant {
     }
 }
 
+/// A continuous recording from a [`Plant`]: readings in time order, with the regime of every
+/// reading and where faults were injected.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// The readings (channels `ch0`, `ch1`, ...), each labelled with its regime and flagged
+    /// anomalous inside a fault.
+    pub recording: dekm_data::Recording,
+    /// Each fault's first reading and kind; a fault lasts [`WINDOW`] readings.
+    pub faults: Vec<(usize, Fault)>,
+}
+
+impl Plant {
+    /// Records `slots * WINDOW` readings as a machine runs: it stays in one regime for 4 to 16
+    /// slots of [`WINDOW`] readings, then switches to another; every channel's wave runs on
+    /// without a jump in phase (only the level and shape change at a switch). Each slot
+    /// carries a fault in one channel with probability `anomaly_rate`, the kinds of
+    /// [`Plant::draw`].
+    pub fn record(&self, slots: usize, anomaly_rate: f64, seed: u64) -> Record {
+        let mut r = rng(seed, 2);
+        let noise =
+            Normal::new(0.0f32, 0.1).unwrap_or_else(|_| unreachable!("constant parameters"));
+        let n = slots * WINDOW;
+        let mut values = vec![0f32; n * CHANNELS];
+        let mut labels = Vec::with_capacity(n);
+        let mut faults = Vec::new();
+        // Each channel's running angle, so a regime switch changes the wave but not its phase.
+        let mut angle = [0f32; CHANNELS];
+        for a in &mut angle {
+            *a = r.random_range(0.0..std::f32::consts::TAU);
+        }
+        let (mut regime, mut left, mut amp) = (0usize, 0usize, [1f32; CHANNELS]);
+        let mut window = vec![0f32; CHANNELS * WINDOW];
+        for slot in 0..slots {
+            if left == 0 {
+                let next = r.random_range(0..self.k().max(2) - 1);
+                regime = if slot == 0 || self.k() == 1 {
+                    r.random_range(0..self.k())
+                } else {
+                    // Any other regime.
+                    (regime + 1 + next) % self.k()
+                };
+                left = r.random_range(4..=16);
+                for (a, w) in amp.iter_mut().zip(&self.regimes[regime]) {
+                    *a = w.amplitude * r.random_range(0.9..1.1);
+                }
+            }
+            left -= 1;
+            // The slot channel-major, as a window of `draw` is laid out, so faults are alike.
+            for (c, w) in self.regimes[regime].iter().enumerate() {
+                let step = std::f32::consts::TAU * w.cycles / WINDOW as f32;
+                for t in 0..WINDOW {
+                    window[c * WINDOW + t] =
+                        w.level + amp[c] * angle[c].sin() + noise.sample(&mut r);
+                    angle[c] = (angle[c] + step) % std::f32::consts::TAU;
+                }
+            }
+            if r.random_bool(anomaly_rate.clamp(0.0, 1.0)) {
+                faults.push((slot * WINDOW, corrupt(&mut window, &mut r)));
+            }
+            for t in 0..WINDOW {
+                for c in 0..CHANNELS {
+                    values[(slot * WINDOW + t) * CHANNELS + c] = window[c * WINDOW + t];
+                }
+                labels.push(regime as u32);
+            }
+        }
+        let mut anomalies = vec![false; n];
+        for &(start, _) in &faults {
+            anomalies[start..start + WINDOW].fill(true);
+        }
+        Record {
+            recording: dekm_data::Recording {
+                channels: (0..CHANNELS).map(|c| format!("ch{c}")).collect(),
+                values,
+                timestamps: None,
+                labels: Some(labels),
+                anomalies: Some(anomalies),
+            },
+            faults,
+        }
+    }
+}
+
 /// Injects a random fault into one random channel of `window` and returns its kind.
 fn corrupt(window: &mut [f32], r: &mut ChaCha8Rng) -> Fault {
     let c = r.random_range(0..CHANNELS);
@@ -188,5 +271,50 @@ mod tests {
             (0..4).all(|l| a.labels.contains(&l)),
             "every regime appears"
         );
+    }
+
+    /// A recording runs in regimes of 4 to 16 slots, switches to another regime, and marks
+    /// every reading of a fault; without faults its waves never jump.
+    #[test]
+    fn a_recording_runs_in_regimes_and_marks_its_faults() {
+        let p = Plant::new(4, 1);
+        let rec = p.record(300, 0.05, 2);
+        let r = &rec.recording;
+        assert_eq!(r.len(), 300 * WINDOW);
+        assert_eq!(r.values.len(), 300 * WINDOW * CHANNELS);
+        let labels = r.labels.as_ref().unwrap();
+        let mut run = 1;
+        for t in 1..labels.len() {
+            if labels[t] == labels[t - 1] {
+                run += 1;
+            } else {
+                assert!((4 * WINDOW..=16 * WINDOW).contains(&run), "run of {run}");
+                run = 1;
+            }
+        }
+        assert!((0..4).all(|l| labels.contains(&l)), "every regime appears");
+        let marked = r.anomalies.as_ref().unwrap().iter().filter(|&&a| a).count();
+        assert_eq!(marked, rec.faults.len() * WINDOW);
+        assert!((3..=40).contains(&rec.faults.len()), "{}", rec.faults.len());
+        assert_eq!(
+            p.record(300, 0.05, 2).recording.values,
+            r.values,
+            "deterministic"
+        );
+        // Clean: consecutive readings of a channel differ by the wave's step and the noise
+        // only (steps of at most 2 pi * 5 / 32 radians on amplitudes up to 2.2), plus the
+        // level change at a regime switch.
+        let clean = p.record(100, 0.0, 3).recording;
+        let labels = clean.labels.as_ref().unwrap();
+        for t in 1..clean.len() {
+            if labels[t] != labels[t - 1] {
+                continue;
+            }
+            for c in 0..CHANNELS {
+                let jump =
+                    (clean.values[t * CHANNELS + c] - clean.values[(t - 1) * CHANNELS + c]).abs();
+                assert!(jump < 2.5, "reading {t} channel {c} jumps {jump}");
+            }
+        }
     }
 }

@@ -213,6 +213,14 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Checks the settings against a data set of `n` samples.
     pub fn validate(&self, n: usize) -> Result<(), TrainError> {
+        if let OutlierScore::Knn(s) = self.outlier_score
+            && (n as u64) <= u64::from(s.neighbours)
+        {
+            return Err(TrainError::Config(format!(
+                "the neighbour score's {}th neighbour needs more than {} samples, the data set has {n}",
+                s.neighbours, s.neighbours
+            )));
+        }
         if self.k > n {
             return Err(TrainError::Config(format!(
                 "k = {} but the data set has {n} samples (need 1 <= k <= samples)",
@@ -245,6 +253,10 @@ impl TrainConfig {
                 "threshold quantile {} must be in (0, 1]",
                 self.threshold_quantile
             ));
+        }
+        if let OutlierScore::Knn(n) = self.outlier_score {
+            n.validate()
+                .map_err(|e| TrainError::Config(e.to_string()))?;
         }
         if let Some(h) = self.calibration_holdout
             && !(0.0..=0.5).contains(&h)

@@ -18,7 +18,7 @@ use candle_nn::VarBuilder;
 use clap::Parser;
 use dekm_cluster::detection::{FlagCounts, auroc, average_precision};
 use dekm_shared::{Neighbours, OutlierScore};
-use dekm_trainer::calibrate::calibrate;
+use dekm_trainer::calibrate::{calibrate, outer_fence, quantile};
 use dekm_trainer::data::Dataset;
 use dekm_trainer::data::synthetic::{CHANNELS, Fault, Plant, WINDOW};
 use dekm_trainer::model::{Decoder, embed};
@@ -36,19 +36,8 @@ struct Args {
     quantile: f32,
 }
 
-fn quantile(mut v: Vec<f32>, q: f32) -> f32 {
-    if v.is_empty() {
-        return f32::INFINITY;
-    }
-    v.sort_by(f32::total_cmp);
-    let pos = q * (v.len() - 1) as f32;
-    let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(v.len() - 1);
-    v[lo] + (v[hi] - v[lo]) * pos.fract()
-}
-
 /// Per-cluster thresholds at `q` of the training scores; with `robust`, after dropping the
-/// far-out scores (above Q3 + 3 IQR).
+/// far-out scores (beyond the outer fence), as the product calibrates.
 fn thresholds(scores: &[f32], labels: &[u32], k: usize, q: f32, robust: bool) -> Vec<f32> {
     (0..k)
         .map(|c| {
@@ -58,12 +47,15 @@ fn thresholds(scores: &[f32], labels: &[u32], k: usize, q: f32, robust: bool) ->
                 .filter(|&(_, &l)| l as usize == c)
                 .map(|(&s, _)| s)
                 .collect();
+            if v.is_empty() {
+                return f32::INFINITY;
+            }
             if robust {
-                let (q1, q3) = (quantile(v.clone(), 0.25), quantile(v.clone(), 0.75));
-                let fence = q3 + 3.0 * (q3 - q1);
+                let fence = outer_fence(&v);
                 v.retain(|&s| s <= fence);
             }
-            quantile(v, q)
+            v.sort_by(f32::total_cmp);
+            quantile(&v, q)
         })
         .collect()
 }

@@ -240,18 +240,7 @@ impl ClusterHead {
                     self.d,
                     &self.centroids_y[best * self.d..(best + 1) * self.d],
                 );
-                let w = &w[best * d * d..(best + 1) * d * d];
-                let mut sum = 0f32;
-                for (i, row) in w.chunks_exact(d).enumerate() {
-                    let s: f32 = row[..=i]
-                        .iter()
-                        .zip(&y[..=i])
-                        .zip(mu)
-                        .map(|((w, y), m)| w * (y - m))
-                        .sum();
-                    sum += s * s;
-                }
-                sqrt(sum)
+                whitened_norm(&w[best * d * d..(best + 1) * d * d], y, mu)
             }
         };
         Ok(Assignment {
@@ -262,6 +251,23 @@ impl ClusterHead {
             outlier: score > self.thresholds[best],
         })
     }
+}
+
+/// `|W (y - mu)|` for a row-major lower-triangular `w` (`[d, d]`; entries above the diagonal
+/// are ignored): the Mahalanobis distance of `y` from `mu` when `W S Wᵀ = I`.
+pub fn whitened_norm(w: &[f32], y: &[f32], mu: &[f32]) -> f32 {
+    let d = mu.len();
+    let mut sum = 0f32;
+    for (i, row) in w.chunks_exact(d).enumerate() {
+        let s: f32 = row[..=i]
+            .iter()
+            .zip(&y[..=i])
+            .zip(mu)
+            .map(|((w, y), m)| w * (y - m))
+            .sum();
+        sum += s * s;
+    }
+    sqrt(sum)
 }
 
 /// Distance from `y` to its `n`-th nearest row of `references` (`None` for `n` beyond the rows

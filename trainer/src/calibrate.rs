@@ -14,6 +14,7 @@
 //! no normal sample passes, while a gross fault lies many times beyond it.
 
 use dekm_edge::ClusterHead;
+use dekm_edge::head::whitened_norm;
 use dekm_shared::{Neighbours, OutlierScore};
 use nalgebra::DMatrix;
 use rand::SeedableRng;
@@ -26,7 +27,7 @@ pub const QUANTILE_LEVELS: [f32; 10] =
     [0.5, 0.75, 0.9, 0.95, 0.975, 0.99, 0.995, 0.998, 0.999, 1.0];
 
 /// Linear-interpolated quantile of sorted values (numpy's default); 0 for no values.
-pub(crate) fn quantile(sorted: &[f32], q: f32) -> f32 {
+pub fn quantile(sorted: &[f32], q: f32) -> f32 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -37,7 +38,7 @@ pub(crate) fn quantile(sorted: &[f32], q: f32) -> f32 {
 }
 
 /// Tukey's outer fence of `values`: `Q3 + 3 IQR` (infinite for no values).
-fn outer_fence(values: &[f32]) -> f32 {
+pub fn outer_fence(values: &[f32]) -> f32 {
     if values.is_empty() {
         return f32::INFINITY;
     }
@@ -206,7 +207,8 @@ fn whitening(ys: &[f32], labels: &[u32], centroids: &[f32], k: usize, d: usize) 
             .map(|(y, _)| y)
             .collect();
         let w = factor(&rows, mu, d);
-        let scores: Vec<f32> = rows.iter().map(|y| whitened_norm(&w, y, mu, d)).collect();
+        let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+        let scores: Vec<f32> = rows.iter().map(|y| whitened_norm(&w32, y, mu)).collect();
         let fence = outer_fence(&scores);
         let kept: Vec<&[f32]> = rows
             .iter()
@@ -284,19 +286,6 @@ fn shrunk_covariance(rows: &[&[f32]], mu: &[f32], d: usize) -> Option<(DMatrix<f
 
 fn row_major(m: &DMatrix<f64>) -> Vec<f64> {
     m.transpose().as_slice().to_vec()
-}
-
-/// `|W (y - mu)|` for a row-major lower-triangular `w`.
-fn whitened_norm(w: &[f64], y: &[f32], mu: &[f32], d: usize) -> f32 {
-    let diff: Vec<f64> = y.iter().zip(mu).map(|(&y, &m)| f64::from(y - m)).collect();
-    w.chunks_exact(d)
-        .enumerate()
-        .map(|(i, row)| {
-            let s: f64 = row[..=i].iter().zip(&diff).map(|(a, b)| a * b).sum();
-            s * s
-        })
-        .sum::<f64>()
-        .sqrt() as f32
 }
 
 #[cfg(test)]

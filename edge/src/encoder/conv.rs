@@ -1,0 +1,257 @@
+//! One convolution as an indirect convolution over padded channels-last activations, its
+//! register tiles for each instruction set, and the pooling over time of a 1-D encoder.
+
+use alloc::{vec, vec::Vec};
+
+use dekm_shared::{ConvGeometry, POOL_EPS, TimePooling};
+
+/// Activations store their channels padded with zeros to a multiple of this (AVX-512's 16
+/// lanes), so a register tile always covers whole vectors, whatever the vector width.
+pub(super) const PAD_C: usize = 16;
+/// Output pixels per register tile: 6 pixels × 4 vectors of channels = 24 accumulators, plus 4
+/// weight vectors and one broadcast, fit AVX-512's 32 registers (AVX2 takes 2 vectors of
+/// channels: 12 + 2 + 1 of its 16). [`Conv::forward`] spells out the remainders 1..=5.
+const TILE_P: usize = 6;
+
+/// One convolution with its resolved shapes, weights laid out for the register tile.
+#[derive(Debug, Clone)]
+pub(super) struct Conv {
+    pub(super) g: ConvGeometry,
+    /// Output channels padded to [`PAD_C`]: the channel stride of the output activations.
+    pub(super) out_stride: usize,
+    /// `[tap, input channel, output channel]` (taps row-major over the kernel, output channels
+    /// padded to `out_stride` with zeros), so one reduction step's weights are contiguous.
+    weight: Vec<f32>,
+    /// Bias padded with zeros, so padded channels stay zero after ReLU.
+    bias: Vec<f32>,
+    /// `[output pixel, tap]`: offset of the input pixel's first channel, or of the zero block
+    /// where the tap falls into the padding. Computed once per model.
+    taps: Vec<u32>,
+}
+
+impl Conv {
+    /// Lays out the exported `[out, in, kh, kw]` weight (`[out, in, k]` for a 1-D layer, the
+    /// same values) and the tap offsets of geometry `g` reading activations whose channel stride
+    /// is `in_stride`; `zero` is the zero block's offset.
+    pub(super) fn new(g: ConvGeometry, w: &[f32], b: &[f32], in_stride: usize, zero: u32) -> Self {
+        let (cin, cout, k) = (g.input.channels, g.output.channels, g.kernel);
+        let out_stride = cout.next_multiple_of(PAD_C);
+        let mut weight = vec![0.0; k.area() * cin * out_stride];
+        for (o, filter) in w.chunks_exact(cin * k.area()).enumerate() {
+            for (c, taps) in filter.chunks_exact(k.area()).enumerate() {
+                for (t, &v) in taps.iter().enumerate() {
+                    weight[(t * cin + c) * out_stride + o] = v;
+                }
+            }
+        }
+        let mut bias = b.to_vec();
+        bias.resize(out_stride, 0.0);
+        let (ih, iw) = (g.input.height, g.input.width);
+        let mut taps = Vec::with_capacity(g.output.height * g.output.width * k.area());
+        for oy in 0..g.output.height {
+            for ox in 0..g.output.width {
+                for ki in 0..k.height {
+                    let iy = (oy * g.stride + ki)
+                        .checked_sub(g.pad.height)
+                        .filter(|&i| i < ih);
+                    for kj in 0..k.width {
+                        let ix = (ox * g.stride + kj)
+                            .checked_sub(g.pad.width)
+                            .filter(|&i| i < iw);
+                        taps.push(match (iy, ix) {
+                            (Some(y), Some(x)) => ((y * iw + x) * in_stride) as u32,
+                            _ => zero,
+                        });
+                    }
+                }
+            }
+        }
+        Self {
+            g,
+            out_stride,
+            weight,
+            bias,
+            taps,
+        }
+    }
+
+    pub(super) fn pixels(&self) -> usize {
+        self.g.output.height * self.g.output.width
+    }
+
+    /// `out[pixel, channel] = relu(bias + Σ_tap Σ_c x[taps[pixel, tap] + c] · weight[tap, c, channel])`.
+    pub(super) fn forward(&self, x: &[f32], out: &mut [f32]) {
+        pulp::Arch::new().dispatch(ConvKernel { conv: self, x, out });
+    }
+}
+
+/// [`Conv::forward`] for one instruction set.
+struct ConvKernel<'a> {
+    conv: &'a Conv,
+    x: &'a [f32],
+    out: &'a mut [f32],
+}
+
+impl pulp::WithSimd for ConvKernel<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) {
+        let Self { conv, x, out } = self;
+        if PAD_C.is_multiple_of(S::F32_LANES) {
+            conv_tiles(simd, conv, x, out);
+        } else {
+            // No instruction set pulp knows has vectors that do not divide 16 lanes; should one
+            // appear, stay correct with one lane rather than read past the padded channels.
+            conv_tiles(pulp::Scalar::new(), conv, x, out);
+        }
+    }
+}
+
+/// Every register tile of one convolution, for vectors that divide [`PAD_C`].
+#[inline(always)]
+pub(super) fn conv_tiles<S: pulp::Simd>(simd: S, conv: &Conv, x: &[f32], out: &mut [f32]) {
+    let lanes = S::F32_LANES;
+    let vectors = conv.out_stride / lanes;
+    // AVX2 (8 lanes) has 16 registers: at most 2 vectors of channels per tile.
+    let widest = if lanes == 8 { 2 } else { 4 };
+    let mut v0 = 0;
+    while v0 < vectors {
+        let o0 = v0 * lanes;
+        match (vectors - v0).min(widest) {
+            4.. => {
+                strip::<S, 4>(simd, conv, x, out, o0);
+                v0 += 4;
+            }
+            2 | 3 => {
+                strip::<S, 2>(simd, conv, x, out, o0);
+                v0 += 2;
+            }
+            _ => {
+                strip::<S, 1>(simd, conv, x, out, o0);
+                v0 += 1;
+            }
+        }
+    }
+}
+
+/// All output pixels for the `NV` vectors of output channels from `o0`.
+#[inline(always)]
+fn strip<S: pulp::Simd, const NV: usize>(
+    simd: S,
+    conv: &Conv,
+    x: &[f32],
+    out: &mut [f32],
+    o0: usize,
+) {
+    let pixels = conv.pixels();
+    let mut p0 = 0;
+    while p0 + TILE_P <= pixels {
+        tile::<S, TILE_P, NV>(simd, conv, x, out, p0, o0);
+        p0 += TILE_P;
+    }
+    match pixels - p0 {
+        0 => {}
+        1 => tile::<S, 1, NV>(simd, conv, x, out, p0, o0),
+        2 => tile::<S, 2, NV>(simd, conv, x, out, p0, o0),
+        3 => tile::<S, 3, NV>(simd, conv, x, out, p0, o0),
+        4 => tile::<S, 4, NV>(simd, conv, x, out, p0, o0),
+        _ => tile::<S, 5, NV>(simd, conv, x, out, p0, o0),
+    }
+}
+
+/// One register tile: `P` output pixels from `p0` by `NV` vectors of output channels from `o0`.
+/// `P` and `NV` are constants so the accumulators live in registers.
+#[inline(always)]
+fn tile<S: pulp::Simd, const P: usize, const NV: usize>(
+    simd: S,
+    conv: &Conv,
+    x: &[f32],
+    out: &mut [f32],
+    p0: usize,
+    o0: usize,
+) {
+    let width = NV * S::F32_LANES;
+    let (cin, stride) = (conv.g.input.channels, conv.out_stride);
+    let taps = conv.g.kernel.area();
+    let vectors = |s: &[f32]| -> Option<[S::f32s; NV]> {
+        <&[S::f32s; NV]>::try_from(S::as_simd_f32s(s.get(o0..o0 + width)?).0)
+            .ok()
+            .copied()
+    };
+    // Channels are padded to whole vectors when the layer is built, so these views always
+    // exist; the early returns only keep a broken invariant from indexing out of bounds.
+    let Some(bias) = vectors(&conv.bias) else {
+        debug_assert!(false, "bias slice {o0}+{width} is not whole vectors");
+        return;
+    };
+    let mut acc = [bias; P];
+    let offsets = &conv.taps[p0 * taps..(p0 + P) * taps];
+    for (t, w) in conv.weight.chunks_exact(cin * stride).enumerate() {
+        let mut src = [&x[..0]; P];
+        for (m, s) in src.iter_mut().enumerate() {
+            let at = offsets[m * taps + t] as usize;
+            *s = &x[at..at + cin];
+        }
+        for (c, row) in w.chunks_exact(stride).enumerate() {
+            let Some(w) = vectors(row) else {
+                debug_assert!(false, "weight row slice {o0}+{width} is not whole vectors");
+                return;
+            };
+            for (a, s) in acc.iter_mut().zip(&src) {
+                let b = simd.splat_f32s(s[c]);
+                for (a, &w) in a.iter_mut().zip(&w) {
+                    *a = simd.mul_add_e_f32s(b, w, *a);
+                }
+            }
+        }
+    }
+    let zero = simd.splat_f32s(0.0);
+    for (m, a) in acc.iter().enumerate() {
+        let dst = &mut out[(p0 + m) * stride + o0..][..width];
+        for (d, &a) in S::as_mut_simd_f32s(dst).0.iter_mut().zip(a.iter()) {
+            *d = simd.max_f32s(a, zero);
+        }
+    }
+}
+
+/// The pooling over time of a 1-D encoder: each channel's mean over the pixels of `conv`'s
+/// padded HWC output `x` into `out[..c]`, and for [`TimePooling::MeanStd`] each channel's
+/// standard deviation into `out[c..2c]` (two passes, so no cancellation).
+pub(super) fn pool_over_pixels(x: &[f32], conv: &Conv, pooling: TimePooling, out: &mut [f32]) {
+    let (pixels, stride, c) = (conv.pixels(), conv.out_stride, conv.g.output.channels);
+    let x = &x[..pixels * stride];
+    let scale = 1.0 / pixels as f32;
+    let (mean, rest) = out.split_at_mut(c);
+    mean.fill(0.0);
+    for px in x.chunks_exact(stride) {
+        for (m, &v) in mean.iter_mut().zip(px) {
+            *m += v;
+        }
+    }
+    for m in mean.iter_mut() {
+        *m *= scale;
+    }
+    if pooling == TimePooling::MeanStd {
+        let sd = &mut rest[..c];
+        sd.fill(0.0);
+        for px in x.chunks_exact(stride) {
+            for ((s, &v), &m) in sd.iter_mut().zip(px).zip(mean.iter()) {
+                *s += (v - m) * (v - m);
+            }
+        }
+        for s in sd {
+            *s = crate::head::sqrt(*s * scale + POOL_EPS);
+        }
+    }
+}
+
+/// Copies the CHW sample `x` of `channels` planes into `out` as HWC, the convolutions' layout.
+pub(super) fn to_channels_last(channels: usize, x: &[f32], out: &mut [f32]) {
+    let pixels = x.len() / channels;
+    for (c, plane) in x.chunks_exact(pixels).enumerate() {
+        for (p, &v) in plane.iter().enumerate() {
+            out[p * channels + c] = v;
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The encoder forward pass without candle.
+//!
+//! Convolutions are *indirect convolutions* (the scheme of XNNPACK): activations are stored
+//! channels-last (HWC) with the channel count padded to whole vectors, and each layer keeps, for
+//! every output pixel and kernel tap, the offset of the input pixel it reads (or of a zero block
+//! in the padding). A register tile of output pixels × output channels then accumulates straight
+//! from the activations, with bias and ReLU fused into its store. Written with explicit SIMD and
+//! run with the widest vectors the CPU has ([`pulp`] dispatch: AVX-512, AVX2+FMA, NEON).
+//!
+//! Why this layout: the earlier im2col + vectors-along-pixels version copied 66k values per image
+//! and padded the 7×7 and 3×3 outputs of the paper's last two layers to whole vectors (31% and
+//! 44% wasted work); vectors along output channels (32, 64, 128: whole vectors) waste nothing
+//! and copy nothing. General GEMM libraries (nalgebra's `matrixmultiply`, the `gemm` crate)
+//! allocate packing buffers on every call and ran slower at one image's sizes (docs/RESULTS.md).
+//! Dense layers are SIMD matrix-vector products. ReLU after every layer but the latent one.
+//!
+//! All buffers live in a [`Workspace`] sized once from the [`EncoderSpec`], so encoding a sample
+//! allocates nothing (`tests/no_alloc.rs` counts).
+//!
+//! The room is split by concept: `conv` holds the indirect convolution and its register tiles,
+//! `dense` the matrix-vector layers; this module builds and runs the stack.
+
+mod conv;
+mod dense;
+#[cfg(test)]
+mod tests;
+
+use alloc::{format, string::String, vec, vec::Vec};
+
+use dekm_shared::{EncoderSpec, Stack, names};
+
+use conv::{Conv, PAD_C, pool_over_pixels, to_channels_last};
+use dense::{Dense, dense};
+
+/// A missing or mis-sized weight, or a sample of the wrong length.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EncoderError {
+    /// The layer specification itself is inconsistent.
+    #[error("encoder spec: {0}")]
+    Spec(dekm_shared::ContractError),
+    /// A weight tensor is absent.
+    #[error("missing tensor {0}")]
+    Missing(String),
+    /// A weight tensor or an input has the wrong number of values.
+    #[error("{what}: expected {expected} values, got {got}")]
+    Length {
+        /// Tensor name or buffer.
+        what: String,
+        /// Required length.
+        expected: usize,
+        /// Given length.
+        got: usize,
+    },
+    /// A weight is NaN or infinite.
+    #[error("tensor {name}: value at index {index} is not finite")]
+    NotFinite {
+        /// Tensor name.
+        name: String,
+        /// First offending index.
+        index: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    Conv(Vec<Conv>),
+    Dense(Vec<Dense>),
+}
+
+/// The exported encoder, ready to run.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    spec: EncoderSpec,
+    body: Body,
+    /// The latent layer; for a convolutional body its weight columns are permuted from the
+    /// export's CHW flattening to the padded HWC activations.
+    latent: Dense,
+    /// Length of each activation buffer, and the offset of the zero block (as many zeros as the
+    /// widest layer input has channels) at its end that padded taps read.
+    sizes: (usize, usize),
+}
+
+/// Scratch buffers for one [`Encoder`]: two activation buffers, used in turn.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+/// The tensor `name` from `get`: present, `len` values, all finite.
+pub(super) fn tensor<'a>(
+    get: &impl Fn(&str) -> Option<&'a [f32]>,
+    name: &str,
+    len: usize,
+) -> Result<Vec<f32>, EncoderError> {
+    let t = get(name).ok_or_else(|| EncoderError::Missing(name.into()))?;
+    if t.len() != len {
+        return Err(EncoderError::Length {
+            what: name.into(),
+            expected: len,
+            got: t.len(),
+        });
+    }
+    if let Some(index) = t.iter().position(|x| !x.is_finite()) {
+        return Err(EncoderError::NotFinite {
+            name: name.into(),
+            index,
+        });
+    }
+    Ok(t.to_vec())
+}
+
+impl Encoder {
+    /// Builds the encoder of `spec` from the tensors `get` returns by export name
+    /// (`encoder.conv0.weight`, ...), checking every length and that every value is finite.
+    pub fn new<'a>(
+        spec: &EncoderSpec,
+        get: impl Fn(&str) -> Option<&'a [f32]>,
+    ) -> Result<Self, EncoderError> {
+        spec.validate().map_err(EncoderError::Spec)?;
+        let pre = spec.pre_latent_len().map_err(EncoderError::Spec)?;
+        let latent = dense(&get, names::LATENT, pre, spec.latent_dim())?;
+        let (body, latent, sizes) = match spec.stack() {
+            Stack::Conv(input) => {
+                let geometry = spec.conv_geometry().map_err(EncoderError::Spec)?;
+                // Every activation (the image included, and a pooled summary) fits below the
+                // zero block.
+                let zero = geometry
+                    .iter()
+                    .map(|g| {
+                        g.output.height * g.output.width * g.output.channels.next_multiple_of(PAD_C)
+                    })
+                    .fold(spec.input_len().max(pre), usize::max);
+                let widest_input = geometry.iter().map(|g| g.input.channels).max().unwrap_or(0);
+                // Tap offsets are 32-bit.
+                let len = zero + widest_input;
+                let zero32 =
+                    u32::try_from(len)
+                        .map(|_| zero as u32)
+                        .map_err(|_| EncoderError::Length {
+                            what: "activation buffer (32-bit offsets)".into(),
+                            expected: u32::MAX as usize,
+                            got: len,
+                        })?;
+                let mut in_stride = input.channels;
+                let mut convs = Vec::with_capacity(geometry.len());
+                for (i, g) in geometry.into_iter().enumerate() {
+                    let name = names::conv(i);
+                    let (o, r) = (g.output.channels, g.patch_len());
+                    let w = tensor(&get, &format!("{name}.weight"), o * r)?;
+                    let b = tensor(&get, &format!("{name}.bias"), o)?;
+                    let conv = Conv::new(g, &w, &b, in_stride, zero32);
+                    in_stride = conv.out_stride;
+                    convs.push(conv);
+                }
+                // A pooled encoder's latent layer reads one mean per channel, compact.
+                let latent = match convs.last() {
+                    Some(last) if !spec.pooled() => latent.reading_hwc(&last.g, last.out_stride),
+                    _ => latent,
+                };
+                (Body::Conv(convs), latent, (len, zero))
+            }
+            Stack::Dense { input, hidden } => {
+                let mut prev = input;
+                let mut layers = Vec::with_capacity(hidden.len());
+                for (i, &h) in hidden.iter().enumerate() {
+                    layers.push(dense(&get, &names::dense(i), prev, h)?);
+                    prev = h;
+                }
+                let act = layers.iter().map(Dense::outputs).fold(input, usize::max);
+                (Body::Dense(layers), latent, (act, act))
+            }
+        };
+        Ok(Self {
+            spec: spec.clone(),
+            body,
+            latent,
+            sizes,
+        })
+    }
+
+    /// The layer specification.
+    pub fn spec(&self) -> &EncoderSpec {
+        &self.spec
+    }
+
+    /// Values per (normalised) input sample.
+    pub fn input_len(&self) -> usize {
+        self.spec.input_len()
+    }
+
+    /// Latent dimension.
+    pub fn latent_dim(&self) -> usize {
+        self.latent.outputs()
+    }
+
+    /// Floating-point operations (two per multiply-add) of one forward pass, for reporting
+    /// GFLOP/s against the machine's peak. Counts the layers' real channels, not the padding.
+    pub fn flops_per_sample(&self) -> usize {
+        let body: usize = match &self.body {
+            Body::Conv(convs) => convs
+                .iter()
+                .map(|c| {
+                    let g = &c.g;
+                    2 * g.patch_len() * c.pixels() * g.output.channels
+                })
+                .sum(),
+            Body::Dense(layers) => layers.iter().map(|d| 2 * d.input * d.outputs()).sum(),
+        };
+        let pre = self.spec.pre_latent_len().unwrap_or(self.latent.input);
+        body + 2 * pre * self.latent.outputs()
+    }
+
+    /// Buffers for [`Self::encode`], allocated once.
+    pub fn workspace(&self) -> Workspace {
+        let (len, _) = self.sizes;
+        Workspace {
+            a: vec![0.0; len],
+            b: vec![0.0; len],
+        }
+    }
+
+    /// Writes the latent vector of the normalised sample `x` into `z`.
+    pub fn encode(&self, x: &[f32], ws: &mut Workspace, z: &mut [f32]) -> Result<(), EncoderError> {
+        let length = |what: &str, expected: usize, got: usize| {
+            (expected != got).then(|| EncoderError::Length {
+                what: what.into(),
+                expected,
+                got,
+            })
+        };
+        if let Some(e) = length("input sample", self.input_len(), x.len())
+            .or_else(|| length("latent buffer", self.latent_dim(), z.len()))
+        {
+            return Err(e);
+        }
+        let (len, zero) = self.sizes;
+        if ws.a.len() != len || ws.b.len() != len {
+            // A workspace made for another encoder: replaced once, then reused.
+            *ws = self.workspace();
+        }
+        let Workspace { a, b } = ws;
+        let (mut cur, mut next) = (a, b);
+        match &self.body {
+            Body::Conv(convs) => {
+                // The zero block: a workspace shared with another encoder of the same buffer
+                // length may have written there.
+                cur[zero..].fill(0.0);
+                next[zero..].fill(0.0);
+                match (self.spec.conv_input(), convs.is_empty()) {
+                    (Some(input), false) if input.channels > 1 => {
+                        to_channels_last(input.channels, x, cur);
+                    }
+                    // One channel, or no convolution: the latent layer reads CHW as exported.
+                    _ => cur[..x.len()].copy_from_slice(x),
+                }
+                for c in convs {
+                    c.forward(cur, next);
+                    core::mem::swap(&mut cur, &mut next);
+                }
+                if let Some(last) = convs.last().filter(|_| self.spec.pooled()) {
+                    pool_over_pixels(cur, last, self.spec.pooling(), next);
+                    core::mem::swap(&mut cur, &mut next);
+                }
+            }
+            Body::Dense(layers) => {
+                cur[..x.len()].copy_from_slice(x);
+                for d in layers {
+                    d.forward(cur, next, true);
+                    core::mem::swap(&mut cur, &mut next);
+                }
+            }
+        }
+        self.latent.forward(cur, z, false);
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! The encoder against direct loops over the exported layouts.
+
+use super::*;
+use alloc::collections::BTreeMap;
+use dekm_shared::{ImageShape, POOL_EPS, TimePooling};
+
+use super::conv::conv_tiles;
+
+/// Deterministic pseudo-random weights for every tensor of `spec`.
+fn weights(spec: &EncoderSpec) -> BTreeMap<String, Vec<f32>> {
+    let mut state = 12345u32;
+    let mut next = move || {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+    };
+    names::encoder_tensors(spec)
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            let n = t.shape.iter().product();
+            (t.name, (0..n).map(|_| next() * 0.3).collect())
+        })
+        .collect()
+}
+
+/// Direct-loop reference in f64.
+fn reference(spec: &EncoderSpec, w: &BTreeMap<String, Vec<f32>>, x: &[f32]) -> Vec<f64> {
+    let mut h: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    for (i, g) in spec.conv_geometry().unwrap().iter().enumerate() {
+        let (wt, bs) = (
+            &w[&format!("encoder.conv{i}.weight")],
+            &w[&format!("encoder.conv{i}.bias")],
+        );
+        let (ci, ih, iw) = (g.input.channels, g.input.height, g.input.width);
+        let (co, oh, ow) = (g.output.channels, g.output.height, g.output.width);
+        let (kh, kw) = (g.kernel.height, g.kernel.width);
+        let mut out = vec![0f64; co * oh * ow];
+        for o in 0..co {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = f64::from(bs[o]);
+                    for c in 0..ci {
+                        for ki in 0..kh {
+                            for kj in 0..kw {
+                                let iy = (oy * g.stride + ki) as isize - g.pad.height as isize;
+                                let ix = (ox * g.stride + kj) as isize - g.pad.width as isize;
+                                if iy < 0 || ix < 0 || iy as usize >= ih || ix as usize >= iw {
+                                    continue;
+                                }
+                                let xv = h[(c * ih + iy as usize) * iw + ix as usize];
+                                s += xv * f64::from(wt[((o * ci + c) * kh + ki) * kw + kj]);
+                            }
+                        }
+                    }
+                    out[(o * oh + oy) * ow + ox] = s.max(0.0);
+                }
+            }
+        }
+        h = out;
+    }
+    if spec.pooled()
+        && let Some(g) = spec.conv_geometry().unwrap().last()
+    {
+        let steps = g.output.height * g.output.width;
+        let mean = |c: &[f64]| c.iter().sum::<f64>() / steps as f64;
+        let mut pooled: Vec<f64> = h.chunks_exact(steps).map(mean).collect();
+        if spec.pooling() == TimePooling::MeanStd {
+            let sd = h.chunks_exact(steps).map(|c| {
+                let m = mean(c);
+                let var = c.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / steps as f64;
+                (var + f64::from(POOL_EPS)).sqrt()
+            });
+            pooled = pooled.clone().into_iter().chain(sd).collect();
+        }
+        h = pooled;
+    }
+    if let EncoderSpec::Dense { hidden, .. } = spec {
+        for i in 0..hidden.len() {
+            h = affine(
+                &w[&format!("encoder.dense{i}.weight")],
+                &w[&format!("encoder.dense{i}.bias")],
+                &h,
+            )
+            .into_iter()
+            .map(|v| v.max(0.0))
+            .collect();
+        }
+    }
+    affine(&w["encoder.latent.weight"], &w["encoder.latent.bias"], &h)
+}
+
+fn affine(w: &[f32], b: &[f32], x: &[f64]) -> Vec<f64> {
+    b.iter()
+        .zip(w.chunks_exact(x.len()))
+        .map(|(&b, row)| {
+            f64::from(b)
+                + row
+                    .iter()
+                    .zip(x)
+                    .map(|(&w, &x)| f64::from(w) * x)
+                    .sum::<f64>()
+        })
+        .collect()
+}
+
+fn check(spec: EncoderSpec) {
+    let w = weights(&spec);
+    let enc = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap();
+    let mut ws = enc.workspace();
+    let mut z = vec![0f32; enc.latent_dim()];
+    for s in 0..3 {
+        let x: Vec<f32> = (0..enc.input_len())
+            .map(|i| ((i * 7 + s * 13) % 17) as f32 / 17.0)
+            .collect();
+        enc.encode(&x, &mut ws, &mut z).unwrap();
+        let want = reference(&spec, &w, &x);
+        for (a, b) in z.iter().zip(&want) {
+            assert!(
+                (f64::from(*a) - b).abs() < 1e-4 * (1.0 + b.abs()),
+                "{a} vs {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn paper_conv_encoder_matches_direct_loops() {
+    let shape = ImageShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    check(EncoderSpec::paper_conv(shape, 10));
+}
+
+#[test]
+fn odd_multichannel_images_and_dense_encoders_match_direct_loops() {
+    let shape = ImageShape {
+        channels: 3,
+        height: 13,
+        width: 13,
+    };
+    check(EncoderSpec::paper_conv(shape, 4));
+    check(EncoderSpec::Dense {
+        input: 12,
+        hidden: vec![9, 7],
+        latent: 3,
+    });
+}
+
+#[test]
+fn channels_that_are_not_whole_vectors_rectangles_and_no_convolution_match_direct_loops() {
+    use dekm_shared::{ConvSpec, Padding};
+    let input = ImageShape {
+        channels: 2,
+        height: 9,
+        width: 7,
+    };
+    let conv = |filters, kernel, stride, padding| ConvSpec {
+        filters,
+        kernel,
+        stride,
+        padding,
+    };
+    check(EncoderSpec::Conv {
+        input,
+        convs: vec![
+            conv(5, 3, 1, Padding::Same),
+            conv(17, 2, 2, Padding::Valid),
+            conv(40, 3, 1, Padding::Same),
+        ],
+        latent: 3,
+    });
+    check(EncoderSpec::Conv {
+        input,
+        convs: vec![],
+        latent: 4,
+    });
+}
+
+#[test]
+fn temporal_encoders_match_direct_loops() {
+    use dekm_shared::{ConvSpec, Padding, SeriesShape};
+    let series = |channels, length| SeriesShape { channels, length };
+    for pooling in [
+        TimePooling::Flatten,
+        TimePooling::Mean,
+        TimePooling::MeanStd,
+    ] {
+        check(EncoderSpec::paper_conv1d(series(6, 100), pooling, 8));
+        check(EncoderSpec::paper_conv1d(series(12, 29), pooling, 4));
+        check(EncoderSpec::paper_conv1d(series(1, 3), pooling, 2));
+    }
+    check(EncoderSpec::Conv1d {
+        input: series(3, 17),
+        convs: vec![
+            ConvSpec {
+                filters: 5,
+                kernel: 4,
+                stride: 3,
+                padding: Padding::Same,
+            },
+            ConvSpec {
+                filters: 18,
+                kernel: 2,
+                stride: 1,
+                padding: Padding::Valid,
+            },
+        ],
+        pooling: TimePooling::Mean,
+        latent: 3,
+    });
+}
+
+/// The one-lane path (what a CPU whose vectors do not divide 16 lanes would run) equals the
+/// dispatched SIMD path layer by layer.
+#[test]
+fn one_lane_and_simd_tiles_agree() {
+    let input = ImageShape {
+        channels: 3,
+        height: 11,
+        width: 11,
+    };
+    let spec = EncoderSpec::paper_conv(input, 4);
+    let w = weights(&spec);
+    let enc = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap();
+    let Body::Conv(convs) = &enc.body else {
+        unreachable!()
+    };
+    let (len, zero) = enc.sizes;
+    let mut x: Vec<f32> = (0..len).map(|i| (i % 13) as f32 / 13.0).collect();
+    x[zero..].fill(0.0);
+    for conv in convs {
+        let (mut simd, mut one) = (vec![0.0; len], vec![0.0; len]);
+        conv.forward(&x, &mut simd);
+        conv_tiles(pulp::Scalar::new(), conv, &x, &mut one);
+        for (a, b) in simd.iter().zip(&one) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        assert!(simd.iter().any(|&v| v > 0.0));
+        x = simd;
+    }
+}
+
+#[test]
+fn missing_or_mis_sized_weights_and_inputs_are_named() {
+    let spec = EncoderSpec::paper_dense(6, 2);
+    let mut w = weights(&spec);
+    w.remove("encoder.latent.bias");
+    let err = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap_err();
+    assert_eq!(err, EncoderError::Missing("encoder.latent.bias".into()));
+    let mut w = weights(&spec);
+    w.get_mut("encoder.dense0.weight").unwrap().pop();
+    let err = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap_err();
+    assert!(
+        matches!(err, EncoderError::Length { ref what, .. } if what == "encoder.dense0.weight")
+    );
+    let mut w = weights(&spec);
+    w.get_mut("encoder.dense1.bias").unwrap()[3] = f32::NAN;
+    let err = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap_err();
+    assert!(matches!(err, EncoderError::NotFinite { index: 3, .. }));
+    let w = weights(&spec);
+    let enc = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap();
+    let mut ws = enc.workspace();
+    let err = enc.encode(&[0.0; 5], &mut ws, &mut [0.0; 2]).unwrap_err();
+    assert!(matches!(
+        err,
+        EncoderError::Length {
+            expected: 6,
+            got: 5,
+            ..
+        }
+    ));
+}

@@ -248,18 +248,24 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
         c.start = choice("start", &v)?;
     }
     if let Some(v) = s.outlier_score {
-        c.outlier_score = v
-            .parse()
-            .map_err(|e: dekm_shared::ContractError| Status::invalid_argument(e.to_string()))?;
+        c.outlier_score = match v.as_str() {
+            "auto" => None,
+            name => Some(name.parse().map_err(|_: dekm_shared::ContractError| {
+                Status::invalid_argument(format!(
+                    "unknown outlier score '{name}': use auto, mahalanobis, knn or distance"
+                ))
+            })?),
+        };
     }
     let knn = (s.knn_neighbours, s.knn_references);
     match (&mut c.outlier_score, knn) {
-        (OutlierScore::Knn(n), (neighbours, references)) => {
+        (Some(OutlierScore::Knn(n)), (neighbours, references)) => {
             n.neighbours = neighbours.unwrap_or(n.neighbours);
             n.references = references.unwrap_or(n.references);
         }
         (_, (None, None)) => {}
         (other, _) => {
+            let other = other.map_or("auto".into(), |o| o.to_string());
             return Err(Status::invalid_argument(format!(
                 "knn_neighbours and knn_references apply to outlier_score \"knn\", not \"{other}\""
             )));
@@ -406,11 +412,22 @@ mod tests {
         let c = train_config(settings("knn", Some(7))).unwrap();
         assert_eq!(
             c.outlier_score,
-            OutlierScore::Knn(dekm_shared::Neighbours {
+            Some(OutlierScore::Knn(dekm_shared::Neighbours {
                 neighbours: 7,
                 references: 300
-            })
+            }))
         );
+        assert_eq!(
+            train_config(pb::TrainSettings::default())
+                .unwrap()
+                .outlier_score,
+            None
+        );
+        let auto = pb::TrainSettings {
+            outlier_score: Some("auto".into()),
+            ..Default::default()
+        };
+        assert_eq!(train_config(auto).unwrap().outlier_score, None);
         let err = train_config(settings("knn", Some(40))).unwrap_err();
         assert!(err.message().contains("1 to 32"), "{}", err.message());
         let err = train_config(settings("mahalanobis", None)).unwrap_err();

@@ -102,10 +102,10 @@ fn conv_model_runs_identically_on_the_edge() {
 #[test]
 fn neighbour_scored_models_flag_identically_on_the_edge() {
     let cfg = TrainConfig {
-        outlier_score: OutlierScore::Knn(Neighbours {
+        outlier_score: Some(OutlierScore::Knn(Neighbours {
             neighbours: 5,
             references: 400,
-        }),
+        })),
         ..common::quick_config(4)
     };
     check_parity_of(&common::synthetic(4, 1200, 3), cfg);

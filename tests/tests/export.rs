@@ -145,10 +145,10 @@ fn the_neighbour_score_exports_its_references() {
     let dir = tempfile::tempdir().unwrap();
     let ds = common::synthetic(3, 600, 5);
     let cfg = TrainConfig {
-        outlier_score: OutlierScore::Knn(Neighbours {
+        outlier_score: Some(OutlierScore::Knn(Neighbours {
             neighbours: 5,
             references: 250,
-        }),
+        })),
         ..common::quick_config(3)
     };
     let out = train_and_export(&ds, &cfg, &RunOptions::default(), dir.path()).unwrap();

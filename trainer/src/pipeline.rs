@@ -76,6 +76,7 @@ pub fn train_and_export(
     // config.json names the start, the device and the holdout `auto` stood for.
     let mut used = trained.config.clone();
     used.calibration_holdout = Some(holdout);
+    let score = cfg.outlier_score_for(&fit.shape);
     let held_z = if held.is_empty() {
         None
     } else {
@@ -86,12 +87,8 @@ pub fn train_and_export(
         calibrated_on = held.len(),
         "outlier calibration"
     );
-    let calibration = calibrate(
-        &trained,
-        held_z.as_deref(),
-        cfg.threshold_quantile,
-        cfg.outlier_score,
-    )?;
+    let calibration = calibrate(&trained, held_z.as_deref(), cfg.threshold_quantile, score)?;
+    used.outlier_score = Some(calibration.score);
     let dekm = fit
         .labels
         .as_ref()

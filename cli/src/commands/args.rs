@@ -123,3 +123,28 @@ impl DeviceArgs {
         Ok(dev)
     }
 }
+
+/// `--outlier-score`: a score by name, or `auto` (the default), which picks by the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ScoreArg(pub(crate) Option<dekm_shared::OutlierScore>);
+
+impl std::str::FromStr for ScoreArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self(None)),
+            name => name.parse().map(|score| Self(Some(score))).map_err(|_| {
+                format!("unknown outlier score '{name}': use auto, mahalanobis, knn or distance")
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for ScoreArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("auto"),
+            Some(score) => score.fmt(f),
+        }
+    }
+}

@@ -11,13 +11,14 @@ use clap::Args;
 use dekm_cli::progress::Bars;
 use dekm_cluster::detection::FlagCounts;
 use dekm_edge::{Model, StreamSession, WindowAssignment};
-use dekm_shared::OutlierScore;
 use dekm_trainer::data::synthetic::{CHANNELS, Fault, Plant, Record, WINDOW};
 use dekm_trainer::data::{Dataset, Windowing};
 use dekm_trainer::metrics;
 use dekm_trainer::model::SeriesEncoder;
 use dekm_trainer::pipeline::{cluster_sizes, metrics_table, train_and_export};
 use dekm_trainer::train::{Observer, RunOptions, TrainConfig};
+
+use super::args::ScoreArg;
 
 /// Values of one window the demo's stream session holds at most.
 const CAPACITY: usize = 4096;
@@ -40,9 +41,9 @@ pub(crate) struct DemoArgs {
     /// Encoder of the windows: dense or conv1d (as `dekm train --series-encoder`).
     #[arg(long, value_enum, default_value_t = SeriesEncoder::default())]
     series_encoder: SeriesEncoder,
-    /// Outlier score: mahalanobis, knn or distance (as `dekm train --outlier-score`).
-    #[arg(long, default_value_t = TrainConfig::default().outlier_score)]
-    outlier_score: OutlierScore,
+    /// Outlier score: auto, mahalanobis, knn or distance (as `dekm train --outlier-score`).
+    #[arg(long, default_value_t = ScoreArg(TrainConfig::default().outlier_score))]
+    outlier_score: ScoreArg,
 }
 
 /// Records a simulated plant, trains on its windows, exports, and streams a fresh recording
@@ -86,7 +87,7 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         max_iter: 20,
         steps_per_iter: 40,
         series_encoder: args.series_encoder,
-        outlier_score: args.outlier_score,
+        outlier_score: args.outlier_score.0,
         ..Default::default()
     };
     let bars = (!quiet).then(|| Arc::new(Bars::default()));
@@ -267,7 +268,7 @@ mod tests {
             k: 3,
             epochs: 1,
             series_encoder: SeriesEncoder::Dense,
-            outlier_score: TrainConfig::default().outlier_score,
+            outlier_score: ScoreArg(None),
         };
         run(&args, true).unwrap();
         let model = Model::from_parts(&dekm_edge::file::read_parts(dir.path()).unwrap()).unwrap();

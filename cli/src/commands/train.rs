@@ -13,7 +13,7 @@ use dekm_trainer::model::{ConvBackend, Init, SeriesEncoder};
 use dekm_trainer::pipeline::{cluster_sizes, train_and_export};
 use dekm_trainer::train::{Method as TrainMethod, Observer, RunOptions, Start, TrainConfig};
 
-use super::args::DataArgs;
+use super::args::{DataArgs, ScoreArg};
 
 #[derive(Args)]
 pub(crate) struct TrainArgs {
@@ -58,11 +58,12 @@ pub(crate) struct TrainArgs {
     /// Outlier threshold: quantile of each cluster's training scores (far-out ones left out).
     #[arg(long, default_value_t = 0.998)]
     threshold_quantile: f32,
-    /// Outlier score: mahalanobis (distance to the centroid under the cluster's covariance),
-    /// knn (distance to the n-th nearest of reference latents kept in the model) or distance
-    /// (Euclidean, as models before format 2).
-    #[arg(long, default_value_t = OutlierScore::Mahalanobis)]
-    outlier_score: OutlierScore,
+    /// Outlier score: auto (knn for images, mahalanobis for series and vectors, as measured),
+    /// mahalanobis (distance to the centroid under the cluster's covariance), knn (distance to
+    /// the n-th nearest of reference latents kept in the model) or distance (Euclidean, as
+    /// models before format 2).
+    #[arg(long, default_value_t = ScoreArg(TrainConfig::default().outlier_score))]
+    outlier_score: ScoreArg,
     /// With `--outlier-score knn`: which neighbour's distance is the score, 1 to 32
     /// [default: 5].
     #[arg(long)]
@@ -121,17 +122,19 @@ pub(crate) struct TrainArgs {
 
 impl TrainArgs {
     pub(crate) fn config(&self) -> Result<TrainConfig> {
-        let outlier_score = match (self.outlier_score, self.knn_neighbours, self.knn_references) {
-            (OutlierScore::Knn(n), neighbours, references) => OutlierScore::Knn(Neighbours {
-                neighbours: neighbours.unwrap_or(n.neighbours),
-                references: references.unwrap_or(n.references),
-            }),
-            (other, None, None) => other,
-            (other, ..) => {
-                bail!(
-                    "--knn-neighbours and --knn-references apply to --outlier-score knn, not {other}"
-                )
+        let knn = (self.knn_neighbours, self.knn_references);
+        let outlier_score = match (self.outlier_score.0, knn) {
+            (Some(OutlierScore::Knn(n)), (neighbours, references)) => {
+                Some(OutlierScore::Knn(Neighbours {
+                    neighbours: neighbours.unwrap_or(n.neighbours),
+                    references: references.unwrap_or(n.references),
+                }))
             }
+            (chosen, (None, None)) => chosen,
+            (_, _) => bail!(
+                "--knn-neighbours and --knn-references apply to --outlier-score knn, not {}",
+                self.outlier_score
+            ),
         };
         Ok(TrainConfig {
             k: self.k,
@@ -269,14 +272,19 @@ mod tests {
         };
         assert_eq!(
             parse(&["--outlier-score", "knn", "--knn-references", "500"]).unwrap(),
-            OutlierScore::Knn(Neighbours {
+            Some(OutlierScore::Knn(Neighbours {
                 neighbours: 5,
                 references: 500
-            })
+            }))
         );
         assert_eq!(
             parse(&["--outlier-score", "knn"]).unwrap(),
-            OutlierScore::Knn(Neighbours::DEFAULT)
+            Some(OutlierScore::Knn(Neighbours::DEFAULT))
+        );
+        assert_eq!(parse(&[]).unwrap(), None, "auto");
+        assert_eq!(
+            parse(&["--outlier-score", "distance"]).unwrap(),
+            Some(OutlierScore::Distance)
         );
         let err = parse(&["--knn-neighbours", "3"]).unwrap_err().to_string();
         assert!(err.contains("apply to --outlier-score knn"), "{err}");

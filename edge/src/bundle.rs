@@ -6,7 +6,7 @@
 //! | bytes | content |
 //! |---|---|
 //! | 8 | [`MAGIC`] `DEKMEDGE` |
-//! | 4 | bundle version, [`dekm_shared::FORMAT_VERSION`] |
+//! | 4 | bundle version: the model's format version (2 to [`dekm_shared::FORMAT_VERSION`]) |
 //! | 8 | payload length `n` |
 //! | 32 | SHA-256 of the payload |
 //! | n | postcard encoding of the metadata JSON (the same string as the safetensors header's) and the tensors |
@@ -16,7 +16,7 @@
 
 use alloc::{string::String, vec::Vec};
 
-use dekm_shared::{FORMAT_VERSION, ModelMeta};
+use dekm_shared::{FORMAT_VERSION, ModelMeta, OLDEST_FORMAT_VERSION};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -76,7 +76,7 @@ impl ModelParts {
         let body = postcard::to_allocvec(&payload).unwrap_or_default();
         let mut out = Vec::with_capacity(HEADER + body.len());
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&self.meta().format_version.to_le_bytes());
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
         out.extend_from_slice(&Sha256::digest(&body));
         out.extend_from_slice(&body);
@@ -95,7 +95,7 @@ impl ModelParts {
             });
         }
         let found = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if found != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&found) {
             return Err(LoadError::BundleVersion {
                 found,
                 supported: FORMAT_VERSION,
@@ -123,8 +123,36 @@ impl ModelParts {
         }
         let payload: Payload =
             postcard::from_bytes(body).map_err(|e| LoadError::Payload(alloc::format!("{e}")))?;
-        let version = alloc::format!("{FORMAT_VERSION}");
+        let version = alloc::format!("{found}");
         let meta = ModelMeta::from_header(Some(&version), Some(&payload.meta_json))?;
         Self::new(meta, payload.tensors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixture;
+
+    /// A bundle carries its model's format version: a version 2 model (what a Mahalanobis
+    /// model is written as) round-trips as version 2, a version beyond this build is refused.
+    #[test]
+    fn a_bundle_keeps_its_models_version() {
+        let parts = fixture::dense(1);
+        let mut meta = parts.meta().clone();
+        meta.format_version = 2;
+        let v2 = ModelParts::new(meta, parts.tensors().to_vec()).unwrap();
+        let bytes = v2.to_bundle();
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+        assert_eq!(ModelParts::from_bundle(&bytes).unwrap(), v2);
+        let mut newer = bytes.clone();
+        newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        assert_eq!(
+            ModelParts::from_bundle(&newer),
+            Err(LoadError::BundleVersion {
+                found: FORMAT_VERSION + 1,
+                supported: FORMAT_VERSION
+            })
+        );
     }
 }

@@ -19,7 +19,7 @@ pub enum LoadError {
     #[error("not a dekm edge bundle (the file does not start with the bundle magic)")]
     BadMagic,
     /// A bundle written by an incompatible version.
-    #[error("unsupported bundle version {found} (this build reads version {supported})")]
+    #[error("unsupported bundle version {found} (this build reads versions up to {supported})")]
     BundleVersion {
         /// Version in the file.
         found: u32,

@@ -44,6 +44,13 @@ impl OutlierScore {
             OutlierScore::Knn(_) => 3,
         }
     }
+
+    /// The version a model scored this way is written as: the oldest that holds it, but at
+    /// least 2 (the first with `outlier_score` and `stream`), so a fleet whose devices still
+    /// run a version 2 runtime keeps taking Mahalanobis models.
+    pub fn written_version(self) -> u32 {
+        self.format_version().max(2)
+    }
 }
 
 /// How the neighbour score is computed: the distance in `y` space to the `neighbours`-th
@@ -318,6 +325,9 @@ mod tests {
             "knn".parse::<OutlierScore>(),
             Ok(OutlierScore::Knn(Neighbours::DEFAULT))
         );
+        let written = OutlierScore::ALL.map(OutlierScore::written_version);
+        assert_eq!(written, [2, 2, 3]);
+        assert_eq!(written.iter().max(), Some(&FORMAT_VERSION));
         assert!("knn5".parse::<OutlierScore>().is_err());
     }
 

@@ -83,7 +83,11 @@ fn load_error(e: &ExportError) -> Option<&LoadError> {
 #[test]
 fn damaged_files_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
-    train_small(dir.path());
+    let (_, out) = train_small(dir.path());
+    assert_eq!(
+        out.meta.format_version, 2,
+        "a Mahalanobis model is written as the oldest version that holds it"
+    );
     let model = dir.path().join(MODEL_FILE);
     let good = std::fs::read(&model).unwrap();
 
@@ -115,7 +119,7 @@ fn damaged_files_are_named_errors() {
 
     let newer = replace(
         &good,
-        b"\"dekm.format_version\":\"3\"",
+        b"\"dekm.format_version\":\"2\"",
         b"\"dekm.format_version\":\"9\"",
     );
     std::fs::write(&model, newer).unwrap();
@@ -160,6 +164,10 @@ fn the_neighbour_score_exports_its_references() {
             neighbours: 5,
             references: 250
         })
+    );
+    assert_eq!(
+        model.meta.format_version, 3,
+        "the neighbour score needs format 3"
     );
     let d = model.head.latent_dim();
     let refs = &model.tensors[names::REFERENCES];

@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 use dekm_edge::bundle::sha256_hex;
 use dekm_edge::file::read_parts;
 use dekm_edge::fs::{FileError, write_atomic};
-use dekm_shared::{FORMAT_VERSION, ModelMeta, Normalizer, TrainingMetrics, names};
+use dekm_shared::{ModelMeta, Normalizer, TrainingMetrics, names};
 use safetensors::{Dtype, tensor::TensorView};
 use serde::Serialize;
 
@@ -146,7 +146,10 @@ pub fn write_model(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let header = HashMap::from([
-        (names::FORMAT_KEY.to_string(), FORMAT_VERSION.to_string()),
+        (
+            names::FORMAT_KEY.to_string(),
+            meta.format_version.to_string(),
+        ),
         (names::META_KEY.to_string(), meta.to_json()),
     ]);
     let bytes = safetensors::serialize(views, Some(header)).map_err(|e| ExportError::Format {

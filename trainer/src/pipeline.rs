@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use candle_core::{Device, Tensor};
 use dekm_edge::Assignment;
-use dekm_shared::{FORMAT_VERSION, ModelMeta, TrainingMetrics};
+use dekm_shared::{ModelMeta, TrainingMetrics};
 
 use crate::calibrate::{Calibration, calibrate};
 use crate::data::Dataset;
@@ -94,7 +94,7 @@ pub fn train_and_export(
         .as_ref()
         .map(|t| metrics::evaluate(&calibration.labels, t));
     let meta = ModelMeta {
-        format_version: FORMAT_VERSION,
+        format_version: calibration.score.written_version(),
         encoder: trained.spec.clone(),
         k: cfg.k,
         threshold_quantile: cfg.threshold_quantile,

@@ -71,6 +71,12 @@ pub enum Method {
         /// Covariance shape.
         covariance: gmm::Covariance,
     },
+    /// Model-based clustering: the Gaussian mixture whose covariance shape (full or diagonal)
+    /// has the lowest BIC, as `dekm train`'s `input` start fits it.
+    GmmBic {
+        /// Components.
+        k: usize,
+    },
     /// DBSCAN.
     Dbscan {
         /// Radius.
@@ -105,6 +111,7 @@ impl std::fmt::Display for Method {
             Self::KMeans { k } => write!(f, "k-means (k={k})"),
             Self::MiniBatch { k } => write!(f, "mini-batch k-means (k={k})"),
             Self::Gmm { k, covariance } => write!(f, "GMM {covariance:?} (k={k})"),
+            Self::GmmBic { k } => write!(f, "GMM, covariance by BIC (k={k})"),
             Self::Dbscan { eps, min_samples } => write!(f, "DBSCAN (eps={eps}, min={min_samples})"),
             Self::Agglomerative { k, linkage } => write!(f, "agglomerative {linkage:?} (k={k})"),
             Self::N2d { k } => write!(f, "N2D: UMAP + GMM Full (k={k})"),
@@ -140,6 +147,17 @@ pub fn run(method: &Method, s: &Space, seed: u64) -> Result<Vec<Option<u32>>, Cl
             },
             &p,
         ),
+        Method::GmmBic { k } => {
+            let cfg = gmm::GmmConfig {
+                seed,
+                ..gmm::GmmConfig::new(k, gmm::Covariance::Diagonal)
+            };
+            Ok(
+                gmm::fit_by_bic(&p, &cfg, dekm_trainer::train::INPUT_STARTS)?
+                    .gmm
+                    .assignments(),
+            )
+        }
         Method::Dbscan { eps, min_samples } => {
             fitted(&dbscan::DbscanConfig { eps, min_samples }, &p)
         }
@@ -338,6 +356,7 @@ mod tests {
                 k: 3,
                 covariance: gmm::Covariance::Diagonal,
             },
+            Method::GmmBic { k: 3 },
             Method::Dbscan {
                 eps: 1.0,
                 min_samples: 5,

@@ -371,8 +371,10 @@ mod tests {
         let err = train_config(settings("umap", None)).unwrap_err();
         assert_eq!(
             err.message(),
-            "start \"umap\": expected auto, kmeans or manifold"
+            "start \"umap\": expected auto, kmeans, manifold or input"
         );
+        let c = train_config(settings("input", None)).unwrap();
+        assert_eq!(c.start, Start::Input);
         let err = train_config(settings("manifold", Some(0))).unwrap_err();
         assert!(
             err.message().contains("start manifold needs"),

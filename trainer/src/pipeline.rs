@@ -13,7 +13,7 @@ use crate::data::Dataset;
 use crate::export::{self, ExportError, LoadedModel, MetricsReport};
 use crate::metrics;
 use crate::model::embed;
-use crate::train::{self, RunOptions, TrainConfig, TrainError, Trained};
+use crate::train::{self, RunOptions, Start, TrainConfig, TrainError, Trained};
 
 /// Any failure of the pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +48,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The end-of-training table, when the data have labels: AE + k-means, the N2D start when
-    /// the run started from it, and the result of `stage`.
+    /// The end-of-training table, when the data have labels: AE + k-means, the N2D or input
+    /// mixture start when the run started from one, and the result of `stage`.
     pub fn results_table(&self, stage: &str) -> Option<String> {
         let (base, last) = (self.trained.baseline?, self.meta.metrics?);
-        let start = self.trained.history.start.map(|m| ("N2D start", m));
+        let name = match self.trained.config.start {
+            Start::Input => "input mixture",
+            _ => "N2D start",
+        };
+        let start = self.trained.history.start.map(|m| (name, m));
         let rows: Vec<_> = [Some(("AE+k-means", base)), start, Some((stage, last))]
             .into_iter()
             .flatten()

@@ -19,6 +19,8 @@ enum MethodName {
     Minibatch,
     Gmm,
     GmmDiag,
+    /// The mixture whose covariance shape has the lowest BIC (`dekm train`'s `input` start).
+    GmmBic,
     Dbscan,
     Agglomerative,
     N2d,
@@ -87,6 +89,7 @@ pub(crate) fn run(args: &ClusterArgs) -> Result<()> {
                 k: args.k,
                 covariance: Covariance::Diagonal,
             },
+            MethodName::GmmBic => Method::GmmBic { k: args.k },
             MethodName::Dbscan => Method::Dbscan {
                 eps: args.eps,
                 min_samples: args.min_samples,

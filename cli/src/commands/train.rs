@@ -11,7 +11,9 @@ use dekm_trainer::augment::Augment;
 use dekm_trainer::device::DeviceChoice;
 use dekm_trainer::model::{ConvBackend, Init, SeriesEncoder};
 use dekm_trainer::pipeline::{cluster_sizes, train_and_export};
-use dekm_trainer::train::{Method as TrainMethod, Observer, RunOptions, Start, TrainConfig};
+use dekm_trainer::train::{
+    Method as TrainMethod, Observer, RunOptions, Start, TrainConfig, explain,
+};
 
 use super::args::{DataArgs, ScoreArg};
 
@@ -109,9 +111,10 @@ pub(crate) struct TrainArgs {
     /// Glorot elsewhere, zero biases) or torch (PyTorch's layer defaults).
     #[arg(long, value_enum, default_value_t = Init::default())]
     init: Init,
-    /// Where the clustering stage starts: auto (manifold for the DEKM stage on 50 x k to
-    /// 200,000 samples, else kmeans), kmeans (the DEKM paper) or manifold (N2D: a Gaussian
-    /// mixture on a UMAP layout of the embedding).
+    /// Where the clustering stage starts: auto (for the DEKM stage: input on vectors of at
+    /// most 128 features, else manifold on 50 x k to 200,000 samples; kmeans otherwise), kmeans
+    /// (the DEKM paper), manifold (N2D: a Gaussian mixture on a UMAP layout of the embedding) or
+    /// input (a Gaussian mixture on the standardised input, full or diagonal covariance by BIC).
     #[arg(long, value_enum, default_value_t = Start::default())]
     start: Start,
     /// Where to train: auto (a CUDA GPU when this dekm was built with CUDA and one answers,
@@ -210,6 +213,12 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
         stage.split(' ').next().unwrap_or(stage),
         h.iterations.len()
     );
+    if cfg.method != TrainMethod::AeKmeans && cfg.max_iter > 0 {
+        println!(
+            "{}",
+            explain(outcome.trained.config.start, cfg.start, h.mixture.as_ref())
+        );
+    }
     println!("cluster sizes: {sizes:?}");
     if let Some(table) = outcome.results_table(stage) {
         print!("{table}");

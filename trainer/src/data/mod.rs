@@ -221,7 +221,7 @@ impl Dataset {
     }
 
     /// The encoder for this sample shape: the paper's convolutions for images, its dense
-    /// stack for vectors, and for series the one `series` names, pooled over time as `pooling`
+    /// stack sized to the features for vectors ([`EncoderSpec::sized_dense`]), and for series the one `series` names, pooled over time as `pooling`
     /// says.
     pub fn encoder_spec(
         &self,
@@ -233,6 +233,7 @@ impl Dataset {
             (SampleShape::Series(s), SeriesEncoder::Conv1d) => {
                 EncoderSpec::paper_conv1d(s, pooling, latent)
             }
+            (SampleShape::Vector(d), _) => EncoderSpec::sized_dense(d, latent),
             (shape, _) => EncoderSpec::paper_dense(shape.len(), latent),
         }
     }

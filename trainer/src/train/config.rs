@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::TrainError;
 use crate::augment::Augment;
+use crate::choice::Choice;
 use crate::data::SampleShape;
 use crate::device::DeviceChoice;
 use crate::model::{ConvBackend, Init, SeriesEncoder};
@@ -123,8 +124,9 @@ fn start_kmeans() -> Start {
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Start {
-    /// `manifold` for the DEKM stage on [`Start::AUTO_MANIFOLD_MIN_PER_CLUSTER`] x k to
-    /// [`Start::AUTO_MANIFOLD_MAX`] samples, `kmeans` otherwise: DEC and IDEC were only
+    /// For the DEKM stage: `input` on vectors of at most [`Start::AUTO_INPUT_MAX_DIM`] values,
+    /// else `manifold` on [`Start::AUTO_MANIFOLD_MIN_PER_CLUSTER`] x k to
+    /// [`Start::AUTO_MANIFOLD_MAX`] samples; `kmeans` otherwise: DEC and IDEC were only
     /// measured from k-means, a run with no clustering stage has nothing to start, on fewer
     /// points UMAP's neighbourhoods reach across clusters, and its exact neighbour search grows
     /// with n².
@@ -136,6 +138,10 @@ pub enum Start {
     /// `min_dist` 0) of the embedding or, for a convolutional encoder, of its last feature map
     /// (see `manifold_start`); the centres are its clusters' means in the embedding.
     Manifold,
+    /// Model-based clustering of the standardised input itself: a Gaussian mixture, full or
+    /// diagonal covariance by BIC ([`dekm_cluster::gmm::fit_by_bic`]); the centres are its
+    /// clusters' means in the embedding, which fine-tuning then pulls each sample towards.
+    Input,
 }
 
 impl Start {
@@ -147,6 +153,14 @@ impl Start {
     /// graph joins each point to its 20 nearest, which stay in its own cluster only if the
     /// clusters hold well over 20.
     pub const AUTO_MANIFOLD_MIN_PER_CLUSTER: usize = 50;
+    /// The most values per vector [`Start::Auto`] clusters on the input itself.
+    ///
+    /// Why: on tabular sets of 4 to 30 features and on the demo's 96-value sensor windows a
+    /// mixture on the standardised input clustered as well as or better than every partition
+    /// of the autoencoder's 10-d latent (which loses what separates two classes a few features
+    /// tell apart), while on MNIST's 784 pixels it fell far below the latent
+    /// (docs/RESULTS.md, "Vector data").
+    pub const AUTO_INPUT_MAX_DIM: usize = 128;
 }
 
 /// What follows pretraining. All four start from the same pretrained autoencoder, and with the
@@ -265,14 +279,15 @@ impl TrainConfig {
         {
             return bad(format!("calibration holdout {h} must be in [0, 0.5]"));
         }
-        if self.start == Start::Manifold && (self.method == Method::AeKmeans || self.max_iter == 0)
+        if matches!(self.start, Start::Manifold | Start::Input)
+            && (self.method == Method::AeKmeans || self.max_iter == 0)
         {
-            return bad(
-                "start manifold needs a clustering stage to start: method dekm, dec or idec \
+            return bad(format!(
+                "start {} needs a clustering stage to start: method dekm, dec or idec \
                  with max_iter of at least 1 (the exported centres must be the k-means ones \
-                 the edge runtime assigns by)"
-                    .into(),
-            );
+                 the edge runtime assigns by)",
+                self.start.name()
+            ));
         }
         self.augment.validate().map_err(TrainError::Config)
     }
@@ -294,10 +309,16 @@ impl TrainConfig {
         }
     }
 
-    /// The start a run on `n` samples uses: [`Start::Auto`] resolved, the others as they are.
-    pub fn start_for(&self, n: usize) -> Start {
+    /// The start a run on `n` samples of `shape` uses: [`Start::Auto`] resolved, the others as
+    /// they are.
+    pub fn start_for(&self, n: usize, shape: &SampleShape) -> Start {
         match self.start {
             Start::Auto if self.method == Method::Dekm && self.max_iter > 0 => {
+                if let SampleShape::Vector(d) = shape
+                    && *d <= Start::AUTO_INPUT_MAX_DIM
+                {
+                    return Start::Input;
+                }
                 let least = Start::AUTO_MANIFOLD_MIN_PER_CLUSTER.saturating_mul(self.k);
                 if (least..=Start::AUTO_MANIFOLD_MAX).contains(&n) {
                     Start::Manifold
@@ -311,7 +332,7 @@ impl TrainConfig {
     }
 }
 
-crate::choice::choice!(Start { Auto => "auto", Kmeans => "kmeans", Manifold => "manifold" });
+crate::choice::choice!(Start { Auto => "auto", Kmeans => "kmeans", Manifold => "manifold", Input => "input" });
 crate::choice::choice!(Method { Dekm => "dekm", Dec => "dec", Idec => "idec", AeKmeans => "ae-kmeans" });
 
 impl Method {
@@ -357,13 +378,24 @@ mod tests {
     #[test]
     fn auto_starts_dekm_from_the_manifold_where_it_was_measured() {
         let auto = TrainConfig::default();
+        let image = SampleShape::Image(dekm_shared::ImageShape {
+            channels: 1,
+            height: 28,
+            width: 28,
+        });
         assert_eq!(auto.start, Start::Auto);
-        assert_eq!(auto.start_for(70_000), Start::Manifold);
-        assert_eq!(auto.start_for(Start::AUTO_MANIFOLD_MAX), Start::Manifold);
-        assert_eq!(auto.start_for(Start::AUTO_MANIFOLD_MAX + 1), Start::Kmeans);
+        assert_eq!(auto.start_for(70_000, &image), Start::Manifold);
+        assert_eq!(
+            auto.start_for(Start::AUTO_MANIFOLD_MAX, &image),
+            Start::Manifold
+        );
+        assert_eq!(
+            auto.start_for(Start::AUTO_MANIFOLD_MAX + 1, &image),
+            Start::Kmeans
+        );
         let least = Start::AUTO_MANIFOLD_MIN_PER_CLUSTER * auto.k;
-        assert_eq!(auto.start_for(least), Start::Manifold);
-        assert_eq!(auto.start_for(least - 1), Start::Kmeans);
+        assert_eq!(auto.start_for(least, &image), Start::Manifold);
+        assert_eq!(auto.start_for(least - 1, &image), Start::Kmeans);
         for other in [
             TrainConfig {
                 method: Method::Dec,
@@ -379,15 +411,38 @@ mod tests {
             },
         ] {
             assert!(other.validate(100).is_ok());
-            assert_eq!(other.start_for(100), Start::Kmeans, "{other:?}");
+            assert_eq!(other.start_for(100, &image), Start::Kmeans, "{other:?}");
         }
         for chosen in [Start::Kmeans, Start::Manifold] {
             let cfg = TrainConfig {
                 start: chosen,
                 ..auto.clone()
             };
-            assert_eq!(cfg.start_for(Start::AUTO_MANIFOLD_MAX + 1), chosen);
+            assert_eq!(cfg.start_for(Start::AUTO_MANIFOLD_MAX + 1, &image), chosen);
         }
+    }
+
+    #[test]
+    fn auto_clusters_short_vectors_on_the_input_and_long_ones_in_the_latent() {
+        let auto = TrainConfig::default();
+        let short = SampleShape::Vector(Start::AUTO_INPUT_MAX_DIM);
+        let long = SampleShape::Vector(Start::AUTO_INPUT_MAX_DIM + 1);
+        assert_eq!(auto.start_for(150, &short), Start::Input);
+        assert_eq!(auto.start_for(70_000, &long), Start::Manifold);
+        let dec = TrainConfig {
+            method: Method::Dec,
+            ..auto.clone()
+        };
+        assert_eq!(dec.start_for(150, &short), Start::Kmeans);
+        let err = TrainConfig {
+            start: Start::Input,
+            method: Method::AeKmeans,
+            ..auto
+        }
+        .validate(100)
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("start input needs"), "{err}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use dekm_shared::{EncoderSpec, Normalizer, TrainingMetrics};
 
 pub use config::{Method, Start, TrainConfig};
 pub use observe::{History, IterationLog, Observer, Progress};
-pub use start::{MANIFOLD_AXES, MANIFOLD_STARTS};
+pub use start::{INPUT_STARTS, InputMixture, MANIFOLD_AXES, MANIFOLD_STARTS, explain};
 
 use crate::augment::Jitter;
 use crate::choice::Choice;
@@ -194,7 +194,7 @@ pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Train
     };
     tracing::info!(device = %device, chosen = %cfg.device, conv = conv.name(), "computing on");
     let used = TrainConfig {
-        start: cfg.start_for(ds.len()),
+        start: cfg.start_for(ds.len(), &ds.shape),
         device,
         conv,
         ..cfg.clone()

@@ -152,9 +152,12 @@ pub struct History {
     /// written before the rename).
     #[serde(alias = "dekm_seconds")]
     pub stage_seconds: f64,
-    /// Metrics of a `manifold` start, when labels exist.
+    /// Metrics of a `manifold` or `input` start, when labels exist.
     #[serde(default)]
     pub start: Option<TrainingMetrics>,
+    /// The mixture an `input` start chose.
+    #[serde(default)]
+    pub mixture: Option<super::start::InputMixture>,
 }
 
 #[cfg(test)]

@@ -1,12 +1,16 @@
 //! Where the clustering stage starts: k-means on the pretrained embedding (the AE + k-means
-//! baseline, and the DEKM paper's start), or N2D's partition of a UMAP layout (`manifold`).
+//! baseline, and the DEKM paper's start), N2D's partition of a UMAP layout (`manifold`), or a
+//! Gaussian mixture on the input itself (`input`).
 
 use candle_core::{Device, Tensor};
+use dekm_cluster::gmm::{self, Covariance, GmmConfig};
 use dekm_cluster::pca::Pca;
 use dekm_cluster::umap;
+use serde::{Deserialize, Serialize};
 
 use super::observe::{History, Progress, Watch};
 use super::{Start, TrainConfig, TrainError};
+use crate::choice::Choice;
 use crate::data::Dataset;
 use crate::kmeans::{KMeans, KMeansConfig, KMeansInit};
 use crate::metrics;
@@ -21,8 +25,20 @@ pub(super) struct Begun {
     pub(super) km: KMeans,
     /// AE + k-means' metrics, when labels exist.
     pub(super) baseline: Option<TrainingMetrics>,
-    /// Whether it is a manifold start, held until k-means agrees with it.
+    /// Whether it is a manifold or input start, held until k-means agrees with it.
     pub(super) held: bool,
+}
+
+/// The mixture an `input` start fitted, as `metrics.json` keeps it and `dekm train` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputMixture {
+    /// The covariance shape the BIC chose: "full" or "diagonal".
+    pub covariance: String,
+    /// BIC of the full shape (lower is better); `None` where its fit left a cluster with no
+    /// more samples than dimensions, which cannot hold a full covariance.
+    pub bic_full: Option<f64>,
+    /// BIC of the diagonal shape.
+    pub bic_diagonal: f64,
 }
 
 /// k-means restarts of clustering iteration `it` (0 is the start), each iteration seeded apart,
@@ -52,15 +68,92 @@ pub(super) fn begin(
         tracing::info!(acc = m.acc, nmi = m.nmi, ari = m.ari, "AE + k-means");
     }
     watch.notify(Progress::Clustered { metrics: baseline });
-    let held = begin == Start::Manifold;
+    let held = matches!(begin, Start::Manifold | Start::Input);
     if held {
-        km = manifold_start(encoder, xs, z, cfg)?;
+        km = if begin == Start::Input {
+            let (labels, mixture) = input_mixture(xs, cfg)?;
+            history.mixture = Some(mixture);
+            KMeans::from_labels(&p, cfg.k, labels)?
+        } else {
+            manifold_start(encoder, xs, z, cfg)?
+        };
         history.start = ds.labels.as_ref().map(|t| metrics::evaluate(&km.labels, t));
         if let Some(m) = history.start {
-            tracing::info!(acc = m.acc, nmi = m.nmi, ari = m.ari, "manifold start");
+            tracing::info!(
+                acc = m.acc,
+                nmi = m.nmi,
+                ari = m.ari,
+                start = begin.name(),
+                "start"
+            );
         }
     }
     Ok(Begun { km, baseline, held })
+}
+
+/// Where the clustering stage started and why, as `dekm train` prints it: `used` is the start
+/// the run took, `asked` the one it was given, `mixture` what an `input` start fitted.
+pub fn explain(used: Start, asked: Start, mixture: Option<&InputMixture>) -> String {
+    let what = match (used, mixture) {
+        (Start::Input, Some(m)) => {
+            let against = match (m.covariance.as_str(), m.bic_full) {
+                ("full", _) => format!("{:.0} for diagonal", m.bic_diagonal),
+                (_, Some(full)) => format!("{full:.0} for full"),
+                (_, None) => "full: a cluster held too few samples for it".to_string(),
+            };
+            let own = m.bic_full.filter(|_| m.covariance == "full");
+            format!(
+                "a Gaussian mixture on the standardised input itself, {} covariance by BIC ({:.0} against {against})",
+                m.covariance,
+                own.unwrap_or(m.bic_diagonal)
+            )
+        }
+        (Start::Manifold, _) => "N2D, a Gaussian mixture on a UMAP layout of the embedding".into(),
+        _ => "k-means on the autoencoder's embedding".into(),
+    };
+    let why = match (asked, used) {
+        (Start::Auto, Start::Input) => format!(
+            "; auto clusters vectors of at most {} features on the input, where it measured at least as well as the latent",
+            Start::AUTO_INPUT_MAX_DIM
+        ),
+        (Start::Auto, Start::Manifold) => {
+            "; auto's choice for the DEKM stage on this many samples".into()
+        }
+        (Start::Auto, _) => "; auto's choice for this stage and size".into(),
+        _ => "; as asked".into(),
+    };
+    format!("started from {}: {what}{why}", used.name())
+}
+
+/// Mixtures the `input` start fits per covariance shape, keeping the likeliest: on wine the
+/// mixture EM reaches from the lowest-inertia k-means start is a poorer one (ACC 0.955) than
+/// the likeliest of ten single starts (docs/RESULTS.md, "Vector data").
+pub const INPUT_STARTS: u64 = 10;
+
+/// The `input` start's labels: the mixture of `cfg.k` Gaussians on the normalised samples
+/// `xs` (`[n, d]`) whose covariance shape has the lowest BIC, each shape the likeliest of
+/// [`INPUT_STARTS`].
+fn input_mixture(xs: &Tensor, cfg: &TrainConfig) -> Result<(Vec<u32>, InputMixture), TrainError> {
+    let d = xs.dim(1)?;
+    let flat = xs.flatten_all()?.to_vec1::<f32>()?;
+    let p = Points::new(&flat, d)?;
+    let gmm_cfg = GmmConfig {
+        seed: cfg.seed,
+        ..GmmConfig::new(cfg.k, Covariance::Diagonal)
+    };
+    let chosen = gmm::fit_by_bic(&p, &gmm_cfg, INPUT_STARTS)?;
+    let mixture = InputMixture {
+        covariance: chosen.gmm.covariance().name().to_string(),
+        bic_full: chosen.full,
+        bic_diagonal: chosen.diagonal,
+    };
+    tracing::info!(
+        covariance = %mixture.covariance,
+        bic_full = ?mixture.bic_full,
+        bic_diagonal = mixture.bic_diagonal,
+        "input mixture"
+    );
+    Ok((chosen.gmm.labels, mixture))
 }
 
 /// Dimensions a convolutional encoder's feature map is projected on before the `manifold`

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Classical baselines on the UEA/UCR sensor sets, for docs/RESULTS.md ("Sensor sets: the
-classical baselines"): scikit-learn k-means (10 starts, seeds 0-2) on the raw windows
-standardised per value and per channel, and on per-channel statistics (mean, sd, min, max of
-every channel, standardised), for BasicMotions and JapaneseVowels (whose unequal-length cases
-only the statistics take as they are). A yardstick, not part of the product.
+classical baselines", "Spectral features"): scikit-learn k-means (10 starts, seeds 0-2) on the
+raw windows standardised per value and per channel, on per-channel statistics (mean, sd, min,
+max of every channel, standardised), and on the spectral features dekm's `--series-features
+spectrum` computes (each channel's mean and 8 log band powers, bands scaled per channel), for
+BasicMotions, GunPoint and JapaneseVowels (whose unequal-length cases only the statistics take
+as they are). A yardstick, not part of the product.
 
     python3 -m venv v && v/bin/pip install scikit-learn scipy
     v/bin/python scripts/bench-sensor-baselines.py [DATA_DIR]   # default ../shared/data
@@ -12,10 +14,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score as ari
 from sklearn.metrics import normalized_mutual_info_score as nmi
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from yardstick import acc  # noqa: E402
 
 
 def read(path):
@@ -30,16 +34,6 @@ def read(path):
     return cases, np.array(labels)
 
 
-def acc(truth, pred):
-    _, t = np.unique(truth, return_inverse=True)
-    k = max(t.max(), pred.max()) + 1
-    w = np.zeros((k, k))
-    for a, b in zip(pred, t):
-        w[a, b] += 1
-    r, c = linear_sum_assignment(-w)
-    return w[r, c].sum() / len(t)
-
-
 def report(name, features, truth, k):
     for seed in range(3):
         p = KMeans(k, n_init=10, random_state=seed).fit_predict(features)
@@ -51,9 +45,27 @@ def standardise(x):
     return (x - x.mean(0)) / (x.std(0) + 1e-12)
 
 
+def spectra(x, bands=8):
+    """dekm's spectral features of windows `x` [n, C, W] (shared/src/spectrum.rs), standardised
+    as dekm does: each channel's mean alone, its log band powers with one scale."""
+    n, c, w = x.shape
+    x = x / (x.std((0, 2), keepdims=True) + 1e-12)
+    mean = x.mean(2, keepdims=True)
+    power = np.abs(np.fft.rfft(x - mean, axis=2)) ** 2 / w**2
+    f = w // 2
+    edges = [1 + b * f // bands for b in range(bands + 1)]
+    logp = np.log(1e-6 + np.stack([power[:, :, edges[b]:edges[b + 1]].sum(2)
+                                   for b in range(bands)], 2))
+    m = standardise(mean[:, :, 0])[:, :, None]
+    dev = logp - logp.mean(0)
+    dev = dev / (np.sqrt((dev**2).mean((0, 2), keepdims=True)) + 1e-12)
+    return np.concatenate([m, dev], 2).reshape(n, -1)
+
+
 def main():
     data = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data") / "sensors"
-    for name, k in [("basicmotions/BasicMotions", 4), ("japanesevowels/JapaneseVowels", 9)]:
+    for name, k in [("basicmotions/BasicMotions", 4), ("gunpoint/GunPoint", 2),
+                    ("japanesevowels/JapaneseVowels", 9)]:
         a, ya = read(f"{data}/{name}_TRAIN.ts")
         b, yb = read(f"{data}/{name}_TEST.ts")
         cases, truth = a + b, np.concatenate([ya, yb])
@@ -63,6 +75,7 @@ def main():
             report("raw, standardised per value", standardise(x.reshape(len(x), -1)), truth, k)
             m, s = x.mean((0, 2), keepdims=True), x.std((0, 2), keepdims=True)
             report("raw, standardised per channel", ((x - m) / s).reshape(len(x), -1), truth, k)
+            report("spectra (dekm's spectral features)", spectra(x), truth, k)
         stats = np.array([np.concatenate([c.mean(1), c.std(1), c.min(1), c.max(1)]) for c in cases])
         report("per-channel statistics (mean, sd, min, max)", standardise(stats), truth, k)
 

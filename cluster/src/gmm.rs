@@ -10,8 +10,9 @@ use rayon::prelude::*;
 use crate::kmeans::{KMeansConfig, KMeansInit};
 use crate::{ClusterError, Fit, Fitted, Points, Predict};
 
-/// Shape of each component's covariance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Shape of each component's covariance (serialised as its [`Covariance::name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Covariance {
     /// A full `d x d` matrix per component.
     Full,

@@ -466,7 +466,7 @@ fn info(path: &Path) -> Result<()> {
         "file_sha256": bundle::sha256_hex(&bytes),
         "kind": if bundle::is_bundle(&bytes) { "bundle" } else { "safetensors" },
         "meta": serde_json::from_str::<serde_json::Value>(&meta.to_json())?,
-        "input_len": meta.encoder.input_len(),
+        "input_len": meta.input_len(),
         "latent_dim": meta.encoder.latent_dim(),
         "parameters": parts.tensors().iter().filter(|t| t.name.starts_with("encoder.")).map(|t| t.data.len()).sum::<usize>(),
         "tensors": tensors,

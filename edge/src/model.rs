@@ -4,7 +4,7 @@
 
 use alloc::{collections::BTreeMap, string::String, vec, vec::Vec};
 
-use dekm_shared::{ContractError, ModelMeta, Normalizer, OutlierScore, names};
+use dekm_shared::{ContractError, ModelMeta, Normalizer, OutlierScore, Spectrum, names};
 use serde::{Deserialize, Serialize};
 
 use crate::{Assignment, ClusterHead, Encoder, EncoderError, HeadError, Workspace};
@@ -264,6 +264,8 @@ fn thresholds_at(levels: &[f32], table: &[f32], q: f32) -> Result<Vec<f32>, Load
 #[derive(Debug, Clone)]
 pub struct Model {
     meta: ModelMeta,
+    /// For a model clustered on spectral features: the transform from a raw window.
+    spectrum: Option<Spectrum>,
     normalizer: Normalizer,
     encoder: Encoder,
     head: ClusterHead,
@@ -297,9 +299,11 @@ impl Model {
             parts.get(names::INPUT_OFFSET).to_vec(),
             parts.get(names::INPUT_SCALE).to_vec(),
         )?;
+        let spectrum = meta.spectrum.clone().map(Spectrum::new).transpose()?;
         Ok(Self {
             threshold_quantile: meta.threshold_quantile,
             meta,
+            spectrum,
             normalizer,
             encoder,
             head,
@@ -343,9 +347,16 @@ impl Model {
         &self.normalizer
     }
 
-    /// Values per raw input sample.
+    /// The spectral features a raw window becomes first, for a model clustered on them.
+    pub fn spectrum(&self) -> Option<&Spectrum> {
+        self.spectrum.as_ref()
+    }
+
+    /// Values per raw input sample (a window's readings for a spectral model).
     pub fn input_len(&self) -> usize {
-        self.normalizer.len()
+        self.spectrum
+            .as_ref()
+            .map_or(self.normalizer.len(), |s| s.spec().input_len())
     }
 
     /// Number of clusters.
@@ -357,7 +368,8 @@ impl Model {
     pub fn session(&self) -> Session<'_> {
         Session {
             model: self,
-            x: vec![0.0; self.input_len()],
+            features: vec![0.0; self.spectrum.as_ref().map_or(0, |s| s.spec().output_len())],
+            x: vec![0.0; self.normalizer.len()],
             ws: self.encoder.workspace(),
             z: vec![0.0; self.encoder.latent_dim()],
             y: vec![0.0; self.encoder.latent_dim()],
@@ -383,6 +395,8 @@ pub enum SampleError {
 #[derive(Debug)]
 pub struct Session<'m> {
     model: &'m Model,
+    /// Spectral features of the raw window (empty for other models).
+    features: Vec<f32>,
     x: Vec<f32>,
     ws: Workspace,
     z: Vec<f32>,
@@ -390,10 +404,17 @@ pub struct Session<'m> {
 }
 
 impl Session<'_> {
-    /// Normalises, encodes, projects and assigns one raw sample.
+    /// Normalises (after the spectral transform, for a model that has one), encodes, projects
+    /// and assigns one raw sample.
     pub fn assign(&mut self, raw: &[f32]) -> Result<Assignment, SampleError> {
         let m = self.model;
-        m.normalizer.apply(raw, &mut self.x)?;
+        match &m.spectrum {
+            Some(spectrum) => {
+                spectrum.apply(raw, &mut self.features)?;
+                m.normalizer.apply(&self.features, &mut self.x)?;
+            }
+            None => m.normalizer.apply(raw, &mut self.x)?,
+        }
         m.encoder.encode(&self.x, &mut self.ws, &mut self.z)?;
         Ok(m.head.assign(&self.z, &mut self.y)?)
     }
@@ -454,6 +475,7 @@ pub mod fixture {
             threshold_quantile: 0.9,
             outlier_score: OutlierScore::Mahalanobis,
             stream: None,
+            spectrum: None,
             dataset: "fixture".to_string(),
             samples: 0,
             seed: 0,

@@ -62,6 +62,7 @@ fn model(spec: EncoderSpec, stream: Option<StreamSpec>, score: OutlierScore) -> 
         threshold_quantile: 0.9,
         outlier_score: score,
         stream,
+        spectrum: None,
         dataset: "test".into(),
         samples: 0,
         seed: 0,

@@ -25,7 +25,7 @@ pub(crate) fn model_info(e: &Entry, active: &Active) -> pb::ModelInfo {
         dataset: e.meta.dataset.clone(),
         samples: e.meta.samples as u64,
         k: e.meta.k as u32,
-        input_len: e.meta.encoder.input_len() as u32,
+        input_len: e.meta.input_len() as u32,
         encoder: match e.meta.encoder {
             dekm_shared::EncoderSpec::Conv { .. } => "conv",
             dekm_shared::EncoderSpec::Conv1d { .. } => "conv1d",
@@ -42,6 +42,7 @@ pub(crate) fn model_info(e: &Entry, active: &Active) -> pb::ModelInfo {
             .collect(),
         window: e.meta.stream.as_ref().map_or(0, |s| s.window as u32),
         hop: e.meta.stream.as_ref().map_or(0, |s| s.hop as u32),
+        spectrum_bands: e.meta.spectrum.as_ref().map_or(0, |s| s.bands as u32),
         metrics: metrics_pb(e.meta.metrics),
         created_unix: e.meta.created_unix,
         trainer_version: e.meta.trainer_version.clone(),

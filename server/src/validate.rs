@@ -277,6 +277,12 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
     if let Some(v) = s.series_encoder {
         c.series_encoder = choice("series_encoder", &v)?;
     }
+    if let Some(v) = s.series_features {
+        c.series_features = choice("series_features", &v)?;
+    }
+    if let Some(v) = s.spectrum_bands {
+        c.spectrum_bands = v as usize;
+    }
     if let Some(v) = s.time_pooling {
         c.time_pooling = v
             .parse()
@@ -378,6 +384,33 @@ mod tests {
         let err = train_config(settings("manifold", Some(0))).unwrap_err();
         assert!(
             err.message().contains("start manifold needs"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn a_request_chooses_what_series_are_clustered_on() {
+        let settings = |features: &str, encoder: &str| pb::TrainSettings {
+            series_features: Some(features.into()),
+            series_encoder: Some(encoder.into()),
+            spectrum_bands: Some(4),
+            ..Default::default()
+        };
+        let c = train_config(settings("spectrum", "dense")).unwrap();
+        assert_eq!(
+            c.series_features,
+            dekm_trainer::features::SeriesFeatures::Spectrum
+        );
+        assert_eq!(c.spectrum_bands, 4);
+        let err = train_config(settings("wavelet", "dense")).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "series_features \"wavelet\": expected auto, raw or spectrum"
+        );
+        let err = train_config(settings("spectrum", "conv1d")).unwrap_err();
+        assert!(
+            err.message().contains("do not combine"),
             "{}",
             err.message()
         );

@@ -60,6 +60,18 @@ pub enum ContractError {
         /// The names this build knows.
         expected: &'static str,
     },
+    /// A spectrum asks for more frequency bands than a window resolves.
+    #[error(
+        "{bands} spectrum bands need at least {bands} frequencies, a window of {length} readings has {frequencies}"
+    )]
+    TooManyBands {
+        /// Bands asked for.
+        bands: usize,
+        /// Readings per window.
+        length: usize,
+        /// Frequencies above zero it resolves (`length / 2`).
+        frequencies: usize,
+    },
     /// A value is NaN or infinite.
     #[error("{what}: value at index {index} is not finite")]
     NotFinite {

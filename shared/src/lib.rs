@@ -3,7 +3,7 @@
 //! Everything both sides must agree on lives here and nowhere else: the encoder's layer
 //! specification and the shapes it implies ([`layers`]), the tensor names of an exported model
 //! ([`names`]), the metadata written into the safetensors header ([`meta`]), the input
-//! preprocessing ([`preprocess`]) and how a stream of readings is cut into windows
+//! preprocessing ([`preprocess`], and [`spectrum`] for windows clustered on their spectra) and how a stream of readings is cut into windows
 //! ([`stream`]). The crate is `no_std` + `alloc` so the edge core can use it on
 //! devices without an operating system.
 #![cfg_attr(not(feature = "std"), no_std)]
@@ -15,6 +15,7 @@ pub mod layers;
 pub mod meta;
 pub mod names;
 pub mod preprocess;
+pub mod spectrum;
 pub mod stream;
 
 pub use error::ContractError;
@@ -26,4 +27,5 @@ pub use meta::{
     FORMAT_VERSION, ModelMeta, Neighbours, OLDEST_FORMAT_VERSION, OutlierScore, TrainingMetrics,
 };
 pub use preprocess::Normalizer;
+pub use spectrum::{Spectrum, SpectrumSpec};
 pub use stream::StreamSpec;

@@ -7,16 +7,19 @@
 use alloc::string::{String, ToString};
 use serde::{Deserialize, Serialize};
 
-use crate::{ContractError, EncoderSpec, StreamSpec};
+use crate::{ContractError, EncoderSpec, SpectrumSpec, StreamSpec};
 
 /// Version of the export format this build writes. Bump on any incompatible change to tensor
 /// names, shapes or metadata fields.
 ///
 /// Version 2 added the outlier score ([`OutlierScore`], with its `dekm.whitening` tensor); a
 /// version 1 file is read as the distance score it was written with. Version 3 added the
-/// neighbour score ([`OutlierScore::Knn`], with its `dekm.references` tensor); files of
-/// versions 1 and 2 read unchanged.
-pub const FORMAT_VERSION: u32 = 3;
+/// neighbour score ([`OutlierScore::Knn`], with its `dekm.references` tensor). Version 4 added
+/// spectral features ([`ModelMeta::spectrum`]). Files of earlier versions read unchanged.
+pub const FORMAT_VERSION: u32 = 4;
+
+/// The first format version with [`ModelMeta::spectrum`].
+pub const SPECTRUM_FORMAT_VERSION: u32 = 4;
 
 impl OutlierScore {
     /// Every score, in the order a command line lists them (the neighbour score with its
@@ -43,13 +46,6 @@ impl OutlierScore {
             OutlierScore::Mahalanobis => 2,
             OutlierScore::Knn(_) => 3,
         }
-    }
-
-    /// The version a model scored this way is written as: the oldest that holds it, but at
-    /// least 2 (the first with `outlier_score` and `stream`), so a fleet whose devices still
-    /// run a version 2 runtime keeps taking Mahalanobis models.
-    pub fn written_version(self) -> u32 {
-        self.format_version().max(2)
     }
 }
 
@@ -181,6 +177,11 @@ pub struct ModelMeta {
     /// and in version 1 files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamSpec>,
+    /// For a series model clustered on spectral features: how a raw window becomes the
+    /// features the normaliser and encoder see (absent otherwise, and before version 4). The
+    /// model then takes raw windows of [`SpectrumSpec::input_len`] values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spectrum: Option<SpectrumSpec>,
     /// Name of the training data set (`mnist`, `csv:path`, ...).
     pub dataset: String,
     /// Number of training samples.
@@ -200,6 +201,32 @@ impl ModelMeta {
     pub fn to_json(&self) -> String {
         // Serialising plain data with string keys cannot fail.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Values of one raw sample: a window's readings for a spectral model, else the encoder's
+    /// input.
+    pub fn input_len(&self) -> usize {
+        self.spectrum
+            .as_ref()
+            .map_or_else(|| self.encoder.input_len(), SpectrumSpec::input_len)
+    }
+
+    /// The oldest format version that holds this model: its outlier score's, or
+    /// [`SPECTRUM_FORMAT_VERSION`] with spectral features.
+    pub fn needed_version(&self) -> u32 {
+        let features = if self.spectrum.is_some() {
+            SPECTRUM_FORMAT_VERSION
+        } else {
+            OLDEST_FORMAT_VERSION
+        };
+        self.outlier_score.format_version().max(features)
+    }
+
+    /// The version this model is written as: [`Self::needed_version`], but at least 2 (the
+    /// first with `outlier_score` and `stream`), so a fleet whose devices still run a version 2
+    /// runtime keeps taking the models it can run.
+    pub fn written_version(&self) -> u32 {
+        self.needed_version().max(2)
     }
 
     /// Parses and validates the header's metadata: version first, then schema, then the
@@ -224,6 +251,14 @@ impl ModelMeta {
                 "the format version in the metadata differs from the header's",
             ));
         }
+        if let Some(spec) = &meta.spectrum
+            && found < SPECTRUM_FORMAT_VERSION
+        {
+            return Err(ContractError::BadMetadata(alloc::format!(
+                "spectral features ({} bands) need format version {SPECTRUM_FORMAT_VERSION} or newer, the file says {found}",
+                spec.bands
+            )));
+        }
         if found < meta.outlier_score.format_version() {
             return Err(ContractError::BadMetadata(alloc::format!(
                 "outlier score {} needs format version {} or newer, the file says {found}",
@@ -235,8 +270,27 @@ impl ModelMeta {
             n.validate()?;
         }
         meta.encoder.validate()?;
+        if let Some(spec) = &meta.spectrum {
+            spec.validate()?;
+            if spec.output_len() != meta.encoder.input_len() {
+                return Err(ContractError::LengthMismatch {
+                    what: "spectral features (channels x (bands + 1)) for the encoder",
+                    expected: meta.encoder.input_len(),
+                    got: spec.output_len(),
+                });
+            }
+        }
         if let Some(s) = &meta.stream {
-            s.validate(meta.encoder.input_len())?;
+            s.validate(meta.input_len())?;
+            if let Some(spec) = &meta.spectrum
+                && spec.length != s.window
+            {
+                return Err(ContractError::LengthMismatch {
+                    what: "spectrum window (readings per channel)",
+                    expected: s.window,
+                    got: spec.length,
+                });
+            }
         }
         if meta.k == 0 {
             return Err(ContractError::ZeroSize { what: "k" });
@@ -264,6 +318,7 @@ mod tests {
             threshold_quantile: 0.99,
             outlier_score: OutlierScore::Mahalanobis,
             stream: None,
+            spectrum: None,
             dataset: "synthetic".into(),
             samples: 10,
             seed: 7,
@@ -303,6 +358,7 @@ mod tests {
             neighbours: 5,
             references: 300,
         });
+        m.format_version = 3;
         let json = m.to_json();
         assert!(
             json.contains(r#""outlier_score":{"knn":{"neighbours":5,"references":300}}"#),
@@ -325,9 +381,14 @@ mod tests {
             "knn".parse::<OutlierScore>(),
             Ok(OutlierScore::Knn(Neighbours::DEFAULT))
         );
-        let written = OutlierScore::ALL.map(OutlierScore::written_version);
+        let written = OutlierScore::ALL.map(|outlier_score| {
+            ModelMeta {
+                outlier_score,
+                ..meta()
+            }
+            .written_version()
+        });
         assert_eq!(written, [2, 2, 3]);
-        assert_eq!(written.iter().max(), Some(&FORMAT_VERSION));
         assert!("knn5".parse::<OutlierScore>().is_err());
     }
 
@@ -358,6 +419,43 @@ mod tests {
         );
     }
 
+    /// Spectral features round-trip, make the model version 4, and must fit the encoder and
+    /// the stream's window.
+    #[test]
+    fn spectral_features_round_trip_and_must_fit() {
+        let mut m = meta();
+        m.encoder = EncoderSpec::paper_dense(2 * 4, 2);
+        m.spectrum = Some(SpectrumSpec {
+            channels: 2,
+            length: 10,
+            bands: 3,
+            scale: alloc::vec![1.0, 0.5],
+        });
+        m.stream = Some(StreamSpec {
+            channels: alloc::vec!["a".into(), "b".into()],
+            window: 10,
+            hop: 5,
+        });
+        assert_eq!(m.input_len(), 20);
+        assert_eq!(m.written_version(), 4);
+        m.format_version = 4;
+        assert_eq!(
+            ModelMeta::from_header(Some("4"), Some(&m.to_json())).unwrap(),
+            m
+        );
+        m.format_version = 3;
+        let err = ModelMeta::from_header(Some("3"), Some(&m.to_json())).unwrap_err();
+        assert!(err.to_string().contains("need format version 4"), "{err}");
+        m.format_version = 4;
+        m.stream.as_mut().unwrap().window = 12;
+        let err = ModelMeta::from_header(Some("4"), Some(&m.to_json())).unwrap_err();
+        assert!(err.to_string().contains("stream window"), "{err}");
+        m.stream = None;
+        m.encoder = EncoderSpec::paper_dense(9, 2);
+        let err = ModelMeta::from_header(Some("4"), Some(&m.to_json())).unwrap_err();
+        assert!(err.to_string().contains("spectral features"), "{err}");
+    }
+
     /// Metrics come back to the last bit. serde_json's default float parser may land one ulp
     /// off (it did for the ACC 599/600 below); the workspace enables its `float_roundtrip`.
     #[test]
@@ -375,12 +473,12 @@ mod tests {
 
     #[test]
     fn newer_version_is_rejected_before_parsing() {
-        let err = ModelMeta::from_header(Some("4"), Some("not json")).unwrap_err();
+        let err = ModelMeta::from_header(Some("5"), Some("not json")).unwrap_err();
         assert_eq!(
             err,
             ContractError::UnsupportedVersion {
-                found: 4,
-                supported: 3
+                found: 5,
+                supported: 4
             }
         );
     }

@@ -1,6 +1,7 @@
 //! Vector data on the default path: a short feature vector is clustered on the input itself
 //! (a mixture whose covariance the BIC picks), and the exported model assigns as it trained.
 
+use dekm_cluster::gmm::Covariance;
 use dekm_cluster::{Fit, Points};
 use dekm_trainer::data::{Dataset, SampleShape};
 use dekm_trainer::export::read_model;
@@ -78,9 +79,9 @@ fn short_vectors_start_from_a_mixture_on_the_input_and_the_export_keeps_it() {
     let full = mixture
         .bic_full
         .expect("every cluster outnumbers 4 features");
-    let chosen_lower = match mixture.covariance.as_str() {
-        "full" => full <= mixture.bic_diagonal,
-        _ => mixture.bic_diagonal <= full,
+    let chosen_lower = match mixture.covariance {
+        Covariance::Full => full <= mixture.bic_diagonal,
+        Covariance::Diagonal => mixture.bic_diagonal <= full,
     };
     assert!(chosen_lower, "{mixture:?}");
     let acc = out.meta.metrics.expect("labelled").acc;

@@ -81,6 +81,9 @@ pub struct MetricsReport<'a> {
     pub far_out: usize,
     /// Curves and timings.
     pub history: &'a History,
+    /// The silhouettes `--series-features auto` chose by, when it compared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_features: Option<crate::features::FeatureScores>,
 }
 
 fn f32_view(values: &[f32]) -> Vec<u8> {

@@ -1,4 +1,5 @@
-//! The dekm training library: data sets ([`data`]), the autoencoders ([`model`], on the fast
+//! The dekm training library: data sets ([`data`]) and what series are clustered on
+//! ([`features`]), the autoencoders ([`model`], on the fast
 //! convolutions of [`conv`]), the optimiser ([`optim`]), augmentation ([`augment`]), the
 //! rotation `V` ([`rotation`]), the training run with its stages ([`train`]), calibration and
 //! export ([`export`]), and the whole job as callers run it ([`pipeline`]).
@@ -16,6 +17,7 @@ pub mod conv;
 pub mod data;
 pub mod device;
 pub mod export;
+pub mod features;
 pub mod model;
 pub mod neighbours;
 pub mod optim;

@@ -11,6 +11,7 @@ use dekm_shared::{ModelMeta, TrainingMetrics};
 use crate::calibrate::{Calibration, calibrate};
 use crate::data::Dataset;
 use crate::export::{self, ExportError, LoadedModel, MetricsReport};
+use crate::features::{self, FeatureChoice};
 use crate::metrics;
 use crate::model::embed;
 use crate::train::{self, RunOptions, Start, TrainConfig, TrainError, Trained};
@@ -45,6 +46,8 @@ pub struct Outcome {
     pub meta: ModelMeta,
     /// SHA-256 of `model.safetensors`.
     pub sha256: String,
+    /// What the samples were clustered on (series: raw readings or spectra) and why.
+    pub features: FeatureChoice,
 }
 
 impl Outcome {
@@ -75,11 +78,15 @@ pub fn train_and_export(
     let holdout = cfg
         .calibration_holdout
         .unwrap_or(if ds.stream.is_some() { 0.2 } else { 0.0 });
-    let (fit, held) = ds.split_holdout(holdout, cfg.seed);
+    let (raw_fit, raw_held) = ds.split_holdout(holdout, cfg.seed);
+    cfg.validate(raw_fit.len())?;
+    let features = features::choose(&raw_fit, cfg)?;
+    let (fit, held) = (features.apply(&raw_fit)?, features.apply(&raw_held)?);
     let trained = train::train(&fit, cfg, opts)?;
-    // config.json names the start, the device and the holdout `auto` stood for.
+    // config.json names the start, the device, the holdout and the features `auto` stood for.
     let mut used = trained.config.clone();
     used.calibration_holdout = Some(holdout);
+    used.series_features = features.used();
     let score = cfg.outlier_score_for(&fit.shape);
     let held_z = if held.is_empty() {
         None
@@ -97,13 +104,14 @@ pub fn train_and_export(
         .labels
         .as_ref()
         .map(|t| metrics::evaluate(&calibration.labels, t));
-    let meta = ModelMeta {
-        format_version: calibration.score.written_version(),
+    let mut meta = ModelMeta {
+        format_version: 0,
         encoder: trained.spec.clone(),
         k: cfg.k,
         threshold_quantile: cfg.threshold_quantile,
         outlier_score: calibration.score,
         stream: ds.stream.clone(),
+        spectrum: features.spec(),
         dataset: ds.name.clone(),
         samples: fit.len(),
         seed: cfg.seed,
@@ -113,6 +121,7 @@ pub fn train_and_export(
             .map_or(0, |d| d.as_secs()),
         trainer_version: env!("CARGO_PKG_VERSION").to_string(),
     };
+    meta.format_version = meta.written_version();
     let report = MetricsReport {
         dataset: &ds.name,
         samples: fit.len(),
@@ -124,6 +133,7 @@ pub fn train_and_export(
         outliers: calibration.outliers.iter().filter(|&&o| o).count(),
         far_out: calibration.far_out,
         history: &trained.history,
+        series_features: features.scores,
     };
     let sha256 = export::write_model(out, &trained, &calibration, &meta, &report)?;
     Ok(Outcome {
@@ -131,6 +141,7 @@ pub fn train_and_export(
         calibration,
         meta,
         sha256,
+        features,
     })
 }
 
@@ -171,15 +182,24 @@ pub fn latent_on(
     ds: &Dataset,
     dev: &Device,
 ) -> Result<Vec<f32>, PipelineError> {
-    let len = model.meta.encoder.input_len();
-    if ds.shape.len() != len {
+    let raw_len = model.meta.input_len();
+    if ds.shape.len() != raw_len {
         return Err(PipelineError::Input(format!(
-            "data set {} has {} values per sample but the model expects {len} (trained on {})",
+            "data set {} has {} values per sample but the model expects {raw_len} (trained on {})",
             ds.name,
             ds.shape.len(),
             model.meta.dataset
         )));
     }
+    let features = match &model.meta.spectrum {
+        Some(spec) => {
+            let spectrum = dekm_shared::Spectrum::new(spec.clone())
+                .map_err(|e| PipelineError::Input(e.to_string()))?;
+            std::borrow::Cow::Owned(features::spectral(ds, &spectrum)?)
+        }
+        None => std::borrow::Cow::Borrowed(ds),
+    };
+    let (ds, len) = (features.as_ref(), model.meta.encoder.input_len());
     let flat = ds
         .normalized(&model.normalizer)
         .map_err(|(i, e)| PipelineError::Input(format!("sample {i}: {e}")))?;

@@ -109,6 +109,7 @@ pub(crate) fn run(args: &DemoArgs, quiet: bool) -> Result<()> {
         outcome.meta.outlier_score,
         train_set.len() - outcome.meta.samples,
     );
+    println!("{}", outcome.features.explain(cfg.series_features));
     if let Some(table) = outcome.results_table("DEKM") {
         print!("{table}");
     }

@@ -113,6 +113,7 @@ mod tests {
         same::<Init>();
         same::<ConvBackend>();
         same::<SeriesEncoder>();
+        same::<dekm_trainer::features::SeriesFeatures>();
         same::<Split>();
     }
 }

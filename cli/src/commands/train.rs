@@ -6,9 +6,11 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use dekm_cli::plots;
 use dekm_cli::progress::Bars;
-use dekm_shared::{Neighbours, OutlierScore, TimePooling};
+use dekm_shared::{Neighbours, OutlierScore, SpectrumSpec, TimePooling};
 use dekm_trainer::augment::Augment;
+use dekm_trainer::data::SampleShape;
 use dekm_trainer::device::DeviceChoice;
+use dekm_trainer::features::SeriesFeatures;
 use dekm_trainer::model::{ConvBackend, Init, SeriesEncoder};
 use dekm_trainer::pipeline::{cluster_sizes, train_and_export};
 use dekm_trainer::train::{
@@ -90,6 +92,15 @@ pub(crate) struct TrainArgs {
     /// and standard deviation over time), mean, or flatten (every step, position-dependent).
     #[arg(long, default_value_t = TimePooling::MeanStd)]
     time_pooling: TimePooling,
+    /// What series are clustered on: raw (the readings), spectrum (each channel's mean and log
+    /// band powers, the same wherever in the window a motion falls), or auto (spectrum when
+    /// its k-means partition's silhouette is at least 0.05 above the raw windows'; raw under
+    /// conv1d).
+    #[arg(long, value_enum, default_value_t = SeriesFeatures::default())]
+    series_features: SeriesFeatures,
+    /// Frequency bands per channel of the spectral features (at most half the window).
+    #[arg(long, default_value_t = SpectrumSpec::DEFAULT_BANDS)]
+    spectrum_bands: usize,
     /// Convolution kernels: fast (im2col + GEMM) or candle's built-in ops, for comparison.
     #[arg(long, value_enum, default_value_t = ConvBackend::Fast)]
     conv: ConvBackend,
@@ -156,6 +167,8 @@ impl TrainArgs {
             calibration_holdout: self.calibration_holdout,
             series_encoder: self.series_encoder,
             time_pooling: self.time_pooling,
+            series_features: self.series_features,
+            spectrum_bands: self.spectrum_bands,
             conv: self.conv,
             method: self.method,
             augment: Augment {
@@ -213,6 +226,9 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
         stage.split(' ').next().unwrap_or(stage),
         h.iterations.len()
     );
+    if outcome.meta.stream.is_some() || matches!(ds.shape, SampleShape::Series(_)) {
+        println!("{}", outcome.features.explain(cfg.series_features));
+    }
     if cfg.method != TrainMethod::AeKmeans && cfg.max_iter > 0 {
         println!(
             "{}",

@@ -144,6 +144,15 @@ pub enum SampleShape {
     Series(SeriesShape),
     /// A feature vector, clustered with the dense autoencoder.
     Vector(usize),
+    /// The spectral features of a series' windows ([`crate::features`]): each channel's mean
+    /// and `bands` log band powers, clustered as a vector, standardised with
+    /// [`Normalizer::spectral`].
+    Spectra {
+        /// Channels of the windows.
+        channels: usize,
+        /// Bands per channel.
+        bands: usize,
+    },
 }
 
 impl SampleShape {
@@ -153,6 +162,7 @@ impl SampleShape {
             Self::Image(s) => s.len(),
             Self::Series(s) => s.len(),
             Self::Vector(d) => *d,
+            Self::Spectra { channels, bands } => channels * (bands + 1),
         }
     }
 
@@ -199,10 +209,14 @@ impl Dataset {
     }
 
     /// The normalisation of the sample values alone: pixels to [0, 1], windows of a recording
-    /// standardised per channel, other series and vectors per value.
+    /// standardised per channel, spectra per channel ([`Normalizer::spectral`]), other series
+    /// and vectors per value.
     pub fn fit_normalizer(&self) -> Normalizer {
         match (&self.stream, self.shape) {
             (_, SampleShape::Image(s)) => Normalizer::pixels(s.len()),
+            (_, SampleShape::Spectra { channels, bands }) => {
+                Normalizer::spectral(&self.xs, channels, bands)
+            }
             (Some(s), _) => Normalizer::per_channel(&self.xs, s.channel_count(), s.window),
             (None, shape) => Normalizer::standardize(&self.xs, shape.len()),
         }
@@ -233,7 +247,9 @@ impl Dataset {
             (SampleShape::Series(s), SeriesEncoder::Conv1d) => {
                 EncoderSpec::paper_conv1d(s, pooling, latent)
             }
-            (SampleShape::Vector(d), _) => EncoderSpec::sized_dense(d, latent),
+            (SampleShape::Vector(_) | SampleShape::Spectra { .. }, _) => {
+                EncoderSpec::sized_dense(self.shape.len(), latent)
+            }
             (shape, _) => EncoderSpec::paper_dense(shape.len(), latent),
         }
     }

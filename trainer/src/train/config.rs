@@ -1,7 +1,7 @@
 //! Training settings: what a run computes, saved as `config.json` next to the model and
 //! checked against the data before anything runs.
 
-use dekm_shared::{Neighbours, OutlierScore, TimePooling};
+use dekm_shared::{Neighbours, OutlierScore, SpectrumSpec, TimePooling};
 use serde::{Deserialize, Serialize};
 
 use super::TrainError;
@@ -9,6 +9,7 @@ use crate::augment::Augment;
 use crate::choice::Choice;
 use crate::data::SampleShape;
 use crate::device::DeviceChoice;
+use crate::features::SeriesFeatures;
 use crate::model::{ConvBackend, Init, SeriesEncoder};
 
 /// Training settings (what `dekm train` exposes, saved as `config.json` next to the model).
@@ -62,6 +63,14 @@ pub struct TrainConfig {
     /// How the 1-D convolutional encoder summarises a window (`flatten` keeps every step).
     #[serde(default = "mean_std")]
     pub time_pooling: TimePooling,
+    /// What series are clustered on: raw readings or each channel's spectrum
+    /// ([`crate::features`]). Settings saved before the choice existed read as raw, which is
+    /// how those models were trained.
+    #[serde(default = "features_raw")]
+    pub series_features: SeriesFeatures,
+    /// Frequency bands per channel of the spectral features (at most half the window).
+    #[serde(default = "default_bands")]
+    pub spectrum_bands: usize,
     /// Convolution kernels (results agree to float rounding; `candle` is for comparison).
     #[serde(default)]
     pub conv: ConvBackend,
@@ -90,6 +99,14 @@ pub struct TrainConfig {
 
 fn series_dense() -> SeriesEncoder {
     SeriesEncoder::Dense
+}
+
+fn features_raw() -> SeriesFeatures {
+    SeriesFeatures::Raw
+}
+
+fn default_bands() -> usize {
+    SpectrumSpec::DEFAULT_BANDS
 }
 
 fn mean_std() -> TimePooling {
@@ -124,7 +141,8 @@ fn start_kmeans() -> Start {
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Start {
-    /// For the DEKM stage: `input` on vectors of at most [`Start::AUTO_INPUT_MAX_DIM`] values,
+    /// For the DEKM stage: `input` on vectors (and spectra) of at most
+    /// [`Start::AUTO_INPUT_MAX_DIM`] values,
     /// else `manifold` on [`Start::AUTO_MANIFOLD_MIN_PER_CLUSTER`] x k to
     /// [`Start::AUTO_MANIFOLD_MAX`] samples; `kmeans` otherwise: DEC and IDEC were only
     /// measured from k-means, a run with no clustering stage has nothing to start, on fewer
@@ -216,6 +234,8 @@ impl Default for TrainConfig {
             calibration_holdout: None,
             series_encoder: SeriesEncoder::default(),
             time_pooling: mean_std(),
+            series_features: SeriesFeatures::default(),
+            spectrum_bands: default_bands(),
             conv: ConvBackend::Fast,
             method: Method::Dekm,
             augment: Augment::OFF,
@@ -279,6 +299,19 @@ impl TrainConfig {
         {
             return bad(format!("calibration holdout {h} must be in [0, 0.5]"));
         }
+        if self.spectrum_bands == 0 {
+            return bad("spectrum bands must be positive".into());
+        }
+        if self.series_features == SeriesFeatures::Spectrum
+            && self.series_encoder == SeriesEncoder::Conv1d
+        {
+            return bad(
+                "series features spectrum and series encoder conv1d do not combine: the spectra \
+                 are clustered as a vector by the dense encoder, the 1-D convolutions take raw \
+                 readings"
+                    .into(),
+            );
+        }
         if matches!(self.start, Start::Manifold | Start::Input)
             && (self.method == Method::AeKmeans || self.max_iter == 0)
         {
@@ -314,8 +347,8 @@ impl TrainConfig {
     pub fn start_for(&self, n: usize, shape: &SampleShape) -> Start {
         match self.start {
             Start::Auto if self.method == Method::Dekm && self.max_iter > 0 => {
-                if let SampleShape::Vector(d) = shape
-                    && *d <= Start::AUTO_INPUT_MAX_DIM
+                if matches!(shape, SampleShape::Vector(_) | SampleShape::Spectra { .. })
+                    && shape.len() <= Start::AUTO_INPUT_MAX_DIM
                 {
                     return Start::Input;
                 }
@@ -369,9 +402,11 @@ mod tests {
         let mut old = serde_json::to_value(TrainConfig::default()).unwrap();
         old.as_object_mut().unwrap().remove("init");
         old.as_object_mut().unwrap().remove("start");
+        old.as_object_mut().unwrap().remove("series_features");
         let cfg: TrainConfig = serde_json::from_value(old).unwrap();
         assert_eq!(cfg.init, Init::Torch);
         assert_eq!(cfg.start, Start::Kmeans);
+        assert_eq!(cfg.series_features, SeriesFeatures::Raw);
         assert_eq!(TrainConfig::default().init, Init::Keras);
     }
 

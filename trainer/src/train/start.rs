@@ -32,8 +32,8 @@ pub(super) struct Begun {
 /// The mixture an `input` start fitted, as `metrics.json` keeps it and `dekm train` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputMixture {
-    /// The covariance shape the BIC chose: "full" or "diagonal".
-    pub covariance: String,
+    /// The covariance shape the BIC chose.
+    pub covariance: Covariance,
     /// BIC of the full shape (lower is better); `None` where its fit left a cluster with no
     /// more samples than dimensions, which cannot hold a full covariance.
     pub bic_full: Option<f64>,
@@ -96,16 +96,19 @@ pub(super) fn begin(
 pub fn explain(used: Start, asked: Start, mixture: Option<&InputMixture>) -> String {
     let what = match (used, mixture) {
         (Start::Input, Some(m)) => {
-            let against = match (m.covariance.as_str(), m.bic_full) {
-                ("full", _) => format!("{:.0} for diagonal", m.bic_diagonal),
-                (_, Some(full)) => format!("{full:.0} for full"),
-                (_, None) => "full: a cluster held too few samples for it".to_string(),
+            let (own, against) = match (m.covariance, m.bic_full) {
+                (Covariance::Full, Some(full)) => {
+                    (full, format!("{:.0} for diagonal", m.bic_diagonal))
+                }
+                (_, Some(full)) => (m.bic_diagonal, format!("{full:.0} for full")),
+                (_, None) => (
+                    m.bic_diagonal,
+                    "full: a cluster held too few samples for it".to_string(),
+                ),
             };
-            let own = m.bic_full.filter(|_| m.covariance == "full");
             format!(
-                "a Gaussian mixture on the standardised input itself, {} covariance by BIC ({:.0} against {against})",
-                m.covariance,
-                own.unwrap_or(m.bic_diagonal)
+                "a Gaussian mixture on the standardised input itself, {} covariance by BIC ({own:.0} against {against})",
+                m.covariance.name()
             )
         }
         (Start::Manifold, _) => "N2D, a Gaussian mixture on a UMAP layout of the embedding".into(),
@@ -143,12 +146,12 @@ fn input_mixture(xs: &Tensor, cfg: &TrainConfig) -> Result<(Vec<u32>, InputMixtu
     };
     let chosen = gmm::fit_by_bic(&p, &gmm_cfg, INPUT_STARTS)?;
     let mixture = InputMixture {
-        covariance: chosen.gmm.covariance().name().to_string(),
+        covariance: chosen.gmm.covariance(),
         bic_full: chosen.full,
         bic_diagonal: chosen.diagonal,
     };
     tracing::info!(
-        covariance = %mixture.covariance,
+        covariance = mixture.covariance.name(),
         bic_full = ?mixture.bic_full,
         bic_diagonal = mixture.bic_diagonal,
         "input mixture"

@@ -66,6 +66,7 @@ fn write_spec_model(dir: &Path, spec: EncoderSpec, stream: Option<StreamSpec>, t
         threshold_quantile: 0.99,
         outlier_score: OutlierScore::Distance,
         stream,
+        spectrum: None,
         dataset: "hand-made".into(),
         samples: 0,
         seed: 7,
@@ -114,11 +115,26 @@ fn write_idx(path: &Path, n: usize) -> Vec<Vec<f32>> {
     samples
 }
 
+/// The `dekm-edge` binary as a command. Built for another architecture (aarch64 under
+/// `scripts/edge-targets.sh`), it runs through the emulator `DEKM_EDGE_RUNNER` names
+/// (`qemu-aarch64 -L /usr/aarch64-linux-gnu`): the test itself runs under cargo's runner, but a
+/// process it starts does not.
+fn edge_command() -> Command {
+    let bin = env!("CARGO_BIN_EXE_dekm-edge");
+    let runner = std::env::var("DEKM_EDGE_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(emulator) => {
+            let mut c = Command::new(emulator);
+            c.args(words).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    }
+}
+
 fn edge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dekm-edge"))
-        .args(args)
-        .output()
-        .unwrap()
+    edge_command().args(args).output().unwrap()
 }
 
 fn lines(o: &Output) -> Vec<serde_json::Value> {
@@ -278,7 +294,7 @@ fn raw_f32_on_stdin_and_missing_models() {
     let dir = tempfile::tempdir().unwrap();
     let model_dir = dir.path().join("model");
     write_model(&model_dir, 1.0);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dekm-edge"))
+    let mut child = edge_command()
         .args(["assign", "--model", s(&model_dir)])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -423,7 +439,7 @@ fn stream_refuses_other_channels_plain_models_and_reads_stdin() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not trained on a stream"), "{err}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dekm-edge"))
+    let mut child = edge_command()
         .args(["assign", "--model", s(&model_dir), "--stream", "--summary"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The edge runtime on the targets devices have (issue 35; .ci/run calls this):
+#  - microcontrollers: the no_std core builds for Cortex-M4F/M7 (thumbv7em-none-eabihf) and
+#    RISC-V (riscv32imac-unknown-none-elf); the firmware in edge/mcu (a sensor model in flash,
+#    a static heap, readings pushed through a StreamSession) is linked for a Cortex-M7 with
+#    1 MiB of flash and 512 KiB of RAM, its footprint printed, and run under qemu-system-arm,
+#    where every window must get the cluster and flag the host's dekm-edge gives it;
+#  - 64-bit ARM (Raspberry Pi 4/5 class): the crate, its binary and every edge test are
+#    cross-built with Debian's aarch64 toolchain and run under qemu-aarch64 (user-mode emulation;
+#    the encoder's SIMD kernels dispatch to NEON there and are checked against the scalar path).
+# Installs what it needs (rustup targets; gcc-aarch64-linux-gnu, qemu-user, qemu-system-arm and
+# binutils-arm-none-eabi from Debian). A
+# step that cannot get its tools says so and why, and the script fails unless
+# DEKM_ALLOW_MISSING_TARGETS=1 is set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing() {
+  echo "SKIPPED: $1" >&2
+  [ "${DEKM_ALLOW_MISSING_TARGETS:-0}" = 1 ] || exit 1
+}
+
+debian() {
+  local missing=()
+  for tool in "$@"; do command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}"); done
+  [ ${#missing[@]} = 0 ] && return 0
+  command -v apt-get >/dev/null || return 0
+  local sudo
+  sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null 2>&1 || true
+}
+
+for t in thumbv7em-none-eabihf riscv32imac-unknown-none-elf; do
+  if rustup target add "$t" >/dev/null 2>&1; then
+    echo "== no_std core for $t"
+    cargo build -p dekm-edge --no-default-features --release --target "$t"
+  else
+    missing "rustup could not install the $t standard library"
+  fi
+done
+
+if rustup target list --installed | grep -q thumbv7em-none-eabihf; then
+  echo "== firmware for a Cortex-M7 (edge/mcu)"
+  (cd edge/mcu && cargo build --release --locked)
+  fw=edge/mcu/target/thumbv7em-none-eabihf/release/dekm-edge-mcu
+  debian qemu-system-arm:qemu-system-arm arm-none-eabi-size:binutils-arm-none-eabi
+  if command -v arm-none-eabi-size >/dev/null; then
+    arm-none-eabi-size "$fw"
+    echo "(flash = text + data, RAM = data + bss + stack; bss holds the 160 KiB heap)"
+  else
+    missing "no arm-none-eabi-size to report the firmware's footprint (binutils-arm-none-eabi)"
+  fi
+  if command -v qemu-system-arm >/dev/null; then
+    cargo build -q -p dekm-edge --bin dekm-edge
+    expected=$(target/debug/dekm-edge assign --model edge/mcu/model.dekm --stream \
+      --input edge/mcu/readings.csv 2>/dev/null |
+      sed -E 's/^\{"start":([0-9]+),"cluster":([0-9]+),.*"outlier":(true|false)\}$/{"start":\1,"cluster":\2,"outlier":\3}/')
+    run=$(cd edge/mcu && timeout 120 cargo run -q --release --locked)
+    echo "$run" | grep -v '^{'
+    if [ "$expected" = "$(echo "$run" | grep '^{')" ] && [ -n "$expected" ]; then
+      echo "firmware under qemu (Cortex-M7): $(echo "$expected" | wc -l) windows, every cluster and flag as on the host"
+    else
+      echo "firmware under qemu disagrees with the host:" >&2
+      diff <(echo "$expected") <(echo "$run" | grep '^{') >&2 || true
+      exit 1
+    fi
+  else
+    missing "no qemu-system-arm to run the firmware (apt-get install qemu-system-arm)"
+  fi
+fi
+
+debian aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu qemu-aarch64:qemu-user
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+  missing "no aarch64-linux-gnu-gcc or qemu-aarch64 (apt-get install gcc-aarch64-linux-gnu qemu-user)"
+elif ! rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1; then
+  missing "rustup could not install the aarch64-unknown-linux-gnu standard library"
+else
+  echo "== dekm-edge tests on aarch64 under qemu (linker and runner: .cargo/config.toml)"
+  DEKM_EDGE_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+    cargo test -p dekm-edge --target aarch64-unknown-linux-gnu
+fi

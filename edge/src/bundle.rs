@@ -11,25 +11,39 @@
 //! | 32 | SHA-256 of the payload |
 //! | n | postcard encoding of the metadata JSON (the same string as the safetensors header's) and the tensors |
 //!
+//! From version 5 the payload holds a third list, the int8 weights
+//! ([`crate::quantize::Int8Tensor`]: bytes and one scale per row), and the f32 list holds the
+//! other tensors; `dekm-edge pack --int8` writes them.
+//!
 //! Keeping the metadata as the export's JSON means one schema and one validator for both
 //! formats; [`ModelParts::new`] then checks the tensors exactly as for a safetensors file.
 
 use alloc::{string::String, vec::Vec};
 
-use dekm_shared::{FORMAT_VERSION, ModelMeta, OLDEST_FORMAT_VERSION};
+use dekm_shared::{FORMAT_VERSION, INT8_FORMAT_VERSION, ModelMeta, OLDEST_FORMAT_VERSION};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::{LoadError, ModelParts, NamedTensor};
+use crate::quantize::Int8Tensor;
 
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"DEKMEDGE";
 const HEADER: usize = 8 + 4 + 8 + 32;
 
+/// The payload of bundles before version 5.
 #[derive(Serialize, Deserialize)]
 struct Payload {
     meta_json: String,
     tensors: Vec<NamedTensor>,
+}
+
+/// The payload from version 5: int8 weights beside the f32 tensors.
+#[derive(Serialize, Deserialize)]
+struct PayloadV5 {
+    meta_json: String,
+    tensors: Vec<NamedTensor>,
+    int8: Vec<Int8Tensor>,
 }
 
 /// Lower-case hex SHA-256 of `bytes`.
@@ -68,12 +82,28 @@ pub fn is_bundle(bytes: &[u8]) -> bool {
 impl ModelParts {
     /// Encodes these parts as a bundle.
     pub fn to_bundle(&self) -> Vec<u8> {
-        let payload = Payload {
-            meta_json: self.meta().to_json(),
-            tensors: self.tensors().to_vec(),
-        };
+        let meta_json = self.meta().to_json();
         // Serialising strings, integers and floats into a Vec cannot fail.
-        let body = postcard::to_allocvec(&payload).unwrap_or_default();
+        let body = if self.meta().format_version >= INT8_FORMAT_VERSION {
+            let int8 = self.int8_tensors();
+            let payload = PayloadV5 {
+                meta_json,
+                tensors: self
+                    .tensors()
+                    .iter()
+                    .filter(|t| !int8.iter().any(|q| q.name == t.name))
+                    .cloned()
+                    .collect(),
+                int8: int8.to_vec(),
+            };
+            postcard::to_allocvec(&payload).unwrap_or_default()
+        } else {
+            let payload = Payload {
+                meta_json,
+                tensors: self.tensors().to_vec(),
+            };
+            postcard::to_allocvec(&payload).unwrap_or_default()
+        };
         let mut out = Vec::with_capacity(HEADER + body.len());
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&self.meta().format_version.to_le_bytes());
@@ -121,11 +151,21 @@ impl ModelParts {
                 actual: hex(&actual),
             });
         }
-        let payload: Payload =
-            postcard::from_bytes(body).map_err(|e| LoadError::Payload(alloc::format!("{e}")))?;
+        let decode = |e: postcard::Error| LoadError::Payload(alloc::format!("{e}"));
         let version = alloc::format!("{found}");
-        let meta = ModelMeta::from_header(Some(&version), Some(&payload.meta_json))?;
-        Self::new(meta, payload.tensors)
+        if found >= INT8_FORMAT_VERSION {
+            let payload: PayloadV5 = postcard::from_bytes(body).map_err(decode)?;
+            let meta = ModelMeta::from_header(Some(&version), Some(&payload.meta_json))?;
+            if payload.int8.is_empty() {
+                Self::new(meta, payload.tensors)
+            } else {
+                Self::with_int8(meta, payload.tensors, payload.int8)
+            }
+        } else {
+            let payload: Payload = postcard::from_bytes(body).map_err(decode)?;
+            let meta = ModelMeta::from_header(Some(&version), Some(&payload.meta_json))?;
+            Self::new(meta, payload.tensors)
+        }
     }
 }
 
@@ -133,6 +173,57 @@ impl ModelParts {
 mod tests {
     use super::*;
     use crate::model::fixture;
+    use crate::{Model, quantize::is_quantized};
+
+    /// An int8 bundle is about a quarter of the f32 one's weight bytes, decodes to the same
+    /// parts (bytes, scales and their widening), and its model assigns as the widened weights
+    /// say; the metadata and the stored lists must agree.
+    #[test]
+    fn int8_bundles_round_trip_and_are_checked() {
+        let f32_parts = fixture::dense(3);
+        let parts = f32_parts.to_int8().unwrap();
+        assert_eq!(parts.meta().format_version, 5);
+        assert_eq!(parts.meta().weights, dekm_shared::Weights::Int8);
+        assert!(!parts.int8_tensors().is_empty());
+        assert!(parts.int8_tensors().iter().all(|q| is_quantized(&q.name)));
+        let bytes = parts.to_bundle();
+        assert_eq!(bytes[8..12], 5u32.to_le_bytes());
+        let back = ModelParts::from_bundle(&bytes).unwrap();
+        assert_eq!(back, parts);
+        assert_eq!(
+            back.to_int8().unwrap(),
+            back,
+            "quantizing twice changes nothing"
+        );
+        // Widened weights are within half a step of the f32 ones.
+        for q in parts.int8_tensors() {
+            let original = f32_parts.tensor(&q.name).unwrap();
+            let widened = parts.tensor(&q.name).unwrap();
+            let rows = original.chunks(original.len() / q.scales.len());
+            for ((row, wide), s) in rows
+                .zip(widened.chunks(original.len() / q.scales.len()))
+                .zip(&q.scales)
+            {
+                for (a, b) in row.iter().zip(wide) {
+                    assert!((a - b).abs() <= 0.5 * s * 1.0001, "{}: {a} vs {b}", q.name);
+                }
+            }
+        }
+        let model = Model::from_parts(&back).unwrap();
+        let mut session = model.session();
+        assert!(session.assign(&[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]).is_ok());
+        // An f32 file that claims int8 weights, and int8 parts whose metadata says f32.
+        let mut meta = parts.meta().clone();
+        let err = ModelParts::new(meta.clone(), parts.tensors().to_vec()).unwrap_err();
+        assert!(
+            err.to_string().contains("int8 weights travel in bundles"),
+            "{err}"
+        );
+        meta.weights = dekm_shared::Weights::F32;
+        let err =
+            ModelParts::with_int8(meta, Vec::new(), parts.int8_tensors().to_vec()).unwrap_err();
+        assert!(err.to_string().contains("metadata says f32"), "{err}");
+    }
 
     /// A bundle carries its model's format version: a version 2 model (what a Mahalanobis
     /// model is written as) round-trips as version 2, a version beyond this build is refused.

@@ -24,6 +24,7 @@ pub mod fleet;
 pub mod fs;
 pub mod head;
 pub mod model;
+pub mod quantize;
 #[cfg(feature = "std")]
 pub mod store;
 pub mod stream;

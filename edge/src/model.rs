@@ -4,9 +4,10 @@
 
 use alloc::{collections::BTreeMap, string::String, vec, vec::Vec};
 
-use dekm_shared::{ContractError, ModelMeta, Normalizer, OutlierScore, Spectrum, names};
+use dekm_shared::{ContractError, ModelMeta, Normalizer, OutlierScore, Spectrum, Weights, names};
 use serde::{Deserialize, Serialize};
 
+use crate::quantize::{Int8Tensor, is_quantized};
 use crate::{Assignment, ClusterHead, Encoder, EncoderError, HeadError, Workspace};
 
 /// Why an export or bundle cannot be loaded.
@@ -80,6 +81,9 @@ pub enum LoadError {
         /// First offending index.
         index: usize,
     },
+    /// The metadata's weight storage disagrees with the tensors.
+    #[error("weights: {0}")]
+    Weights(String),
     /// The calibration table is unusable.
     #[error("calibration table: {0}")]
     Calibration(&'static str),
@@ -112,15 +116,102 @@ pub struct NamedTensor {
 
 /// An export's metadata and tensors, checked against the contract: every tensor that
 /// [`names::expected_tensors`] names is present with its shape, finite, and nothing else is.
+/// A model with int8 weights ([`Weights::Int8`]) keeps the bytes and scales as the bundle
+/// stores them, and their f32 widening among the tensors.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelParts {
     meta: ModelMeta,
     tensors: Vec<NamedTensor>,
+    int8: Vec<Int8Tensor>,
 }
 
 impl ModelParts {
-    /// Checks `tensors` against `meta` and keeps them in the contract's order.
+    /// Checks f32 `tensors` against `meta` and keeps them in the contract's order.
     pub fn new(meta: ModelMeta, tensors: Vec<NamedTensor>) -> Result<Self, LoadError> {
+        if meta.weights == Weights::Int8 {
+            return Err(LoadError::Weights(
+                "the metadata says int8 but the file holds f32 tensors only (int8 weights travel in bundles)"
+                    .into(),
+            ));
+        }
+        Self::checked(meta, tensors, Vec::new())
+    }
+
+    /// Parts of an int8 model: the f32 tensors and the quantized weights, widened and checked
+    /// against `meta` together.
+    pub fn with_int8(
+        meta: ModelMeta,
+        mut tensors: Vec<NamedTensor>,
+        int8: Vec<Int8Tensor>,
+    ) -> Result<Self, LoadError> {
+        if meta.weights != Weights::Int8 {
+            return Err(LoadError::Weights(
+                "int8 tensors in a model whose metadata says f32".into(),
+            ));
+        }
+        if let Some(t) = tensors.iter().find(|t| is_quantized(&t.name)) {
+            return Err(LoadError::Weights(alloc::format!(
+                "{} is stored as f32 in an int8 model",
+                t.name
+            )));
+        }
+        for q in &int8 {
+            if !is_quantized(&q.name) {
+                return Err(LoadError::Weights(alloc::format!(
+                    "{} cannot be stored as int8",
+                    q.name
+                )));
+            }
+            let data = q.widen().ok_or_else(|| {
+                LoadError::Weights(alloc::format!(
+                    "{}: {} bytes and {} scales do not fit shape {:?}",
+                    q.name,
+                    q.values.len(),
+                    q.scales.len(),
+                    q.shape
+                ))
+            })?;
+            tensors.push(NamedTensor {
+                name: q.name.clone(),
+                shape: q.shape.clone(),
+                data,
+            });
+        }
+        let mut int8 = int8;
+        int8.sort_by(|a, b| a.name.cmp(&b.name));
+        Self::checked(meta, tensors, int8)
+    }
+
+    /// These parts with the encoder's weights quantized to int8 (unchanged if they are).
+    pub fn to_int8(&self) -> Result<Self, LoadError> {
+        if self.meta.weights == Weights::Int8 {
+            return Ok(self.clone());
+        }
+        let (quantized, kept): (Vec<_>, Vec<_>) = self
+            .tensors
+            .iter()
+            .cloned()
+            .partition(|t| is_quantized(&t.name));
+        let int8 = quantized
+            .iter()
+            .map(|t| Int8Tensor::quantize(&t.name, &t.shape, &t.data))
+            .collect();
+        let mut meta = self.meta.clone();
+        meta.weights = Weights::Int8;
+        meta.format_version = meta.written_version();
+        Self::with_int8(meta, kept, int8)
+    }
+
+    /// The quantized weights as stored (empty for an f32 model).
+    pub fn int8_tensors(&self) -> &[Int8Tensor] {
+        &self.int8
+    }
+
+    fn checked(
+        meta: ModelMeta,
+        tensors: Vec<NamedTensor>,
+        int8: Vec<Int8Tensor>,
+    ) -> Result<Self, LoadError> {
         let mut by_name: BTreeMap<String, NamedTensor> = BTreeMap::new();
         for t in tensors {
             if by_name.contains_key(&t.name) {
@@ -168,6 +259,7 @@ impl ModelParts {
         let parts = Self {
             meta,
             tensors: ordered,
+            int8,
         };
         let levels = parts.get(names::QUANTILE_LEVELS);
         if levels.is_empty()
@@ -476,6 +568,7 @@ pub mod fixture {
             outlier_score: OutlierScore::Mahalanobis,
             stream: None,
             spectrum: None,
+            weights: dekm_shared::Weights::F32,
             dataset: "fixture".to_string(),
             samples: 0,
             seed: 0,

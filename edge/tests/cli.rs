@@ -67,6 +67,7 @@ fn write_spec_model(dir: &Path, spec: EncoderSpec, stream: Option<StreamSpec>, t
         outlier_score: OutlierScore::Distance,
         stream,
         spectrum: None,
+        weights: dekm_shared::Weights::F32,
         dataset: "hand-made".into(),
         samples: 0,
         seed: 7,

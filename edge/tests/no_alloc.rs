@@ -63,6 +63,7 @@ fn model(spec: EncoderSpec, stream: Option<StreamSpec>, score: OutlierScore) -> 
         outlier_score: score,
         stream,
         spectrum: None,
+        weights: dekm_shared::Weights::F32,
         dataset: "test".into(),
         samples: 0,
         seed: 0,

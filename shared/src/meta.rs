@@ -15,11 +15,38 @@ use crate::{ContractError, EncoderSpec, SpectrumSpec, StreamSpec};
 /// Version 2 added the outlier score ([`OutlierScore`], with its `dekm.whitening` tensor); a
 /// version 1 file is read as the distance score it was written with. Version 3 added the
 /// neighbour score ([`OutlierScore::Knn`], with its `dekm.references` tensor). Version 4 added
-/// spectral features ([`ModelMeta::spectrum`]). Files of earlier versions read unchanged.
-pub const FORMAT_VERSION: u32 = 4;
+/// spectral features ([`ModelMeta::spectrum`]). Version 5 added int8 encoder weights
+/// ([`Weights::Int8`]), which only edge bundles carry. Files of earlier versions read unchanged.
+pub const FORMAT_VERSION: u32 = 5;
 
 /// The first format version with [`ModelMeta::spectrum`].
 pub const SPECTRUM_FORMAT_VERSION: u32 = 4;
+
+/// The first format version with [`Weights::Int8`].
+pub const INT8_FORMAT_VERSION: u32 = 5;
+
+/// How the encoder's weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weights {
+    /// 32-bit floats, as trained.
+    #[default]
+    F32,
+    /// Each weight matrix's rows (a convolution's or dense layer's output channels) as signed
+    /// bytes times one f32 scale per row, `max |w| / 127` (symmetric, per channel): the
+    /// encoder four times smaller, for devices whose flash or radio link is the limit. The
+    /// runtime widens them to f32 when it loads the model, so they cost no time and save no
+    /// RAM; biases, the rotation, centroids, calibration and the neighbour score's references
+    /// stay f32.
+    Int8,
+}
+
+impl Weights {
+    /// True for [`Weights::F32`] (what a file without the field means).
+    pub fn is_f32(&self) -> bool {
+        *self == Weights::F32
+    }
+}
 
 impl OutlierScore {
     /// Every score, in the order a command line lists them (the neighbour score with its
@@ -182,6 +209,9 @@ pub struct ModelMeta {
     /// model then takes raw windows of [`SpectrumSpec::input_len`] values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spectrum: Option<SpectrumSpec>,
+    /// How the encoder's weights are stored (absent: f32).
+    #[serde(default, skip_serializing_if = "Weights::is_f32")]
+    pub weights: Weights,
     /// Name of the training data set (`mnist`, `csv:path`, ...).
     pub dataset: String,
     /// Number of training samples.
@@ -211,15 +241,23 @@ impl ModelMeta {
             .map_or_else(|| self.encoder.input_len(), SpectrumSpec::input_len)
     }
 
-    /// The oldest format version that holds this model: its outlier score's, or
-    /// [`SPECTRUM_FORMAT_VERSION`] with spectral features.
+    /// The oldest format version that holds this model: its outlier score's,
+    /// [`SPECTRUM_FORMAT_VERSION`] with spectral features, [`INT8_FORMAT_VERSION`] with int8
+    /// weights.
     pub fn needed_version(&self) -> u32 {
         let features = if self.spectrum.is_some() {
             SPECTRUM_FORMAT_VERSION
         } else {
             OLDEST_FORMAT_VERSION
         };
-        self.outlier_score.format_version().max(features)
+        let weights = match self.weights {
+            Weights::F32 => OLDEST_FORMAT_VERSION,
+            Weights::Int8 => INT8_FORMAT_VERSION,
+        };
+        self.outlier_score
+            .format_version()
+            .max(features)
+            .max(weights)
     }
 
     /// The version this model is written as: [`Self::needed_version`], but at least 2 (the
@@ -258,6 +296,9 @@ impl ModelMeta {
                 "spectral features ({} bands) need format version {SPECTRUM_FORMAT_VERSION} or newer, the file says {found}",
                 spec.bands
             )));
+        }
+        if meta.weights == Weights::Int8 && found < INT8_FORMAT_VERSION {
+            return Err(bad("int8 weights need format version 5 or newer"));
         }
         if found < meta.outlier_score.format_version() {
             return Err(ContractError::BadMetadata(alloc::format!(
@@ -319,6 +360,7 @@ mod tests {
             outlier_score: OutlierScore::Mahalanobis,
             stream: None,
             spectrum: None,
+            weights: Weights::F32,
             dataset: "synthetic".into(),
             samples: 10,
             seed: 7,
@@ -456,6 +498,26 @@ mod tests {
         assert!(err.to_string().contains("spectral features"), "{err}");
     }
 
+    /// Int8 weights are named in the metadata only when present, and need version 5.
+    #[test]
+    fn int8_weights_round_trip_and_need_version_5() {
+        let mut m = meta();
+        assert!(!m.to_json().contains("weights"), "{}", m.to_json());
+        m.weights = Weights::Int8;
+        assert_eq!(m.written_version(), 5);
+        m.format_version = 5;
+        let json = m.to_json();
+        assert!(json.contains(r#""weights":"int8""#), "{json}");
+        assert_eq!(ModelMeta::from_header(Some("5"), Some(&json)).unwrap(), m);
+        m.format_version = 4;
+        let err = ModelMeta::from_header(Some("4"), Some(&m.to_json())).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("int8 weights need format version 5"),
+            "{err}"
+        );
+    }
+
     /// Metrics come back to the last bit. serde_json's default float parser may land one ulp
     /// off (it did for the ACC 599/600 below); the workspace enables its `float_roundtrip`.
     #[test]
@@ -473,12 +535,12 @@ mod tests {
 
     #[test]
     fn newer_version_is_rejected_before_parsing() {
-        let err = ModelMeta::from_header(Some("5"), Some("not json")).unwrap_err();
+        let err = ModelMeta::from_header(Some("6"), Some("not json")).unwrap_err();
         assert_eq!(
             err,
             ContractError::UnsupportedVersion {
-                found: 5,
-                supported: 4
+                found: 6,
+                supported: 5
             }
         );
     }

@@ -112,6 +112,7 @@ pub fn train_and_export(
         outlier_score: calibration.score,
         stream: ds.stream.clone(),
         spectrum: features.spec(),
+        weights: dekm_shared::Weights::F32,
         dataset: ds.name.clone(),
         samples: fit.len(),
         seed: cfg.seed,

@@ -446,9 +446,7 @@ impl Model {
 
     /// Values per raw input sample (a window's readings for a spectral model).
     pub fn input_len(&self) -> usize {
-        self.spectrum
-            .as_ref()
-            .map_or(self.normalizer.len(), |s| s.spec().input_len())
+        self.meta.input_len()
     }
 
     /// Number of clusters.

@@ -2,17 +2,17 @@
 //!
 //! Devices report counters since they loaded a model, so a report replaces the device's
 //! previous one for that model instead of adding to it: a report that is sent twice (a retry
-//! after a lost answer) is not counted twice. The table is kept in `fleet.json` in the store,
-//! rewritten atomically on every report.
+//! after a lost answer) is not counted twice. Reports are rows of the [database](crate::db),
+//! one per (model, device); reports that arrive together are committed together, and a device
+//! is answered once its report is committed. Nothing is kept in memory per device, so the
+//! server's memory does not grow with the fleet.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use dekm_edge::fs::write_atomic;
 use serde::{Deserialize, Serialize};
 
-const FILE: &str = "fleet.json";
+use crate::db::{Database, DbError, ReportRow};
+
 /// Longest accepted device id.
 pub const MAX_DEVICE_ID: usize = 128;
 
@@ -22,14 +22,9 @@ pub enum FleetError {
     /// The report does not fit the model or is inconsistent.
     #[error("{0}")]
     Invalid(String),
-    /// `fleet.json` cannot be read or written.
-    #[error("{path}: {reason}")]
-    Storage {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
+    /// The database failed.
+    #[error("fleet table: {0}")]
+    Storage(#[from] DbError),
 }
 
 /// One device's last report for one model.
@@ -58,14 +53,10 @@ pub struct ModelTotals {
     pub rejected: u64,
 }
 
-/// `(model id, device id)` → last report.
-type Table = BTreeMap<String, BTreeMap<String, DeviceReport>>;
-
 /// The fleet table of one store.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FleetStats {
-    path: PathBuf,
-    table: Mutex<Table>,
+    db: Database,
 }
 
 /// Checks a device id: non-empty, at most [`MAX_DEVICE_ID`] bytes, printable ASCII.
@@ -79,30 +70,13 @@ pub fn check_device_id(id: &str) -> Result<(), FleetError> {
 }
 
 impl FleetStats {
-    /// Opens the table in store directory `dir` (empty when the file does not exist).
-    pub fn open(dir: &Path) -> Result<Self, FleetError> {
-        let path = dir.join(FILE);
-        let table = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| FleetError::Storage {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Table::new(),
-            Err(e) => {
-                return Err(FleetError::Storage {
-                    path,
-                    reason: e.to_string(),
-                });
-            }
-        };
-        Ok(Self {
-            path,
-            table: Mutex::new(table),
-        })
+    /// The fleet table in `db`.
+    pub fn new(db: Database) -> Self {
+        Self { db }
     }
 
-    /// Records `device`'s report for a model with `k` clusters.
-    pub fn report(
+    /// Records `device`'s report for a model with `k` clusters, once it is committed.
+    pub async fn report(
         &self,
         device: &str,
         model: &str,
@@ -123,60 +97,62 @@ impl FleetStats {
                 report.outliers[c], report.counts[c]
             )));
         }
-        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = table.clone();
-        next.entry(model.to_string())
-            .or_default()
-            .insert(device.to_string(), report);
-        let json = serde_json::to_vec(&next).map_err(|e| FleetError::Storage {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        write_atomic(&self.path, &json).map_err(|e| FleetError::Storage {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        *table = next;
-        Ok(())
+        // Checked here, not by the database: a value it refuses would fail every report
+        // committed with this one.
+        if i64::try_from(report.rejected).is_err() {
+            return Err(FleetError::Invalid(format!(
+                "{} rejected samples is beyond any real count",
+                report.rejected
+            )));
+        }
+        let row = ReportRow {
+            model: model.to_string(),
+            device: device.to_string(),
+            report,
+        };
+        Ok(self.db.report(row).await?)
     }
 
     /// Every device's last report, for one model or all (`(model, device, report)`).
-    pub fn devices(&self, model: Option<&str>) -> Vec<(String, String, DeviceReport)> {
-        let table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        table
-            .iter()
-            .filter(|(m, _)| model.is_none_or(|want| want == m.as_str()))
-            .flat_map(|(m, devices)| {
-                devices
-                    .iter()
-                    .map(move |(d, r)| (m.clone(), d.clone(), r.clone()))
-            })
-            .collect()
+    pub async fn devices(
+        &self,
+        model: Option<&str>,
+    ) -> Result<Vec<(String, String, DeviceReport)>, FleetError> {
+        let model = model.map(str::to_string);
+        let rows = self
+            .db
+            .call_async(move |b| b.reports(model.as_deref()))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.model, r.device, r.report))
+            .collect())
     }
+}
 
-    /// Per-model sums over the devices.
-    pub fn totals(&self, model: Option<&str>) -> BTreeMap<String, ModelTotals> {
-        let mut out: BTreeMap<String, ModelTotals> = BTreeMap::new();
-        for (m, _, r) in self.devices(model) {
-            let t = out.entry(m).or_default();
-            t.devices += 1;
-            t.counts.resize(r.counts.len(), 0);
-            t.outliers.resize(r.outliers.len(), 0);
-            for (s, c) in t.counts.iter_mut().zip(&r.counts) {
-                *s += c;
-            }
-            for (s, c) in t.outliers.iter_mut().zip(&r.outliers) {
-                *s += c;
-            }
-            t.rejected += r.rejected;
+/// Per-model sums of device reports.
+pub fn totals(devices: Vec<(String, String, DeviceReport)>) -> BTreeMap<String, ModelTotals> {
+    let mut out: BTreeMap<String, ModelTotals> = BTreeMap::new();
+    for (m, _, r) in devices {
+        let t = out.entry(m).or_default();
+        t.devices += 1;
+        t.counts.resize(t.counts.len().max(r.counts.len()), 0);
+        t.outliers.resize(t.outliers.len().max(r.outliers.len()), 0);
+        for (s, c) in t.counts.iter_mut().zip(&r.counts) {
+            *s = s.saturating_add(*c);
         }
-        out
+        for (s, c) in t.outliers.iter_mut().zip(&r.outliers) {
+            *s = s.saturating_add(*c);
+        }
+        t.rejected = t.rejected.saturating_add(r.rejected);
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::Location;
 
     fn rep(counts: &[u64], outliers: &[u64]) -> DeviceReport {
         DeviceReport {
@@ -187,48 +163,73 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reports_replace_per_device_sum_per_model_and_persist() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = FleetStats::open(dir.path()).unwrap();
-        f.report("a", "m1", 2, rep(&[1, 2], &[0, 1])).unwrap();
-        // A retried or newer cumulative report replaces, never adds.
-        f.report("a", "m1", 2, rep(&[3, 2], &[0, 1])).unwrap();
-        f.report("b", "m1", 2, rep(&[10, 0], &[1, 0])).unwrap();
-        f.report("b", "m2", 3, rep(&[1, 1, 1], &[0, 0, 0])).unwrap();
-        let t = &f.totals(Some("m1"))["m1"];
-        assert_eq!(
-            (
-                t.devices,
-                t.counts.as_slice(),
-                t.outliers.as_slice(),
-                t.rejected
-            ),
-            (2, &[13, 2][..], &[1, 1][..], 2)
-        );
-        assert_eq!(f.devices(None).len(), 3);
-        let reopened = FleetStats::open(dir.path()).unwrap();
-        assert_eq!(reopened.totals(None), f.totals(None));
+    #[tokio::test]
+    async fn reports_replace_per_device_sum_per_model_and_persist() {
+        for location in [Location::Sqlite, Location::Json] {
+            let dir = tempfile::tempdir().unwrap();
+            let f = FleetStats::new(Database::open(dir.path(), &location).unwrap());
+            f.report("a", "m1", 2, rep(&[1, 2], &[0, 1])).await.unwrap();
+            // A retried or newer cumulative report replaces, never adds.
+            f.report("a", "m1", 2, rep(&[3, 2], &[0, 1])).await.unwrap();
+            f.report("b", "m1", 2, rep(&[10, 0], &[1, 0]))
+                .await
+                .unwrap();
+            f.report("b", "m2", 3, rep(&[1, 1, 1], &[0, 0, 0]))
+                .await
+                .unwrap();
+            let all = totals(f.devices(Some("m1")).await.unwrap());
+            let t = &all["m1"];
+            assert_eq!(
+                (
+                    t.devices,
+                    t.counts.as_slice(),
+                    t.outliers.as_slice(),
+                    t.rejected
+                ),
+                (2, &[13, 2][..], &[1, 1][..], 2),
+                "{location}"
+            );
+            assert_eq!(f.devices(None).await.unwrap().len(), 3);
+            let before = totals(f.devices(None).await.unwrap());
+            drop(f);
+            let reopened = FleetStats::new(Database::open(dir.path(), &location).unwrap());
+            assert_eq!(totals(reopened.devices(None).await.unwrap()), before);
+        }
     }
 
-    #[test]
-    fn inconsistent_reports_are_refused_and_change_nothing() {
+    #[tokio::test]
+    async fn concurrent_reports_all_land_once() {
         let dir = tempfile::tempdir().unwrap();
-        let f = FleetStats::open(dir.path()).unwrap();
+        let f = FleetStats::new(Database::open(dir.path(), &Location::Sqlite).unwrap());
+        let sends = (0..500).map(|d| {
+            let f = f.clone();
+            tokio::spawn(
+                async move { f.report(&format!("dev-{d}"), "m", 1, rep(&[d], &[0])).await },
+            )
+        });
+        for s in sends.collect::<Vec<_>>() {
+            s.await.unwrap().unwrap();
+        }
+        let t = totals(f.devices(None).await.unwrap());
+        assert_eq!((t["m"].devices, t["m"].counts[0]), (500, (0..500).sum()));
+    }
+
+    #[tokio::test]
+    async fn inconsistent_reports_are_refused_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = FleetStats::new(Database::open(dir.path(), &Location::Sqlite).unwrap());
+        let mut huge = rep(&[1, 1], &[0, 0]);
+        huge.rejected = u64::MAX;
         for (device, r, want) in [
             ("a", rep(&[1], &[0]), "has 2 clusters"),
             ("a", rep(&[1, 1], &[2, 0]), "cluster 0: 2 outliers among 1"),
             ("", rep(&[1, 1], &[0, 0]), "device id"),
             ("a b", rep(&[1, 1], &[0, 0]), "printable"),
+            ("a", huge, "18446744073709551615 rejected"),
         ] {
-            let err = f.report(device, "m", 2, r).unwrap_err().to_string();
+            let err = f.report(device, "m", 2, r).await.unwrap_err().to_string();
             assert!(err.contains(want), "{err}");
         }
-        assert!(f.devices(None).is_empty());
-        std::fs::write(dir.path().join(FILE), "{").unwrap();
-        assert!(matches!(
-            FleetStats::open(dir.path()),
-            Err(FleetError::Storage { .. })
-        ));
+        assert!(f.devices(None).await.unwrap().is_empty());
     }
 }

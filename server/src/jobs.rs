@@ -1,11 +1,17 @@
 //! Training jobs: a queue with a fixed number of training slots, progress fan-out, cancellation,
-//! and a record of every job under `jobs/<id>.json` in the store.
+//! and a record of every job in the [database](crate::db).
 //!
 //! A job runs [`train_and_export`] on a blocking thread with an [`Observer`] that turns every
 //! epoch and iteration into a [`Step`], stores it in the job's record and sends it to whoever
 //! follows the job. The export goes to `work/<id>/` and is then added to the [`Registry`] (and
-//! activated when asked), so a model is in the registry completely or not at all. A job that was
-//! queued or running when the server stopped is recorded as failed when the store is reopened.
+//! activated when asked), so a model is in the registry completely or not at all.
+//!
+//! With several replicas on one database a job runs on the replica that accepted it (its
+//! owner), and every replica answers GetJob and ListJobs from the database. The owner marks its
+//! unfinished jobs alive every [`HEARTBEAT_INTERVAL`]; a CancelJob that reaches another replica
+//! is recorded there and picked up at the owner's next heartbeat. A job whose owner has not
+//! been heard of for [`STALE_AFTER`] (it was killed, or the machine went away) is recorded as
+//! failed by whichever replica notices first.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,19 +19,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::time::Duration;
+
 use dekm_edge::file::read_parts;
-use dekm_edge::fs::write_atomic;
 use dekm_shared::TrainingMetrics;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::db::{Database, DbError, JobRow};
 use crate::registry::Registry;
 use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions};
 use dekm_trainer::pipeline::{PipelineError, train_and_export};
 use dekm_trainer::train::{Observer, Progress, RunOptions, TrainConfig, TrainError};
 
-const JOBS: &str = "jobs";
 const WORK: &str = "work";
+/// How often a replica tells the database that its jobs are alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
+/// Silence after which a job's owner is taken for dead.
+pub const STALE_AFTER: Duration = Duration::from_secs(15);
 
 /// Where a job's samples come from.
 #[derive(Debug, Clone)]
@@ -124,7 +135,7 @@ pub struct Step {
 }
 
 impl Step {
-    fn at(state: JobState, phase: Phase) -> Self {
+    pub(crate) fn at(state: JobState, phase: Phase) -> Self {
         Self {
             state,
             phase,
@@ -176,13 +187,16 @@ pub enum JobsError {
         /// Its final state.
         state: JobState,
     },
-    /// A job file cannot be read or written.
-    #[error("{path}: {reason}")]
-    Storage {
-        /// The file.
+    /// The database failed.
+    #[error("job records: {0}")]
+    Storage(#[from] DbError),
+    /// The work directory cannot be made.
+    #[error("{path}: {source}")]
+    Io {
+        /// The directory.
         path: PathBuf,
-        /// What went wrong.
-        reason: String,
+        /// Underlying error.
+        source: std::io::Error,
     },
 }
 
@@ -195,7 +209,9 @@ struct Live {
 
 /// All jobs of one server.
 pub struct Jobs {
-    dir: PathBuf,
+    db: Database,
+    /// This replica's name in the job rows it owns.
+    owner: String,
     work: PathBuf,
     registry: Arc<Registry>,
     slots: Arc<Semaphore>,
@@ -204,7 +220,7 @@ pub struct Jobs {
 
 impl std::fmt::Debug for Jobs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Jobs").field("dir", &self.dir).finish()
+        f.debug_struct("Jobs").field("owner", &self.owner).finish()
     }
 }
 
@@ -214,59 +230,85 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn storage(path: &Path) -> impl FnOnce(String) -> JobsError + '_ {
-    move |reason| JobsError::Storage {
-        path: path.to_path_buf(),
-        reason,
-    }
-}
-
 impl Jobs {
-    /// Opens the job records of store `dir`, marking jobs that were interrupted as failed.
-    /// At most `slots` jobs train at once.
-    pub fn open(dir: &Path, registry: Arc<Registry>, slots: usize) -> Result<Self, JobsError> {
-        let jobs_dir = dir.join(JOBS);
-        std::fs::create_dir_all(&jobs_dir).map_err(|e| storage(&jobs_dir)(e.to_string()))?;
-        let mut live = HashMap::new();
-        let entries =
-            std::fs::read_dir(&jobs_dir).map_err(|e| storage(&jobs_dir)(e.to_string()))?;
-        for entry in entries {
-            let path = entry.map_err(|e| storage(&jobs_dir)(e.to_string()))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let bytes = std::fs::read(&path).map_err(|e| storage(&path)(e.to_string()))?;
-            let mut record: JobRecord =
-                serde_json::from_slice(&bytes).map_err(|e| storage(&path)(e.to_string()))?;
-            if !record.state.is_terminal() {
-                let reason = format!(
-                    "interrupted: the server stopped while the job was {:?}",
-                    record.state
-                );
-                record.state = JobState::Failed;
-                record.finished_unix = Some(now());
-                record.last.state = JobState::Failed;
-                record.last.error = Some(reason.clone());
-                record.error = Some(reason);
-                write_record(&jobs_dir, &record)?;
-            }
-            live.insert(
-                record.id.clone(),
-                Live {
-                    record,
-                    cancel: Arc::new(AtomicBool::new(true)),
-                    done: watch::channel(true).0,
-                    followers: Vec::new(),
-                },
-            );
-        }
-        Ok(Self {
-            dir: jobs_dir,
+    /// Opens the job records in `db` (training work goes under store `dir`), marking jobs
+    /// whose owner is silent as failed. At most `slots` jobs train at once.
+    pub fn open(
+        dir: &Path,
+        db: Database,
+        registry: Arc<Registry>,
+        slots: usize,
+    ) -> Result<Self, JobsError> {
+        let jobs = Self {
+            db,
+            owner: format!("{:016x}", rand::random::<u64>()),
             work: dir.join(WORK),
             registry,
             slots: Arc::new(Semaphore::new(slots.max(1))),
-            live: Mutex::new(live),
-        })
+            live: Mutex::new(HashMap::new()),
+        };
+        jobs.fail_orphans()?;
+        Ok(jobs)
+    }
+
+    /// Records as failed every unfinished job of another owner not heard of for
+    /// [`STALE_AFTER`]. Returns how many.
+    fn fail_orphans(&self) -> Result<usize, JobsError> {
+        let now = now();
+        let mut orphans = Vec::new();
+        for mut row in self.db.call(|b| b.jobs(None))? {
+            let silent = now.saturating_sub(row.heartbeat_unix) > STALE_AFTER.as_secs();
+            if row.record.state.is_terminal() || row.owner == self.owner || !silent {
+                continue;
+            }
+            let reason = format!(
+                "interrupted: the server running it stopped while the job was {:?}",
+                row.record.state
+            );
+            let r = &mut row.record;
+            r.state = JobState::Failed;
+            r.finished_unix = Some(now);
+            r.last.state = JobState::Failed;
+            r.last.error = Some(reason.clone());
+            r.error = Some(reason);
+            tracing::warn!(job = %r.id, owner = %row.owner, "job interrupted");
+            orphans.push(row);
+        }
+        let n = orphans.len();
+        if n > 0 {
+            self.db.call(move |b| b.put_jobs(&orphans))?;
+        }
+        Ok(n)
+    }
+
+    /// The periodic part of running jobs beside other replicas: marks this replica's jobs
+    /// alive, stops those a CancelJob elsewhere asked to stop, and fails orphans.
+    pub fn tend(&self) -> Result<(), JobsError> {
+        let owner = self.owner.clone();
+        let cancelled = self.db.call(move |b| b.heartbeat(&owner, now()))?;
+        for id in cancelled {
+            self.cancel_here(&id);
+        }
+        self.fail_orphans()?;
+        Ok(())
+    }
+
+    /// Asks a job of this replica to stop; true if it is one.
+    fn cancel_here(&self, id: &str) -> bool {
+        let live = self.lock();
+        let Some(job) = live.get(id) else {
+            return false;
+        };
+        if job.record.state.is_terminal() {
+            return true;
+        }
+        job.cancel.store(true, Ordering::SeqCst);
+        let queued = job.record.state == JobState::Queued;
+        drop(live);
+        if queued {
+            self.finish(id, Err(Failure::Cancelled));
+        }
+        true
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Live>> {
@@ -291,7 +333,7 @@ impl Jobs {
             metrics: None,
             error: None,
         };
-        write_record(&self.dir, &record)?;
+        self.write_record(&record)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(record.last.clone());
         let cancel = Arc::new(AtomicBool::new(false));
@@ -390,7 +432,7 @@ impl Jobs {
         job.record.state = step.state;
         job.record.last = step.clone();
         job.followers.retain(|f| f.send(step.clone()).is_ok());
-        if let Err(e) = write_record(&self.dir, &job.record) {
+        if let Err(e) = self.write_record(&job.record) {
             tracing::error!(job = id, error = %e, "could not record job progress");
         }
     }
@@ -433,77 +475,94 @@ impl Jobs {
         for f in job.followers.drain(..) {
             let _ = f.send(last.clone());
         }
-        if let Err(e) = write_record(&self.dir, r) {
+        if let Err(e) = self.write_record(r) {
             tracing::error!(job = id, error = %e, "could not record the job's end");
         }
         tracing::info!(job = id, state = ?r.state, model = ?r.model_id, error = ?r.error, "job finished");
         job.done.send_replace(true);
     }
 
-    /// One job's record.
+    /// One job's record (of this replica or another).
     pub fn get(&self, id: &str) -> Result<JobRecord, JobsError> {
-        self.lock()
-            .get(id)
-            .map(|j| j.record.clone())
+        if let Some(j) = self.lock().get(id) {
+            return Ok(j.record.clone());
+        }
+        let key = id.to_string();
+        self.db
+            .call(move |b| b.jobs(Some(&key)))?
+            .pop()
+            .map(|row| row.record)
             .ok_or_else(|| JobsError::UnknownJob(id.into()))
     }
 
-    /// Every job, newest first.
-    pub fn list(&self) -> Vec<JobRecord> {
-        let mut all: Vec<JobRecord> = self.lock().values().map(|j| j.record.clone()).collect();
+    /// Every job of every replica, newest first.
+    pub fn list(&self) -> Result<Vec<JobRecord>, JobsError> {
+        let mut all: Vec<JobRecord> = self
+            .db
+            .call(|b| b.jobs(None))?
+            .into_iter()
+            .map(|row| row.record)
+            .collect();
         all.sort_by(|a, b| b.created_unix.cmp(&a.created_unix).then(b.id.cmp(&a.id)));
-        all
+        Ok(all)
     }
 
-    /// Number of jobs in each state.
-    pub fn counts(&self) -> HashMap<JobState, usize> {
+    /// Number of jobs in each state, over every replica.
+    pub fn counts(&self) -> Result<HashMap<JobState, usize>, JobsError> {
         let mut out = HashMap::new();
-        for j in self.lock().values() {
-            *out.entry(j.record.state).or_default() += 1;
+        for j in self.list()? {
+            *out.entry(j.state).or_default() += 1;
         }
-        out
+        Ok(out)
     }
 
-    /// Cancels a queued or running job and waits (up to `wait`) until it has stopped.
+    /// Cancels a queued or running job and waits (up to `wait`) until it has stopped. A job of
+    /// another replica is asked to stop through the database and stops at its owner's next
+    /// heartbeat.
     pub async fn cancel(
         &self,
         id: &str,
         wait: std::time::Duration,
     ) -> Result<JobRecord, JobsError> {
-        let mut done = {
-            let live = self.lock();
-            let job = live
-                .get(id)
-                .ok_or_else(|| JobsError::UnknownJob(id.into()))?;
-            if job.record.state.is_terminal() {
-                return Err(JobsError::Finished {
-                    id: id.into(),
-                    state: job.record.state,
-                });
+        let record = self.get(id)?;
+        if record.state.is_terminal() {
+            return Err(JobsError::Finished {
+                id: id.into(),
+                state: record.state,
+            });
+        }
+        let local = self.lock().get(id).map(|j| j.done.subscribe());
+        match local {
+            Some(mut done) => {
+                self.cancel_here(id);
+                let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
             }
-            job.cancel.store(true, Ordering::SeqCst);
-            let queued = job.record.state == JobState::Queued;
-            let done = job.done.subscribe();
-            drop(live);
-            if queued {
-                self.finish(id, Err(Failure::Cancelled));
+            None => {
+                let key = id.to_string();
+                self.db.call(move |b| b.request_cancel(&key))?;
+                let deadline = tokio::time::Instant::now() + wait;
+                while tokio::time::Instant::now() < deadline && !self.get(id)?.state.is_terminal() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
-            done
-        };
-        let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
+        }
         self.get(id)
+    }
+
+    fn write_record(&self, record: &JobRecord) -> Result<(), JobsError> {
+        let row = JobRow {
+            record: record.clone(),
+            owner: self.owner.clone(),
+            heartbeat_unix: now(),
+            cancel: false,
+        };
+        Ok(self.db.call(move |b| b.put_jobs(&[row]))?)
     }
 }
 
 enum Failure {
     Cancelled,
     Failed(String),
-}
-
-fn write_record(dir: &Path, record: &JobRecord) -> Result<(), JobsError> {
-    let path = dir.join(format!("{}.json", record.id));
-    let json = serde_json::to_vec_pretty(record).map_err(|e| storage(&path)(e.to_string()))?;
-    write_atomic(&path, &json).map_err(|e| storage(&path)(e.to_string()))
 }
 
 struct JobObserver {

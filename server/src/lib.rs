@@ -2,14 +2,16 @@
 //! assigning, the model registry and the edge fleet, with health checking, server reflection,
 //! bearer tokens, optional TLS and Prometheus metrics.
 //!
-//! Where things live: the store's parts in [`registry`], [`jobs`] and [`fleet`] (each
-//! describes its files), tokens in [`auth`], metrics in [`telemetry`]; the four services in
-//! `services` (one struct each), request checking in `validate`, conversions to the wire types
-//! in `convert` and error codes in `status`. All state lives in one store directory; a server
-//! restarted on the same store serves the same active model.
+//! Where things live: the store's parts in [`registry`], [`jobs`] and [`fleet`], their
+//! metadata in the database of [`db`] (SQLite in the store by default, PostgreSQL for several
+//! replicas), tokens in [`auth`], metrics in [`telemetry`]; the four services in `services`
+//! (one struct each), request checking in `validate`, conversions to the wire types in
+//! `convert` and error codes in `status`. A server restarted on the same store serves the same
+//! active model; replicas on one database and one models volume serve the same one.
 
 pub mod auth;
 mod convert;
+pub mod db;
 pub mod fleet;
 pub mod jobs;
 pub mod registry;
@@ -38,8 +40,10 @@ use services::{AssignerService, FleetService, RegistryService, TrainingService};
 /// How to run the server.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// Store directory (models, registry, jobs, fleet table).
+    /// Store directory (model bundles, training work, and the SQLite database by default).
     pub store: PathBuf,
+    /// Where the registry state, job records and fleet table live.
+    pub database: db::Location,
     /// Root of server-side data sets (`mnist/`, `fashion-mnist/`, CSV/NPY files).
     pub data_root: Option<PathBuf>,
     /// Tokens.
@@ -59,6 +63,9 @@ pub struct ServeConfig {
 /// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// The database cannot be opened.
+    #[error(transparent)]
+    Database(#[from] db::DbError),
     /// The model registry cannot be opened.
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
@@ -115,17 +122,20 @@ impl Server {
             path: cfg.store.clone(),
             source,
         })?;
-        let registry = Arc::new(registry::Registry::open(&cfg.store)?);
+        let db = db::Database::open(&cfg.store, &cfg.database)?;
+        let registry = Arc::new(registry::Registry::open(&cfg.store, db.clone())?);
         let jobs = Arc::new(jobs::Jobs::open(
             &cfg.store,
+            db.clone(),
             registry.clone(),
             cfg.training_slots,
         )?);
-        let fleet = Arc::new(fleet::FleetStats::open(&cfg.store)?);
+        let fleet = Arc::new(fleet::FleetStats::new(db.clone()));
         let active = registry.active();
         tracing::info!(
             store = %cfg.store.display(),
-            models = registry.list().len(),
+            database = %cfg.database,
+            models = registry.list()?.len(),
             active = ?active.id,
             generation = active.generation,
             %device,
@@ -228,6 +238,7 @@ impl Server {
             builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let tending = tokio::spawn(tend(s.registry.clone(), s.jobs.clone(), stop_rx.clone()));
         let metrics_task = metrics.map(|l| {
             let mut rx = stop_rx.clone();
             tokio::spawn(telemetry::serve_metrics(
@@ -274,6 +285,9 @@ impl Server {
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await;
         let _ = stop_tx.send(true);
+        if let Err(e) = tending.await {
+            tracing::error!(error = %e, "registry and job tending failed");
+        }
         if let Some(t) = metrics_task {
             match t.await {
                 Ok(r) => r.map_err(ServeError::Metrics)?,
@@ -282,5 +296,39 @@ impl Server {
         }
         served?;
         Ok(())
+    }
+}
+
+/// Keeps a replica in step with the database until `stop`: the registry's state every
+/// [`registry::SYNC_INTERVAL`], the jobs' heartbeat every [`jobs::HEARTBEAT_INTERVAL`]. A
+/// failed round is logged and retried at the next tick.
+async fn tend(
+    registry: Arc<registry::Registry>,
+    jobs: Arc<jobs::Jobs>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut sync = tokio::time::interval(registry::SYNC_INTERVAL);
+    let mut heartbeat = tokio::time::interval(jobs::HEARTBEAT_INTERVAL);
+    sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            _ = sync.tick() => {
+                match registry.sync().await {
+                    Ok(true) => tracing::info!(active = ?registry.active(), "registry changed elsewhere"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "registry sync"),
+                }
+            }
+            _ = heartbeat.tick() => {
+                let jobs = jobs.clone();
+                match tokio::task::spawn_blocking(move || jobs.tend()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "job heartbeat"),
+                    Err(e) => tracing::error!(error = %e, "job heartbeat thread"),
+                }
+            }
+        }
     }
 }

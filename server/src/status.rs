@@ -16,7 +16,10 @@ pub(crate) fn registry_status(e: RegistryError) -> Status {
             Status::failed_precondition(e.to_string())
         }
         RegistryError::Invalid(_) => Status::invalid_argument(e.to_string()),
-        RegistryError::Io { .. } | RegistryError::State { .. } | RegistryError::Corrupt { .. } => {
+        RegistryError::Io { .. }
+        | RegistryError::State(_)
+        | RegistryError::Database(_)
+        | RegistryError::Corrupt { .. } => {
             tracing::error!(error = %e, "model store");
             Status::internal(e.to_string())
         }
@@ -28,7 +31,7 @@ pub(crate) fn jobs_status(e: JobsError) -> Status {
     match e {
         JobsError::UnknownJob(_) => Status::not_found(e.to_string()),
         JobsError::Finished { .. } => Status::failed_precondition(e.to_string()),
-        JobsError::Storage { .. } => {
+        JobsError::Storage(_) | JobsError::Io { .. } => {
             tracing::error!(error = %e, "job store");
             Status::internal(e.to_string())
         }
@@ -39,7 +42,7 @@ pub(crate) fn jobs_status(e: JobsError) -> Status {
 pub(crate) fn fleet_status(e: FleetError) -> Status {
     match e {
         FleetError::Invalid(_) => Status::invalid_argument(e.to_string()),
-        FleetError::Storage { .. } => {
+        FleetError::Storage(_) => {
             tracing::error!(error = %e, "fleet store");
             Status::internal(e.to_string())
         }

@@ -188,7 +188,10 @@ impl Telemetry {
 
     /// The text exposition, with job and model gauges read now.
     pub fn render(&self, jobs: &Jobs, registry: &Registry) -> String {
-        let counts = jobs.counts();
+        let counts = jobs.counts().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "job counts for the metrics");
+            Default::default()
+        });
         for (state, name) in [
             (JobState::Queued, "queued"),
             (JobState::Running, "running"),

@@ -1,8 +1,10 @@
-//! `dekm import`: add an exported model to a server store while no server runs on it.
+//! `dekm import`: add an exported model to a server store. The store's database is shared
+//! with any server running on it, which follows an activation at its next registry sync.
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use dekm_server::db::{Database, Location};
 
 /// `dekm import`'s arguments.
 #[derive(Args)]
@@ -10,6 +12,14 @@ pub(crate) struct ImportArgs {
     /// Store directory.
     #[arg(long)]
     store: PathBuf,
+    /// The store's database, as for `dekm serve`.
+    #[arg(
+        long,
+        env = "DEKM_DATABASE",
+        default_value = "sqlite",
+        hide_env_values = true
+    )]
+    database: Location,
     /// Model directory, model.safetensors or bundle.
     #[arg(long)]
     model: PathBuf,
@@ -22,11 +32,14 @@ pub(crate) struct ImportArgs {
 pub(crate) fn run(args: &ImportArgs) -> Result<()> {
     let ImportArgs {
         store,
+        database,
         model,
         activate,
     } = args;
     let activate = *activate;
-    let registry = dekm_server::registry::Registry::open(store)?;
+    std::fs::create_dir_all(store)?;
+    let db = Database::open(store, database)?;
+    let registry = dekm_server::registry::Registry::open(store, db)?;
     let parts = dekm_edge::file::read_parts(model)?;
     let entry = registry.add(&parts)?;
     if activate {

@@ -59,8 +59,8 @@ pub(crate) enum Command {
     SelectK(SelectKArgs),
     /// Serve gRPC: training jobs, assignment, the model registry and fleet distribution.
     Serve(ServeArgs),
-    /// Add an exported model to a server store (while no server runs on it; a running server
-    /// takes models through PublishModel).
+    /// Add an exported model to a server store, and activate it when asked (servers running on
+    /// the same store and database serve an activation within a quarter of a second).
     Import(ImportArgs),
 }
 

@@ -3,6 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use dekm_server::db::Location;
 use dekm_server::{Auth, Limits, ServeConfig, Server};
 use dekm_trainer::device::DeviceChoice;
 
@@ -11,9 +12,21 @@ pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: std::net::SocketAddr,
-    /// Store directory: models, registry, job records, fleet stats (created when missing).
+    /// Store directory: model bundles, training work and, by default, the SQLite database
+    /// (created when missing). Replicas share it as a volume.
     #[arg(long)]
     store: PathBuf,
+    /// Where the registry state, job records and fleet table live: sqlite (dekm.sqlite in the
+    /// store), postgres://USER:PASSWORD@HOST:PORT/DB (several replicas), or json (the files
+    /// of stores made before the database; one replica). A store with JSON files is imported
+    /// into sqlite or postgres on first start.
+    #[arg(
+        long,
+        env = "DEKM_DATABASE",
+        default_value = "sqlite",
+        hide_env_values = true
+    )]
+    database: Location,
     /// Root of server-side data sets (mnist/, fashion-mnist/, CSV/NPY files).
     #[arg(long, env = "DEKM_DATA")]
     data_dir: Option<PathBuf>,
@@ -71,6 +84,7 @@ fn server_config(a: &ServeArgs) -> Result<ServeConfig> {
     }
     Ok(ServeConfig {
         store: a.store.clone(),
+        database: a.database.clone(),
         data_root: a.data_dir.clone(),
         auth: Auth::new(a.admin_token.clone(), a.client_token.clone()),
         limits: Limits {

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 use super::Stream_;
 use crate::auth::{Access, Auth};
 use crate::convert::update_pb;
-use crate::fleet::{DeviceReport, FleetStats};
+use crate::fleet::{DeviceReport, FleetStats, totals};
 use crate::registry::{Registry, RegistryError};
 use crate::status::{blocking_failed, fleet_status, registry_status};
 use crate::telemetry::Telemetry;
@@ -108,19 +108,16 @@ impl pb::fleet_server::Fleet for FleetService {
                 .map_err(registry_status)?
                 .meta
                 .k;
-            let fleet = self.fleet.clone();
-            tokio::task::spawn_blocking(move || {
-                let report = DeviceReport {
-                    counts: r.counts,
-                    outliers: r.outliers,
-                    rejected: r.rejected,
-                    reported_unix: now(),
-                };
-                fleet.report(&r.device_id, &r.model_id, k, report)
-            })
-            .await
-            .map_err(blocking_failed)?
-            .map_err(fleet_status)
+            let report = DeviceReport {
+                counts: r.counts,
+                outliers: r.outliers,
+                rejected: r.rejected,
+                reported_unix: now(),
+            };
+            self.fleet
+                .report(&r.device_id, &r.model_id, k, report)
+                .await
+                .map_err(fleet_status)
         }
         .await;
         self.telemetry.record("ReportStats", started, &result);
@@ -132,15 +129,15 @@ impl pb::fleet_server::Fleet for FleetService {
         req: Request<pb::GetFleetStatsRequest>,
     ) -> Result<Response<pb::GetFleetStatsResponse>, Status> {
         let started = Instant::now();
-        let result = (|| {
+        let result = async {
             self.auth.check(&req, Access::Admin)?;
             let id = &req.get_ref().model_id;
             check_model_id(id)?;
             let filter = (!id.is_empty()).then_some(id.as_str());
-            let f = &self.fleet;
+            let devices = self.fleet.devices(filter).await.map_err(fleet_status)?;
+            let models = totals(devices.clone());
             Ok(pb::GetFleetStatsResponse {
-                devices: f
-                    .devices(filter)
+                devices: devices
                     .into_iter()
                     .map(|(model_id, device_id, r)| pb::DeviceStats {
                         device_id,
@@ -151,8 +148,7 @@ impl pb::fleet_server::Fleet for FleetService {
                         reported_unix: r.reported_unix,
                     })
                     .collect(),
-                models: f
-                    .totals(filter)
+                models: models
                     .into_iter()
                     .map(|(model_id, t)| pb::ModelFleetStats {
                         model_id,
@@ -163,7 +159,8 @@ impl pb::fleet_server::Fleet for FleetService {
                     })
                     .collect(),
             })
-        })();
+        }
+        .await;
         self.telemetry.record("GetFleetStats", started, &result);
         result.map(Response::new)
     }

@@ -28,18 +28,19 @@ impl pb::registry_server::Registry for RegistryService {
         req: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let started = Instant::now();
-        let result = self.auth.check(&req, Access::Client).map(|()| {
+        let result = self.auth.check(&req, Access::Client).and_then(|()| {
             let active = self.registry.active();
-            pb::ListModelsResponse {
+            Ok(pb::ListModelsResponse {
                 models: self
                     .registry
                     .list()
+                    .map_err(registry_status)?
                     .iter()
                     .map(|e| model_info(e, &active))
                     .collect(),
                 active_model_id: active.id.clone().unwrap_or_default(),
                 generation: active.generation,
-            }
+            })
         });
         self.telemetry.record("ListModels", started, &result);
         result.map(Response::new)

@@ -74,12 +74,17 @@ impl pb::training_server::Training for TrainingService {
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let started = Instant::now();
-        let result = self
-            .auth
-            .check(&req, Access::Admin)
-            .map(|()| pb::ListJobsResponse {
-                jobs: self.jobs.list().iter().map(job_pb).collect(),
-            });
+        let result = self.auth.check(&req, Access::Admin).and_then(|()| {
+            Ok(pb::ListJobsResponse {
+                jobs: self
+                    .jobs
+                    .list()
+                    .map_err(jobs_status)?
+                    .iter()
+                    .map(job_pb)
+                    .collect(),
+            })
+        });
         self.telemetry.record("ListJobs", started, &result);
         result.map(Response::new)
     }

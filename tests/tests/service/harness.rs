@@ -31,6 +31,7 @@ impl Running {
     ) -> Self {
         Self::start_with(ServeConfig {
             store: store.to_path_buf(),
+            database: Default::default(),
             data_root: data_root.map(Path::to_path_buf),
             auth,
             limits,

@@ -10,7 +10,8 @@ use crate::harness::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_sync_over_tls_and_plaintext_is_refused() {
     let store = tempfile::tempdir().unwrap();
-    let registry = dekm_server::registry::Registry::open(store.path()).unwrap();
+    let db = dekm_server::db::Database::open(store.path(), &Default::default()).unwrap();
+    let registry = dekm_server::registry::Registry::open(store.path(), db).unwrap();
     let id = registry.add(&fixture::dense(3)).unwrap().id.clone();
     registry.activate(&id).unwrap();
     drop(registry);
@@ -21,6 +22,7 @@ async fn devices_sync_over_tls_and_plaintext_is_refused() {
     std::fs::write(&key_path, &key_pem).unwrap();
     let server = Running::start_with(ServeConfig {
         store: store.path().to_path_buf(),
+        database: Default::default(),
         data_root: None,
         auth: Auth::new(Some(ADMIN.into()), Some(CLIENT.into())),
         limits: Limits::default(),

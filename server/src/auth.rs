@@ -1,9 +1,21 @@
 //! Bearer tokens: an admin token for calls that change state, and an optional client token for
 //! assigning and fetching models.
+//!
+//! Checked in one place, [`AuthLayer`], in front of every service and keyed on the gRPC method's
+//! path ([`RPCS`]), so no handler can forget it. A `dekm.*` method missing from the table needs
+//! the admin token (a test checks that the table names every method of the descriptor set);
+//! health checking and reflection are open.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
 
 use subtle::ConstantTimeEq;
-use tonic::{Request, Status};
+use tonic::Status;
 
+use crate::telemetry::Telemetry;
 /// Who may call what.
 #[derive(Clone, Default)]
 pub struct Auth {
@@ -30,6 +42,55 @@ pub enum Access {
     Client,
 }
 
+/// Every method of package `dekm.v1`: its path, its name in the metrics, and who may call it.
+pub const RPCS: &[(&str, &str, Access)] = &[
+    ("/dekm.v1.Assigner/Assign", "Assign", Access::Client),
+    (
+        "/dekm.v1.Assigner/AssignStream",
+        "AssignStream",
+        Access::Client,
+    ),
+    ("/dekm.v1.Training/Train", "Train", Access::Admin),
+    ("/dekm.v1.Training/GetJob", "GetJob", Access::Admin),
+    ("/dekm.v1.Training/ListJobs", "ListJobs", Access::Admin),
+    ("/dekm.v1.Training/CancelJob", "CancelJob", Access::Admin),
+    ("/dekm.v1.Registry/ListModels", "ListModels", Access::Client),
+    ("/dekm.v1.Registry/GetModel", "GetModel", Access::Client),
+    (
+        "/dekm.v1.Registry/PublishModel",
+        "PublishModel",
+        Access::Admin,
+    ),
+    (
+        "/dekm.v1.Registry/ActivateModel",
+        "ActivateModel",
+        Access::Admin,
+    ),
+    (
+        "/dekm.v1.Registry/RollbackModel",
+        "RollbackModel",
+        Access::Admin,
+    ),
+    ("/dekm.v1.Fleet/FetchModel", "FetchModel", Access::Client),
+    ("/dekm.v1.Fleet/WatchModel", "WatchModel", Access::Client),
+    ("/dekm.v1.Fleet/ReportStats", "ReportStats", Access::Client),
+    (
+        "/dekm.v1.Fleet/GetFleetStats",
+        "GetFleetStats",
+        Access::Admin,
+    ),
+];
+
+/// What a request path needs: `None` for the open services (health, reflection); a `dekm.*`
+/// method this build does not list needs the admin token.
+fn required(path: &str) -> Option<(&'static str, Access)> {
+    match RPCS.iter().find(|(p, _, _)| *p == path) {
+        Some((_, name, access)) => Some((name, *access)),
+        None if path.starts_with("/dekm.") => Some(("unlisted", Access::Admin)),
+        None => None,
+    }
+}
+
 impl Auth {
     /// `admin: None` leaves admin calls open (the server only allows that when told to
     /// explicitly); `client: None` leaves client calls open.
@@ -37,9 +98,9 @@ impl Auth {
         Self { admin, client }
     }
 
-    /// Checks the request's `authorization: Bearer <token>` for `access`. The admin token
-    /// also grants client access.
-    pub fn check<T>(&self, req: &Request<T>, access: Access) -> Result<(), Status> {
+    /// Checks the `authorization: Bearer <token>` header for `access`. The admin token also
+    /// grants client access.
+    pub fn check(&self, headers: &http::HeaderMap, access: Access) -> Result<(), Status> {
         let required = match access {
             Access::Admin => self.admin.as_deref(),
             Access::Client => self.client.as_deref(),
@@ -47,8 +108,7 @@ impl Auth {
         let Some(required) = required else {
             return Ok(());
         };
-        let given = req
-            .metadata()
+        let given = headers
             .get("authorization")
             .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?
             .to_str()
@@ -68,16 +128,78 @@ impl Auth {
     }
 }
 
+/// The tower layer that checks every call's token before any service sees it, and counts a
+/// refused call in the metrics as the handler would have.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    auth: Auth,
+    telemetry: Arc<Telemetry>,
+}
+
+impl AuthLayer {
+    /// Checks with `auth`, counts refusals in `telemetry`.
+    pub fn new(auth: Auth, telemetry: Arc<Telemetry>) -> Self {
+        Self { auth, telemetry }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// A service behind [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if let Some((method, access)) = required(req.uri().path()) {
+            let started = Instant::now();
+            if let Err(status) = self.layer.auth.check(req.headers(), access) {
+                let refused: Result<(), Status> = Err(status.clone());
+                self.layer.telemetry.record(method, started, &refused);
+                return Box::pin(std::future::ready(Ok(status.into_http())));
+            }
+        }
+        Box::pin(self.inner.call(req))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn req(token: Option<&str>) -> Request<()> {
-        let mut r = Request::new(());
+    fn req(token: Option<&str>) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
         if let Some(t) = token {
-            r.metadata_mut().insert("authorization", t.parse().unwrap());
+            h.insert("authorization", t.parse().unwrap());
         }
-        r
+        h
     }
 
     #[test]
@@ -98,5 +220,37 @@ mod tests {
         assert!(open_clients.check(&req(None), Access::Client).is_ok());
         assert!(open_clients.check(&req(None), Access::Admin).is_err());
         assert!(Auth::default().check(&req(None), Access::Admin).is_ok());
+    }
+
+    #[test]
+    fn every_method_of_the_contract_has_its_access() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(dekm_proto::FILE_DESCRIPTOR_SET).unwrap();
+        let mut paths = Vec::new();
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    paths.push(format!(
+                        "/{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
+        }
+        assert_eq!(paths.len(), RPCS.len(), "{paths:?}");
+        for path in &paths {
+            let (name, _) = required(path).unwrap();
+            assert!(
+                path.ends_with(&format!("/{name}")),
+                "{path} is named {name}"
+            );
+        }
+        assert_eq!(
+            required("/dekm.v2.Assigner/Assign"),
+            Some(("unlisted", Access::Admin))
+        );
+        assert_eq!(required("/grpc.health.v1.Health/Check"), None);
     }
 }

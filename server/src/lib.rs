@@ -171,14 +171,12 @@ impl Server {
         let max = s.limits.max_message_bytes;
         let assigner = AssignerService {
             registry: s.registry.clone(),
-            auth: s.auth.clone(),
             telemetry: s.telemetry.clone(),
             max_batch: s.limits.max_batch,
             slots: Arc::new(Semaphore::new(s.assign_threads)),
         };
         let training = TrainingService {
             jobs: s.jobs.clone(),
-            auth: s.auth.clone(),
             telemetry: s.telemetry.clone(),
             limits: s.limits,
             data_root: s.data_root.clone(),
@@ -186,13 +184,11 @@ impl Server {
         };
         let models = RegistryService {
             registry: s.registry.clone(),
-            auth: s.auth.clone(),
             telemetry: s.telemetry.clone(),
         };
         let fleet = FleetService {
             registry: s.registry.clone(),
             fleet: s.fleet.clone(),
-            auth: s.auth.clone(),
             telemetry: s.telemetry.clone(),
         };
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -252,6 +248,7 @@ impl Server {
             ))
         });
         let router = builder
+            .layer(auth::AuthLayer::new(s.auth.clone(), s.telemetry.clone()))
             .layer(tower::util::MapResponseLayer::new(status::remap_oversized))
             .add_service(health_service)
             .add_service(reflection)

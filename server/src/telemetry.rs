@@ -1,5 +1,8 @@
 //! Prometheus metrics: requests and latencies per gRPC method and status, samples assigned and
-//! bundles served per model, job states and the active model. Served as text on `/metrics`.
+//! bundles served per model, job states and the active model. Served on `/metrics` in the
+//! OpenMetrics text format (what `prometheus_client` writes), with that content type; status
+//! codes are labelled with gRPC's names (`FAILED_PRECONDITION`), as other gRPC servers' metrics
+//! are.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,7 +21,7 @@ use crate::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Call {
     method: &'static str,
-    code: String,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -112,7 +115,7 @@ impl Default for Telemetry {
         );
         prom.register("jobs", "Training jobs by state", jobs.clone());
         prom.register(
-            "active_model",
+            "active_model_info",
             "1 for the active model's id",
             active.clone(),
         );
@@ -146,7 +149,7 @@ impl Telemetry {
         self.requests
             .get_or_create(&Call {
                 method,
-                code: format!("{code:?}"),
+                code: code_name(code),
             })
             .inc();
         self.latency
@@ -219,6 +222,33 @@ impl Telemetry {
     }
 }
 
+/// The content type of what `prometheus_client`'s text encoder writes.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// gRPC's name for a status code, as the gRPC specification and other servers' metrics spell it.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// Serves `/metrics` on `listener` until `shutdown` resolves.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
@@ -232,12 +262,7 @@ pub async fn serve_metrics(
         "/metrics",
         axum::routing::get(move || {
             let body = telemetry.render(&jobs, &registry);
-            async move {
-                (
-                    [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-                    body,
-                )
-            }
+            async move { ([(CONTENT_TYPE, OPENMETRICS)], body) }
         }),
     );
     axum::serve(listener, app)

@@ -216,12 +216,15 @@ impl Spectrum {
         {
             let mean = x.iter().sum::<f32>() / n as f32;
             o[0] = mean * scale;
+            // The channel's scale multiplies every coefficient, so it enters the power once,
+            // squared, instead of once per reading and frequency.
+            let scaled_norm = norm * scale * scale;
             for (band, lim) in o[1..].iter_mut().zip(self.edges.windows(2)) {
                 let mut power = 0f32;
                 for f in lim[0]..lim[1] {
                     let (mut re, mut im, mut j) = (0f32, 0f32, 0usize);
                     for &v in x {
-                        let v = (v - mean) * scale;
+                        let v = v - mean;
                         re += v * self.cos[j];
                         im += v * self.sin[j];
                         j += f;
@@ -229,7 +232,7 @@ impl Spectrum {
                             j -= n;
                         }
                     }
-                    power += (re * re + im * im) * norm;
+                    power += (re * re + im * im) * scaled_norm;
                 }
                 *band = libm::logf(POWER_FLOOR + power);
             }

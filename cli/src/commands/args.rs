@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::Args;
 use dekm_cli::analysis;
 use dekm_cluster::internal::PairOptions;
+use dekm_server::db::Location;
 use dekm_trainer::data::{
     self, DataSource, LabelColumn, LoadOptions, Split, SyntheticOptions, Windowing,
 };
@@ -147,4 +148,24 @@ impl std::fmt::Display for ScoreArg {
             Some(score) => score.fmt(f),
         }
     }
+}
+
+/// A server store and its database (`dekm serve`, `dekm import`).
+#[derive(Args)]
+pub(crate) struct StoreArgs {
+    /// Store directory: model bundles, training work and, by default, the SQLite database
+    /// (created when missing). Replicas share it as a volume.
+    #[arg(long)]
+    pub(crate) store: PathBuf,
+    /// Where the registry state, job records and fleet table live: sqlite (dekm.sqlite in the
+    /// store), postgres://USER:PASSWORD@HOST:PORT/DB (several replicas), or json (the files
+    /// of stores made before the database; one replica). A store with JSON files is imported
+    /// into sqlite or postgres on first start.
+    #[arg(
+        long,
+        env = "DEKM_DATABASE",
+        default_value = "sqlite",
+        hide_env_values = true
+    )]
+    pub(crate) database: Location,
 }

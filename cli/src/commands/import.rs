@@ -4,22 +4,15 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use dekm_server::db::{Database, Location};
+use dekm_server::db::Database;
+
+use super::args::StoreArgs;
 
 /// `dekm import`'s arguments.
 #[derive(Args)]
 pub(crate) struct ImportArgs {
-    /// Store directory.
-    #[arg(long)]
-    store: PathBuf,
-    /// The store's database, as for `dekm serve`.
-    #[arg(
-        long,
-        env = "DEKM_DATABASE",
-        default_value = "sqlite",
-        hide_env_values = true
-    )]
-    database: Location,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Model directory, model.safetensors or bundle.
     #[arg(long)]
     model: PathBuf,
@@ -31,8 +24,7 @@ pub(crate) struct ImportArgs {
 /// Adds the model to the store's registry, and activates it when asked.
 pub(crate) fn run(args: &ImportArgs) -> Result<()> {
     let ImportArgs {
-        store,
-        database,
+        store: StoreArgs { store, database },
         model,
         activate,
     } = args;

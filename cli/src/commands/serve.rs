@@ -1,9 +1,9 @@
 //! `dekm serve`: the gRPC server over a store directory.
 use std::path::PathBuf;
 
+use super::args::StoreArgs;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use dekm_server::db::Location;
 use dekm_server::{Auth, Limits, ServeConfig, Server};
 use dekm_trainer::device::DeviceChoice;
 
@@ -12,21 +12,8 @@ pub(crate) struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:50051")]
     addr: std::net::SocketAddr,
-    /// Store directory: model bundles, training work and, by default, the SQLite database
-    /// (created when missing). Replicas share it as a volume.
-    #[arg(long)]
-    store: PathBuf,
-    /// Where the registry state, job records and fleet table live: sqlite (dekm.sqlite in the
-    /// store), postgres://USER:PASSWORD@HOST:PORT/DB (several replicas), or json (the files
-    /// of stores made before the database; one replica). A store with JSON files is imported
-    /// into sqlite or postgres on first start.
-    #[arg(
-        long,
-        env = "DEKM_DATABASE",
-        default_value = "sqlite",
-        hide_env_values = true
-    )]
-    database: Location,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Root of server-side data sets (mnist/, fashion-mnist/, CSV/NPY files).
     #[arg(long, env = "DEKM_DATA")]
     data_dir: Option<PathBuf>,
@@ -83,8 +70,8 @@ fn server_config(a: &ServeArgs) -> Result<ServeConfig> {
         }
     }
     Ok(ServeConfig {
-        store: a.store.clone(),
-        database: a.database.clone(),
+        store: a.store.store.clone(),
+        database: a.store.database.clone(),
         data_root: a.data_dir.clone(),
         auth: Auth::new(a.admin_token.clone(), a.client_token.clone()),
         limits: Limits {

@@ -13,7 +13,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Stream_;
-use crate::auth::{Access, Auth};
 use crate::registry::Registry;
 use crate::status::{blocking_failed, oversized_to_exhausted, registry_status};
 use crate::telemetry::Telemetry;
@@ -24,7 +23,6 @@ use dekm_edge::{Assignment, Windower};
 #[derive(Debug, Clone)]
 pub(crate) struct AssignerService {
     pub(crate) registry: Arc<Registry>,
-    pub(crate) auth: Auth,
     pub(crate) telemetry: Arc<Telemetry>,
     /// Most samples in one request.
     pub(crate) max_batch: usize,
@@ -173,7 +171,6 @@ impl pb::assigner_server::Assigner for AssignerService {
     ) -> Result<Response<pb::AssignResponse>, Status> {
         let started = Instant::now();
         let result = async {
-            self.auth.check(&req, Access::Client)?;
             // A single call's readings start their own stream.
             self.assign_batch(req.into_inner(), &mut Carry::default())
                 .await
@@ -190,9 +187,8 @@ impl pb::assigner_server::Assigner for AssignerService {
         req: Request<Streaming<pb::AssignRequest>>,
     ) -> Result<Response<Self::AssignStreamStream>, Status> {
         let started = Instant::now();
-        let checked = self.auth.check(&req, Access::Client);
-        self.telemetry.record("AssignStream", started, &checked);
-        checked?;
+        self.telemetry
+            .record("AssignStream", started, &Ok::<(), Status>(()));
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();

@@ -6,7 +6,6 @@ use std::time::Instant;
 use dekm_proto::pb;
 use tonic::{Request, Response, Status};
 
-use crate::auth::{Access, Auth};
 use crate::convert::model_info;
 use crate::registry::{Active, Registry};
 use crate::status::{blocking_failed, registry_status};
@@ -17,7 +16,6 @@ use crate::validate::check_model_id;
 #[derive(Debug, Clone)]
 pub(crate) struct RegistryService {
     pub(crate) registry: Arc<Registry>,
-    pub(crate) auth: Auth,
     pub(crate) telemetry: Arc<Telemetry>,
 }
 
@@ -25,23 +23,19 @@ pub(crate) struct RegistryService {
 impl pb::registry_server::Registry for RegistryService {
     async fn list_models(
         &self,
-        req: Request<pb::ListModelsRequest>,
+        _: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let started = Instant::now();
-        let result = self.auth.check(&req, Access::Client).and_then(|()| {
-            let active = self.registry.active();
-            Ok(pb::ListModelsResponse {
-                models: self
-                    .registry
-                    .list()
-                    .map_err(registry_status)?
-                    .iter()
-                    .map(|e| model_info(e, &active))
-                    .collect(),
-                active_model_id: active.id.clone().unwrap_or_default(),
-                generation: active.generation,
-            })
-        });
+        let active = self.registry.active();
+        let result =
+            self.registry
+                .list()
+                .map_err(registry_status)
+                .map(|models| pb::ListModelsResponse {
+                    models: models.iter().map(|e| model_info(e, &active)).collect(),
+                    active_model_id: active.id.clone().unwrap_or_default(),
+                    generation: active.generation,
+                });
         self.telemetry.record("ListModels", started, &result);
         result.map(Response::new)
     }
@@ -52,7 +46,6 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::ModelInfo>, Status> {
         let started = Instant::now();
         let result = (|| {
-            self.auth.check(&req, Access::Client)?;
             let id = &req.get_ref().model_id;
             check_model_id(id)?;
             let e = self.registry.get(id).map_err(registry_status)?;
@@ -68,7 +61,6 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::ModelInfo>, Status> {
         let started = Instant::now();
         let result = async {
-            self.auth.check(&req, Access::Admin)?;
             let req = req.into_inner();
             let registry = self.registry.clone();
             tokio::task::spawn_blocking(move || {
@@ -93,7 +85,6 @@ impl pb::registry_server::Registry for RegistryService {
     ) -> Result<Response<pb::ActivationResponse>, Status> {
         let started = Instant::now();
         let result = (|| {
-            self.auth.check(&req, Access::Admin)?;
             let id = &req.get_ref().model_id;
             if id.is_empty() {
                 return Err(Status::invalid_argument("model_id is empty"));
@@ -109,11 +100,10 @@ impl pb::registry_server::Registry for RegistryService {
 
     async fn rollback_model(
         &self,
-        req: Request<pb::RollbackModelRequest>,
+        _: Request<pb::RollbackModelRequest>,
     ) -> Result<Response<pb::ActivationResponse>, Status> {
         let started = Instant::now();
         let result = (|| {
-            self.auth.check(&req, Access::Admin)?;
             let active = self.registry.rollback().map_err(registry_status)?;
             tracing::info!(model = ?active.id, generation = active.generation, "rolled back");
             self.activation(active)

@@ -83,6 +83,19 @@ where
     }
 }
 
+/// Publishes and activates fixture model `seed` through replica `r`; returns its id.
+async fn publish(r: &Running, seed: u32) -> String {
+    RegistryClient::new(r.channel().await)
+        .publish_model(admin(pb::PublishModelRequest {
+            bundle: fixture::dense(seed).to_bundle(),
+            activate: true,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+}
+
 async fn active_on(r: &Running) -> (String, u64) {
     let list = RegistryClient::new(r.channel().await)
         .list_models(client(pb::ListModelsRequest {}))
@@ -108,15 +121,7 @@ async fn two_replicas_share_everything(database: Location) {
     assert_eq!(watch_b.message().await.unwrap().unwrap().generation, 0);
 
     // Published and activated on A: B's stream, B's registry and B's Assign follow.
-    let one = RegistryClient::new(a.channel().await)
-        .publish_model(admin(pb::PublishModelRequest {
-            bundle: fixture::dense(1).to_bundle(),
-            activate: true,
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let one = publish(&a, 1).await;
     let started = Instant::now();
     let update = tokio::time::timeout(REACH, watch_b.message())
         .await
@@ -148,15 +153,7 @@ async fn two_replicas_share_everything(database: Location) {
     );
 
     // Published and activated on B, rolled back on A: each replica sees the other's change.
-    let two = RegistryClient::new(b.channel().await)
-        .publish_model(admin(pb::PublishModelRequest {
-            bundle: fixture::dense(2).to_bundle(),
-            activate: true,
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let two = publish(&b, 2).await;
     within("A sees B's activation", || async {
         active_on(&a).await == (two.clone(), 2)
     })
@@ -281,15 +278,7 @@ async fn nginx_spreads_calls_over_replicas() {
         replica(store.path(), &Location::Sqlite).await,
         replica(store.path(), &Location::Sqlite).await,
     );
-    let model = RegistryClient::new(a.channel().await)
-        .publish_model(admin(pb::PublishModelRequest {
-            bundle: fixture::dense(1).to_bundle(),
-            activate: true,
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .id;
+    let model = publish(&a, 1).await;
     within("B sees the activation", || async {
         active_on(&b).await.0 == model
     })
@@ -352,7 +341,7 @@ async fn nginx_spreads_calls_over_replicas() {
     let _ = child.wait();
     let served = |text: String| {
         text.lines()
-            .find(|l| l.starts_with("dekm_grpc_requests_total{method=\"Assign\",code=\"Ok\"}"))
+            .find(|l| l.starts_with("dekm_grpc_requests_total{method=\"Assign\",code=\"OK\"}"))
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)

@@ -247,15 +247,16 @@ async fn train_assign_distribute_roll_back_and_restart() {
 
     let metrics = server.metrics_text().await;
     for needle in [
-        "dekm_grpc_requests_total{method=\"Assign\",code=\"Ok\"} 1",
-        "dekm_grpc_requests_total{method=\"RollbackModel\",code=\"FailedPrecondition\"} 1",
+        "content-type: application/openmetrics-text; version=1.0.0; charset=utf-8",
+        "dekm_grpc_requests_total{method=\"Assign\",code=\"OK\"} 1",
+        "dekm_grpc_requests_total{method=\"RollbackModel\",code=\"FAILED_PRECONDITION\"} 1",
         "dekm_assigned_samples_total",
         "dekm_cluster_assignments_total{model_id=\"",
         "# HELP dekm_cluster_outliers Samples flagged as outliers",
         "dekm_bundle_downloads_total",
         "dekm_jobs{state=\"succeeded\"} 1",
         "dekm_active_generation 3",
-        &format!("dekm_active_model{{model_id=\"{model1}\"}} 1"),
+        &format!("dekm_active_model_info{{model_id=\"{model1}\"}} 1"),
     ] {
         assert!(
             metrics.contains(needle),

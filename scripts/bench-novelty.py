@@ -63,6 +63,8 @@ def main():
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--train-limit", type=int, default=10000)
     p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--calibration-holdout", type=float, default=None,
+                   help="fraction of the training images held out to calibrate the product on (default: none)")
     p.add_argument("--classes", default="0,1,2,3,4,5,6,7,8,9")
     p.add_argument("--work", default="novelty")
     p.add_argument("--skip-train", action="store_true", help="reuse the score tables in --work")
@@ -72,6 +74,8 @@ def main():
         cmd = ["cargo", "run", "--release", "-q", "-p", "dekm-cli", "--example", "novelty", "--",
                "--data-dir", a.data_dir, "--dataset", a.dataset, "--out", a.work,
                "--classes", a.classes, "--train-limit", str(a.train_limit), "--epochs", str(a.epochs)]
+        if a.calibration_holdout is not None:
+            cmd += ["--calibration-holdout", str(a.calibration_holdout)]
         subprocess.run(cmd, check=True)
     xtr, ytr = load(a.data_dir, a.dataset, "train")
     xte, yte = load(a.data_dir, a.dataset, "t10k")

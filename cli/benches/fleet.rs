@@ -119,16 +119,6 @@ fn file_mib(paths: &[std::path::PathBuf]) -> f64 {
         / (1 << 20) as f64
 }
 
-/// A new database on the PostgreSQL server of `url`; returns its URL.
-fn new_postgres_database(url: &str) -> Result<String> {
-    let name = format!("dekm_fleet_{:016x}", rand::random::<u64>());
-    let mut c = postgres::Client::connect(url, postgres::NoTls)
-        .with_context(|| format!("cannot connect to {url}"))?;
-    c.batch_execute(&format!("CREATE DATABASE {name}"))?;
-    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
-    Ok(format!("{base}/{name}"))
-}
-
 fn postgres_size_mib(url: &str) -> Result<f64> {
     let mut c = postgres::Client::connect(url, postgres::NoTls)?;
     let row = c.query_one("SELECT pg_database_size(current_database())", &[])?;
@@ -158,7 +148,10 @@ fn run(database: &str, devices: usize, a: &Args, cores: usize) -> Result<Figures
     let store = tempfile::tempdir()?;
     let location: Location = match database {
         "sqlite" | "json" => database.parse().map_err(anyhow::Error::msg)?,
-        url => Location::Postgres(new_postgres_database(url)?),
+        url => Location::Postgres(dekm_server::db::create_postgres_database(
+            url,
+            "dekm_fleet",
+        )?),
     };
     // The model id is the bundle's: known before the server opens, so the table can be
     // prefilled for it.

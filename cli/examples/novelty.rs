@@ -6,7 +6,9 @@
 //! at most 4,096 reference latents the export keeps, each with thresholds calibrated as
 //! `dekm train` calibrates them), the Euclidean distance in `y`, the autoencoder's
 //! reconstruction error and the distance to the 5th nearest of all training latents, plus one
-//! CSV of the same scores on the training images (for baselines that calibrate a threshold). `scripts/bench-novelty.py` runs this, computes IsolationForest and kNN on the
+//! CSV of the same scores on the training images (for baselines that calibrate a threshold).
+//! `--calibration-holdout F` holds a fraction of the training images out of training to
+//! calibrate the product's thresholds on (default: none, as `dekm train` for images). `scripts/bench-novelty.py` runs this, computes IsolationForest and kNN on the
 //! pixels of the same images, and prints AUROC, average precision and recall at the threshold
 //! for all of them. docs/RESULTS.md, "Novelty", has the figures.
 //!
@@ -56,6 +58,10 @@ struct Args {
     max_iter: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Fraction of the training images held out to calibrate the thresholds on (default: the
+    /// product's, none for images).
+    #[arg(long)]
+    calibration_holdout: Option<f32>,
 }
 
 /// Squared reconstruction error per sample, averaged over its values.
@@ -124,24 +130,30 @@ fn main() -> Result<()> {
             .filter(|&i| train_labels[i] != held)
             .take(args.train_limit)
             .collect();
-        let ds = train_all.select(&keep);
         let cfg = TrainConfig {
             k: 9,
             epochs: args.epochs,
             max_iter: args.max_iter,
             seed: args.seed,
+            calibration_holdout: args.calibration_holdout,
             ..Default::default()
         };
+        let all = train_all.select(&keep);
+        let holdout = cfg.calibration_holdout_for(false);
+        let (ds, calibration_set) = all.split_holdout(holdout, cfg.seed);
         let trained = train(&ds, &cfg, &RunOptions::default())?;
+        let held_z = (!calibration_set.is_empty())
+            .then(|| trained.embed(&calibration_set))
+            .transpose()?;
         let cal = calibrate(
             &trained,
-            None,
+            held_z.as_deref(),
             cfg.threshold_quantile,
             OutlierScore::Mahalanobis,
         )?;
         let knn_cal = calibrate(
             &trained,
-            None,
+            held_z.as_deref(),
             cfg.threshold_quantile,
             OutlierScore::Knn(Neighbours::DEFAULT),
         )?;

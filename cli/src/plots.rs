@@ -435,8 +435,8 @@ pub struct ModelView<'a> {
     pub truth: Option<&'a [u32]>,
     /// Training curves, when known.
     pub history: Option<&'a dekm_trainer::train::History>,
-    /// Also draw a t-SNE map of this many evenly spaced samples (0: none; at most
-    /// [`dekm_cluster::tsne::MAX_POINTS`]).
+    /// Also draw a t-SNE map of this many evenly spaced samples (0: none): exact up to
+    /// [`dekm_cluster::tsne::MAX_POINTS`], Barnes-Hut above.
     pub tsne_points: usize,
 }
 
@@ -469,7 +469,7 @@ pub fn model_pictures(
     )?;
     written.push(path);
     if v.tsne_points > 0 {
-        let m = v.tsne_points.min(dekm_cluster::tsne::MAX_POINTS).min(n);
+        let m = v.tsne_points.min(n);
         let step = n.div_ceil(m).max(1);
         let keep: Vec<usize> = (0..n).step_by(step).collect();
         let z: Vec<f32> = keep
@@ -479,18 +479,20 @@ pub fn model_pictures(
         let points =
             dekm_cluster::Points::new(&z, v.d).map_err(|e| PlotError::Input(e.to_string()))?;
         let perplexity = 30f64.min((keep.len() as f64 - 1.0) / 3.0).max(2.0);
-        let map = dekm_cluster::tsne::tsne(
-            &points,
-            &dekm_cluster::tsne::TsneConfig {
-                perplexity,
-                ..Default::default()
-            },
-        )
-        .map_err(|e| PlotError::Input(e.to_string()))?;
+        let cfg = dekm_cluster::tsne::TsneConfig {
+            perplexity,
+            ..Default::default()
+        };
+        let (map, how) = if keep.len() <= dekm_cluster::tsne::MAX_POINTS {
+            (dekm_cluster::tsne::tsne(&points, &cfg), "exact")
+        } else {
+            (dekm_cluster::tsne::barnes_hut(&points, &cfg), "Barnes-Hut")
+        };
+        let map = map.map_err(|e| PlotError::Input(e.to_string()))?;
         let labels: Vec<u32> = keep.iter().map(|&i| v.labels[i]).collect();
         let outliers: Vec<bool> = keep.iter().map(|&i| v.outliers[i]).collect();
         let path = dir.join("latent_tsne.png");
-        let title = format!("latent space, t-SNE ({} of {n} samples)", keep.len());
+        let title = format!("latent space, {how} t-SNE ({} of {n} samples)", keep.len());
         scatter(
             &path,
             (&title, "t-SNE 1", "t-SNE 2"),

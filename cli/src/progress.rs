@@ -1,9 +1,11 @@
-//! Progress bars for a training run: an [`Observer`] that draws one bar per pretraining epoch
-//! and one for the clustering stage, with the running loss, the changed fraction and, with
-//! labels, the accuracy.
+//! Progress on the terminal: for a training run an [`Observer`] that draws one bar per
+//! pretraining epoch, a spinner while a manifold or input start is computed, and one bar for the
+//! clustering stage, with the running loss, the changed fraction and, with labels, the
+//! accuracy; for the other commands' long steps a [`Step`] spinner.
 
 use std::sync::Mutex;
 
+use dekm_trainer::choice::Choice;
 use dekm_trainer::train::{Observer, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -67,6 +69,15 @@ impl Observer for Bars {
                 }
             }
             Progress::Clustered { .. } => {}
+            Progress::Starting { start, samples } => {
+                let pb = self.start(0, "start".into());
+                pb.set_style(
+                    ProgressStyle::with_template("{prefix:>10} {spinner} {msg} ({elapsed})")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                pb.set_message(format!("{} start on {samples} samples", start.name()));
+                pb.enable_steady_tick(std::time::Duration::from_millis(200));
+            }
             Progress::Stage {
                 method,
                 done,
@@ -87,5 +98,44 @@ impl Observer for Bars {
                 }
             }
         }
+    }
+}
+
+/// A long step of a command (a neighbour search, a layout, a sweep over k): a spinner with its
+/// name and elapsed time while it runs (on a terminal only), and an `info` log line with the
+/// seconds it took when it is dropped, which is what a log collector sees.
+pub struct Step {
+    pb: ProgressBar,
+    name: String,
+    started: std::time::Instant,
+}
+
+impl Step {
+    /// Starts showing `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        let name = name.into();
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        pb.set_message(name.clone());
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        Self {
+            pb,
+            name,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        self.pb.finish_and_clear();
+        tracing::info!(
+            step = %self.name,
+            seconds = self.started.elapsed().as_secs_f64(),
+            "step done"
+        );
     }
 }

@@ -75,6 +75,9 @@ pub enum ClusterError {
         /// What is allowed.
         reason: &'static str,
     },
+    /// The worker thread could not be started.
+    #[error("cannot start a worker thread: {0}")]
+    Thread(String),
     /// The method needs memory quadratic in the number of points and `n` is beyond its limit.
     #[error("{what} needs O(n^2) memory; {n} points exceed the limit of {max} (cluster a sample)")]
     TooMany {

@@ -6,7 +6,9 @@
 //! Every problem is a [`DataError`] naming the file and, for row-level problems, the line or
 //! row, so a bad file never ends in a panic or a silent skip.
 
+pub mod delimited;
 pub mod idx;
+pub mod numpy;
 pub mod recording;
 pub mod stream;
 pub mod table;

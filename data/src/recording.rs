@@ -1,9 +1,9 @@
 //! Long multichannel recordings, read one reading at a time, and cut into windows.
 //!
-//! A recording is a CSV file whose header names its columns: one column per channel, and
-//! optionally a timestamp (`timestamp`, `time`, `datetime`), a label (`label`, `class`) and an
-//! anomaly flag (`is_anomaly`, `anomaly`), recognised by name, case-insensitively, anywhere in
-//! the row. A `.npy` array `[T, C]` is a recording too, its channels named `ch0`, `ch1`, ....
+//! A recording is a CSV (or TSV) file whose header names its columns: one column per channel,
+//! and optionally a timestamp (`timestamp`, `time`, `datetime`), a label (`label`, `class`) and
+//! an anomaly flag (`is_anomaly`, `anomaly`), recognised by name, case-insensitively, anywhere in
+//! the row; a column with an empty name is the row index pandas and R write, and is skipped. A `.npy` array `[T, C]` is a recording too, its channels named `ch0`, `ch1`, ....
 //! [`RecordingReader`] yields readings one by one in bounded memory (the edge CLI streams
 //! with it); [`read_recording`] collects them and [`windows`] cuts them into the samples a
 //! model trains on, channel-major as `dekm_shared::StreamSpec` lays them out.
@@ -12,6 +12,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use crate::DataError;
+use crate::delimited::{self, Records};
 use crate::table::{self, LabelIds};
 
 /// What a column of a recording holds.
@@ -21,10 +22,12 @@ enum Role {
     Timestamp,
     Label,
     Anomaly,
+    Index,
 }
 
 fn role(name: &str) -> Role {
     match name.to_ascii_lowercase().as_str() {
+        "" => Role::Index,
         "timestamp" | "time" | "datetime" => Role::Timestamp,
         "label" | "class" => Role::Label,
         "is_anomaly" | "anomaly" => Role::Anomaly,
@@ -49,8 +52,7 @@ pub struct ReadingInfo {
 /// non-numeric or non-finite value) are returned for that reading and reading goes on.
 pub struct RecordingReader<R> {
     path: PathBuf,
-    lines: std::io::Lines<R>,
-    line: usize,
+    rows: Records<R>,
     roles: Vec<Role>,
     channels: Vec<String>,
 }
@@ -60,38 +62,27 @@ impl<R: BufRead> RecordingReader<R> {
     /// are skipped; a first line of numbers is refused, since a recording's columns must be
     /// named for a model to check them.
     pub fn new(reader: R, path: &Path) -> Result<Self, DataError> {
-        let mut lines = reader.lines();
-        let mut line = 0;
-        let header = loop {
-            line += 1;
-            match lines.next() {
-                None => {
-                    return Err(DataError::Empty {
-                        path: path.to_path_buf(),
-                    });
-                }
-                Some(Err(source)) => {
-                    return Err(DataError::Io {
-                        path: path.to_path_buf(),
-                        source,
-                    });
-                }
-                Some(Ok(l)) if l.trim().is_empty() => {}
-                Some(Ok(l)) => break l,
+        let mut rows = delimited::records(reader, path)?;
+        let header = match rows.next_record() {
+            None => {
+                return Err(DataError::Empty {
+                    path: path.to_path_buf(),
+                });
             }
+            Some(r) => r?.1.clone(),
         };
         let corrupt = |reason: String| DataError::Corrupt {
             path: path.to_path_buf(),
             reason,
         };
-        if !table::is_header(&header) {
+        if !delimited::is_header(&header) {
             return Err(corrupt(
                 "a recording needs a header line naming its columns (one per channel, and \
                  optionally timestamp, label, is_anomaly); the first line is all numbers"
                     .into(),
             ));
         }
-        let names: Vec<&str> = header.split(',').map(str::trim).collect();
+        let names: Vec<String> = header.iter().map(delimited::text).collect();
         let roles: Vec<Role> = names.iter().map(|n| role(n)).collect();
         for r in [Role::Timestamp, Role::Label, Role::Anomaly] {
             if roles.iter().filter(|&&x| x == r).count() > 1 {
@@ -118,8 +109,7 @@ impl<R: BufRead> RecordingReader<R> {
         }
         Ok(Self {
             path: path.to_path_buf(),
-            lines,
-            line,
+            rows,
             roles,
             channels,
         })
@@ -134,60 +124,57 @@ impl<R: BufRead> RecordingReader<R> {
     /// an I/O error ends the recording, a row error does not.
     pub fn next_into(&mut self, out: &mut Vec<f32>) -> Option<Result<ReadingInfo, DataError>> {
         out.clear();
-        let text = loop {
-            self.line += 1;
-            match self.lines.next()? {
-                Err(source) => {
-                    return Some(Err(DataError::Io {
-                        path: self.path.clone(),
-                        source,
-                    }));
-                }
-                Ok(l) if l.trim().is_empty() => {}
-                Ok(l) => break l,
-            }
+        let (line, record) = match self.rows.next_record()? {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
         };
-        Some(self.parse(&text, out))
+        Some(parse(&self.path, &self.roles, line, record, out))
     }
+}
 
-    fn parse(&self, text: &str, out: &mut Vec<f32>) -> Result<ReadingInfo, DataError> {
-        let fields: Vec<&str> = text.split(',').map(str::trim).collect();
-        let line = self.line;
-        if fields.len() != self.roles.len() {
-            return Err(DataError::Ragged {
-                path: self.path.clone(),
-                line,
-                expected: self.roles.len(),
-                got: fields.len(),
-            });
-        }
-        let mut info = ReadingInfo {
+/// One reading of a recording whose columns play `roles`.
+fn parse(
+    path: &Path,
+    roles: &[Role],
+    line: usize,
+    record: &csv::ByteRecord,
+    out: &mut Vec<f32>,
+) -> Result<ReadingInfo, DataError> {
+    if record.len() != roles.len() {
+        return Err(DataError::Ragged {
+            path: path.to_path_buf(),
             line,
-            ..Default::default()
-        };
-        for (col, (f, role)) in fields.iter().zip(&self.roles).enumerate() {
-            match role {
-                Role::Timestamp => info.timestamp = Some(f.to_string()),
-                Role::Label => info.label = Some(f.to_string()),
-                Role::Anomaly => {
-                    info.anomaly = Some(match f.to_ascii_lowercase().as_str() {
-                        "1" | "1.0" | "true" => true,
-                        "0" | "0.0" | "false" => false,
-                        _ => {
-                            return Err(DataError::NotNumeric {
-                                path: self.path.clone(),
-                                line,
-                                column: col + 1,
-                                value: f.chars().take(40).collect(),
-                            });
-                        }
-                    })
-                }
-                Role::Channel => out.push(table::parse_field(f, line, col, &self.path)?),
-            }
-        }
-        Ok(info)
+            expected: roles.len(),
+            got: record.len(),
+        });
     }
+    let mut info = ReadingInfo {
+        line,
+        ..Default::default()
+    };
+    for (col, (f, role)) in record.iter().zip(roles).enumerate() {
+        match role {
+            Role::Timestamp => info.timestamp = Some(delimited::text(f)),
+            Role::Label => info.label = Some(delimited::text(f)),
+            Role::Anomaly => {
+                info.anomaly = Some(match f.to_ascii_lowercase().as_slice() {
+                    b"1" | b"1.0" | b"true" => true,
+                    b"0" | b"0.0" | b"false" => false,
+                    _ => {
+                        return Err(DataError::NotNumeric {
+                            path: path.to_path_buf(),
+                            line,
+                            column: col + 1,
+                            value: delimited::text(f).chars().take(40).collect(),
+                        });
+                    }
+                })
+            }
+            Role::Channel => out.push(table::parse_field(f, line, col, path)?),
+            Role::Index => {}
+        }
+    }
+    Ok(info)
 }
 
 /// A whole recording in memory.
@@ -231,27 +218,32 @@ impl Recording {
     }
 }
 
-/// Reads a whole recording: CSV (any row error fails, naming its line and column) or, by the
-/// `.npy` extension, a 2-D array `[readings, channels]`.
+/// Reads a whole recording: CSV or TSV (any row error fails, naming its line and column) or, by
+/// the `.npy` extension, a 2-D array `[readings, channels]`; gzip is recognised by its magic.
 pub fn read_recording(path: &Path) -> Result<Recording, DataError> {
-    let io = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let name = path.to_string_lossy().to_ascii_lowercase();
-    if name.ends_with(".npy") {
-        let bytes = std::fs::read(path).map_err(io)?;
-        let t = table::parse_npy(&bytes, None, path)?;
+    if name.ends_with(".npy") || name.ends_with(".npy.gz") {
+        let bytes = crate::idx::read_maybe_gz(path)?;
+        let a = crate::numpy::read_npy(&bytes, path)?;
+        let [_, channels] = a.header.shape[..] else {
+            return Err(DataError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "a recording is a 2-D array [readings, channels], not of shape {:?}",
+                    a.header.shape
+                ),
+            });
+        };
         return Ok(Recording {
-            channels: (0..t.dim).map(|i| format!("ch{i}")).collect(),
-            values: t.xs,
+            channels: (0..channels).map(|i| format!("ch{i}")).collect(),
+            values: a.xs,
             timestamps: None,
             labels: None,
             anomalies: None,
         });
     }
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut reader = RecordingReader::new(std::io::BufReader::new(file), path)?;
+    let bytes = crate::idx::read_maybe_gz(path)?;
+    let mut reader = RecordingReader::new(bytes.as_slice(), path)?;
     let (mut values, mut row) = (Vec::new(), Vec::new());
     let (mut timestamps, mut labels, mut anomalies) = (Vec::new(), Vec::new(), Vec::new());
     let mut ids = LabelIds::default();

@@ -9,17 +9,21 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::DataError;
+use crate::delimited::{self, Records};
 use crate::idx;
-use crate::table::{self, NpyHeader};
+use crate::numpy;
+use crate::table::CsvColumns;
 
 /// File format of a sample stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// IDX unsigned bytes: the first dimension counts samples, the rest make one sample.
     Idx,
-    /// Comma-separated numbers, one sample per line, header line optional.
+    /// Comma- or tab-separated numbers, one sample per record, header optional (quoted fields,
+    /// an unnamed row-index column skipped, as the whole-file reader does).
     Csv,
-    /// 2-D NumPy array of `f4` or `f8`, C order, one sample per row.
+    /// NumPy array of any numeric dtype, C order, one sample per index of its first axis
+    /// (images channel-major, as [`numpy`] lays them out); an `.npz` archive's samples array.
     Npy,
     /// Little-endian `f32` values back to back; the sample length comes from the caller.
     RawF32,
@@ -35,7 +39,7 @@ impl Format {
             Self::RawF32
         } else if name.ends_with(".csv") {
             Self::Csv
-        } else if name.ends_with(".npy") {
+        } else if name.ends_with(".npy") || name.ends_with(".npz") {
             Self::Npy
         } else if [".f32", ".raw", ".bin"].iter().any(|e| name.ends_with(e)) {
             Self::RawF32
@@ -64,13 +68,12 @@ enum Source {
         buf: Vec<u8>,
     },
     Csv {
-        line: usize,
-        width: Option<usize>,
-        text: String,
+        rows: Box<Records<Box<dyn BufRead>>>,
+        columns: Option<CsvColumns>,
     },
     Npy {
         remaining: usize,
-        header: NpyHeader,
+        header: numpy::Header,
         buf: Vec<u8>,
     },
     Raw {
@@ -120,6 +123,19 @@ impl SampleStream {
     /// Opens `path` (`-` for stdin). `raw_dim` is the sample length of [`Format::RawF32`]
     /// input and, when given, the length every other format must announce.
     pub fn open(path: &Path, format: Format, raw_dim: Option<usize>) -> Result<Self, DataError> {
+        let name = path.to_string_lossy().to_ascii_lowercase();
+        if format == Format::Npy && (name.ends_with(".npz") || name.ends_with(".npz.gz")) {
+            // An archive is read through its directory at the end: whole, then its samples
+            // array streamed from memory.
+            let bytes = idx::read_maybe_gz(path)?;
+            let samples = numpy::npz_samples(&bytes, path)?;
+            return Self::from_reader(
+                Box::new(std::io::Cursor::new(samples)),
+                path,
+                format,
+                raw_dim,
+            );
+        }
         let reader: Box<dyn Read> = if path.as_os_str() == "-" {
             Box::new(std::io::stdin())
         } else {
@@ -164,11 +180,13 @@ impl SampleStream {
         s.source = match format {
             Format::Idx => s.idx_header()?,
             Format::Npy => s.npy_header()?,
-            Format::Csv => Source::Csv {
-                line: 0,
-                width: None,
-                text: String::new(),
-            },
+            Format::Csv => {
+                let reader = std::mem::replace(&mut s.reader, Box::new(std::io::empty()));
+                Source::Csv {
+                    rows: Box::new(delimited::records(reader, name)?),
+                    columns: None,
+                }
+            }
             Format::RawF32 => {
                 let dim = raw_dim
                     .filter(|&d| d > 0)
@@ -244,44 +262,20 @@ impl SampleStream {
     }
 
     fn npy_header(&mut self) -> Result<Source, DataError> {
-        let mut head = vec![0u8; 12];
-        let n = self.read(&mut head)?;
-        head.truncate(n);
-        let hlen = match head.get(6) {
-            Some(1) if n >= 10 => 10 + usize::from(u16::from_le_bytes([head[8], head[9]])),
-            Some(2 | 3) if n >= 12 => {
-                12 + u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize
-            }
-            // Not enough bytes or an unknown version: the parser names the problem.
-            _ => 0,
-        };
-        if hlen > n {
-            head.resize(hlen, 0);
-            let got = self.read(&mut head[n..])?;
-            head.truncate(n + got);
-        }
-        let header = NpyHeader::parse(&head, &self.name)?;
-        // Bytes of the data already read with the fixed 12-byte prefix (a version-1 header
-        // shorter than 2 bytes cannot happen, but keep the arithmetic honest).
-        if head.len() > header.data_start {
-            return Err(self.corrupt(".npy header length is inconsistent".into()));
-        }
-        if header.fortran && header.rows > 1 && header.cols > 1 {
+        let header = numpy::Header::read(&mut self.reader, &self.name)?;
+        if header.fortran && header.samples > 1 && header.layout.len() > 1 {
             return Err(self.corrupt(
                 "column-major (Fortran-order) arrays cannot be streamed; save with \
                  numpy.ascontiguousarray"
                     .into(),
             ));
         }
-        if header.cols == 0 {
-            return Err(self.corrupt("samples have 0 values".into()));
-        }
-        self.dim = Some(header.cols);
-        self.total = Some(header.rows);
+        self.dim = Some(header.layout.len());
+        self.total = Some(header.samples);
         Ok(Source::Npy {
-            remaining: header.rows,
+            remaining: header.samples,
+            buf: vec![0; header.sample_bytes()],
             header,
-            buf: vec![0; header.cols * header.width],
         })
     }
 
@@ -332,21 +326,16 @@ impl SampleStream {
                 if *remaining == 0 {
                     None
                 } else {
-                    let row = header.rows - *remaining;
+                    let row = header.samples - *remaining;
                     *remaining -= 1;
                     let expected = self.offset + buf.len() * (*remaining + 1);
                     Some(self.read_exact(buf, expected).and_then(|()| {
-                        for (j, b) in buf.chunks_exact(header.width).enumerate() {
-                            let v = header.value(b);
-                            if !v.is_finite() {
-                                return Err(DataError::NotFinite {
-                                    path: self.name.clone(),
-                                    location: format!("row {row}, column {j}"),
-                                });
-                            }
-                            out.push(v as f32);
-                        }
-                        Ok(())
+                        header
+                            .decode_sample(buf, out)
+                            .map_err(|j| DataError::NotFinite {
+                                path: self.name.clone(),
+                                location: format!("sample {row}, value {j}"),
+                            })
                     }))
                 }
             }
@@ -372,7 +361,7 @@ impl SampleStream {
                     }
                 }
             },
-            Source::Csv { line, width, text } => self.csv_row(line, width, text, out),
+            Source::Csv { rows, columns } => self.csv_row(rows, columns, out),
         };
         self.source = source;
         r
@@ -380,46 +369,38 @@ impl SampleStream {
 
     fn csv_row(
         &mut self,
-        line: &mut usize,
-        width: &mut Option<usize>,
-        text: &mut String,
+        rows: &mut Records<Box<dyn BufRead>>,
+        columns: &mut Option<CsvColumns>,
         out: &mut Vec<f32>,
     ) -> Option<Result<(), DataError>> {
         loop {
-            text.clear();
-            match self.reader.read_line(text) {
-                Err(source) => {
-                    return Some(Err(DataError::Io {
-                        path: self.name.clone(),
-                        source,
-                    }));
-                }
-                Ok(0) => return None,
-                Ok(_) => {}
-            }
-            *line += 1;
-            let l = text.trim();
-            if l.is_empty() {
-                continue;
-            }
-            let w = match *width {
-                Some(w) => w,
+            let (line, record) = match rows.next_record()? {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e)),
+            };
+            let c = match columns {
+                Some(c) => c,
                 None => {
-                    let w = l.split(',').count();
-                    *width = Some(w);
-                    if let Some(want) = self.dim.filter(|&d| d != w) {
+                    let header = delimited::is_header(record);
+                    let c = match CsvColumns::new(record, header, None, &self.name) {
+                        Ok(c) => c,
+                        Err(e) => return Some(Err(e)),
+                    };
+                    let features = c.features();
+                    if let Some(want) = self.dim.filter(|&d| d != features) {
                         return Some(Err(
-                            self.corrupt(format!("rows have {w} fields, expected {want}"))
+                            self.corrupt(format!("rows have {features} values, expected {want}"))
                         ));
                     }
-                    self.dim = Some(w);
-                    if table::is_header(l) {
+                    self.dim = Some(features);
+                    let c = columns.insert(c);
+                    if header {
                         continue;
                     }
-                    w
+                    c
                 }
             };
-            return Some(table::parse_csv_row(l, *line, w, None, &self.name, out).map(|_| ()));
+            return Some(c.row(record, line, &self.name, out).map(|_| ()));
         }
     }
 }
@@ -529,7 +510,7 @@ mod tests {
 
     fn npy(shape: &str, fortran: bool, data: &[f32]) -> Vec<u8> {
         let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        crate::table::tests::npy("<f4", shape, fortran, &bytes)
+        crate::numpy::tests::npy("<f4", shape, fortran, &bytes)
     }
 
     #[test]
@@ -540,7 +521,7 @@ mod tests {
             Some(2),
         ));
         assert_eq!(rows[0], Ok(vec![1., 2.]));
-        assert!(rows[1].as_ref().unwrap_err().contains("row 1, column 0"));
+        assert!(rows[1].as_ref().unwrap_err().contains("sample 1, value 0"));
         assert_eq!(rows[2], Ok(vec![5., 6.]));
         let err = SampleStream::from_reader(
             Box::new(std::io::Cursor::new(npy("(3, 2)", true, &[0.; 6]))),
@@ -584,6 +565,7 @@ mod tests {
             ("x.csv", Format::Csv),
             ("x.CSV.gz", Format::Csv),
             ("x.npy", Format::Npy),
+            ("x.npz", Format::Npy),
             ("-", Format::RawF32),
             ("x.f32", Format::RawF32),
         ] {

@@ -286,7 +286,7 @@ fn bad_rows_are_skipped_emitted_or_fatal_and_summarised() {
     std::fs::write(&wrong, "1,2,3\n").unwrap();
     let w = edge(&["assign", "--model", s(&model_dir), "--input", s(&wrong)]);
     let err = String::from_utf8_lossy(&w.stderr);
-    assert!(err.contains("rows have 3 fields, expected 144"), "{err}");
+    assert!(err.contains("rows have 3 values, expected 144"), "{err}");
 }
 
 #[test]

@@ -26,7 +26,7 @@ use dekm_shared::TrainingMetrics;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::db::{Database, DbError, JobRow};
+use crate::db::{self, Database, DbError, JobRow};
 use crate::registry::Registry;
 use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions};
 use dekm_trainer::pipeline::{PipelineError, train_and_export};
@@ -256,7 +256,7 @@ impl Jobs {
     fn fail_orphans(&self) -> Result<usize, JobsError> {
         let now = now();
         let mut orphans = Vec::new();
-        for mut row in self.db.call(|b| b.jobs(None))? {
+        for mut row in self.db.call(|b| b.jobs(db::Jobs::Unfinished))? {
             let silent = now.saturating_sub(row.heartbeat_unix) > STALE_AFTER.as_secs();
             if row.record.state.is_terminal() || row.owner == self.owner || !silent {
                 continue;
@@ -483,23 +483,25 @@ impl Jobs {
     }
 
     /// One job's record (of this replica or another).
-    pub fn get(&self, id: &str) -> Result<JobRecord, JobsError> {
+    pub async fn get(&self, id: &str) -> Result<JobRecord, JobsError> {
         if let Some(j) = self.lock().get(id) {
             return Ok(j.record.clone());
         }
         let key = id.to_string();
         self.db
-            .call(move |b| b.jobs(Some(&key)))?
+            .call_async(move |b| b.jobs(db::Jobs::One(&key)))
+            .await?
             .pop()
             .map(|row| row.record)
             .ok_or_else(|| JobsError::UnknownJob(id.into()))
     }
 
     /// Every job of every replica, newest first.
-    pub fn list(&self) -> Result<Vec<JobRecord>, JobsError> {
+    pub async fn list(&self) -> Result<Vec<JobRecord>, JobsError> {
         let mut all: Vec<JobRecord> = self
             .db
-            .call(|b| b.jobs(None))?
+            .call_async(|b| b.jobs(db::Jobs::All))
+            .await?
             .into_iter()
             .map(|row| row.record)
             .collect();
@@ -508,9 +510,9 @@ impl Jobs {
     }
 
     /// Number of jobs in each state, over every replica.
-    pub fn counts(&self) -> Result<HashMap<JobState, usize>, JobsError> {
+    pub async fn counts(&self) -> Result<HashMap<JobState, usize>, JobsError> {
         let mut out = HashMap::new();
-        for j in self.list()? {
+        for j in self.list().await? {
             *out.entry(j.state).or_default() += 1;
         }
         Ok(out)
@@ -524,7 +526,7 @@ impl Jobs {
         id: &str,
         wait: std::time::Duration,
     ) -> Result<JobRecord, JobsError> {
-        let record = self.get(id)?;
+        let record = self.get(id).await?;
         if record.state.is_terminal() {
             return Err(JobsError::Finished {
                 id: id.into(),
@@ -539,14 +541,16 @@ impl Jobs {
             }
             None => {
                 let key = id.to_string();
-                self.db.call(move |b| b.request_cancel(&key))?;
+                self.db.call_async(move |b| b.request_cancel(&key)).await?;
                 let deadline = tokio::time::Instant::now() + wait;
-                while tokio::time::Instant::now() < deadline && !self.get(id)?.state.is_terminal() {
+                while tokio::time::Instant::now() < deadline
+                    && !self.get(id).await?.state.is_terminal()
+                {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
-        self.get(id)
+        self.get(id).await
     }
 
     fn write_record(&self, record: &JobRecord) -> Result<(), JobsError> {
@@ -576,7 +580,7 @@ impl Observer for JobObserver {
         let run = JobState::Running;
         let step = match *p {
             // The stream carries epochs and iterations, not every minibatch.
-            Progress::Batch { .. } | Progress::Stage { .. } => return,
+            Progress::Batch { .. } | Progress::Stage { .. } | Progress::Starting { .. } => return,
             Progress::Pretrain {
                 epoch,
                 epochs,

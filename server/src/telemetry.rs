@@ -190,8 +190,8 @@ impl Telemetry {
     }
 
     /// The text exposition, with job and model gauges read now.
-    pub fn render(&self, jobs: &Jobs, registry: &Registry) -> String {
-        let counts = jobs.counts().unwrap_or_else(|e| {
+    pub async fn render(&self, jobs: &Jobs, registry: &Registry) -> String {
+        let counts = jobs.counts().await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "job counts for the metrics");
             Default::default()
         });
@@ -260,9 +260,9 @@ pub async fn serve_metrics(
     use axum::http::header::CONTENT_TYPE;
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
-            let body = telemetry.render(&jobs, &registry);
-            async move { ([(CONTENT_TYPE, OPENMETRICS)], body) }
+        axum::routing::get(move || async move {
+            let body = telemetry.render(&jobs, &registry).await;
+            ([(CONTENT_TYPE, OPENMETRICS)], body)
         }),
     );
     axum::serve(listener, app)

@@ -342,6 +342,7 @@ fn inline_dataset(d: pb::InlineData, max: usize) -> Result<Dataset, Status> {
         xs,
         labels,
         anomalies: None,
+        label_names: Vec::new(),
         stream: None,
     })
 }

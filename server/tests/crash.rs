@@ -61,13 +61,8 @@ fn engines() -> Vec<(String, Location)> {
     let mut out = vec![("sqlite".to_string(), Location::Sqlite)];
     match std::env::var("DEKM_TEST_POSTGRES") {
         Ok(url) => {
-            let name = format!("dekm_crash_{}", std::process::id());
-            let mut c = postgres::Client::connect(&url, postgres::NoTls)
-                .expect("DEKM_TEST_POSTGRES accepts connections");
-            c.batch_execute(&format!("CREATE DATABASE {name}"))
-                .expect("the test role may create databases");
-            let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-            let url = format!("{base}/{name}");
+            let url = dekm_server::db::create_postgres_database(&url, "dekm_crash")
+                .expect("DEKM_TEST_POSTGRES creates databases");
             out.push((url.clone(), Location::Postgres(url)));
         }
         Err(_) => eprintln!("SKIPPED the PostgreSQL engine: DEKM_TEST_POSTGRES is not set"),

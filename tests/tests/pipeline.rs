@@ -78,6 +78,13 @@ fn augmented_training_is_seeded_and_still_separates_the_shapes() {
     );
 }
 
+/// The state file of the checkpoint under `out`: in the generation `CURRENT` names.
+fn checkpoint_state(out: &std::path::Path) -> std::path::PathBuf {
+    let dir = out.join("checkpoint");
+    let current = std::fs::read_to_string(dir.join("CURRENT")).unwrap();
+    dir.join(current.trim()).join("state.json")
+}
+
 #[test]
 fn resume_continues_an_interrupted_run() {
     let ds = common::synthetic(3, 400, 4);
@@ -94,7 +101,7 @@ fn resume_continues_an_interrupted_run() {
         ..common::quick_config(3)
     };
     let a = train(&ds, &first, &opts).unwrap();
-    assert!(dir.path().join("checkpoint/state.json").exists());
+    assert!(checkpoint_state(dir.path()).exists());
     let full = TrainConfig {
         epochs: 4,
         ..first.clone()
@@ -200,8 +207,7 @@ fn a_manifold_start_is_recorded_held_and_resumed_exactly() {
     .expect("cancelled");
     assert!(matches!(err, TrainError::Cancelled), "{err}");
     let state: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("checkpoint/state.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(checkpoint_state(dir.path())).unwrap()).unwrap();
     let held = &state["phase"]["Dekm"]["held"]["labels"];
     assert_eq!(
         held.as_array().map(Vec::len),
@@ -321,4 +327,94 @@ fn dec_idec_and_ae_kmeans_share_the_pretrained_start_and_export_their_labels() {
         baselines.windows(2).all(|w| w[0] == w[1]),
         "same pretraining: {baselines:?}"
     );
+}
+
+const KILL_CHILD_DIR: &str = "DEKM_KILL_CHILD_DIR";
+const KILL_TEST: &str = "training_killed_mid_checkpoint_resumes_as_if_never_killed";
+
+/// The run the kill test interrupts: long enough to be killed many times in pretraining and in
+/// the DEKM stage, every epoch and iteration checkpointed.
+fn kill_run() -> (dekm_trainer::data::Dataset, TrainConfig) {
+    let ds = common::synthetic(3, 300, 8);
+    let cfg = TrainConfig {
+        epochs: 12,
+        max_iter: 8,
+        tol: 0.0,
+        ..common::quick_config(3)
+    };
+    (ds, cfg)
+}
+
+fn resume_into(dir: &std::path::Path) -> RunOptions {
+    RunOptions {
+        checkpoint: Some(dir.join("checkpoint")),
+        resume: true,
+        ..Default::default()
+    }
+}
+
+/// Epochs and DEKM iterations the current checkpoint under `out` records, after checking that
+/// its weights and optimizer files are whole.
+fn checkpoint_progress(out: &std::path::Path) -> usize {
+    let state_path = checkpoint_state(out);
+    let dir = state_path.parent().unwrap();
+    for f in ["weights.safetensors", "optimizer.safetensors"] {
+        candle_core::safetensors::load(dir.join(f), &candle_core::Device::Cpu)
+            .unwrap_or_else(|e| panic!("{f} of {} is not whole: {e}", dir.display()));
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    let phase = &state["phase"];
+    match (phase.get("Pretrain"), phase.get("Dekm")) {
+        (Some(p), _) => p["epochs_done"].as_u64().unwrap() as usize,
+        (_, Some(d)) => 1000 + d["iterations_done"].as_u64().unwrap() as usize,
+        _ => panic!("unknown phase {phase}"),
+    }
+}
+
+#[test]
+fn training_killed_mid_checkpoint_resumes_as_if_never_killed() {
+    let (ds, cfg) = kill_run();
+    if let Some(dir) = std::env::var_os(KILL_CHILD_DIR) {
+        // The child: trains (resuming) until it is killed or done.
+        train(&ds, &cfg, &resume_into(std::path::Path::new(&dir))).unwrap();
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let current = out.path().join("checkpoint/CURRENT");
+    let generation = || std::fs::read_to_string(&current).unwrap_or_default();
+    let (mut last, mut kills) = (0, 0);
+    for round in 0..6u64 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", KILL_TEST, "--nocapture", "--test-threads=1"])
+            .env(KILL_CHILD_DIR, out.path())
+            .spawn()
+            .unwrap();
+        // Once the child has committed a checkpoint of its own, kill it a staggered moment
+        // later, so the kills land at different points of the next checkpoint's writes.
+        let before = generation();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+        while generation() == before && child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: no progress"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(11 * round));
+        kills += usize::from(child.try_wait().unwrap().is_none());
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let progress = checkpoint_progress(out.path());
+        assert!(progress > last, "round {round}: from {last} to {progress}");
+        eprintln!("round {round}: checkpoint at {progress}");
+        last = progress;
+    }
+    assert!(kills >= 4, "the runs ended before the kills");
+    // Finished from the last checkpoint, the run is the run that was never interrupted.
+    let resumed = train(&ds, &cfg, &resume_into(out.path())).unwrap();
+    let whole = train(&ds, &cfg, &RunOptions::default()).unwrap();
+    assert_eq!(resumed.history.pretrain_loss, whole.history.pretrain_loss);
+    assert_eq!(resumed.kmeans.labels, whole.kmeans.labels);
+    assert_eq!(resumed.kmeans.centroids, whole.kmeans.centroids);
 }

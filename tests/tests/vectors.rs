@@ -40,6 +40,7 @@ fn unequal(n: usize) -> Dataset {
         xs,
         labels: Some(labels),
         anomalies: None,
+        label_names: Vec::new(),
         stream: None,
     }
 }

@@ -219,6 +219,7 @@ pub fn spectral(ds: &Dataset, spectrum: &Spectrum) -> Result<Dataset, TrainError
         xs,
         labels: ds.labels.clone(),
         anomalies: ds.anomalies.clone(),
+        label_names: ds.label_names.clone(),
         stream: None,
     })
 }
@@ -261,6 +262,7 @@ mod tests {
             xs,
             labels: Some(labels.clone()),
             anomalies: None,
+            label_names: Vec::new(),
             stream: None,
         };
         let cfg = TrainConfig {
@@ -294,6 +296,7 @@ mod tests {
             xs: vec![0.0; 40],
             labels: None,
             anomalies: None,
+            label_names: Vec::new(),
             stream: None,
         };
         let cfg = TrainConfig {

@@ -75,9 +75,7 @@ pub fn train_and_export(
     opts: &RunOptions,
     out: &Path,
 ) -> Result<Outcome, PipelineError> {
-    let holdout = cfg
-        .calibration_holdout
-        .unwrap_or(if ds.stream.is_some() { 0.2 } else { 0.0 });
+    let holdout = cfg.calibration_holdout_for(ds.stream.is_some());
     let (raw_fit, raw_held) = ds.split_holdout(holdout, cfg.seed);
     cfg.validate(raw_fit.len())?;
     let features = features::choose(&raw_fit, cfg)?;
@@ -100,10 +98,22 @@ pub fn train_and_export(
     );
     let calibration = calibrate(&trained, held_z.as_deref(), cfg.threshold_quantile, score)?;
     used.outlier_score = Some(calibration.score);
+    // Every sample is clustered, the held-out ones by the exported model (the literature's
+    // convention for images: all 70,000 of MNIST, training and test split alike).
     let dekm = fit
         .labels
         .as_ref()
-        .map(|t| metrics::evaluate(&calibration.labels, t));
+        .zip(held.labels.as_ref())
+        .map(|(t, th)| {
+            let found: Vec<u32> = calibration
+                .labels
+                .iter()
+                .chain(&calibration.held_labels)
+                .copied()
+                .collect();
+            let truth: Vec<u32> = t.iter().chain(th).copied().collect();
+            metrics::evaluate(&found, &truth)
+        });
     let mut meta = ModelMeta {
         format_version: 0,
         encoder: trained.spec.clone(),
@@ -155,6 +165,29 @@ pub fn cluster_sizes(labels: &[u32], k: usize) -> Vec<usize> {
         }
     }
     sizes
+}
+
+/// Each cluster's most common true label (the lowest on a tie), the members carrying it and
+/// the cluster's size; `None` for an empty cluster. What a person reads to name the clusters.
+pub fn majority_labels(found: &[u32], truth: &[u32], k: usize) -> Vec<Option<(u32, usize, usize)>> {
+    let classes = truth.iter().max().map_or(0, |&m| m as usize + 1);
+    let mut counts = vec![vec![0usize; classes]; k];
+    for (&c, &t) in found.iter().zip(truth) {
+        if let Some(row) = counts.get_mut(c as usize) {
+            row[t as usize] += 1;
+        }
+    }
+    counts
+        .iter()
+        .map(|row| {
+            let size: usize = row.iter().sum();
+            let (label, &n) = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))?;
+            (size > 0).then_some((label as u32, n, size))
+        })
+        .collect()
 }
 
 /// Encodes and assigns every sample of `ds` with an exported model.
@@ -222,4 +255,17 @@ pub fn metrics_table(rows: &[(&str, TrainingMetrics)]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majority_labels_name_each_cluster() {
+        let found = [0, 0, 0, 1, 1, 2];
+        let truth = [2, 2, 1, 0, 1, 1];
+        let m = majority_labels(&found, &truth, 4);
+        assert_eq!(m, [Some((2, 2, 3)), Some((0, 1, 2)), Some((1, 1, 1)), None]);
+    }
 }

@@ -16,7 +16,8 @@ use dekm_trainer::device::DeviceChoice;
 
 #[derive(Args)]
 pub(crate) struct DataArgs {
-    /// mnist, fashion-mnist, synthetic, csv:PATH, npy:PATH or ts:PATH (a UEA/UCR .ts file).
+    /// mnist, fashion-mnist, synthetic, csv:PATH (CSV or TSV), npy:PATH (.npy or .npz) or
+    /// ts:PATH (a UEA/UCR .ts file).
     #[arg(long)]
     dataset: DataSource,
     /// Directory with mnist/ and fashion-mnist/ (IDX files, gzip or raw).

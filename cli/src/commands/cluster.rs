@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use dekm_cli::analysis::{self, Method};
 use dekm_cli::plots;
+use dekm_cli::progress::Step;
 use dekm_cluster::Points;
 use dekm_cluster::gmm::Covariance;
 use dekm_cluster::hierarchy::Linkage;
@@ -68,7 +69,10 @@ pub(crate) struct ClusterArgs {
 pub(crate) fn run(args: &ClusterArgs) -> Result<()> {
     let model = args.model.as_deref().map(read_model).transpose()?;
     let ds = args.data.load(args.k, args.seed)?;
-    let space = analysis::space(model.as_ref(), &ds, &args.device.open()?)?;
+    let space = {
+        let _step = Step::new("encoding");
+        analysis::space(model.as_ref(), &ds, &args.device.open()?)?
+    };
     println!(
         "{} samples of {}, clustered in the {}",
         ds.len(),
@@ -107,9 +111,11 @@ pub(crate) fn run(args: &ClusterArgs) -> Result<()> {
                 }
             }
         };
+        let step = Step::new(format!("{method} on {} samples", ds.len()));
         let (scores, secs) =
             analysis::run_and_score(&method, &space, ds.labels.as_deref(), args.seed, &pairs)
                 .with_context(|| method.to_string())?;
+        drop(step);
         rows.push((method.to_string(), scores, Some(secs)));
     }
     print!("{}", analysis::scores_table(&rows));
@@ -118,6 +124,7 @@ pub(crate) fn run(args: &ClusterArgs) -> Result<()> {
         && args.method.contains(&MethodName::Agglomerative)
     {
         std::fs::create_dir_all(dir)?;
+        let _step = Step::new("dendrogram");
         let tree =
             dekm_cluster::hierarchy::linkage(&Points::new(&space.xs, space.dim)?, args.linkage)?;
         let path = dir.join("dendrogram.png");

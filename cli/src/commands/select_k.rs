@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
+use dekm_cli::progress::Step;
 use dekm_cli::{analysis, plots};
 use dekm_cluster::Points;
 use dekm_cluster::gmm::{self, Covariance, GmmConfig};
@@ -72,8 +73,17 @@ fn lowest_bic(p: &Points<'_>, k: usize, seed: u64) -> Result<f64> {
 pub(crate) fn run(args: &SelectKArgs) -> Result<()> {
     let model = args.model.as_deref().map(read_model).transpose()?;
     let ds = args.data.load(args.k_range.1.max(1), args.seed)?;
-    let space = analysis::space(model.as_ref(), &ds, &args.device.open()?)?;
+    let space = {
+        let _step = Step::new("encoding");
+        analysis::space(model.as_ref(), &ds, &args.device.open()?)?
+    };
     let p = Points::new(&space.xs, space.dim)?;
+    let step = Step::new(format!(
+        "k-means and silhouettes for k in {}..={} on {} samples",
+        args.k_range.0,
+        args.k_range.1,
+        ds.len()
+    ));
     let sel = dekm_cluster::select::select_k(
         &p,
         args.k_range.0..=args.k_range.1,
@@ -81,6 +91,7 @@ pub(crate) fn run(args: &SelectKArgs) -> Result<()> {
         args.seed,
         &args.pairs.options(),
     )?;
+    drop(step);
     println!(
         "{} samples of {}, k-means in the {}",
         ds.len(),
@@ -90,12 +101,15 @@ pub(crate) fn run(args: &SelectKArgs) -> Result<()> {
     // Raw vectors short enough for `train` to start from a mixture on them: that mixture's BIC
     // judges k too, as model-based clustering does.
     let bics = match ds.shape {
-        SampleShape::Vector(d) if model.is_none() && d <= Start::AUTO_INPUT_MAX_DIM => Some(
-            sel.scores
-                .iter()
-                .map(|s| lowest_bic(&p, s.k, args.seed))
-                .collect::<Result<Vec<f64>>>()?,
-        ),
+        SampleShape::Vector(d) if model.is_none() && d <= Start::AUTO_INPUT_MAX_DIM => {
+            let _step = Step::new("mixture BIC per k");
+            Some(
+                sel.scores
+                    .iter()
+                    .map(|s| lowest_bic(&p, s.k, args.seed))
+                    .collect::<Result<Vec<f64>>>()?,
+            )
+        }
         _ => None,
     };
     println!(

@@ -12,7 +12,7 @@ use dekm_trainer::data::SampleShape;
 use dekm_trainer::device::DeviceChoice;
 use dekm_trainer::features::SeriesFeatures;
 use dekm_trainer::model::{ConvBackend, Init, SeriesEncoder};
-use dekm_trainer::pipeline::{cluster_sizes, train_and_export};
+use dekm_trainer::pipeline::{cluster_sizes, majority_labels, train_and_export};
 use dekm_trainer::train::{
     Method as TrainMethod, Observer, RunOptions, Start, TrainConfig, explain,
 };
@@ -236,6 +236,20 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
         );
     }
     println!("cluster sizes: {sizes:?}");
+    if let (0, Some(truth)) = (held, &ds.labels) {
+        let name = |l: u32| {
+            ds.label_names
+                .get(l as usize)
+                .cloned()
+                .unwrap_or_else(|| l.to_string())
+        };
+        let named: Vec<String> = majority_labels(&outcome.calibration.labels, truth, cfg.k)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(c, m)| m.map(|(l, n, size)| format!("{c}: {} {n}/{size}", name(l))))
+            .collect();
+        println!("clusters by their most common label: {}", named.join(", "));
+    }
     if let Some(table) = outcome.results_table(stage) {
         print!("{table}");
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use dekm_edge::fs::write_atomic;
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, DbError, JobRow, RegistryRow, ReportRow, Snapshot};
+use super::{Backend, DbError, JobRow, Jobs, RegistryRow, ReportRow, Snapshot};
 use crate::fleet::DeviceReport;
 use crate::jobs::JobRecord;
 
@@ -92,7 +92,7 @@ impl JsonStore {
     pub(crate) fn snapshot(&mut self) -> Result<Snapshot, DbError> {
         Ok(Snapshot {
             registry: self.registry()?,
-            jobs: self.jobs(None)?,
+            jobs: self.jobs(Jobs::All)?,
             reports: self.reports(None)?,
         })
     }
@@ -153,10 +153,10 @@ impl Backend for JsonStore {
         Ok(())
     }
 
-    fn jobs(&mut self, id: Option<&str>) -> Result<Vec<JobRow>, DbError> {
-        let paths: Vec<PathBuf> = match id {
-            Some(id) => vec![self.job_path(id)],
-            None => {
+    fn jobs(&mut self, which: Jobs<'_>) -> Result<Vec<JobRow>, DbError> {
+        let paths: Vec<PathBuf> = match which {
+            Jobs::One(id) => vec![self.job_path(id)],
+            Jobs::Unfinished | Jobs::All => {
                 let dir = self.dir.join(JOBS);
                 std::fs::read_dir(&dir)
                     .map_err(|e| storage(&dir, e))?
@@ -167,7 +167,9 @@ impl Backend for JsonStore {
         };
         let mut out = Vec::new();
         for path in paths {
-            if let Some(f) = read_json::<Option<JobFile>>(&path)? {
+            if let Some(f) = read_json::<Option<JobFile>>(&path)?
+                && !(matches!(which, Jobs::Unfinished) && f.record.state.is_terminal())
+            {
                 out.push(JobRow {
                     record: f.record,
                     owner: f.owner,
@@ -193,7 +195,7 @@ impl Backend for JsonStore {
 
     fn heartbeat(&mut self, owner: &str, now: u64) -> Result<Vec<String>, DbError> {
         let mut cancelled = Vec::new();
-        for mut j in self.jobs(None)? {
+        for mut j in self.jobs(Jobs::Unfinished)? {
             if j.owner == owner && !j.record.state.is_terminal() {
                 j.heartbeat_unix = now;
                 if j.cancel {

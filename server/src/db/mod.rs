@@ -32,6 +32,7 @@ use crate::fleet::DeviceReport;
 use crate::jobs::JobRecord;
 
 pub(crate) use json::JsonStore;
+pub use postgres::create_database as create_postgres_database;
 
 /// The SQLite file in a store directory.
 pub const SQLITE_FILE: &str = "dekm.sqlite";
@@ -157,6 +158,18 @@ pub(crate) struct Snapshot {
     reports: Vec<ReportRow>,
 }
 
+/// Which job rows a [`Backend::jobs`] call reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Jobs<'a> {
+    /// The job with this id, if any.
+    One(&'a str),
+    /// The jobs not yet finished (what the periodic orphan check reads, so its cost does not
+    /// grow with the history).
+    Unfinished,
+    /// Every job.
+    All,
+}
+
 /// What every engine stores.
 pub(crate) trait Backend: Send {
     /// The registry's state.
@@ -166,8 +179,8 @@ pub(crate) trait Backend: Send {
     fn swap_registry(&mut self, expected: u64, next: &RegistryRow) -> Result<bool, DbError>;
     /// Writes job rows (a cancel request already recorded stays).
     fn put_jobs(&mut self, jobs: &[JobRow]) -> Result<(), DbError>;
-    /// One job or all.
-    fn jobs(&mut self, id: Option<&str>) -> Result<Vec<JobRow>, DbError>;
+    /// The jobs `which` selects.
+    fn jobs(&mut self, which: Jobs<'_>) -> Result<Vec<JobRow>, DbError>;
     /// Asks the owner of a job that has not finished to cancel it; false when there is none.
     fn request_cancel(&mut self, id: &str) -> Result<bool, DbError>;
     /// Marks `owner`'s unfinished jobs alive at `now`; returns those asked to cancel.

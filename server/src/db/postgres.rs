@@ -53,6 +53,33 @@ impl PgConn {
     }
 }
 
+/// Creates an empty database named `{prefix}_{random hex}` on the PostgreSQL server of `url`
+/// (whose role may create databases) and returns its URL: what the tests and benchmarks use to
+/// give each run a store of its own. The connection is made on a thread of its own, so this
+/// may be called from inside an async runtime, which the synchronous client refuses.
+pub fn create_database(url: &str, prefix: &str) -> Result<String, DbError> {
+    let name = format!("{prefix}_{:016x}", rand::random::<u64>());
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(DbError::Refused(format!(
+            "database name {name}: only lowercase letters, digits and _"
+        )));
+    }
+    let (server, create) = (url.to_string(), name.clone());
+    std::thread::spawn(move || -> Result<(), DbError> {
+        let mut c = PgConn::connect(&server)?;
+        c.client
+            .batch_execute(&format!("CREATE DATABASE {create}"))
+            .map_err(err)
+    })
+    .join()
+    .map_err(|_| DbError::Stopped)??;
+    let base = url.rsplit_once('/').map_or(url, |(b, _)| b);
+    Ok(format!("{base}/{name}"))
+}
+
 /// The URL without its password, for messages and logs.
 pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

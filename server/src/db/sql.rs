@@ -6,7 +6,7 @@
 //! SQLite's `?1`, which means the same. Counters are `BIGINT` (SQLite's `INTEGER`): unsigned
 //! values above `i64::MAX` are refused before they are written rather than wrapped.
 
-use super::{Backend, DbError, JobRow, RegistryRow, ReportRow, Snapshot};
+use super::{Backend, DbError, JobRow, Jobs, RegistryRow, ReportRow, Snapshot};
 use crate::fleet::DeviceReport;
 use crate::jobs::JobRecord;
 
@@ -235,14 +235,17 @@ impl<C: Conn> Backend for Sql<C> {
         self.0.batch(&statements)
     }
 
-    fn jobs(&mut self, id: Option<&str>) -> Result<Vec<JobRow>, DbError> {
+    fn jobs(&mut self, which: Jobs<'_>) -> Result<Vec<JobRow>, DbError> {
         const COLUMNS: &str = "SELECT owner, heartbeat_unix, cancel, record FROM jobs";
-        let rows = match id {
-            Some(id) => self.0.query(
+        let rows = match which {
+            Jobs::One(id) => self.0.query(
                 &format!("{COLUMNS} WHERE id = $1"),
                 &[Value::Text(id.to_string())],
             )?,
-            None => self.0.query(COLUMNS, &[])?,
+            Jobs::Unfinished => self
+                .0
+                .query(&format!("{COLUMNS} WHERE terminal = 0"), &[])?,
+            Jobs::All => self.0.query(COLUMNS, &[])?,
         };
         rows.into_iter()
             .map(|row| {

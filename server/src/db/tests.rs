@@ -47,20 +47,10 @@ fn each_engine(check: impl Fn(&Database, &Path)) {
 /// A new, empty database on the test server named by `DEKM_TEST_POSTGRES`.
 pub(crate) fn postgres_database() -> Option<String> {
     let url = std::env::var("DEKM_TEST_POSTGRES").ok()?;
-    let name = format!("dekm_unit_{:016x}", rand::random::<u64>());
-    // The synchronous client may not run on a thread inside an async runtime.
-    let admin = url.clone();
-    let create = name.clone();
-    std::thread::spawn(move || {
-        let mut c = ::postgres::Client::connect(&admin, ::postgres::NoTls)
-            .expect("DEKM_TEST_POSTGRES accepts connections");
-        c.batch_execute(&format!("CREATE DATABASE {create}"))
-            .expect("the test role may create databases");
-    })
-    .join()
-    .unwrap();
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    Some(format!("{base}/{name}"))
+    Some(
+        super::create_postgres_database(&url, "dekm_unit")
+            .expect("DEKM_TEST_POSTGRES creates databases"),
+    )
 }
 
 #[test]
@@ -106,10 +96,13 @@ fn every_engine_keeps_what_it_is_given() {
             db.call(|b| b.heartbeat("r1", 200)).unwrap(),
             vec!["j1".to_string()]
         );
-        let j1 = db.call(|b| b.jobs(Some("j1"))).unwrap();
+        let j1 = db.call(|b| b.jobs(Jobs::One("j1"))).unwrap();
         assert_eq!((j1[0].heartbeat_unix, j1[0].cancel), (200, true));
-        assert_eq!(db.call(|b| b.jobs(None)).unwrap().len(), 2);
-        assert!(db.call(|b| b.jobs(Some("nope"))).unwrap().is_empty());
+        assert_eq!(db.call(|b| b.jobs(Jobs::All)).unwrap().len(), 2);
+        let open = db.call(|b| b.jobs(Jobs::Unfinished)).unwrap();
+        assert_eq!(open.len(), 1, "j2 has finished");
+        assert_eq!(open[0].record.id, "j1");
+        assert!(db.call(|b| b.jobs(Jobs::One("nope"))).unwrap().is_empty());
 
         let reports = vec![report("m", "d1", 1), report("m", "d2", 2)];
         db.call(move |b| b.put_reports(&reports)).unwrap();
@@ -157,7 +150,7 @@ fn a_json_store_is_imported_once_and_its_files_set_aside() {
         db.call(|b| b.reports(None)).unwrap(),
         vec![report("m", "d1", 3)]
     );
-    let jobs = db.call(|b| b.jobs(None)).unwrap();
+    let jobs = db.call(|b| b.jobs(Jobs::All)).unwrap();
     assert_eq!(jobs[0].record, job("j1", JobState::Succeeded));
     for name in ["registry.json", "fleet.json", "jobs"] {
         assert!(!dir.path().join(name).exists(), "{name} still in place");
@@ -172,7 +165,7 @@ fn a_json_store_is_imported_once_and_its_files_set_aside() {
     drop(db);
     let db = Database::open(dir.path(), &Location::Sqlite).unwrap();
     assert_eq!(db.call(|b| b.registry()).unwrap().generation, 5);
-    assert_eq!(db.call(|b| b.jobs(None)).unwrap().len(), 1);
+    assert_eq!(db.call(|b| b.jobs(Jobs::All)).unwrap().len(), 1);
 }
 
 #[test]

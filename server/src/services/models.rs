@@ -84,16 +84,23 @@ impl pb::registry_server::Registry for RegistryService {
         req: Request<pb::ActivateModelRequest>,
     ) -> Result<Response<pb::ActivationResponse>, Status> {
         let started = Instant::now();
-        let result = (|| {
-            let id = &req.get_ref().model_id;
+        let result = async {
+            let id = req.into_inner().model_id;
             if id.is_empty() {
                 return Err(Status::invalid_argument("model_id is empty"));
             }
-            check_model_id(id)?;
-            let active = self.registry.activate(id).map_err(registry_status)?;
-            tracing::info!(model = %id, generation = active.generation, "model activated");
-            self.activation(active)
-        })();
+            check_model_id(&id)?;
+            let registry = self.registry.clone();
+            // The compare-and-swap waits on the database: off the runtime's workers.
+            tokio::task::spawn_blocking(move || {
+                let active = registry.activate(&id).map_err(registry_status)?;
+                tracing::info!(model = %id, generation = active.generation, "model activated");
+                activation(&registry, active)
+            })
+            .await
+            .map_err(blocking_failed)?
+        }
+        .await;
         self.telemetry.record("ActivateModel", started, &result);
         result.map(Response::new)
     }
@@ -103,23 +110,25 @@ impl pb::registry_server::Registry for RegistryService {
         _: Request<pb::RollbackModelRequest>,
     ) -> Result<Response<pb::ActivationResponse>, Status> {
         let started = Instant::now();
-        let result = (|| {
-            let active = self.registry.rollback().map_err(registry_status)?;
+        let registry = self.registry.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let active = registry.rollback().map_err(registry_status)?;
             tracing::info!(model = ?active.id, generation = active.generation, "rolled back");
-            self.activation(active)
-        })();
+            activation(&registry, active)
+        })
+        .await
+        .map_err(blocking_failed)
+        .and_then(|r| r);
         self.telemetry.record("RollbackModel", started, &result);
         result.map(Response::new)
     }
 }
 
-impl RegistryService {
-    /// The answer to an activation or a rollback: the model now active.
-    fn activation(&self, active: Active) -> Result<pb::ActivationResponse, Status> {
-        let e = self.registry.get("").map_err(registry_status)?;
-        Ok(pb::ActivationResponse {
-            active: Some(model_info(&e, &active)),
-            generation: active.generation,
-        })
-    }
+/// The answer to an activation or a rollback: the model now active.
+fn activation(registry: &Registry, active: Active) -> Result<pb::ActivationResponse, Status> {
+    let e = registry.get("").map_err(registry_status)?;
+    Ok(pb::ActivationResponse {
+        active: Some(model_info(&e, &active)),
+        generation: active.generation,
+    })
 }

@@ -54,13 +54,14 @@ impl pb::training_server::Training for TrainingService {
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         let started = Instant::now();
-        let result = (|| {
+        let result = async {
             let id = &req.get_ref().job_id;
             if id.is_empty() {
                 return Err(Status::invalid_argument("job_id is empty"));
             }
-            self.jobs.get(id).map_err(jobs_status)
-        })();
+            self.jobs.get(id).await.map_err(jobs_status)
+        }
+        .await;
         self.telemetry.record("GetJob", started, &result);
         Ok(Response::new(job_pb(&result?)))
     }
@@ -73,6 +74,7 @@ impl pb::training_server::Training for TrainingService {
         let result = self
             .jobs
             .list()
+            .await
             .map_err(jobs_status)
             .map(|jobs| pb::ListJobsResponse {
                 jobs: jobs.iter().map(job_pb).collect(),

@@ -84,6 +84,7 @@ pub fn images(n: usize) -> Dataset {
         xs,
         labels: Some(labels),
         anomalies: None,
+        label_names: Vec::new(),
         stream: None,
     }
 }

@@ -157,6 +157,21 @@ pub(crate) fn train_request(epochs: u32, activate: bool) -> pb::TrainRequest {
 }
 
 /// A finite request stream for a client-streaming call.
+/// Reads a Train stream until its job is pretraining (running, with a long way to go) and
+/// returns the job's id.
+pub(crate) async fn pretraining_job(stream: &mut tonic::Streaming<pb::Progress>) -> String {
+    loop {
+        let p = stream
+            .message()
+            .await
+            .unwrap()
+            .expect("the stream ended before pretraining");
+        if p.phase() == pb::Phase::Pretraining {
+            return p.job_id;
+        }
+    }
+}
+
 pub(crate) fn tokio_stream_iter<T: Send + 'static>(
     items: Vec<T>,
 ) -> impl tonic::IntoStreamingRequest<Message = T> {

@@ -41,33 +41,16 @@ async fn replica(store: &Path, database: &Location) -> Running {
 }
 
 /// A fresh PostgreSQL database on the server named by `DEKM_TEST_POSTGRES`, if any.
-async fn postgres_location() -> Option<Location> {
+fn postgres_location() -> Option<Location> {
     let Ok(url) = std::env::var("DEKM_TEST_POSTGRES") else {
         eprintln!(
             "SKIPPED PostgreSQL replicas: DEKM_TEST_POSTGRES is not set (run the tests through scripts/with-postgres.sh)"
         );
         return None;
     };
-    let name = format!("dekm_replicas_{:016x}", rand_id());
-    let admin_url = url.clone();
-    let create = name.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut c = postgres::Client::connect(&admin_url, postgres::NoTls)
-            .expect("DEKM_TEST_POSTGRES accepts connections");
-        c.batch_execute(&format!("CREATE DATABASE {create}"))
-            .expect("the test role may create databases");
-    })
-    .await
-    .unwrap();
-    let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
-    Some(Location::Postgres(format!("{base}/{name}")))
-}
-
-fn rand_id() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    t.as_nanos() as u64 ^ u64::from(std::process::id()) << 32
+    let url = dekm_server::db::create_postgres_database(&url, "dekm_replicas")
+        .expect("DEKM_TEST_POSTGRES creates databases");
+    Some(Location::Postgres(url))
 }
 
 /// Waits until `check` holds, polling; fails after [`REACH`].
@@ -217,12 +200,7 @@ async fn two_replicas_share_everything(database: Location) {
         .await
         .unwrap()
         .into_inner();
-    let job_id = loop {
-        let p = long.message().await.unwrap().unwrap();
-        if p.phase() == pb::Phase::Pretraining {
-            break p.job_id;
-        }
-    };
+    let job_id = pretraining_job(&mut long).await;
     let mut training_b = TrainingClient::new(b.channel().await);
     let seen = training_b
         .get_job(admin(pb::GetJobRequest {
@@ -259,7 +237,7 @@ async fn replicas_share_one_sqlite_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_share_one_postgres_database() {
-    if let Some(database) = postgres_location().await {
+    if let Some(database) = postgres_location() {
         two_replicas_share_everything(database).await;
     }
 }

@@ -147,12 +147,7 @@ async fn jobs_are_found_cancelled_and_refused_once_finished() {
         .await
         .unwrap()
         .into_inner();
-    let job_id = loop {
-        let p = long.message().await.unwrap().unwrap();
-        if p.phase() == pb::Phase::Pretraining {
-            break p.job_id;
-        }
-    };
+    let job_id = pretraining_job(&mut long).await;
     let cancelled = training
         .cancel_job(admin(pb::CancelJobRequest {
             job_id: job_id.clone(),

@@ -12,7 +12,7 @@ use dekm_shared::{EncoderSpec, ImageShape, Normalizer, SeriesShape, StreamSpec, 
 
 use crate::model::SeriesEncoder;
 
-pub use dekm_data::{DataError, LabelColumn, idx, table};
+pub use dekm_data::{DataError, LabelColumn, idx, numpy, table};
 
 /// Where samples come from, parsed from `--dataset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +183,9 @@ pub struct Dataset {
     pub xs: Vec<f32>,
     /// Ground-truth classes, when known.
     pub labels: Option<Vec<u32>>,
+    /// The classes' names as the file writes them (`setosa`), by id; empty when the classes
+    /// are numbers or unknown.
+    pub label_names: Vec<String>,
     /// Known anomalies: the synthetic generator's injected faults, or a recording's anomaly
     /// column (a window is anomalous when any of its readings is).
     pub anomalies: Option<Vec<bool>>,
@@ -292,6 +295,7 @@ impl Dataset {
                 .anomalies
                 .as_ref()
                 .map(|a| indices.iter().map(|&i| a[i]).collect()),
+            label_names: self.label_names.clone(),
             stream: self.stream.clone(),
         }
     }
@@ -354,6 +358,7 @@ impl From<synthetic::Draw> for Dataset {
             xs: draw.xs,
             labels: Some(draw.labels),
             anomalies,
+            label_names: Vec::new(),
             stream: None,
         }
     }
@@ -378,6 +383,7 @@ impl Dataset {
             xs: cut.xs,
             labels: cut.labels,
             anomalies: cut.anomalies,
+            label_names: Vec::new(),
             stream: Some(StreamSpec {
                 channels: rec.channels.clone(),
                 window: w.window,
@@ -418,6 +424,7 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
                 xs: s.xs,
                 labels: s.labels,
                 anomalies: None,
+                label_names: Vec::new(),
                 stream: None,
             }
         }
@@ -426,7 +433,8 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
             if opts.label_column.is_some() {
                 return Err(DataError::BadLabelColumn {
                     path: path.clone(),
-                    reason: "a recording's labels come from its `label` column;                              --label-col applies to one sample per row"
+                    reason: "a recording's labels come from its `label` column; \
+                             --label-col applies to one sample per row"
                         .into(),
                 });
             }
@@ -434,23 +442,30 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
             Dataset::from_recording(source.to_string(), &rec, w, path)?
         }
         DataSource::Csv(path) | DataSource::Npy(path) => {
-            let io = |source| DataError::Io {
-                path: path.clone(),
-                source,
-            };
-            let t = if matches!(source, DataSource::Csv(_)) {
-                let text = std::fs::read_to_string(path).map_err(io)?;
-                table::parse_csv(&text, opts.label_column.as_ref(), path)?
+            // gzip is recognised by its magic, as for every file the product reads.
+            let bytes = dekm_data::idx::read_maybe_gz(path)?;
+            let (shape, xs, labels, names) = if matches!(source, DataSource::Csv(_)) {
+                let t = table::parse_csv(&bytes, opts.label_column.as_ref(), path)?;
+                (SampleShape::Vector(t.dim), t.xs, t.labels, t.label_names)
             } else {
-                let bytes = std::fs::read(path).map_err(io)?;
-                table::parse_npy(&bytes, opts.label_column.as_ref(), path)?
+                let s = numpy::read_samples(&bytes, path, opts.label_column.as_ref())?;
+                (
+                    npy_shape(s.layout, &s.xs, path)?,
+                    s.xs,
+                    s.labels,
+                    s.label_names,
+                )
             };
+            if !names.is_empty() {
+                tracing::info!(classes = names.len(), labels = %names.join(", "), "labels");
+            }
             Dataset {
                 name: source.to_string(),
-                shape: SampleShape::Vector(t.dim),
-                xs: t.xs,
-                labels: t.labels,
+                shape,
+                xs,
+                labels,
                 anomalies: None,
+                label_names: names,
                 stream: None,
             }
         }
@@ -459,6 +474,38 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
         ds.truncate(n);
     }
     Ok(ds)
+}
+
+/// The sample shape of a NumPy array's samples: images as the IDX reader gives them, pixel
+/// values 0..=255 (the model scales them by 1/255); images saved as floats within [0, 1] are
+/// refused rather than guessed at, since a device must be fed the same scale.
+fn npy_shape(layout: numpy::Layout, xs: &[f32], path: &Path) -> Result<SampleShape, DataError> {
+    Ok(match layout {
+        numpy::Layout::Vector(d) => SampleShape::Vector(d),
+        numpy::Layout::Image {
+            channels,
+            height,
+            width,
+            ..
+        } => {
+            let max = xs.iter().copied().fold(0f32, f32::max);
+            if xs.iter().any(|&v| v < 0.0) || (max <= 1.0 && xs.iter().any(|&v| v.fract() != 0.0)) {
+                return Err(DataError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "images of {channels}x{height}x{width} must hold pixel values 0..255 (as \
+                         uint8 or floats); these lie in [{}, {max}]: save (x * 255).astype('uint8')",
+                        xs.iter().copied().fold(f32::INFINITY, f32::min)
+                    ),
+                });
+            }
+            SampleShape::Image(ImageShape {
+                channels,
+                height,
+                width,
+            })
+        }
+    })
 }
 
 /// The directory named by `--data-dir`, else by `DEKM_DATA`; nothing else is guessed.
@@ -537,6 +584,7 @@ fn load_idx(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
         xs,
         labels: Some(labels),
         anomalies: None,
+        label_names: Vec::new(),
         stream: None,
     })
 }

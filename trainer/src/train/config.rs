@@ -342,6 +342,20 @@ impl TrainConfig {
         }
     }
 
+    /// The fraction of samples held out of training to calibrate the outlier thresholds on:
+    /// the configured one, else 0.2 of a recording's windows (a recording drifts, so its last
+    /// windows are the unseen data a device will see) and none of other data. Images need no
+    /// holdout: an MNIST model's scores of its training images and of the test images have the
+    /// same distribution (docs/RESULTS.md, "Calibration"), and the thresholds are better
+    /// estimated from all of them.
+    pub fn calibration_holdout_for(&self, stream: bool) -> f32 {
+        match self.calibration_holdout {
+            Some(h) => h,
+            None if stream => 0.2,
+            None => 0.0,
+        }
+    }
+
     /// The start a run on `n` samples of `shape` uses: [`Start::Auto`] resolved, the others as
     /// they are.
     pub fn start_for(&self, n: usize, shape: &SampleShape) -> Start {

@@ -5,7 +5,7 @@
 use dekm_shared::TrainingMetrics;
 use serde::{Deserialize, Serialize};
 
-use super::{Method, TrainError};
+use super::{Method, Start, TrainError};
 
 /// One step of a training run, as an [`Observer`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,6 +34,14 @@ pub enum Progress {
     Clustered {
         /// Metrics, when labels exist.
         metrics: Option<TrainingMetrics>,
+    },
+    /// A start other than k-means is being computed (the manifold start's neighbour search,
+    /// layout and mixtures take minutes on 70,000 images); the next event is the stage's.
+    Starting {
+        /// The start.
+        start: Start,
+        /// Samples it lays out or fits.
+        samples: usize,
     },
     /// The clustering stage begins, or resumes after `done` iterations.
     Stage {

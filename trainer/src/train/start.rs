@@ -70,6 +70,10 @@ pub(super) fn begin(
     watch.notify(Progress::Clustered { metrics: baseline });
     let held = matches!(begin, Start::Manifold | Start::Input);
     if held {
+        watch.notify(Progress::Starting {
+            start: begin,
+            samples: ds.len(),
+        });
         km = if begin == Start::Input {
             let (labels, mixture) = input_mixture(xs, cfg)?;
             history.mixture = Some(mixture);

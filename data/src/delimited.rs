@@ -1,6 +1,7 @@
 //! Delimited text (CSV, TSV) through the `csv` crate, one record at a time: quoted fields and
 //! header names (as pandas and R's `write.csv` write them), `\r\n` line ends, blank lines
-//! skipped, and the 1-based line each record starts on for error messages.
+//! skipped, and the 1-based line each record ends on (its only line, but for a quoted field
+//! across lines) for error messages.
 //!
 //! The delimiter is a tab for `.tsv`/`.tab` files, else a comma, unless the first line has tabs
 //! and no comma (a TSV under another name, or standard input).

@@ -367,7 +367,8 @@ fn samples_name<'a>(names: &[&'a str], path: &Path) -> Result<&'a str, DataError
     }
 }
 
-/// Reads an `.npz` archive: its samples array ([`samples_name`]) and labels.
+/// Reads an `.npz` archive: its samples array (the only array besides the labels, else the
+/// first of `x`, `X`, `data`, `images`, `arr_0` present) and its labels.
 pub fn read_npz(bytes: &[u8], path: &Path) -> Result<Npz, DataError> {
     let members = members(bytes, path)?;
     let member_path = |name: &str| PathBuf::from(format!("{}:{name}", path.display()));

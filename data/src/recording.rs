@@ -188,6 +188,8 @@ pub struct Recording {
     pub timestamps: Option<Vec<String>>,
     /// Label of each reading as a dense id (distinct labels in order of first appearance).
     pub labels: Option<Vec<u32>>,
+    /// The labels as written, by id (empty without a label column).
+    pub label_names: Vec<String>,
     /// Anomaly flag of each reading.
     pub anomalies: Option<Vec<bool>>,
 }
@@ -212,6 +214,7 @@ impl Recording {
             values: self.values[r.start * c..r.end * c].to_vec(),
             timestamps: self.timestamps.as_ref().map(|t| t[r.clone()].to_vec()),
             labels: self.labels.as_ref().map(|t| t[r.clone()].to_vec()),
+            label_names: self.label_names.clone(),
             anomalies: self.anomalies.as_ref().map(|t| t[r.clone()].to_vec()),
         };
         (cut(0..n), cut(n..self.len()))
@@ -239,6 +242,7 @@ pub fn read_recording(path: &Path) -> Result<Recording, DataError> {
             values: a.xs,
             timestamps: None,
             labels: None,
+            label_names: Vec::new(),
             anomalies: None,
         });
     }
@@ -260,11 +264,17 @@ pub fn read_recording(path: &Path) -> Result<Recording, DataError> {
             path: path.to_path_buf(),
         });
     }
+    let labels = full(labels, n);
     Ok(Recording {
         channels: reader.channels().to_vec(),
         values,
         timestamps: full(timestamps, n),
-        labels: full(labels, n),
+        label_names: if labels.is_some() {
+            ids.into_names()
+        } else {
+            Vec::new()
+        },
+        labels,
         anomalies: full(anomalies, n),
     })
 }
@@ -411,6 +421,7 @@ mod tests {
             values: (0..10).flat_map(|t| [t as f32, 10.0 * t as f32]).collect(),
             timestamps: None,
             labels: Some(vec![0, 0, 0, 1, 1, 1, 1, 2, 2, 2]),
+            label_names: vec!["a".into(), "b".into(), "c".into()],
             anomalies: Some((0..10).map(|t| t == 6).collect()),
         }
     }
@@ -433,6 +444,21 @@ mod tests {
             "{e}"
         );
         assert!(windows(&recording(), 4, 0, Path::new("r")).is_err());
+    }
+
+    #[test]
+    fn a_whole_recording_keeps_its_label_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.tsv");
+        std::fs::write(&path, "x\tlabel\n1\twalk\n2\trun\n3\twalk\n").unwrap();
+        let r = read_recording(&path).unwrap();
+        assert_eq!(r.labels, Some(vec![0, 1, 0]));
+        assert_eq!(r.label_names, ["walk", "run"]);
+        let (a, b) = r.split_at(1);
+        assert_eq!(
+            (a.label_names, b.label_names),
+            (r.label_names.clone(), r.label_names)
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! out, beyond an outer fence a normal score almost never passes while a gross fault lies many
 //! times beyond it.
 //!
-//! The quantiles themselves are estimated from all clusters together ([`pooled_quantiles`]):
+//! The quantiles themselves are estimated from all clusters together (`pooled_quantiles`):
 //! a 0.998 quantile needs thousands of scores, more than a cluster has.
 
 use dekm_edge::ClusterHead;

@@ -383,7 +383,7 @@ impl Dataset {
             xs: cut.xs,
             labels: cut.labels,
             anomalies: cut.anomalies,
-            label_names: Vec::new(),
+            label_names: rec.label_names.clone(),
             stream: Some(StreamSpec {
                 channels: rec.channels.clone(),
                 window: w.window,
@@ -424,7 +424,7 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
                 xs: s.xs,
                 labels: s.labels,
                 anomalies: None,
-                label_names: Vec::new(),
+                label_names: s.classes,
                 stream: None,
             }
         }

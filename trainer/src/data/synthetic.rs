@@ -216,6 +216,7 @@ impl Plant {
                 values,
                 timestamps: None,
                 labels: Some(labels),
+                label_names: Vec::new(),
                 anomalies: Some(anomalies),
             },
             faults,

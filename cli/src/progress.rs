@@ -139,3 +139,48 @@ impl Drop for Step {
         );
     }
 }
+
+/// A long step over a known number of items (texts embedded): a bar while it runs (on a
+/// terminal only), and an `info` log line with the count and seconds when it is dropped.
+pub struct Count {
+    pb: ProgressBar,
+    name: String,
+    started: std::time::Instant,
+}
+
+impl Count {
+    /// Starts a bar named `name` over `total` items.
+    pub fn new(name: impl Into<String>, total: usize) -> Self {
+        let name = name.into();
+        let pb = ProgressBar::new(total as u64).with_prefix(name.clone());
+        pb.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>10} [{bar:30}] {pos}/{len} {per_sec} ({elapsed}, {eta} left)",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        Self {
+            pb,
+            name,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Moves the bar to `done` items.
+    pub fn set(&self, done: usize) {
+        self.pb.set_position(done as u64);
+    }
+}
+
+impl Drop for Count {
+    fn drop(&mut self) {
+        self.pb.finish_and_clear();
+        tracing::info!(
+            step = %self.name,
+            items = self.pb.position(),
+            seconds = self.started.elapsed().as_secs_f64(),
+            "step done"
+        );
+    }
+}

@@ -1,7 +1,7 @@
 //! Readers for the sample files dekm consumes, shared by the trainer (whole files) and the edge
 //! CLI (streams, one sample at a time in bounded memory): IDX images (raw or gzip), CSV, NumPy
 //! `.npy`, raw little-endian `f32`, the UEA/UCR time-series archives' `.ts` files, and long
-//! multichannel recordings cut into windows ([`recording`]).
+//! multichannel recordings cut into windows ([`recording`]), and documents to embed ([`text`]).
 //!
 //! Every problem is a [`DataError`] naming the file and, for row-level problems, the line or
 //! row, so a bad file never ends in a panic or a silent skip.
@@ -12,6 +12,7 @@ pub mod numpy;
 pub mod recording;
 pub mod stream;
 pub mod table;
+pub mod text;
 pub mod ts;
 
 use std::path::PathBuf;
@@ -113,6 +114,16 @@ pub enum DataError {
         /// What is wrong.
         reason: String,
     },
+    /// A document is not usable text: not UTF-8, blank, or a field that is not a string.
+    #[error("{path}: line {line}: {reason}")]
+    BadText {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// No samples.
     #[error("{path}: no samples")]
     Empty {
@@ -124,7 +135,7 @@ pub enum DataError {
     Unsupported(String),
     /// The data source string is not understood.
     #[error(
-        "unknown data set '{0}': use mnist, fashion-mnist, synthetic, csv:PATH, npy:PATH or ts:PATH"
+        "unknown data set '{0}': use mnist, fashion-mnist, synthetic, csv:PATH, npy:PATH, ts:PATH or text:PATH"
     )]
     UnknownSource(String),
 }

@@ -490,6 +490,26 @@ pub fn read_samples(
     })
 }
 
+/// The bytes of a `.npy` file holding `xs` as a little-endian `float32` array of `rows` x
+/// `cols` (format version 1.0, header padded to 64 bytes as NumPy writes it), which
+/// `numpy.load` and [`read_npy`] read back.
+pub fn npy_f32(xs: &[f32], rows: usize, cols: usize) -> Vec<u8> {
+    debug_assert_eq!(xs.len(), rows * cols);
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let unpadded = 10 + header.len() + 1;
+    header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + xs.len() * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in xs {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -629,5 +649,23 @@ pub(crate) mod tests {
         assert!(matches!(err, DataError::Empty { .. }), "{err}");
         assert!(read_npy(b"hello", p()).is_err());
         assert!(read_npz(b"hello", Path::new("t.npz")).is_err());
+    }
+
+    #[test]
+    fn written_arrays_read_back() {
+        let xs: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 1.0).collect();
+        let bytes = npy_f32(&xs, 3, 4);
+        assert_eq!(
+            bytes.len() % 16,
+            0,
+            "header padded; 12 values of 4 bytes follow"
+        );
+        assert_eq!(
+            (10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize) % 64,
+            0
+        );
+        let a = read_npy(&bytes, Path::new("x.npy")).unwrap();
+        assert_eq!((a.header.samples, a.header.layout.len()), (3, 4));
+        assert_eq!(a.xs, xs);
     }
 }

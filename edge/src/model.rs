@@ -567,6 +567,7 @@ pub mod fixture {
             stream: None,
             spectrum: None,
             weights: dekm_shared::Weights::F32,
+            embedder: None,
             dataset: "fixture".to_string(),
             samples: 0,
             seed: 0,

@@ -68,6 +68,7 @@ fn write_spec_model(dir: &Path, spec: EncoderSpec, stream: Option<StreamSpec>, t
         stream,
         spectrum: None,
         weights: dekm_shared::Weights::F32,
+        embedder: None,
         dataset: "hand-made".into(),
         samples: 0,
         seed: 7,

@@ -64,6 +64,7 @@ fn model(spec: EncoderSpec, stream: Option<StreamSpec>, score: OutlierScore) -> 
         stream,
         spectrum: None,
         weights: dekm_shared::Weights::F32,
+        embedder: None,
         dataset: "test".into(),
         samples: 0,
         seed: 0,

@@ -116,6 +116,12 @@ fn dataset_ref(
         DataSource::Csv(p) => DataSource::Csv(under_root(need_root()?, &p)?),
         DataSource::Npy(p) => DataSource::Npy(under_root(need_root()?, &p)?),
         DataSource::Ts(p) => DataSource::Ts(under_root(need_root()?, &p)?),
+        DataSource::Text(_) => {
+            return Err(Status::unimplemented(
+                "text data sets are not trained over gRPC yet: embed them with `dekm embed` \
+                 and send the vectors (npy:PATH), or train with `dekm train --dataset text:PATH`",
+            ));
+        }
     };
     let label_column = (!d.label_column.is_empty())
         .then(|| d.label_column.parse::<LabelColumn>())
@@ -343,6 +349,7 @@ fn inline_dataset(d: pb::InlineData, max: usize) -> Result<Dataset, Status> {
         labels,
         anomalies: None,
         label_names: Vec::new(),
+        text: None,
         stream: None,
     })
 }

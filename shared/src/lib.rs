@@ -24,7 +24,7 @@ pub use layers::{
     TimePooling,
 };
 pub use meta::{
-    FORMAT_VERSION, INT8_FORMAT_VERSION, ModelMeta, Neighbours, OLDEST_FORMAT_VERSION,
+    EmbedderRef, FORMAT_VERSION, INT8_FORMAT_VERSION, ModelMeta, Neighbours, OLDEST_FORMAT_VERSION,
     OutlierScore, TrainingMetrics, Weights,
 };
 pub use preprocess::Normalizer;

@@ -186,6 +186,38 @@ pub struct TrainingMetrics {
     pub ari: f64,
 }
 
+/// The sentence embedder whose vectors a model trained on texts clusters.
+///
+/// A model's inputs are that embedder's output, so assigning texts with any other embedder
+/// (another model, or the same name with other weights) would place them in a space the model
+/// never saw; the server refuses it by the checksum. Devices never run the embedder: they are
+/// sent vectors, and this record tells where the vectors must come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbedderRef {
+    /// The model folder's name (`all-MiniLM-L6-v2`), for people.
+    pub name: String,
+    /// SHA-256 of its `model.safetensors` in lowercase hex: what identifies the embedder.
+    pub sha256: String,
+    /// Values per embedding (the encoder's input length).
+    pub dim: u32,
+}
+
+impl EmbedderRef {
+    fn validate(&self, input_len: usize) -> Result<(), ContractError> {
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("the embedder's sha256 is not 64 hex digits"));
+        }
+        if self.dim as usize != input_len {
+            return Err(ContractError::LengthMismatch {
+                what: "embedding dimension for the encoder",
+                expected: input_len,
+                got: self.dim as usize,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Everything about an export that is not a tensor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
@@ -212,6 +244,11 @@ pub struct ModelMeta {
     /// How the encoder's weights are stored (absent: f32).
     #[serde(default, skip_serializing_if = "Weights::is_f32")]
     pub weights: Weights,
+    /// For a model trained on texts: the embedder that turns a text into the model's input
+    /// (absent otherwise; runtimes that predate it read such a model as a vector model, which
+    /// is what it is to them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<EmbedderRef>,
     /// Name of the training data set (`mnist`, `csv:path`, ...).
     pub dataset: String,
     /// Number of training samples.
@@ -311,6 +348,9 @@ impl ModelMeta {
             n.validate()?;
         }
         meta.encoder.validate()?;
+        if let Some(e) = &meta.embedder {
+            e.validate(meta.encoder.input_len())?;
+        }
         if let Some(spec) = &meta.spectrum {
             spec.validate()?;
             if spec.output_len() != meta.encoder.input_len() {
@@ -361,6 +401,7 @@ mod tests {
             stream: None,
             spectrum: None,
             weights: Weights::F32,
+            embedder: None,
             dataset: "synthetic".into(),
             samples: 10,
             seed: 7,
@@ -376,6 +417,30 @@ mod tests {
         let back =
             ModelMeta::from_header(Some(&FORMAT_VERSION.to_string()), Some(&m.to_json())).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn embedder_record_round_trips_and_is_checked() {
+        let header = |m: &ModelMeta| {
+            ModelMeta::from_header(Some(&FORMAT_VERSION.to_string()), Some(&m.to_json()))
+        };
+        let mut m = meta();
+        m.embedder = Some(EmbedderRef {
+            name: "all-MiniLM-L6-v2".into(),
+            sha256: "ab".repeat(32),
+            dim: 4,
+        });
+        assert_eq!(header(&m).unwrap(), m);
+        let json = m.to_json();
+        assert!(json.contains("\"embedder\""), "{json}");
+        assert!(!meta().to_json().contains("embedder"));
+        m.embedder.as_mut().unwrap().dim = 5;
+        let err = header(&m).unwrap_err();
+        assert!(err.to_string().contains("embedding dimension"), "{err}");
+        m.embedder.as_mut().unwrap().dim = 4;
+        m.embedder.as_mut().unwrap().sha256 = "xyz".into();
+        let err = header(&m).unwrap_err();
+        assert!(err.to_string().contains("sha256"), "{err}");
     }
 
     /// A version 1 header (no `outlier_score`) still loads, as the distance score it meant.

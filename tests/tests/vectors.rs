@@ -41,6 +41,7 @@ fn unequal(n: usize) -> Dataset {
         labels: Some(labels),
         anomalies: None,
         label_names: Vec::new(),
+        text: None,
         stream: None,
     }
 }

@@ -220,6 +220,7 @@ pub fn spectral(ds: &Dataset, spectrum: &Spectrum) -> Result<Dataset, TrainError
         labels: ds.labels.clone(),
         anomalies: ds.anomalies.clone(),
         label_names: ds.label_names.clone(),
+        text: None,
         stream: None,
     })
 }
@@ -263,6 +264,7 @@ mod tests {
             labels: Some(labels.clone()),
             anomalies: None,
             label_names: Vec::new(),
+            text: None,
             stream: None,
         };
         let cfg = TrainConfig {
@@ -297,6 +299,7 @@ mod tests {
             labels: None,
             anomalies: None,
             label_names: Vec::new(),
+            text: None,
             stream: None,
         };
         let cfg = TrainConfig {

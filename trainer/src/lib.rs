@@ -22,6 +22,7 @@ pub mod model;
 pub mod neighbours;
 pub mod optim;
 pub mod pipeline;
+pub mod representatives;
 pub mod rotation;
 pub mod train;
 

@@ -123,6 +123,7 @@ pub fn train_and_export(
         stream: ds.stream.clone(),
         spectrum: features.spec(),
         weights: dekm_shared::Weights::F32,
+        embedder: ds.text.as_ref().map(|t| t.embedder.clone()),
         dataset: ds.name.clone(),
         samples: fit.len(),
         seed: cfg.seed,
@@ -216,6 +217,18 @@ pub fn latent_on(
     ds: &Dataset,
     dev: &Device,
 ) -> Result<Vec<f32>, PipelineError> {
+    if let (Some(want), Some(got)) = (&model.meta.embedder, ds.text.as_ref().map(|t| &t.embedder))
+        && want.sha256 != got.sha256
+    {
+        return Err(PipelineError::Input(format!(
+            "the model clusters embeddings of {} (weights sha256 {}) but these texts were \
+             embedded with {} (sha256 {}): embed with the model's embedder",
+            want.name,
+            &want.sha256[..12.min(want.sha256.len())],
+            got.name,
+            &got.sha256[..12.min(got.sha256.len())]
+        )));
+    }
     let raw_len = model.meta.input_len();
     if ds.shape.len() != raw_len {
         return Err(PipelineError::Input(format!(

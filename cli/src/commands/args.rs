@@ -2,11 +2,13 @@
 //! are sampled.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
 use dekm_cli::analysis;
+use dekm_cli::progress::Count;
 use dekm_cluster::internal::PairOptions;
 use dekm_server::db::Location;
 use dekm_trainer::data::{
@@ -16,10 +18,11 @@ use dekm_trainer::device::DeviceChoice;
 
 #[derive(Args)]
 pub(crate) struct DataArgs {
-    /// mnist, fashion-mnist, synthetic, csv:PATH (CSV or TSV), npy:PATH (.npy or .npz) or
-    /// ts:PATH (a UEA/UCR .ts file).
+    /// mnist, fashion-mnist, synthetic, csv:PATH (CSV or TSV), npy:PATH (.npy or .npz),
+    /// ts:PATH (a UEA/UCR .ts file) or text:PATH (documents: one per line, a .csv/.tsv column
+    /// or a .jsonl field, embedded with --embedder).
     #[arg(long)]
-    dataset: DataSource,
+    pub(crate) dataset: DataSource,
     /// Directory with mnist/ and fashion-mnist/ (IDX files, gzip or raw).
     #[arg(long, env = "DEKM_DATA")]
     data_dir: Option<PathBuf>,
@@ -48,6 +51,59 @@ pub(crate) struct DataArgs {
     /// Readings between window starts (default: the window, so windows do not overlap).
     #[arg(long, requires = "window", value_parser = clap::value_parser!(u64).range(1..))]
     hop: Option<u64>,
+    #[command(flatten)]
+    pub(crate) text: TextArgs,
+}
+
+/// How documents become vectors (`text:PATH` data sets, `dekm embed`).
+#[derive(Args)]
+pub(crate) struct TextArgs {
+    /// A sentence-transformers model folder (config.json, tokenizer.json, model.safetensors,
+    /// modules.json, 1_Pooling/): texts are clustered as its embeddings. Nothing is
+    /// downloaded; scripts/fetch-minilm.sh unpacks all-MiniLM-L6-v2 once.
+    #[arg(long, env = "DEKM_EMBEDDER")]
+    pub(crate) embedder: Option<PathBuf>,
+    /// The text column of a .csv/.tsv file (header name or index) or field of a .jsonl file
+    /// (default: text).
+    #[arg(long)]
+    pub(crate) text_col: Option<String>,
+    /// Texts per embedding batch.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) embed_batch: u64,
+}
+
+impl TextArgs {
+    /// The text options for `source`: the embedder loaded (on a GPU when this build has CUDA
+    /// and one answers) when the source is text, with a progress bar; `None` for other sources.
+    pub(crate) fn options(&self, source: &DataSource) -> Result<Option<data::TextOptions>> {
+        if !matches!(source, DataSource::Text(_)) {
+            return Ok(None);
+        }
+        let Some(dir) = &self.embedder else {
+            anyhow::bail!(
+                "{source} needs --embedder DIR: a sentence-transformers model folder \
+                 (scripts/fetch-minilm.sh unpacks all-MiniLM-L6-v2)"
+            );
+        };
+        let embedder = dekm_embed::Embedder::load(dir, &DeviceChoice::Auto.open()?.0)?;
+        tracing::info!(embedder = %embedder.id().name, sha256 = %embedder.id().sha256, dim = embedder.dim(), "sentence embedder");
+        let bar: Arc<Mutex<Option<Count>>> = Arc::default();
+        Ok(Some(data::TextOptions {
+            column: self.text_col.clone(),
+            embedder: Arc::new(embedder),
+            batch: self.embed_batch as usize,
+            progress: Some(Arc::new(move |done, total| {
+                let mut bar = bar
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let b = bar.get_or_insert_with(|| Count::new("embedding", total));
+                b.set(done);
+                if done >= total {
+                    bar.take();
+                }
+            })),
+        }))
+    }
 }
 
 impl DataArgs {
@@ -68,6 +124,7 @@ impl DataArgs {
                 window: w as usize,
                 hop: self.hop.unwrap_or(w) as usize,
             }),
+            text: self.text.options(&self.dataset)?,
         };
         let started = Instant::now();
         let ds = data::load(&self.dataset, &opts)?;

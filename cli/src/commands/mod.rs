@@ -4,6 +4,7 @@
 mod args;
 mod cluster;
 mod demo;
+mod embed;
 mod evaluate;
 mod import;
 mod plot;
@@ -17,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 use cluster::ClusterArgs;
 use demo::DemoArgs;
+use embed::EmbedArgs;
 use evaluate::EvalArgs;
 use import::ImportArgs;
 use plot::PlotArgs;
@@ -45,6 +47,8 @@ pub(crate) enum Command {
     Train(TrainArgs),
     /// Assign a data set with an exported model and print cluster sizes and metrics.
     Evaluate(EvalArgs),
+    /// Embed documents with a local sentence-transformers model and write a .npy file.
+    Embed(EmbedArgs),
     /// Train on built-in synthetic sensor data, export, and assign a fresh stream.
     Demo(DemoArgs),
     /// Cluster with k-means, mini-batch k-means, GMM, DBSCAN, agglomerative or SOM, in a
@@ -71,6 +75,7 @@ impl Command {
             Self::Train(a) => train::run(a, quiet),
             Self::Evaluate(a) => evaluate::run(a),
             Self::Demo(a) => demo::run(a, quiet),
+            Self::Embed(a) => embed::run(a),
             Self::Serve(a) => serve::run(a),
             Self::Cluster(a) => cluster::run(a),
             Self::SelectK(a) => select_k::run(a),

@@ -85,6 +85,7 @@ pub fn images(n: usize) -> Dataset {
         labels: Some(labels),
         anomalies: None,
         label_names: Vec::new(),
+        text: None,
         stream: None,
     }
 }

@@ -7,8 +7,12 @@
 pub mod synthetic;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use dekm_shared::{EncoderSpec, ImageShape, Normalizer, SeriesShape, StreamSpec, TimePooling};
+use dekm_embed::Embedder;
+use dekm_shared::{
+    EmbedderRef, EncoderSpec, ImageShape, Normalizer, SeriesShape, StreamSpec, TimePooling,
+};
 
 use crate::model::SeriesEncoder;
 
@@ -30,6 +34,9 @@ pub enum DataSource {
     /// A UEA/UCR `.ts` file of pre-cut multichannel cases (one sample per case, its channels'
     /// readings one after the other).
     Ts(PathBuf),
+    /// Documents (one per line, a CSV column or a JSON Lines field), clustered as the
+    /// sentence embeddings [`TextOptions::embedder`] gives them.
+    Text(PathBuf),
 }
 
 impl std::str::FromStr for DataSource {
@@ -43,6 +50,7 @@ impl std::str::FromStr for DataSource {
                 Some(("csv", p)) if !p.is_empty() => Self::Csv(p.into()),
                 Some(("npy", p)) if !p.is_empty() => Self::Npy(p.into()),
                 Some(("ts", p)) if !p.is_empty() => Self::Ts(p.into()),
+                Some(("text", p)) if !p.is_empty() => Self::Text(p.into()),
                 _ => return Err(DataError::UnknownSource(s.to_string())),
             },
         })
@@ -58,6 +66,7 @@ impl std::fmt::Display for DataSource {
             Self::Csv(p) => write!(f, "csv:{}", p.display()),
             Self::Npy(p) => write!(f, "npy:{}", p.display()),
             Self::Ts(p) => write!(f, "ts:{}", p.display()),
+            Self::Text(p) => write!(f, "text:{}", p.display()),
         }
     }
 }
@@ -96,6 +105,31 @@ pub struct LoadOptions {
     /// Read a CSV or `.npy` file as one long recording (a header naming the channels, one
     /// reading per row) and cut it into windows, instead of one sample per row.
     pub windowing: Option<Windowing>,
+    /// How documents of `text:PATH` are read and embedded.
+    pub text: Option<TextOptions>,
+}
+
+/// How documents become vectors.
+#[derive(Clone)]
+pub struct TextOptions {
+    /// The text column of a CSV file or field of a JSON Lines file.
+    pub column: Option<String>,
+    /// The sentence-embedding model.
+    pub embedder: Arc<Embedder>,
+    /// Texts per embedding batch.
+    pub batch: usize,
+    /// Called with the number of texts embedded after each batch.
+    pub progress: Option<Arc<dyn Fn(usize, usize) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for TextOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextOptions")
+            .field("column", &self.column)
+            .field("embedder", &self.embedder.id())
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a recording is cut into samples.
@@ -192,6 +226,29 @@ pub struct Dataset {
     /// For windows cut from a recording: channels, window and hop, which the export records
     /// so a device cuts its readings the same way.
     pub stream: Option<StreamSpec>,
+    /// For documents: the texts the samples embed and the embedder that did it.
+    pub text: Option<TextCorpus>,
+}
+
+/// The documents behind a data set of sentence embeddings.
+#[derive(Debug, Clone)]
+pub struct TextCorpus {
+    /// The documents, one per sample.
+    pub texts: Vec<String>,
+    /// The embedder whose vectors the samples are; a model trained on them records it.
+    pub embedder: EmbedderRef,
+    /// How many documents were longer than the embedder's token limit and truncated.
+    pub truncated: usize,
+}
+
+impl TextCorpus {
+    fn select(&self, indices: &[usize]) -> Self {
+        Self {
+            texts: indices.iter().map(|&i| self.texts[i].clone()).collect(),
+            embedder: self.embedder.clone(),
+            truncated: self.truncated,
+        }
+    }
 }
 
 impl Dataset {
@@ -296,6 +353,7 @@ impl Dataset {
                 .as_ref()
                 .map(|a| indices.iter().map(|&i| a[i]).collect()),
             label_names: self.label_names.clone(),
+            text: self.text.as_ref().map(|t| t.select(indices)),
             stream: self.stream.clone(),
         }
     }
@@ -341,6 +399,9 @@ impl Dataset {
             if let Some(a) = &mut self.anomalies {
                 a.truncate(n);
             }
+            if let Some(t) = &mut self.text {
+                t.texts.truncate(n);
+            }
         }
     }
 }
@@ -359,6 +420,7 @@ impl From<synthetic::Draw> for Dataset {
             labels: Some(draw.labels),
             anomalies,
             label_names: Vec::new(),
+            text: None,
             stream: None,
         }
     }
@@ -384,6 +446,7 @@ impl Dataset {
             labels: cut.labels,
             anomalies: cut.anomalies,
             label_names: rec.label_names.clone(),
+            text: None,
             stream: Some(StreamSpec {
                 channels: rec.channels.clone(),
                 window: w.window,
@@ -401,6 +464,7 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
         )));
     }
     let mut ds = match source {
+        DataSource::Text(path) => load_text(source, path, opts)?,
         DataSource::Mnist => load_idx("mnist", opts)?,
         DataSource::FashionMnist => load_idx("fashion-mnist", opts)?,
         DataSource::Synthetic => {
@@ -425,6 +489,7 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
                 labels: s.labels,
                 anomalies: None,
                 label_names: s.classes,
+                text: None,
                 stream: None,
             }
         }
@@ -466,6 +531,7 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
                 labels,
                 anomalies: None,
                 label_names: names,
+                text: None,
                 stream: None,
             }
         }
@@ -474,6 +540,56 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
         ds.truncate(n);
     }
     Ok(ds)
+}
+
+/// Reads and embeds the documents of `path`.
+fn load_text(source: &DataSource, path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
+    let t = opts.text.as_ref().ok_or_else(|| {
+        DataError::Unsupported(format!(
+            "{source} needs --embedder DIR: a sentence-transformers model folder \
+             (scripts/fetch-minilm.sh unpacks all-MiniLM-L6-v2)"
+        ))
+    })?;
+    let mut read =
+        dekm_data::text::read_texts(path, t.column.as_deref(), opts.label_column.as_ref())?;
+    if let Some(n) = opts.limit {
+        read.texts.truncate(n);
+        if let Some(l) = &mut read.labels {
+            l.truncate(n);
+        }
+    }
+    let total = read.texts.len();
+    let e = t
+        .embedder
+        .embed(&read.texts, t.batch, &mut |done| {
+            if let Some(p) = &t.progress {
+                p(done, total);
+            }
+        })
+        .map_err(|e| DataError::Unsupported(format!("{source}: embedding failed: {e}")))?;
+    if !e.truncated.is_empty() {
+        tracing::warn!(
+            texts = e.truncated.len(),
+            first = e.truncated[0] + 1,
+            tokens = t.embedder.folder().max_tokens,
+            "texts longer than the embedder's token limit were truncated to it, as \
+             sentence-transformers does"
+        );
+    }
+    Ok(Dataset {
+        name: source.to_string(),
+        shape: SampleShape::Vector(e.dim),
+        xs: e.xs,
+        labels: read.labels,
+        anomalies: None,
+        label_names: read.label_names,
+        stream: None,
+        text: Some(TextCorpus {
+            texts: read.texts,
+            embedder: t.embedder.id().clone(),
+            truncated: e.truncated.len(),
+        }),
+    })
 }
 
 /// The sample shape of a NumPy array's samples: images as the IDX reader gives them, pixel
@@ -585,6 +701,7 @@ fn load_idx(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
         labels: Some(labels),
         anomalies: None,
         label_names: Vec::new(),
+        text: None,
         stream: None,
     })
 }

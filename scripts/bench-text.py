@@ -124,12 +124,27 @@ def dekm_embed(model, txt, out, threads, batch=32):
     return np.load(out), secs, r.stdout
 
 
-def table_rows(out):
+def num(s):
+    try:
+        return float(s)
+    except ValueError:
+        return None
+
+
+def table_rows(out, trailing):
+    """Rows of a dekm table: the method name, then ACC, NMI, ARI followed by `trailing` more
+    columns (`dekm cluster`: seconds; `dekm train`: none)."""
     rows = {}
     for line in out.splitlines():
-        m = re.match(r"^(\S[^|]*?)\s+(0\.\d+|1\.0+)\s+(-?[0-9.]+)\s+(-?[0-9.]+)", line.strip())
-        if m:
-            rows[m.group(1).strip()] = tuple(float(m.group(i)) for i in (2, 3, 4))
+        t = line.split()
+        end = len(t) - trailing
+        if end < 4 or t[0] == "method":
+            continue
+        vals = [num(v) for v in t[end - 3:end]]
+        if all(v is not None for v in vals) and all(-1 <= v <= 1 for v in vals):
+            # `dekm cluster` has six more columns between the name and ACC.
+            name = " ".join(t[:end - 3] if trailing == 0 else t[:end - 9])
+            rows[name] = tuple(vals)
     return rows
 
 
@@ -142,6 +157,8 @@ def main():
     ap.add_argument("--speed-texts", type=int, default=2000)
     ap.add_argument("--parity-posts", type=int, default=300)
     ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--reuse-embeddings", action="store_true",
+                    help="quality: take WORK/corpus.npy from an earlier run of this script")
     ap.add_argument("--skip", default="", help="comma-separated: parity,speed,quality,recipe")
     a = ap.parse_args()
     skip = set(filter(None, a.skip.split(",")))
@@ -203,7 +220,11 @@ def main():
         y = np.array([names.index(c) for c in labels])
         txt = os.path.join(a.work, "corpus.txt")
         write_lines(txt, texts)
-        emb, secs, _ = dekm_embed(a.model, txt, os.path.join(a.work, "corpus.npy"), a.threads)
+        npy = os.path.join(a.work, "corpus.npy")
+        if a.reuse_embeddings and os.path.exists(npy):
+            emb, secs = np.load(npy), float("nan")
+        else:
+            emb, secs, _ = dekm_embed(a.model, txt, npy, a.threads)
         print(f"\n## quality: 20 Newsgroups test split, {len(texts)} posts, k = {len(names)} "
               f"(embedded in {secs:.0f} s)")
         print("| method | ACC | NMI | ARI | seconds |\n|---|---|---|---|---|")
@@ -225,7 +246,7 @@ def main():
                                 "--seed", str(seed)], capture_output=True, text=True)
             if r.returncode != 0:
                 sys.exit(r.stderr)
-            for name, s in table_rows(r.stdout).items():
+            for name, s in table_rows(r.stdout, 1).items():
                 print(f"| dekm cluster {name} seed {seed} | {s[0]:.4f} | {s[1]:.4f} | "
                       f"{s[2]:.4f} | {time.perf_counter() - t:.0f} (both methods) |")
             t = time.perf_counter()
@@ -234,7 +255,7 @@ def main():
                                 "--out", out_dir], capture_output=True, text=True)
             if r.returncode != 0:
                 sys.exit(r.stderr)
-            rows = table_rows(r.stdout)
+            rows = table_rows(r.stdout, 0)
             for name, s in rows.items():
                 print(f"| dekm train: {name} seed {seed} | {s[0]:.4f} | {s[1]:.4f} | "
                       f"{s[2]:.4f} | {time.perf_counter() - t:.0f} (whole run) |")

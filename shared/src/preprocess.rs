@@ -30,6 +30,16 @@ impl Normalizer {
         Ok(Self { offset, scale })
     }
 
+    /// Values as they are: for rows that are directions (unit-length sentence embeddings),
+    /// which are compared by angle; standardising each feature would weigh the features by
+    /// their spread rather than as the embedding model does.
+    pub fn identity(len: usize) -> Self {
+        Self {
+            offset: alloc::vec![0.0; len],
+            scale: alloc::vec![1.0; len],
+        }
+    }
+
     /// Pixel data stored as 0..=255: scale to `[0, 1]`.
     pub fn pixels(len: usize) -> Self {
         Self {

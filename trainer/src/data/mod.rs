@@ -5,18 +5,16 @@
 //! fitted [`Normalizer`] travels with the model so the edge applies the same map.
 
 pub mod synthetic;
+mod text;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use dekm_embed::Embedder;
-use dekm_shared::{
-    EmbedderRef, EncoderSpec, ImageShape, Normalizer, SeriesShape, StreamSpec, TimePooling,
-};
+use dekm_shared::{EncoderSpec, ImageShape, Normalizer, SeriesShape, StreamSpec, TimePooling};
 
 use crate::model::SeriesEncoder;
 
 pub use dekm_data::{DataError, LabelColumn, idx, numpy, table};
+pub use text::{TextCorpus, TextOptions};
 
 /// Where samples come from, parsed from `--dataset`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,29 +105,6 @@ pub struct LoadOptions {
     pub windowing: Option<Windowing>,
     /// How documents of `text:PATH` are read and embedded.
     pub text: Option<TextOptions>,
-}
-
-/// How documents become vectors.
-#[derive(Clone)]
-pub struct TextOptions {
-    /// The text column of a CSV file or field of a JSON Lines file.
-    pub column: Option<String>,
-    /// The sentence-embedding model.
-    pub embedder: Arc<Embedder>,
-    /// Texts per embedding batch.
-    pub batch: usize,
-    /// Called with the number of texts embedded after each batch.
-    pub progress: Option<Arc<dyn Fn(usize, usize) + Send + Sync>>,
-}
-
-impl std::fmt::Debug for TextOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextOptions")
-            .field("column", &self.column)
-            .field("embedder", &self.embedder.id())
-            .field("batch", &self.batch)
-            .finish_non_exhaustive()
-    }
 }
 
 /// How a recording is cut into samples.
@@ -228,27 +203,6 @@ pub struct Dataset {
     pub stream: Option<StreamSpec>,
     /// For documents: the texts the samples embed and the embedder that did it.
     pub text: Option<TextCorpus>,
-}
-
-/// The documents behind a data set of sentence embeddings.
-#[derive(Debug, Clone)]
-pub struct TextCorpus {
-    /// The documents, one per sample.
-    pub texts: Vec<String>,
-    /// The embedder whose vectors the samples are; a model trained on them records it.
-    pub embedder: EmbedderRef,
-    /// How many documents were longer than the embedder's token limit and truncated.
-    pub truncated: usize,
-}
-
-impl TextCorpus {
-    fn select(&self, indices: &[usize]) -> Self {
-        Self {
-            texts: indices.iter().map(|&i| self.texts[i].clone()).collect(),
-            embedder: self.embedder.clone(),
-            truncated: self.truncated,
-        }
-    }
 }
 
 impl Dataset {
@@ -467,7 +421,7 @@ pub fn load(source: &DataSource, opts: &LoadOptions) -> Result<Dataset, DataErro
         )));
     }
     let mut ds = match source {
-        DataSource::Text(path) => load_text(source, path, opts)?,
+        DataSource::Text(path) => text::load_text(source, path, opts)?,
         DataSource::Mnist => load_idx("mnist", opts)?,
         DataSource::FashionMnist => load_idx("fashion-mnist", opts)?,
         DataSource::Synthetic => {
@@ -553,56 +507,6 @@ fn unit_rows(xs: &[f32], d: usize) -> bool {
             let norm2: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
             (norm2 - 1.0).abs() < 1e-3
         })
-}
-
-/// Reads and embeds the documents of `path`.
-fn load_text(source: &DataSource, path: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
-    let t = opts.text.as_ref().ok_or_else(|| {
-        DataError::Unsupported(format!(
-            "{source} needs --embedder DIR: a sentence-transformers model folder \
-             (scripts/fetch-minilm.sh unpacks all-MiniLM-L6-v2)"
-        ))
-    })?;
-    let mut read =
-        dekm_data::text::read_texts(path, t.column.as_deref(), opts.label_column.as_ref())?;
-    if let Some(n) = opts.limit {
-        read.texts.truncate(n);
-        if let Some(l) = &mut read.labels {
-            l.truncate(n);
-        }
-    }
-    let total = read.texts.len();
-    let e = t
-        .embedder
-        .embed(&read.texts, t.batch, &mut |done| {
-            if let Some(p) = &t.progress {
-                p(done, total);
-            }
-        })
-        .map_err(|e| DataError::Unsupported(format!("{source}: embedding failed: {e}")))?;
-    if !e.truncated.is_empty() {
-        tracing::warn!(
-            texts = e.truncated.len(),
-            first = e.truncated[0] + 1,
-            tokens = t.embedder.folder().max_tokens,
-            "texts longer than the embedder's token limit were truncated to it, as \
-             sentence-transformers does"
-        );
-    }
-    Ok(Dataset {
-        name: source.to_string(),
-        shape: SampleShape::Vector(e.dim),
-        xs: e.xs,
-        labels: read.labels,
-        anomalies: None,
-        label_names: read.label_names,
-        stream: None,
-        text: Some(TextCorpus {
-            texts: read.texts,
-            embedder: t.embedder.id().clone(),
-            truncated: e.truncated.len(),
-        }),
-    })
 }
 
 /// The sample shape of a NumPy array's samples: images as the IDX reader gives them, pixel

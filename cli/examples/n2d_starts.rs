@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use clap::{Parser, ValueEnum};
 use dekm_cluster::pca::Pca;
-use dekm_cluster::{ClusterError, Fit, Points, gmm, internal, kmeans, metrics, umap};
+use dekm_cluster::{ClusterError, Fit, Points, gmm, internal, kmeans, metrics, neighbours, umap};
 use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions};
 use dekm_trainer::export::{LoadedModel, read_model};
 use dekm_trainer::model::manifold_features;
@@ -128,7 +128,8 @@ fn main() -> Result<()> {
     if args.quick {
         return likeliest_of_more(&layout, &truth, k, args.seed, args.starts, started);
     }
-    let (neighbours, _) = umap::nearest_neighbours(&x, GRAPH_NEIGHBORS)?;
+    let found = neighbours::nearest(&x, GRAPH_NEIGHBORS, neighbours::Search::Auto)?;
+    let neighbours = found.parts().0;
     let km = kmeans::KMeansConfig {
         seed: args.seed,
         ..kmeans::KMeansConfig::new(k)
@@ -153,7 +154,7 @@ fn main() -> Result<()> {
         };
         let g = cfg.fit(&layout)?;
         let m = metrics::evaluate(&g.labels, &truth);
-        let s = scores(&x, &layout, &neighbours, &g, k)?;
+        let s = scores(&x, &layout, neighbours, &g, k)?;
         let name = if r == 0 { "dflt".into() } else { r.to_string() };
         print!("{name:>5} {:>7.4} {:>7.4} {:>7.4} |", m.acc, m.nmi, m.ari);
         s.iter().for_each(|v| print!(" {v:>9.4}"));

@@ -3,13 +3,15 @@
 //! core points plus the border points they reach; everything else is noise, which dekm reports
 //! as outliers.
 //!
-//! Neighbourhoods are found by brute force, in parallel, one point's at a time when it is
-//! expanded: O(n²) time but O(n) memory, whatever `eps` is. On the 10-d latent space of 70,000
-//! images that is a few seconds per core; a spatial index would not prune much in 10 dimensions.
+//! Neighbourhoods are radius queries on a k-d tree ([`KdTree::within`]), one point's at a time
+//! when it is expanded, so memory stays O(n) whatever `eps` is; each compares distances in f64
+//! exactly as a brute-force scan would, so the clusters are the scan's (and scikit-learn's).
+//! In high dimensions the tree prunes little and a query costs about a scan.
 
 use rayon::prelude::*;
 
-use crate::{ClusterError, Fit, Fitted, Points, sq64};
+use crate::neighbours::KdTree;
+use crate::{ClusterError, Fit, Fitted, Points};
 
 /// DBSCAN's two parameters.
 #[derive(Debug, Clone, Copy)]
@@ -70,24 +72,26 @@ fn fit(p: &Points<'_>, cfg: &DbscanConfig) -> Result<Dbscan, ClusterError> {
     }
     let n = p.len();
     let eps2 = cfg.eps * cfg.eps;
-    let neighbours = |i: usize| -> Vec<usize> {
-        let xi = p.row(i);
-        (0..n)
-            .into_par_iter()
-            .filter(|&j| sq64(xi, p.row(j)) <= eps2)
-            .collect()
+    let tree = KdTree::new(p);
+    // In index order, as a scan finds them: the order of expansion fixes the labels.
+    let neighbours = |i: usize, out: &mut Vec<u32>| {
+        out.clear();
+        tree.within(p.row(i), eps2, out);
+        out.sort_unstable();
     };
     let counts: Vec<usize> = (0..n)
         .into_par_iter()
-        .map(|i| {
-            let xi = p.row(i);
-            p.rows().filter(|x| sq64(xi, x) <= eps2).count()
+        .map_init(Vec::new, |out, i| {
+            out.clear();
+            tree.within(p.row(i), eps2, out);
+            out.len()
         })
         .collect();
     let core: Vec<bool> = counts.iter().map(|&c| c >= cfg.min_samples).collect();
     let mut labels: Vec<Option<u32>> = vec![None; n];
     let mut clusters = 0u32;
     let mut stack = Vec::new();
+    let mut found = Vec::new();
     for start in 0..n {
         if labels[start].is_some() || !core[start] {
             continue;
@@ -95,7 +99,9 @@ fn fit(p: &Points<'_>, cfg: &DbscanConfig) -> Result<Dbscan, ClusterError> {
         labels[start] = Some(clusters);
         stack.push(start);
         while let Some(i) = stack.pop() {
-            for j in neighbours(i) {
+            neighbours(i, &mut found);
+            for &j in &found {
+                let j = j as usize;
                 if labels[j].is_none() {
                     labels[j] = Some(clusters);
                     if core[j] {
@@ -148,6 +154,60 @@ mod tests {
         assert!(r.labels[200..400].iter().all(|&l| l == Some(1)));
         assert_eq!(&r.labels[400..], [None, None]);
         // k-means would cut both rings in halves; DBSCAN follows the density.
+    }
+
+    /// DBSCAN with brute-force neighbourhoods, the reference the tree's answer must equal.
+    fn scanned(p: &Points<'_>, eps: f64, min: usize) -> Vec<Option<u32>> {
+        let n = p.len();
+        let within = |i: usize| -> Vec<usize> {
+            (0..n)
+                .filter(|&j| crate::sq64(p.row(i), p.row(j)) <= eps * eps)
+                .collect()
+        };
+        let core: Vec<bool> = (0..n).map(|i| within(i).len() >= min).collect();
+        let (mut labels, mut c) = (vec![None; n], 0);
+        for s in 0..n {
+            if labels[s].is_some() || !core[s] {
+                continue;
+            }
+            labels[s] = Some(c);
+            let mut stack = vec![s];
+            while let Some(i) = stack.pop() {
+                for j in within(i) {
+                    if labels[j].is_none() {
+                        labels[j] = Some(c);
+                        if core[j] {
+                            stack.push(j);
+                        }
+                    }
+                }
+            }
+            c += 1;
+        }
+        labels
+    }
+
+    #[test]
+    fn the_tree_gives_the_brute_force_clusters() {
+        use rand::Rng;
+        let mut r = crate::rng(9, 0);
+        for d in [2, 5] {
+            let xs: Vec<f32> = (0..600 * d)
+                .map(|i| (i % 3) as f32 * 3.0 + r.random_range(-1.0..1.0f32))
+                .collect();
+            let p = Points::new(&xs, d).unwrap();
+            for (eps, min) in [(0.3, 3), (0.6, 5), (1.5, 10)] {
+                let got = fit(
+                    &p,
+                    &DbscanConfig {
+                        eps,
+                        min_samples: min,
+                    },
+                )
+                .unwrap();
+                assert_eq!(got.labels, scanned(&p, eps, min), "d={d} eps={eps}");
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! (Gaussian mixtures by EM, full or diagonal covariance), [`umap`] (a neighbourhood-keeping
 //! layout to cluster in, as N2D does), [`dbscan`] (density clusters with
 //! noise as outliers) and [`hierarchy`] (agglomerative, seven linkages, with the dendrogram);
-//! [`pca`] projects on the leading principal axes.
+//! [`pca`] projects on the leading principal axes; [`neighbours`] finds each point's nearest
+//! others exactly (a k-d tree, or blocked distance products), for UMAP and DBSCAN.
 //! Metrics: [`metrics`] (external, against labels: ACC, NMI, ARI), [`internal`] (without
 //! labels: silhouette, Calinski-Harabasz, Davies-Bouldin, Dunn) and [`detection`] (an anomaly
 //! score against known anomalies: AUROC, average precision, recall at a threshold).
@@ -24,6 +25,7 @@ pub mod hierarchy;
 pub mod internal;
 pub mod kmeans;
 pub mod metrics;
+pub mod neighbours;
 pub mod pca;
 pub mod select;
 pub mod som;

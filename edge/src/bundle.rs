@@ -6,21 +6,23 @@
 //! | bytes | content |
 //! |---|---|
 //! | 8 | [`MAGIC`] `DEKMEDGE` |
-//! | 4 | bundle version: the model's format version (2 to [`dekm_shared::FORMAT_VERSION`]) |
+//! | 4 | bundle version: [`SAFETENSORS_BUNDLE`] (6) when written by this build |
 //! | 8 | payload length `n` |
 //! | 32 | SHA-256 of the payload |
-//! | n | postcard encoding of the metadata JSON (the same string as the safetensors header's) and the tensors |
+//! | n | the payload: from version 6 a safetensors file ([`crate::tensors_file`]: the export's metadata and tensors, int8 weights as `I8` with their scales) |
 //!
-//! From version 5 the payload holds a third list, the int8 weights
-//! ([`crate::quantize::Int8Tensor`]: bytes and one scale per row), and the f32 list holds the
-//! other tensors; `dekm-edge pack --int8` writes them.
+//! So a bundle served by the registry opens in any language with a safetensors reader once the
+//! first 52 bytes are cut off (`safetensors.numpy.load(bundle[52:])`), and the checksum is still
+//! checked before anything is parsed.
 //!
-//! Keeping the metadata as the export's JSON means one schema and one validator for both
-//! formats; [`ModelParts::new`] then checks the tensors exactly as for a safetensors file.
+//! Versions 1 to 5, still read: the version was the model's format version and the payload a
+//! postcard encoding of the metadata JSON and the f32 tensors, from version 5 with a third list,
+//! the int8 weights. From version 6 the two numbers part: the model's format version is in the
+//! payload's metadata.
 
 use alloc::{string::String, vec::Vec};
 
-use dekm_shared::{FORMAT_VERSION, INT8_FORMAT_VERSION, ModelMeta, OLDEST_FORMAT_VERSION};
+use dekm_shared::{INT8_FORMAT_VERSION, ModelMeta, OLDEST_FORMAT_VERSION};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -29,16 +31,20 @@ use crate::quantize::Int8Tensor;
 
 /// First bytes of every bundle.
 pub const MAGIC: [u8; 8] = *b"DEKMEDGE";
+/// The bundle version whose payload is a safetensors file; the newest this build reads.
+pub const SAFETENSORS_BUNDLE: u32 = 6;
+/// Bytes before the payload.
+pub const HEADER_LEN: usize = HEADER;
 const HEADER: usize = 8 + 4 + 8 + 32;
 
-/// The payload of bundles before version 5.
+/// The payload of bundles before version 5 (postcard).
 #[derive(Serialize, Deserialize)]
 struct Payload {
     meta_json: String,
     tensors: Vec<NamedTensor>,
 }
 
-/// The payload from version 5: int8 weights beside the f32 tensors.
+/// The payload of version 5 (postcard): int8 weights beside the f32 tensors.
 #[derive(Serialize, Deserialize)]
 struct PayloadV5 {
     meta_json: String,
@@ -80,33 +86,12 @@ pub fn is_bundle(bytes: &[u8]) -> bool {
 }
 
 impl ModelParts {
-    /// Encodes these parts as a bundle.
+    /// Encodes these parts as a bundle (version [`SAFETENSORS_BUNDLE`]).
     pub fn to_bundle(&self) -> Vec<u8> {
-        let meta_json = self.meta().to_json();
-        // Serialising strings, integers and floats into a Vec cannot fail.
-        let body = if self.meta().format_version >= INT8_FORMAT_VERSION {
-            let int8 = self.int8_tensors();
-            let payload = PayloadV5 {
-                meta_json,
-                tensors: self
-                    .tensors()
-                    .iter()
-                    .filter(|t| !int8.iter().any(|q| q.name == t.name))
-                    .cloned()
-                    .collect(),
-                int8: int8.to_vec(),
-            };
-            postcard::to_allocvec(&payload).unwrap_or_default()
-        } else {
-            let payload = Payload {
-                meta_json,
-                tensors: self.tensors().to_vec(),
-            };
-            postcard::to_allocvec(&payload).unwrap_or_default()
-        };
+        let body = self.to_safetensors();
         let mut out = Vec::with_capacity(HEADER + body.len());
         out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&self.meta().format_version.to_le_bytes());
+        out.extend_from_slice(&SAFETENSORS_BUNDLE.to_le_bytes());
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
         out.extend_from_slice(&Sha256::digest(&body));
         out.extend_from_slice(&body);
@@ -125,10 +110,10 @@ impl ModelParts {
             });
         }
         let found = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&found) {
+        if !(OLDEST_FORMAT_VERSION..=SAFETENSORS_BUNDLE).contains(&found) {
             return Err(LoadError::BundleVersion {
                 found,
-                supported: FORMAT_VERSION,
+                supported: SAFETENSORS_BUNDLE,
             });
         }
         let mut len = [0u8; 8];
@@ -150,6 +135,9 @@ impl ModelParts {
                 expected: hex(stored),
                 actual: hex(&actual),
             });
+        }
+        if found == SAFETENSORS_BUNDLE {
+            return Self::from_safetensors(body);
         }
         let decode = |e: postcard::Error| LoadError::Payload(alloc::format!("{e}"));
         let version = alloc::format!("{found}");
@@ -187,7 +175,7 @@ mod tests {
         assert!(!parts.int8_tensors().is_empty());
         assert!(parts.int8_tensors().iter().all(|q| is_quantized(&q.name)));
         let bytes = parts.to_bundle();
-        assert_eq!(bytes[8..12], 5u32.to_le_bytes());
+        assert_eq!(bytes[8..12], SAFETENSORS_BUNDLE.to_le_bytes());
         let back = ModelParts::from_bundle(&bytes).unwrap();
         assert_eq!(back, parts);
         assert_eq!(
@@ -215,34 +203,81 @@ mod tests {
         // An f32 file that claims int8 weights, and int8 parts whose metadata says f32.
         let mut meta = parts.meta().clone();
         let err = ModelParts::new(meta.clone(), parts.tensors().to_vec()).unwrap_err();
-        assert!(
-            err.to_string().contains("int8 weights travel in bundles"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("no int8 tensors"), "{err}");
         meta.weights = dekm_shared::Weights::F32;
         let err =
             ModelParts::with_int8(meta, Vec::new(), parts.int8_tensors().to_vec()).unwrap_err();
         assert!(err.to_string().contains("metadata says f32"), "{err}");
     }
 
-    /// A bundle carries its model's format version: a version 2 model (what a Mahalanobis
-    /// model is written as) round-trips as version 2, a version beyond this build is refused.
+    /// A bundle as versions 1 to 5 wrote it: the model's format version in the header and a
+    /// postcard payload.
+    fn legacy_bundle(parts: &ModelParts) -> Vec<u8> {
+        let meta_json = parts.meta().to_json();
+        let body = if parts.meta().format_version >= INT8_FORMAT_VERSION {
+            let int8 = parts.int8_tensors();
+            postcard::to_allocvec(&PayloadV5 {
+                meta_json,
+                tensors: parts
+                    .tensors()
+                    .iter()
+                    .filter(|t| !int8.iter().any(|q| q.name == t.name))
+                    .cloned()
+                    .collect(),
+                int8: int8.to_vec(),
+            })
+        } else {
+            postcard::to_allocvec(&Payload {
+                meta_json,
+                tensors: parts.tensors().to_vec(),
+            })
+        }
+        .unwrap();
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&parts.meta().format_version.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&Sha256::digest(&body));
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// The payload is a safetensors file that opens without this crate once the header is cut
+    /// off, and carries the model's own format version (a version 2 model round-trips as
+    /// version 2); bundles of versions 2 to 5 (postcard) still load to the same parts; a
+    /// version beyond this build is refused by number.
     #[test]
-    fn a_bundle_keeps_its_models_version() {
+    fn the_payload_is_safetensors_and_older_bundles_still_load() {
         let parts = fixture::dense(1);
         let mut meta = parts.meta().clone();
         meta.format_version = 2;
         let v2 = ModelParts::new(meta, parts.tensors().to_vec()).unwrap();
         let bytes = v2.to_bundle();
-        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+        assert_eq!(bytes[8..12], SAFETENSORS_BUNDLE.to_le_bytes());
         assert_eq!(ModelParts::from_bundle(&bytes).unwrap(), v2);
+        let st = safetensors::SafeTensors::deserialize(&bytes[HEADER_LEN..]).unwrap();
+        assert_eq!(st.len(), v2.tensors().len());
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes[HEADER_LEN..]).unwrap();
+        assert_eq!(
+            header.metadata().as_ref().unwrap()[dekm_shared::names::FORMAT_KEY],
+            "2"
+        );
+        for old in [v2.clone(), parts.to_int8().unwrap()] {
+            let legacy = legacy_bundle(&old);
+            assert_eq!(
+                legacy[8..12],
+                old.meta().format_version.to_le_bytes(),
+                "the old header"
+            );
+            assert_eq!(ModelParts::from_bundle(&legacy).unwrap(), old);
+        }
         let mut newer = bytes.clone();
-        newer[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        newer[8..12].copy_from_slice(&(SAFETENSORS_BUNDLE + 1).to_le_bytes());
         assert_eq!(
             ModelParts::from_bundle(&newer),
             Err(LoadError::BundleVersion {
-                found: FORMAT_VERSION + 1,
-                supported: FORMAT_VERSION
+                found: SAFETENSORS_BUNDLE + 1,
+                supported: SAFETENSORS_BUNDLE
             })
         );
     }

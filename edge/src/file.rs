@@ -22,14 +22,14 @@ pub fn read_parts(path: &Path) -> Result<ModelParts, FileError> {
     } else {
         path.to_path_buf()
     };
-    let io = |source| FileError::Io {
+    let io = |error| FileError::Io {
         path: file.clone(),
-        source,
+        error,
     };
     let bytes = std::fs::read(&file).map_err(io)?;
-    let load = |source| FileError::Load {
+    let load = |error| FileError::Load {
         path: file.clone(),
-        source,
+        error,
     };
     if is_bundle(&bytes) {
         return ModelParts::from_bundle(&bytes).map_err(load);
@@ -47,10 +47,10 @@ pub fn read_parts(path: &Path) -> Result<ModelParts, FileError> {
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
+        Err(error) => {
             return Err(FileError::Io {
                 path: sha_path,
-                source,
+                error,
             });
         }
     }

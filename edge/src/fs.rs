@@ -10,21 +10,22 @@ use crate::model::LoadError;
 /// A model file that cannot be read or loaded, with its path.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    /// The file cannot be read.
-    #[error("{path}: {source}")]
+    /// The file cannot be read. (The cause is in the message, not a `source()`, so a report
+    /// of the chain names it once.)
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// Underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is read but is not a valid model.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Load {
         /// The file.
         path: PathBuf,
         /// What is wrong.
-        source: LoadError,
+        error: LoadError,
     },
 }
 
@@ -32,7 +33,7 @@ impl FileError {
     /// The load error, when the file was read.
     pub fn load_error(&self) -> Option<&LoadError> {
         match self {
-            Self::Load { source, .. } => Some(source),
+            Self::Load { error, .. } => Some(error),
             Self::Io { .. } => None,
         }
     }

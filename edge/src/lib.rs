@@ -29,6 +29,7 @@ pub mod quantize;
 pub mod store;
 pub mod stream;
 pub mod summary;
+pub mod tensors_file;
 
 pub use encoder::{Encoder, EncoderError, Workspace};
 pub use head::{Assignment, ClusterHead, HeadError};

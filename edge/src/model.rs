@@ -66,7 +66,7 @@ pub enum LoadError {
         expected: Vec<usize>,
     },
     /// A tensor is not `F32`.
-    #[error("tensor {name} has dtype {found}, expected F32")]
+    #[error("tensor {name} has dtype {found}, expected F32 (or I8 in an int8 model)")]
     Dtype {
         /// Tensor name.
         name: String,
@@ -130,8 +130,7 @@ impl ModelParts {
     pub fn new(meta: ModelMeta, tensors: Vec<NamedTensor>) -> Result<Self, LoadError> {
         if meta.weights == Weights::Int8 {
             return Err(LoadError::Weights(
-                "the metadata says int8 but the file holds f32 tensors only (int8 weights travel in bundles)"
-                    .into(),
+                "the metadata says int8 but no int8 tensors were given".into(),
             ));
         }
         Self::checked(meta, tensors, Vec::new())
@@ -294,37 +293,6 @@ impl ModelParts {
     /// Values of a tensor that [`Self::new`] guaranteed to exist.
     fn get(&self, name: &str) -> &[f32] {
         self.tensor(name).unwrap_or_default()
-    }
-
-    /// Parses a `model.safetensors` export held in memory.
-    pub fn from_safetensors(bytes: &[u8]) -> Result<Self, LoadError> {
-        use safetensors::{Dtype, SafeTensors};
-        let bad = |e: safetensors::SafeTensorError| LoadError::Safetensors(alloc::format!("{e}"));
-        let st = SafeTensors::deserialize(bytes).map_err(bad)?;
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(bad)?;
-        let kv = header.metadata();
-        let field = |key: &str| kv.as_ref().and_then(|m| m.get(key)).map(String::as_str);
-        let meta = ModelMeta::from_header(field(names::FORMAT_KEY), field(names::META_KEY))?;
-        let mut tensors = Vec::new();
-        for (name, view) in st.tensors() {
-            if view.dtype() != Dtype::F32 {
-                return Err(LoadError::Dtype {
-                    name,
-                    found: alloc::format!("{:?}", view.dtype()),
-                });
-            }
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            tensors.push(NamedTensor {
-                name,
-                shape: view.shape().to_vec(),
-                data,
-            });
-        }
-        Self::new(meta, tensors)
     }
 }
 

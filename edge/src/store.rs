@@ -97,7 +97,7 @@ impl DeviceStore {
             Err(StoreError::File(e)) => Err(e),
             Err(e) => Err(FileError::Io {
                 path: self.dir.join(CURRENT),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+                error: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
             }),
         }
     }
@@ -180,9 +180,9 @@ impl DeviceStore {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
-    move |source| FileError::Io {
+    move |error| FileError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

@@ -10,7 +10,7 @@
 
 use candle_core::{Device, Tensor};
 use dekm_cluster::Points;
-use dekm_cluster::umap::Neighbours;
+use dekm_cluster::neighbours::Neighbours;
 use rayon::prelude::*;
 
 use crate::train::TrainError;
@@ -84,8 +84,10 @@ mod tests {
         let xs: Vec<f32> = (0..n * d).map(|_| r.random_range(-1.0..1.0)).collect();
         let p = Points::new(&xs, d).unwrap();
         let got = nearest_on(&Device::Cpu, &p, m).unwrap();
-        let (idx, dist) = dekm_cluster::umap::nearest_neighbours(&p, m).unwrap();
-        let exact = Neighbours::new(n, m, idx.clone(), dist.clone()).unwrap();
+        let exact =
+            dekm_cluster::neighbours::nearest(&p, m, dekm_cluster::neighbours::Search::Auto)
+                .unwrap();
+        let (idx, dist) = exact.parts();
         assert_eq!(got.m(), exact.m());
         // Same neighbours up to swaps of nearly equal distances; distances to float rounding.
         let (gi, gd) = got.parts();

@@ -124,7 +124,7 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Init::default())]
     init: Init,
     /// Where the clustering stage starts: auto (for the DEKM stage: input on vectors of at
-    /// most 128 features, else manifold on 50 x k to 200,000 samples; kmeans otherwise), kmeans
+    /// most 128 features, else manifold from 50 x k samples up; kmeans otherwise), kmeans
     /// (the DEKM paper), manifold (N2D: a Gaussian mixture on a UMAP layout of the embedding) or
     /// input (a Gaussian mixture on the standardised input, full or diagonal covariance by BIC).
     #[arg(long, value_enum, default_value_t = Start::default())]

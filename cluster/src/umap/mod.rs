@@ -11,14 +11,12 @@
 //! The algorithm is umap-learn's, with its defaults where this module has no setting
 //! (local connectivity 1, spread 1, set-operation mix 1, learning rate 1, gradient clip 4),
 //! with two differences that are choices, not shortcuts:
-//! - neighbours are exact (brute force, O(n² d) time: N2D on 70,000 points of dimension 10
-//!   takes about a minute on two cores, all steps included) rather than approximate
-//!   (NN-descent);
+//! - neighbours are exact ([`crate::neighbours`]: a k-d tree in the low dimensions of a latent)
+//!   rather than approximate (NN-descent);
 //! - the layout is optimised by one thread with one seeded random stream, so the result is the
 //!   same at every thread count (umap-learn is deterministic only single-threaded).
 //!
-//! Where the parts live: the neighbour search and precomputed neighbourhoods in `neighbours`,
-//! the spectral start in `spectral`, N2D (layout + mixture) in `n2d`; here the settings, the
+//! Where the parts live: the neighbour search in [`crate::neighbours`], the spectral start in `spectral`, N2D (layout + mixture) in `n2d`; here the settings, the
 //! fuzzy graph and the layout's optimisation.
 
 use rand::Rng;
@@ -27,15 +25,13 @@ use rayon::prelude::*;
 use crate::{ClusterError, Points, rng};
 
 mod n2d;
-mod neighbours;
 mod spectral;
 #[cfg(test)]
 mod tests;
 
 pub use n2d::{Mixture, N2d, N2dConfig};
-pub use neighbours::{Neighbours, nearest_neighbours};
 
-use neighbours::neighbours;
+use crate::neighbours::{Neighbours, Search, nearest};
 use spectral::spectral;
 
 /// UMAP settings. The defaults are N2D's for clustering: 20 neighbours, `min_dist` 0 (points
@@ -240,7 +236,7 @@ pub fn layout(p: &Points<'_>, cfg: &UmapConfig) -> Result<Vec<f32>, ClusterError
 }
 
 /// [`layout`] from precomputed neighbourhoods (`cfg.neighbors - 1` per point) when given, else
-/// from the exact search.
+/// from the exact search ([`Search::Auto`]).
 pub fn layout_with(
     p: &Points<'_>,
     cfg: &UmapConfig,
@@ -260,8 +256,8 @@ pub fn layout_with(
         }
         Some(k) => graph(k.parts().0, k.parts().1, cfg.neighbors),
         None => {
-            let (idx, dist) = neighbours(p, m);
-            graph(&idx, &dist, cfg.neighbors)
+            let found = nearest(p, m, Search::Auto)?;
+            graph(found.parts().0, found.parts().1, cfg.neighbors)
         }
     };
     let max_w = edges.iter().map(|e| e.2).fold(0f32, f32::max);

@@ -1,7 +1,17 @@
 //! N2D (McConville et al., 2020): a Gaussian mixture on a UMAP layout.
+//!
+//! Past [`N2dConfig::LAYOUT_MAX`] points the layout is of a seeded sample of that many: its
+//! optimisation is one thread (for reproducibility) and grows with the points, so a million
+//! would take most of an hour. Every other point is placed where umap-learn's `transform`
+//! starts a new point, at the mean of its nearest sample points' positions weighted by their
+//! membership strengths, and takes the component the mixture (fitted on the sample) gives it
+//! there. Up to the limit nothing changes.
 
-use super::{Neighbours, UmapConfig, layout_with};
-use crate::{ClusterError, Fit, Fitted, Points};
+use rand::seq::index::sample;
+
+use super::{UmapConfig, layout_with, strengths};
+use crate::neighbours::{Neighbours, Search, nearest_in};
+use crate::{ClusterError, Fit, Fitted, Points, Predict, rng};
 
 /// Which mixture on the layout N2D keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,14 +46,94 @@ pub struct N2dConfig<'a> {
     /// Which mixture is kept.
     pub mixture: Mixture,
     /// Each point's nearest others when already found (a GPU's distance products; there must be
-    /// [`N2dConfig::neighbours_needed`] per point), else the exact search runs.
+    /// [`N2dConfig::neighbours_needed`] per point), else the exact search runs. Not used past
+    /// [`N2dConfig::LAYOUT_MAX`] points, where the sample's own neighbours are searched.
     pub neighbours: Option<&'a Neighbours>,
 }
 
 impl N2dConfig<'_> {
+    /// Points up to which the layout is of all of them; past it, of a seeded sample of this
+    /// many (see the module). Two minutes of layout on this many 10-d points on one core.
+    pub const LAYOUT_MAX: usize = 200_000;
+
     /// The neighbours per point N2D's graph is built on for `n` points and `k` clusters.
     pub fn neighbours_needed(n: usize, k: usize) -> usize {
         UmapConfig::new(k).neighbors.min(n.saturating_sub(1)).max(2) - 1
+    }
+
+    /// Whether all `n` points are laid out (and precomputed [`N2dConfig::neighbours`] used).
+    pub fn lays_out_all(n: usize) -> bool {
+        n <= Self::LAYOUT_MAX
+    }
+
+    fn mixture(&self, y: &Points<'_>) -> Result<crate::gmm::Gmm, ClusterError> {
+        let gmm = crate::gmm::GmmConfig {
+            seed: self.seed,
+            ..crate::gmm::GmmConfig::new(self.k, crate::gmm::Covariance::Full)
+        };
+        match self.mixture {
+            Mixture::BestStart => gmm.fit(y),
+            Mixture::Likeliest(starts) => crate::gmm::fit_likeliest(y, &gmm, starts),
+        }
+    }
+
+    /// The layout of a seeded sample of `size` points (< n), the others placed by their
+    /// nearest sample points, and every point's component.
+    pub(super) fn fit_sampled(
+        &self,
+        p: &Points<'_>,
+        cfg: &UmapConfig,
+        size: usize,
+    ) -> Result<N2d, ClusterError> {
+        let (n, d, k) = (p.len(), p.dim(), self.k);
+        let mut chosen = sample(&mut rng(self.seed, 2), n, size).into_vec();
+        chosen.sort_unstable();
+        let mut in_sample = vec![false; n];
+        let mut xs = Vec::with_capacity(chosen.len() * d);
+        for &i in &chosen {
+            in_sample[i] = true;
+            xs.extend_from_slice(p.row(i));
+        }
+        let sp = Points::new(&xs, d)?;
+        let y = layout_with(&sp, cfg, None)?;
+        let layout = Points::new(&y, k)?;
+        let gmm = self.mixture(&layout)?;
+        let rest: Vec<usize> = (0..n).filter(|&i| !in_sample[i]).collect();
+        let rest_xs: Vec<f32> = rest
+            .iter()
+            .flat_map(|&i| p.row(i).iter().copied())
+            .collect();
+        let m = cfg.neighbors - 1;
+        let found = nearest_in(&sp, &Points::new(&rest_xs, d)?, m, Search::Auto)?;
+        let mean_all = found
+            .iter()
+            .flatten()
+            .map(|&(d2, _)| f64::from(d2).sqrt())
+            .sum::<f64>()
+            / (found.len() * m) as f64;
+        let mut placed = vec![0f32; rest.len() * k];
+        let (mut ds, mut w) = (vec![0f32; m], vec![0f32; m]);
+        for (row, out) in found.iter().zip(placed.chunks_exact_mut(k)) {
+            for (o, &(d2, _)) in ds.iter_mut().zip(row) {
+                *o = d2.sqrt();
+            }
+            strengths(&ds, cfg.neighbors, mean_all, &mut w);
+            let total: f32 = w.iter().sum();
+            for (&(_, j), &wj) in row.iter().zip(&w) {
+                for (o, &v) in out.iter_mut().zip(&y[j as usize * k..(j as usize + 1) * k]) {
+                    *o += wj / total * v;
+                }
+            }
+        }
+        let rest_labels = gmm.predict(&Points::new(&placed, k)?)?;
+        let mut labels = vec![0u32; n];
+        for (&i, &l) in chosen.iter().zip(&gmm.labels) {
+            labels[i] = l;
+        }
+        for (&i, &l) in rest.iter().zip(&rest_labels) {
+            labels[i] = l;
+        }
+        Ok(N2d { labels })
     }
 }
 
@@ -67,18 +157,12 @@ impl Fit for N2dConfig<'_> {
             neighbors: Self::neighbours_needed(p.len(), k) + 1,
             ..UmapConfig::new(k)
         };
+        if !Self::lays_out_all(p.len()) {
+            return self.fit_sampled(p, &cfg, Self::LAYOUT_MAX);
+        }
         let y = layout_with(p, &cfg, self.neighbours)?;
-        let y = Points::new(&y, k)?;
-        let gmm = crate::gmm::GmmConfig {
-            seed: self.seed,
-            ..crate::gmm::GmmConfig::new(k, crate::gmm::Covariance::Full)
-        };
-        let fitted = match self.mixture {
-            Mixture::BestStart => gmm.fit(&y)?,
-            Mixture::Likeliest(starts) => crate::gmm::fit_likeliest(&y, &gmm, starts)?,
-        };
         Ok(N2d {
-            labels: fitted.labels,
+            labels: self.mixture(&Points::new(&y, k)?)?.labels,
         })
     }
 }

@@ -58,8 +58,8 @@ fn the_layout_keeps_strokes_apart_that_kmeans_cuts_across() {
     assert!(y.iter().all(|v| v.is_finite()));
     // In the layout, every point's nearest neighbours are on its own stroke, so the two
     // strokes are the two branches of the single-linkage tree.
-    let (idx, _) = neighbours(&Points::new(&y, 2).unwrap(), 5);
-    for (i, row) in idx.chunks(5).enumerate() {
+    let found = nearest(&Points::new(&y, 2).unwrap(), 5, Search::Auto).unwrap();
+    for (i, row) in found.parts().0.chunks(5).enumerate() {
         assert!(
             row.iter().all(|&j| truth[j as usize] == truth[i]),
             "point {i}"
@@ -105,6 +105,39 @@ fn a_mixture_on_the_layout_of_blobs_finds_them() {
 }
 
 #[test]
+fn past_the_limit_a_sample_is_laid_out_and_the_others_placed_by_their_neighbours() {
+    let mut r = rng(5, 0);
+    let noise = Normal::new(0.0f32, 1.0).unwrap();
+    let (mut xs, mut truth) = (Vec::new(), Vec::new());
+    for i in 0..2000 {
+        let c = i % 4;
+        for j in 0..5 {
+            xs.push(if j == c { 9.0 } else { 0.0 } + noise.sample(&mut r));
+        }
+        truth.push(c as u32);
+    }
+    let p = Points::new(&xs, 5).unwrap();
+    let cfg = N2dConfig {
+        k: 4,
+        seed: 1,
+        mixture: Mixture::BestStart,
+        neighbours: None,
+    };
+    let umap = UmapConfig {
+        seed: 1,
+        neighbors: N2dConfig::neighbours_needed(p.len(), 4) + 1,
+        ..UmapConfig::new(4)
+    };
+    let sampled = cfg.fit_sampled(&p, &umap, 400).unwrap();
+    assert_eq!(sampled.labels.len(), 2000);
+    // The 1,600 points placed, not laid out, land in their blob's component.
+    assert!(accuracy(&sampled.labels, &truth) > 0.99);
+    assert_eq!(cfg.fit_sampled(&p, &umap, 400).unwrap(), sampled);
+    assert!(N2dConfig::lays_out_all(N2dConfig::LAYOUT_MAX));
+    assert!(!N2dConfig::lays_out_all(N2dConfig::LAYOUT_MAX + 1));
+}
+
+#[test]
 fn a_path_graph_of_three_points_gets_a_finite_layout() {
     // Each point's one neighbour makes the path 0 - 2 - 1: bipartite, so -1 is in its
     // spectrum, and the 3-column block spans the whole graph. Both once made NaN.
@@ -118,23 +151,6 @@ fn a_path_graph_of_three_points_gets_a_finite_layout() {
     assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
     for mixture in [Mixture::BestStart, Mixture::Likeliest(3)] {
         assert_eq!(n2d(&p, 2, 0, mixture).unwrap().len(), 3);
-    }
-}
-
-#[test]
-fn neighbours_are_the_nearest_others_in_order() {
-    // Points on a line at 0, 1, 3, 6, 10.
-    let xs = [0.0f32, 1.0, 3.0, 6.0, 10.0];
-    let p = Points::new(&xs, 1).unwrap();
-    let (idx, dist) = nearest_neighbours(&p, 2).unwrap();
-    assert_eq!(idx, [1, 2, 0, 2, 1, 0, 2, 4, 3, 2]);
-    assert_eq!(dist, [1.0, 3.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 7.0]);
-    // Every point has 4 others: asking for none or for 5 is an error, not ragged rows.
-    for m in [0, 5] {
-        match nearest_neighbours(&p, m) {
-            Err(ClusterError::Parameter { name, .. }) => assert_eq!(name, "neighbours"),
-            other => panic!("m = {m}: {other:?}"),
-        }
     }
 }
 
@@ -158,7 +174,8 @@ fn precomputed_neighbours_give_the_exact_searchs_layout_and_bad_ones_are_refused
         neighbors: 10,
         ..UmapConfig::new(2)
     };
-    let (idx, dist) = nearest_neighbours(&p, 9).unwrap();
+    let found = nearest(&p, 9, Search::Auto).unwrap();
+    let (idx, dist) = (found.parts().0.to_vec(), found.parts().1.to_vec());
     let known = Neighbours::new(p.len(), 9, idx.clone(), dist.clone()).unwrap();
     assert_eq!(
         layout_with(&p, &cfg, Some(&known)).unwrap(),
@@ -171,8 +188,7 @@ fn precomputed_neighbours_give_the_exact_searchs_layout_and_bad_ones_are_refused
         neighbours: None,
     };
     let needed = N2dConfig::neighbours_needed(p.len(), 2);
-    let (idx2, dist2) = nearest_neighbours(&p, needed).unwrap();
-    let known2 = Neighbours::new(p.len(), needed, idx2, dist2).unwrap();
+    let known2 = nearest(&p, needed, Search::Auto).unwrap();
     assert_eq!(
         N2dConfig {
             neighbours: Some(&known2),
@@ -203,8 +219,8 @@ fn precomputed_neighbours_give_the_exact_searchs_layout_and_bad_ones_are_refused
 #[test]
 fn the_graph_is_symmetric_and_unions_both_directions() {
     let (xs, _) = strokes(30);
-    let (idx, dist) = neighbours(&Points::new(&xs, 2).unwrap(), 4);
-    let edges = graph(&idx, &dist, 5);
+    let found = nearest(&Points::new(&xs, 2).unwrap(), 4, Search::Auto).unwrap();
+    let edges = graph(found.parts().0, found.parts().1, 5);
     let mut seen = std::collections::HashMap::new();
     for &(i, j, w) in &edges {
         assert_ne!(i, j);

@@ -143,11 +143,11 @@ fn start_kmeans() -> Start {
 pub enum Start {
     /// For the DEKM stage: `input` on vectors (and spectra) of at most
     /// [`Start::AUTO_INPUT_MAX_DIM`] values,
-    /// else `manifold` on [`Start::AUTO_MANIFOLD_MIN_PER_CLUSTER`] x k to
-    /// [`Start::AUTO_MANIFOLD_MAX`] samples; `kmeans` otherwise: DEC and IDEC were only
-    /// measured from k-means, a run with no clustering stage has nothing to start, on fewer
-    /// points UMAP's neighbourhoods reach across clusters, and its exact neighbour search grows
-    /// with n².
+    /// else `manifold` from [`Start::AUTO_MANIFOLD_MIN_PER_CLUSTER`] x k samples up; `kmeans`
+    /// otherwise: DEC and IDEC were only measured from k-means, a run with no clustering stage
+    /// has nothing to start, and on fewer points UMAP's neighbourhoods reach across clusters.
+    /// There is no upper size: past [`dekm_cluster::umap::N2dConfig::LAYOUT_MAX`] samples N2D
+    /// lays out a sample and places the rest by their nearest sample points.
     #[default]
     Auto,
     /// k-means on the embedding (k-means++ restarts, lowest inertia), as the DEKM paper.
@@ -163,10 +163,6 @@ pub enum Start {
 }
 
 impl Start {
-    /// The most samples [`Start::Auto`] lays out with UMAP: its exact neighbour search grows
-    /// with n², so beyond this size the start would take longer than the rest of the run
-    /// (docs/RESULTS.md has its measured times).
-    pub const AUTO_MANIFOLD_MAX: usize = 200_000;
     /// The fewest samples per cluster, on average, [`Start::Auto`] lays out with UMAP: N2D's
     /// graph joins each point to its 20 nearest, which stay in its own cluster only if the
     /// clusters hold well over 20.
@@ -367,7 +363,7 @@ impl TrainConfig {
                     return Start::Input;
                 }
                 let least = Start::AUTO_MANIFOLD_MIN_PER_CLUSTER.saturating_mul(self.k);
-                if (least..=Start::AUTO_MANIFOLD_MAX).contains(&n) {
+                if n >= least {
                     Start::Manifold
                 } else {
                     Start::Kmeans
@@ -434,14 +430,8 @@ mod tests {
         });
         assert_eq!(auto.start, Start::Auto);
         assert_eq!(auto.start_for(70_000, &image), Start::Manifold);
-        assert_eq!(
-            auto.start_for(Start::AUTO_MANIFOLD_MAX, &image),
-            Start::Manifold
-        );
-        assert_eq!(
-            auto.start_for(Start::AUTO_MANIFOLD_MAX + 1, &image),
-            Start::Kmeans
-        );
+        // No upper size: past N2D's layout limit a sample is laid out.
+        assert_eq!(auto.start_for(5_000_000, &image), Start::Manifold);
         let least = Start::AUTO_MANIFOLD_MIN_PER_CLUSTER * auto.k;
         assert_eq!(auto.start_for(least, &image), Start::Manifold);
         assert_eq!(auto.start_for(least - 1, &image), Start::Kmeans);
@@ -467,7 +457,7 @@ mod tests {
                 start: chosen,
                 ..auto.clone()
             };
-            assert_eq!(cfg.start_for(Start::AUTO_MANIFOLD_MAX + 1, &image), chosen);
+            assert_eq!(cfg.start_for(5_000_000, &image), chosen);
         }
     }
 

@@ -227,14 +227,16 @@ fn manifold_start(
 }
 
 /// N2D's labels of `p` with the run's k and seed. On a GPU the neighbour search runs there as
-/// batched distance products ([`crate::neighbours`]); on the CPU it is the exact scan.
+/// batched distance products ([`crate::neighbours`]); on the CPU it is the exact search of
+/// [`dekm_cluster::neighbours`].
 fn n2d(
     dev: &Device,
     p: &Points<'_>,
     cfg: &TrainConfig,
     mixture: umap::Mixture,
 ) -> Result<Vec<u32>, TrainError> {
-    let known = if dev.is_cpu() {
+    // Past N2D's layout limit only a sample's neighbours are searched, on the CPU's index.
+    let known = if dev.is_cpu() || !umap::N2dConfig::lays_out_all(p.len()) {
         None
     } else {
         let m = umap::N2dConfig::neighbours_needed(p.len(), cfg.k);

@@ -115,7 +115,7 @@ def dekm_embed(model, txt, out, threads, batch=32):
     t = time.perf_counter()
     r = subprocess.run(
         [DEKM, "--quiet", "embed", "--input", txt, "--embedder", model, "--out", out,
-         "--device", "cpu", "--batch", str(batch)],
+         "--device", "cpu", "--embed-batch", str(batch)],
         capture_output=True, text=True, env=env,
     )
     secs = time.perf_counter() - t

@@ -22,7 +22,7 @@ pub(crate) struct DataArgs {
     /// ts:PATH (a UEA/UCR .ts file) or text:PATH (documents: one per line, a .csv/.tsv column
     /// or a .jsonl field, embedded with --embedder).
     #[arg(long)]
-    pub(crate) dataset: DataSource,
+    dataset: DataSource,
     /// Directory with mnist/ and fashion-mnist/ (IDX files, gzip or raw).
     #[arg(long, env = "DEKM_DATA")]
     data_dir: Option<PathBuf>,
@@ -52,7 +52,7 @@ pub(crate) struct DataArgs {
     #[arg(long, requires = "window", value_parser = clap::value_parser!(u64).range(1..))]
     hop: Option<u64>,
     #[command(flatten)]
-    pub(crate) text: TextArgs,
+    text: TextArgs,
 }
 
 /// How documents become vectors (`text:PATH` data sets, `dekm embed`).
@@ -62,7 +62,7 @@ pub(crate) struct TextArgs {
     /// modules.json, 1_Pooling/): texts are clustered as its embeddings. Nothing is
     /// downloaded; scripts/fetch-minilm.sh unpacks all-MiniLM-L6-v2 once.
     #[arg(long, env = "DEKM_EMBEDDER")]
-    pub(crate) embedder: Option<PathBuf>,
+    embedder: Option<PathBuf>,
     /// The text column of a .csv/.tsv file (header name or index) or field of a .jsonl file
     /// (default: text).
     #[arg(long)]
@@ -73,19 +73,30 @@ pub(crate) struct TextArgs {
 }
 
 impl TextArgs {
-    /// The text options for `source`: the embedder loaded (on a GPU when this build has CUDA
-    /// and one answers) when the source is text, with a progress bar; `None` for other sources.
-    pub(crate) fn options(&self, source: &DataSource) -> Result<Option<data::TextOptions>> {
+    /// The embedder, loaded on `dev`, for documents described as `what`.
+    pub(crate) fn embedder(
+        &self,
+        what: impl std::fmt::Display,
+        dev: &candle_core::Device,
+    ) -> Result<dekm_embed::Embedder> {
+        let Some(dir) = &self.embedder else {
+            anyhow::bail!(data::needs_embedder(what));
+        };
+        Ok(dekm_embed::Embedder::load(dir, dev)?)
+    }
+
+    /// The text options for `source`: the embedder loaded on the device `open` gives (the
+    /// command's `--device`) when the source is text, with a progress bar; `None` for other
+    /// sources, which open no device.
+    pub(crate) fn options(
+        &self,
+        source: &DataSource,
+        open: impl FnOnce() -> Result<candle_core::Device>,
+    ) -> Result<Option<data::TextOptions>> {
         if !matches!(source, DataSource::Text(_)) {
             return Ok(None);
         }
-        let Some(dir) = &self.embedder else {
-            anyhow::bail!(
-                "{source} needs --embedder DIR: a sentence-transformers model folder \
-                 (scripts/fetch-minilm.sh unpacks all-MiniLM-L6-v2)"
-            );
-        };
-        let embedder = dekm_embed::Embedder::load(dir, &DeviceChoice::Auto.open()?.0)?;
+        let embedder = self.embedder(source, &open()?)?;
         tracing::info!(embedder = %embedder.id().name, sha256 = %embedder.id().sha256, dim = embedder.dim(), "sentence embedder");
         let bar: Arc<Mutex<Option<Count>>> = Arc::default();
         Ok(Some(data::TextOptions {
@@ -107,7 +118,13 @@ impl TextArgs {
 }
 
 impl DataArgs {
-    pub(crate) fn load(&self, k: usize, seed: u64) -> Result<data::Dataset> {
+    /// Loads the data set; documents are embedded on the device `open` gives.
+    pub(crate) fn load(
+        &self,
+        k: usize,
+        seed: u64,
+        open: impl FnOnce() -> Result<candle_core::Device>,
+    ) -> Result<data::Dataset> {
         let opts = LoadOptions {
             data_dir: self.data_dir.clone(),
             split: self.split,
@@ -124,7 +141,7 @@ impl DataArgs {
                 window: w as usize,
                 hop: self.hop.unwrap_or(w) as usize,
             }),
-            text: self.text.options(&self.dataset)?,
+            text: self.text.options(&self.dataset, open)?,
         };
         let started = Instant::now();
         let ds = data::load(&self.dataset, &opts)?;

@@ -68,10 +68,11 @@ pub(crate) struct ClusterArgs {
 /// Runs each method and prints one table of their scores.
 pub(crate) fn run(args: &ClusterArgs) -> Result<()> {
     let model = args.model.as_deref().map(read_model).transpose()?;
-    let ds = args.data.load(args.k, args.seed)?;
+    let dev = args.device.open()?;
+    let ds = args.data.load(args.k, args.seed, || Ok(dev.clone()))?;
     let space = {
         let _step = Step::new("encoding");
-        analysis::space(model.as_ref(), &ds, &args.device.open()?)?
+        analysis::space(model.as_ref(), &ds, &dev)?
     };
     println!(
         "{} samples of {}, clustered in the {}",

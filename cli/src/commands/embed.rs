@@ -7,26 +7,16 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use dekm_cli::progress::Count;
-use dekm_embed::Embedder;
 
-use super::args::DeviceArgs;
+use super::args::{DeviceArgs, TextArgs};
 
 #[derive(Args)]
 pub(crate) struct EmbedArgs {
     /// Documents: one per line, or a .csv/.tsv column or a .jsonl field (--text-col).
     #[arg(long)]
     input: PathBuf,
-    /// A sentence-transformers model folder (scripts/fetch-minilm.sh unpacks
-    /// all-MiniLM-L6-v2).
-    #[arg(long, env = "DEKM_EMBEDDER")]
-    embedder: PathBuf,
-    /// The text column of a .csv/.tsv file (header name or index) or field of a .jsonl file
-    /// (default: text).
-    #[arg(long)]
-    text_col: Option<String>,
-    /// Texts per batch.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
-    batch: u64,
+    #[command(flatten)]
+    text: TextArgs,
     /// Output: `.npy` (float32, one row per text, in input order).
     #[arg(long)]
     out: PathBuf,
@@ -35,11 +25,15 @@ pub(crate) struct EmbedArgs {
 }
 
 pub(crate) fn run(args: &EmbedArgs) -> Result<()> {
-    let texts = dekm_data::text::read_texts(&args.input, args.text_col.as_deref(), None)?;
-    let embedder = Embedder::load(&args.embedder, &args.device.open()?)?;
+    let texts = dekm_data::text::read_texts(&args.input, args.text.text_col.as_deref(), None)?;
+    let embedder = args
+        .text
+        .embedder(args.input.display(), &args.device.open()?)?;
     let started = Instant::now();
     let bar = Count::new("embedding", texts.texts.len());
-    let e = embedder.embed(&texts.texts, args.batch as usize, &mut |n| bar.set(n))?;
+    let e = embedder.embed(&texts.texts, args.text.embed_batch as usize, &mut |n| {
+        bar.set(n)
+    })?;
     drop(bar);
     let seconds = started.elapsed().as_secs_f64();
     let n = texts.texts.len();

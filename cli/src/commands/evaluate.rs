@@ -25,8 +25,10 @@ pub(crate) struct EvalArgs {
 /// Assigns the data with the model and prints cluster sizes, outliers and every metric.
 pub(crate) fn run(args: &EvalArgs) -> Result<()> {
     let model = read_model(&args.model)?;
-    let ds = args.data.load(model.meta.k, model.meta.seed)?;
     let dev = args.device.open()?;
+    let ds = args
+        .data
+        .load(model.meta.k, model.meta.seed, || Ok(dev.clone()))?;
     // One embedding pass serves both the assignment and the metrics in the latent space.
     let space = analysis::space(Some(&model), &ds, &dev)?;
     let out = assign_latent(&model, &space.xs)?;

@@ -35,10 +35,13 @@ pub(crate) struct PlotArgs {
 /// Writes the model's pictures of the data set.
 pub(crate) fn run(args: &PlotArgs) -> Result<()> {
     let model = read_model(&args.model)?;
-    let ds = args.data.load(model.meta.k, model.meta.seed)?;
+    let dev = args.device.open()?;
+    let ds = args
+        .data
+        .load(model.meta.k, model.meta.seed, || Ok(dev.clone()))?;
     let z = {
         let _step = Step::new(format!("encoding {} samples", ds.len()));
-        latent_on(&model, &ds, &args.device.open()?)?
+        latent_on(&model, &ds, &dev)?
     };
     let out = assign_latent(&model, &z)?;
     let labels: Vec<u32> = out.iter().map(|a| a.cluster).collect();

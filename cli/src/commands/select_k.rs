@@ -72,10 +72,13 @@ fn lowest_bic(p: &Points<'_>, k: usize, seed: u64) -> Result<f64> {
 /// the lowest BIC and the recommendation (the best silhouette, else the knee).
 pub(crate) fn run(args: &SelectKArgs) -> Result<()> {
     let model = args.model.as_deref().map(read_model).transpose()?;
-    let ds = args.data.load(args.k_range.1.max(1), args.seed)?;
+    let dev = args.device.open()?;
+    let ds = args
+        .data
+        .load(args.k_range.1.max(1), args.seed, || Ok(dev.clone()))?;
     let space = {
         let _step = Step::new("encoding");
-        analysis::space(model.as_ref(), &ds, &args.device.open()?)?
+        analysis::space(model.as_ref(), &ds, &dev)?
     };
     let p = Points::new(&space.xs, space.dim)?;
     let step = Step::new(format!(

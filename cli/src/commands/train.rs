@@ -185,7 +185,9 @@ impl TrainArgs {
 
 /// Trains, exports and prints the result table (and writes pictures with `--plots`).
 pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
-    let ds = args.data.load(args.k, args.seed)?;
+    let ds = args
+        .data
+        .load(args.k, args.seed, || Ok(args.device.open()?.0))?;
     let cfg = args.config()?;
     let bars = (!quiet).then(|| Arc::new(Bars::default()));
     let opts = RunOptions {

@@ -2,27 +2,29 @@ use super::*;
 use crate::rng;
 use rand::Rng;
 
-/// The brute-force scan: every other point, ascending by (distance, index).
-fn scan(p: &Points<'_>, m: usize) -> Vec<Vec<(f32, u32)>> {
-    (0..p.len())
-        .map(|i| {
-            let x = p.row(i);
-            let mut all: Vec<(f32, u32)> = p
-                .rows()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(j, y)| {
-                    (
-                        x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum(),
-                        j as u32,
-                    )
-                })
-                .collect();
-            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-            all.truncate(m);
-            all
+/// The brute-force scan for point `i`: every other point, ascending by (distance, index), the
+/// first `m`.
+pub(super) fn scan_row(p: &Points<'_>, i: usize, m: usize) -> Vec<(f32, u32)> {
+    let x = p.row(i);
+    let mut all: Vec<(f32, u32)> = p
+        .rows()
+        .enumerate()
+        .filter(|&(j, _)| j != i)
+        .map(|(j, y)| {
+            (
+                x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum(),
+                j as u32,
+            )
         })
-        .collect()
+        .collect();
+    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    all.truncate(m);
+    all
+}
+
+/// [`scan_row`] for every point.
+fn scan(p: &Points<'_>, m: usize) -> Vec<Vec<(f32, u32)>> {
+    (0..p.len()).map(|i| scan_row(p, i, m)).collect()
 }
 
 fn rows(nb: &Neighbours) -> Vec<Vec<(u32, f32)>> {

@@ -79,38 +79,38 @@ impl KdTree {
     /// ascending by distance then index: the brute-force scan's answer.
     pub fn nearest(&self, q: &[f32], m: usize, skip: Option<u32>) -> Vec<(f32, u32)> {
         debug_assert_eq!(q.len(), self.dim);
-        let mut best = Best::new(m);
-        let mut off = vec![0f64; self.dim];
-        self.knn(0, q, 0.0, &mut off, &mut best, skip.unwrap_or(NONE));
-        best.items
+        let mut knn = Knn {
+            best: Best::new(m),
+            skip: skip.unwrap_or(NONE),
+            slack: self.slack,
+        };
+        self.descend(0, q, 0.0, &mut vec![0f64; self.dim], &mut knn);
+        knn.best.items
     }
 
     /// Appends to `out` every point within `eps2` (squared, compared in f64 as DBSCAN's scan
     /// compares) of `q`, in tree order; the caller sorts when order matters.
     pub fn within(&self, q: &[f32], eps2: f64, out: &mut Vec<u32>) {
-        let mut off = vec![0f64; self.dim];
-        self.range(0, q, 0.0, &mut off, eps2, out);
+        let mut within = Within {
+            eps2,
+            slack: self.slack,
+            out,
+        };
+        self.descend(0, q, 0.0, &mut vec![0f64; self.dim], &mut within);
     }
 
-    fn row(&self, pos: usize) -> &[f32] {
-        &self.xs[pos * self.dim..(pos + 1) * self.dim]
-    }
-
-    fn knn(&self, node: usize, q: &[f32], rd: f64, off: &mut [f64], best: &mut Best, skip: u32) {
+    /// Visits the subtree of `node`, nearer child first, skipping a far child whose cell lies
+    /// farther than the visitor admits: `rd` is the cell's squared distance to `q` built from
+    /// the per-coordinate offsets `off` (Arya and Mount's incremental distance).
+    fn descend<V: Visitor>(&self, node: usize, q: &[f32], rd: f64, off: &mut [f64], v: &mut V) {
         let nd = self.nodes[node];
         if nd.left == NONE {
             for pos in nd.start as usize..nd.end as usize {
-                let id = self.ids[pos];
-                if id == skip {
-                    continue;
-                }
-                // The brute-force scan's expression, term for term.
-                let d2: f32 = q
-                    .iter()
-                    .zip(self.row(pos))
-                    .map(|(a, b)| (a - b) * (a - b))
-                    .sum();
-                best.offer(d2, id);
+                v.point(
+                    q,
+                    &self.xs[pos * self.dim..(pos + 1) * self.dim],
+                    self.ids[pos],
+                );
             }
             return;
         }
@@ -121,49 +121,61 @@ impl KdTree {
         } else {
             (nd.right, nd.left)
         };
-        self.knn(near as usize, q, rd, off, best, skip);
+        self.descend(near as usize, q, rd, off, v);
         let old = off[k];
         let far_rd = rd - old * old + diff * diff;
-        if best.admits(far_rd, self.slack) {
+        if v.admits(far_rd) {
             off[k] = diff;
-            self.knn(far as usize, q, far_rd, off, best, skip);
+            self.descend(far as usize, q, far_rd, off, v);
             off[k] = old;
         }
     }
+}
 
-    fn range(
-        &self,
-        node: usize,
-        q: &[f32],
-        rd: f64,
-        off: &mut [f64],
-        eps2: f64,
-        out: &mut Vec<u32>,
-    ) {
-        let nd = self.nodes[node];
-        if nd.left == NONE {
-            for pos in nd.start as usize..nd.end as usize {
-                if sq64(q, self.row(pos)) <= eps2 {
-                    out.push(self.ids[pos]);
-                }
-            }
-            return;
+/// What a query does with each point of a leaf, and which cells it still needs.
+trait Visitor {
+    fn point(&mut self, q: &[f32], y: &[f32], id: u32);
+    /// Whether a cell at squared distance `bound` may hold a point the query wants.
+    fn admits(&self, bound: f64) -> bool;
+}
+
+/// A nearest-neighbour query.
+struct Knn {
+    best: Best,
+    skip: u32,
+    slack: f64,
+}
+
+impl Visitor for Knn {
+    fn point(&mut self, q: &[f32], y: &[f32], id: u32) {
+        if id != self.skip {
+            // The brute-force scan's expression, term for term.
+            let d2: f32 = q.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum();
+            self.best.offer(d2, id);
         }
-        let k = nd.dim as usize;
-        let diff = f64::from(q[k]) - f64::from(nd.split);
-        let (near, far) = if diff <= 0.0 {
-            (nd.left, nd.right)
-        } else {
-            (nd.right, nd.left)
-        };
-        self.range(near as usize, q, rd, off, eps2, out);
-        let old = off[k];
-        let far_rd = rd - old * old + diff * diff;
-        if far_rd <= eps2 * self.slack {
-            off[k] = diff;
-            self.range(far as usize, q, far_rd, off, eps2, out);
-            off[k] = old;
+    }
+
+    fn admits(&self, bound: f64) -> bool {
+        self.best.admits(bound, self.slack)
+    }
+}
+
+/// A radius query.
+struct Within<'o> {
+    eps2: f64,
+    slack: f64,
+    out: &'o mut Vec<u32>,
+}
+
+impl Visitor for Within<'_> {
+    fn point(&mut self, q: &[f32], y: &[f32], id: u32) {
+        if sq64(q, y) <= self.eps2 {
+            self.out.push(id);
         }
+    }
+
+    fn admits(&self, bound: f64) -> bool {
+        bound <= self.eps2 * self.slack
     }
 }
 
@@ -235,22 +247,6 @@ mod tests {
             .collect()
     }
 
-    fn scan(p: &Points<'_>, q: usize, m: usize) -> Vec<(f32, u32)> {
-        let x = p.row(q);
-        let mut all: Vec<(f32, u32)> = p
-            .rows()
-            .enumerate()
-            .filter(|&(j, _)| j != q)
-            .map(|(j, y)| {
-                let d2: f32 = x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum();
-                (d2, j as u32)
-            })
-            .collect();
-        all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        all.truncate(m);
-        all
-    }
-
     #[test]
     fn queries_answer_what_the_scan_answers_ties_included() {
         for (n, d) in [(1, 3), (17, 1), (500, 2), (800, 5), (400, 12)] {
@@ -262,7 +258,7 @@ mod tests {
                 let m = 7.min(n - 1);
                 assert_eq!(
                     tree.nearest(p.row(q), m, Some(q as u32)),
-                    scan(&p, q, m),
+                    super::super::tests::scan_row(&p, q, m),
                     "n={n} d={d} q={q}"
                 );
                 let eps2 = 0.05 * d as f64;

@@ -14,7 +14,7 @@ use dekm_shared::{EncoderSpec, ImageShape, Normalizer, SeriesShape, StreamSpec, 
 use crate::model::SeriesEncoder;
 
 pub use dekm_data::{DataError, LabelColumn, idx, numpy, table};
-pub use text::{TextCorpus, TextOptions};
+pub use text::{TextCorpus, TextOptions, needs_embedder};
 
 /// Where samples come from, parsed from `--dataset`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -53,18 +53,24 @@ impl TextCorpus {
     }
 }
 
+/// What to say when documents come without an embedder to turn them into vectors.
+pub fn needs_embedder(what: impl std::fmt::Display) -> String {
+    format!(
+        "{what} needs --embedder DIR: a sentence-transformers model folder \
+         (scripts/fetch-minilm.sh unpacks all-MiniLM-L6-v2)"
+    )
+}
+
 /// Reads and embeds the documents of `path`.
 pub(super) fn load_text(
     source: &DataSource,
     path: &Path,
     opts: &LoadOptions,
 ) -> Result<Dataset, DataError> {
-    let t = opts.text.as_ref().ok_or_else(|| {
-        DataError::Unsupported(format!(
-            "{source} needs --embedder DIR: a sentence-transformers model folder \
-             (scripts/fetch-minilm.sh unpacks all-MiniLM-L6-v2)"
-        ))
-    })?;
+    let t = opts
+        .text
+        .as_ref()
+        .ok_or_else(|| DataError::Unsupported(needs_embedder(source)))?;
     let mut read =
         dekm_data::text::read_texts(path, t.column.as_deref(), opts.label_column.as_ref())?;
     if let Some(n) = opts.limit {

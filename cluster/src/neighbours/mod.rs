@@ -3,8 +3,8 @@
 //!
 //! Two exact searches, chosen by dimension ([`Search::Auto`]):
 //! - a k-d tree ([`KdTree`]) up to [`TREE_MAX_DIM`] coordinates: O(n log n) in practice on an
-//!   autoencoder's latent or a layout; 1,000,000 points of dimension 10 in about a minute on two
-//!   cores (docs/RESULTS.md);
+//!   autoencoder's latent or a layout; 1,000,000 points of dimension 10 in under three minutes
+//!   on two cores (docs/RESULTS.md);
 //! - blocked distance products above it (`scan`): O(n² d) but at GEMM speed, for raw pixels and
 //!   sentence embeddings, where a tree prunes little.
 //!
@@ -45,13 +45,13 @@ pub enum Search {
 }
 
 /// The `m` best candidates so far, ascending by (squared distance, index).
-pub(crate) struct Best {
+struct Best {
     m: usize,
-    pub(crate) items: Vec<(f32, u32)>,
+    items: Vec<(f32, u32)>,
 }
 
 impl Best {
-    pub(crate) fn new(m: usize) -> Self {
+    fn new(m: usize) -> Self {
         Self {
             m,
             items: Vec::with_capacity(m + 1),
@@ -59,11 +59,12 @@ impl Best {
     }
 
     /// Whether a cell whose points are at least `bound` (squared) away may hold a better one.
-    pub(crate) fn admits(&self, bound: f64, slack: f64) -> bool {
+    fn admits(&self, bound: f64, slack: f64) -> bool {
         self.items.len() < self.m || bound <= f64::from(self.items[self.m - 1].0) * slack
     }
 
-    pub(crate) fn offer(&mut self, d2: f32, id: u32) {
+    /// Keeps `(d2, id)` if it is among the `m` best so far.
+    fn offer(&mut self, d2: f32, id: u32) {
         let key = |e: &(f32, u32)| (e.0, e.1);
         if self.items.len() == self.m && (d2, id) >= key(&self.items[self.m - 1]) {
             return;

@@ -33,9 +33,8 @@ use crate::quantize::Int8Tensor;
 pub const MAGIC: [u8; 8] = *b"DEKMEDGE";
 /// The bundle version whose payload is a safetensors file; the newest this build reads.
 pub const SAFETENSORS_BUNDLE: u32 = 6;
-/// Bytes before the payload.
-pub const HEADER_LEN: usize = HEADER;
-const HEADER: usize = 8 + 4 + 8 + 32;
+/// Bytes before the payload: magic, version, length, SHA-256.
+pub const HEADER_LEN: usize = 8 + 4 + 8 + 32;
 
 /// The payload of bundles before version 5 (postcard).
 #[derive(Serialize, Deserialize)]
@@ -89,7 +88,7 @@ impl ModelParts {
     /// Encodes these parts as a bundle (version [`SAFETENSORS_BUNDLE`]).
     pub fn to_bundle(&self) -> Vec<u8> {
         let body = self.to_safetensors();
-        let mut out = Vec::with_capacity(HEADER + body.len());
+        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&SAFETENSORS_BUNDLE.to_le_bytes());
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
@@ -103,9 +102,9 @@ impl ModelParts {
         if !is_bundle(bytes) {
             return Err(LoadError::BadMagic);
         }
-        if bytes.len() < HEADER {
+        if bytes.len() < HEADER_LEN {
             return Err(LoadError::Length {
-                expected: HEADER,
+                expected: HEADER_LEN,
                 got: bytes.len(),
             });
         }
@@ -120,7 +119,7 @@ impl ModelParts {
         len.copy_from_slice(&bytes[12..20]);
         let expected = usize::try_from(u64::from_le_bytes(len))
             .ok()
-            .and_then(|n| n.checked_add(HEADER))
+            .and_then(|n| n.checked_add(HEADER_LEN))
             .unwrap_or(usize::MAX);
         if bytes.len() != expected {
             return Err(LoadError::Length {
@@ -128,7 +127,7 @@ impl ModelParts {
                 got: bytes.len(),
             });
         }
-        let (stored, body) = (&bytes[20..HEADER], &bytes[HEADER..]);
+        let (stored, body) = (&bytes[20..HEADER_LEN], &bytes[HEADER_LEN..]);
         let actual = Sha256::digest(body);
         if actual.as_slice() != stored {
             return Err(LoadError::Checksum {

@@ -203,14 +203,14 @@ impl Search {
 }
 
 /// A built search structure over reference points.
-enum Index {
+enum Index<'a> {
     Tree(KdTree),
-    Products(scan::Scan),
+    Products(scan::Scan<'a>),
 }
 
-impl Index {
+impl<'a> Index<'a> {
     /// The structure `search` names over `p`.
-    fn new(p: &Points<'_>, search: Search) -> Self {
+    fn new(p: &Points<'a>, search: Search) -> Self {
         match search.resolve(p.dim()) {
             Search::Tree => Self::Tree(KdTree::new(p)),
             _ => Self::Products(scan::Scan::new(p)),

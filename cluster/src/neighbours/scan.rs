@@ -20,17 +20,18 @@ const TILE: usize = 2048;
 /// Candidates kept beyond the `m` asked, re-ranked by the direct sum.
 pub(super) const EXTRA: usize = 8;
 
-/// Reference points, centred, with their squared norms.
-pub(super) struct Scan {
+/// Reference points, centred, with their squared norms, and the points as given (for the
+/// re-ranking).
+pub(super) struct Scan<'a> {
     d: usize,
     centre: Vec<f32>,
     xs: Vec<f32>,
     norms: Vec<f32>,
-    original: Vec<f32>,
+    original: Points<'a>,
 }
 
-impl Scan {
-    pub(super) fn new(p: &Points<'_>) -> Self {
+impl<'a> Scan<'a> {
+    pub(super) fn new(p: &Points<'a>) -> Self {
         let (n, d) = (p.len(), p.dim());
         let mut centre = vec![0f64; d];
         for row in p.rows() {
@@ -52,7 +53,7 @@ impl Scan {
             centre,
             xs,
             norms,
-            original: p.as_slice().to_vec(),
+            original: *p,
         }
     }
 
@@ -108,7 +109,7 @@ impl Scan {
                     .items
                     .iter()
                     .map(|&(_, j)| {
-                        let y = &self.original[j as usize * d..(j as usize + 1) * d];
+                        let y = self.original.row(j as usize);
                         let d2: f32 = x.iter().zip(y).map(|(a, b)| (a - b) * (a - b)).sum();
                         (d2, j)
                     })

@@ -168,6 +168,7 @@ fn run(database: &str, devices: usize, a: &Args, cores: usize) -> Result<Figures
         assign_threads: 2 * cores,
         tls: None,
         device: dekm_trainer::device::DeviceChoice::Cpu,
+        embedder: None,
     })?;
     let added = server.registry().add(&parts)?.id.clone();
     anyhow::ensure!(added == id, "model id {added}, expected {id}");

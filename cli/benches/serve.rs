@@ -151,6 +151,7 @@ fn over_grpc(
             assign_threads: a.assign_threads.unwrap_or(2 * cores),
             tls: None,
             device: dekm_trainer::device::DeviceChoice::Cpu,
+            embedder: None,
         })?;
         if r == 0 {
             let id = server.registry().add(parts)?.id.clone();
@@ -256,6 +257,7 @@ fn main() -> Result<()> {
             model_id: String::new(),
             samples: b.iter().map(|x| pb::Sample { values: x.clone() }).collect(),
             readings: vec![],
+            texts: vec![],
         })
         .collect();
     let requests = Arc::new(requests);

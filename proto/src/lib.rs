@@ -27,6 +27,7 @@ mod tests {
                 values: vec![0.5, 1.0],
             }],
             readings: vec![],
+            texts: vec![],
         };
         let bytes = req.encode_to_vec();
         assert_eq!(pb::AssignRequest::decode(bytes.as_slice()).unwrap(), req);

@@ -43,6 +43,18 @@ pub(crate) fn model_info(e: &Entry, active: &Active) -> pb::ModelInfo {
         window: e.meta.stream.as_ref().map_or(0, |s| s.window as u32),
         hop: e.meta.stream.as_ref().map_or(0, |s| s.hop as u32),
         spectrum_bands: e.meta.spectrum.as_ref().map_or(0, |s| s.bands as u32),
+        embedder: e
+            .meta
+            .embedder
+            .as_ref()
+            .map(|x| x.name.clone())
+            .unwrap_or_default(),
+        embedder_sha256: e
+            .meta
+            .embedder
+            .as_ref()
+            .map(|x| x.sha256.clone())
+            .unwrap_or_default(),
         metrics: metrics_pb(e.meta.metrics),
         created_unix: e.meta.created_unix,
         trainer_version: e.meta.trainer_version.clone(),

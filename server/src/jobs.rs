@@ -28,7 +28,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::db::{self, Database, DbError, JobRow};
 use crate::registry::Registry;
-use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions};
+use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions, TextOptions, Texts};
 use dekm_trainer::pipeline::{PipelineError, train_and_export};
 use dekm_trainer::train::{Observer, Progress, RunOptions, TrainConfig, TrainError};
 
@@ -50,6 +50,13 @@ pub enum JobData {
     },
     /// Samples sent with the request.
     Inline(Dataset),
+    /// Documents sent with the request, embedded when the job runs.
+    Texts {
+        /// The documents and their labels.
+        read: Texts,
+        /// The embedder and batch.
+        options: TextOptions,
+    },
 }
 
 impl JobData {
@@ -57,9 +64,22 @@ impl JobData {
         match self {
             Self::Load { source, .. } => source.to_string(),
             Self::Inline(ds) => ds.name.clone(),
+            Self::Texts { .. } => INLINE_TEXTS.into(),
+        }
+    }
+
+    /// The text options behind the data, if it is documents.
+    fn text_mut(&mut self) -> Option<&mut TextOptions> {
+        match self {
+            Self::Load { options, .. } => options.text.as_mut(),
+            Self::Texts { options, .. } => Some(options),
+            Self::Inline(_) => None,
         }
     }
 }
+
+/// The data set name of documents sent with a Train request.
+const INLINE_TEXTS: &str = "inline texts";
 
 /// A job to run.
 #[derive(Debug, Clone)]
@@ -372,12 +392,29 @@ impl Jobs {
         spec: JobSpec,
         cancel: Arc<AtomicBool>,
     ) -> Result<(String, Option<TrainingMetrics>), Failure> {
-        let ds = match spec.data {
-            JobData::Load { source, options } => {
-                data::load(&source, &options).map_err(|e| Failure::Failed(e.to_string()))?
+        let mut data = spec.data;
+        if let Some(text) = data.text_mut() {
+            // Embedding is the loading phase's work: its progress is texts embedded.
+            let (jobs, job) = (self.clone(), id.to_string());
+            text.progress = Some(Arc::new(move |done, total| {
+                jobs.update(
+                    &job,
+                    Step {
+                        step: done,
+                        steps: total,
+                        ..Step::at(JobState::Running, Phase::Loading)
+                    },
+                );
+            }));
+        }
+        let ds = match data {
+            JobData::Load { source, options } => data::load(&source, &options),
+            JobData::Inline(ds) => Ok(ds),
+            JobData::Texts { read, options } => {
+                data::embed_texts(INLINE_TEXTS.into(), read, &options)
             }
-            JobData::Inline(ds) => ds,
-        };
+        }
+        .map_err(|e| Failure::Failed(e.to_string()))?;
         spec.config
             .validate(ds.len())
             .map_err(|e| Failure::Failed(e.to_string()))?;

@@ -24,6 +24,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use dekm_embed::Embedder;
 use dekm_proto::pb;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -56,8 +57,11 @@ pub struct ServeConfig {
     pub assign_threads: usize,
     /// PEM certificate chain and private key, for TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
-    /// Where Train jobs run; checked when the server opens.
+    /// Where Train jobs run (and texts are embedded); checked when the server opens.
     pub device: DeviceChoice,
+    /// A sentence-transformers model folder: Train takes text data sets and Assign takes
+    /// texts (for models trained with this embedder) when it is set.
+    pub embedder: Option<PathBuf>,
 }
 
 /// Why the server could not start or stopped.
@@ -95,6 +99,9 @@ pub enum ServeError {
     /// The training device cannot be used.
     #[error("training device: {0}")]
     Device(#[from] DeviceError),
+    /// The sentence embedder cannot be loaded.
+    #[error("sentence embedder: {0}")]
+    Embedder(#[from] dekm_embed::EmbedError),
 }
 
 /// An opened store, ready to serve.
@@ -111,13 +118,23 @@ pub struct Server {
     tls: Option<(PathBuf, PathBuf)>,
     /// Where Train jobs run (`auto` resolved when the server opened).
     device: DeviceChoice,
+    /// What embeds texts, when the server was given one.
+    embedder: Option<Arc<Embedder>>,
 }
 
 impl Server {
     /// Opens the store (creating it when new) and checks that it is consistent.
     pub fn open(cfg: ServeConfig) -> Result<Self, ServeError> {
         // A GPU that cannot be had is refused now, not at the first job.
-        let (_, device) = cfg.device.open()?;
+        let (dev, device) = cfg.device.open()?;
+        let embedder = match &cfg.embedder {
+            Some(dir) => {
+                let e = Embedder::load(dir, &dev)?;
+                tracing::info!(embedder = %e.id().name, sha256 = %e.id().sha256, dim = e.dim(), "sentence embedder");
+                Some(Arc::new(e))
+            }
+            None => None,
+        };
         std::fs::create_dir_all(&cfg.store).map_err(|source| registry::RegistryError::Io {
             path: cfg.store.clone(),
             source,
@@ -152,6 +169,7 @@ impl Server {
             assign_threads: cfg.assign_threads.max(1),
             tls: cfg.tls,
             device,
+            embedder,
         })
     }
 
@@ -174,6 +192,7 @@ impl Server {
             telemetry: s.telemetry.clone(),
             max_batch: s.limits.max_batch,
             slots: Arc::new(Semaphore::new(s.assign_threads)),
+            embedder: s.embedder.clone(),
         };
         let training = TrainingService {
             jobs: s.jobs.clone(),
@@ -181,6 +200,7 @@ impl Server {
             limits: s.limits,
             data_root: s.data_root.clone(),
             device: s.device,
+            embedder: s.embedder.clone(),
         };
         let models = RegistryService {
             registry: s.registry.clone(),

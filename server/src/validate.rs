@@ -2,13 +2,17 @@
 //! INVALID_ARGUMENT (or the code that says what to do) and a message naming the field.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use dekm_embed::Embedder;
 
 use dekm_edge::bundle::is_model_id;
 use dekm_proto::pb;
 use dekm_shared::OutlierScore;
 use dekm_trainer::choice::Choice;
 use dekm_trainer::data::{
-    DataSource, Dataset, LabelColumn, LoadOptions, SampleShape, SyntheticOptions, Windowing,
+    DataSource, Dataset, LabelColumn, LoadOptions, SampleShape, SyntheticOptions, TextOptions,
+    Texts, Windowing,
 };
 use dekm_trainer::train::TrainConfig;
 use tonic::Status;
@@ -54,11 +58,28 @@ pub(crate) fn device_status(id: &str) -> Result<(), Status> {
     check_device_id(id).map_err(fleet_status)
 }
 
+/// Texts per embedding batch on the server (`dekm train --embed-batch`'s default).
+pub(crate) const EMBED_BATCH: usize = 32;
+
+/// The server's embedder for documents, or FAILED_PRECONDITION saying how to start it with one.
+pub(crate) fn embedder_for(
+    embedder: Option<&Arc<Embedder>>,
+    what: &str,
+) -> Result<Arc<Embedder>, Status> {
+    embedder.cloned().ok_or_else(|| {
+        Status::failed_precondition(format!(
+            "{what}: this server has no sentence embedder (start it with --embedder DIR, a \
+             sentence-transformers model folder)"
+        ))
+    })
+}
+
 /// Checks a Train request and turns it into a job.
 pub(crate) fn job_spec(
     req: pb::TrainRequest,
     limits: &Limits,
     data_root: Option<&Path>,
+    embedder: Option<&Arc<Embedder>>,
 ) -> Result<JobSpec, Status> {
     let config = train_config(req.settings.unwrap_or_default())?;
     let data = match req.data {
@@ -67,7 +88,24 @@ pub(crate) fn job_spec(
                 "the request needs a dataset reference or inline data",
             ));
         }
-        Some(pb::train_request::Data::Dataset(d)) => dataset_ref(d, &config, limits, data_root)?,
+        Some(pb::train_request::Data::Dataset(d)) => {
+            dataset_ref(d, &config, limits, data_root, embedder)?
+        }
+        Some(pb::train_request::Data::Inline(d)) if !d.texts.is_empty() => {
+            let read = inline_texts(d, limits.max_inline_samples)?;
+            config
+                .validate(read.texts.len())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            JobData::Texts {
+                read,
+                options: TextOptions {
+                    column: None,
+                    embedder: embedder_for(embedder, "inline texts")?,
+                    batch: EMBED_BATCH,
+                    progress: None,
+                },
+            }
+        }
         Some(pb::train_request::Data::Inline(d)) => {
             let ds = inline_dataset(d, limits.max_inline_samples)?;
             config
@@ -90,6 +128,7 @@ fn dataset_ref(
     cfg: &TrainConfig,
     limits: &Limits,
     root: Option<&Path>,
+    embedder: Option<&Arc<Embedder>>,
 ) -> Result<JobData, Status> {
     let source: DataSource = d
         .name
@@ -116,12 +155,22 @@ fn dataset_ref(
         DataSource::Csv(p) => DataSource::Csv(under_root(need_root()?, &p)?),
         DataSource::Npy(p) => DataSource::Npy(under_root(need_root()?, &p)?),
         DataSource::Ts(p) => DataSource::Ts(under_root(need_root()?, &p)?),
-        DataSource::Text(_) => {
-            return Err(Status::unimplemented(
-                "text data sets are not trained over gRPC yet: embed them with `dekm embed` \
-                 and send the vectors (npy:PATH), or train with `dekm train --dataset text:PATH`",
-            ));
+        DataSource::Text(p) => DataSource::Text(under_root(need_root()?, &p)?),
+    };
+    let text = match &source {
+        DataSource::Text(_) => Some(TextOptions {
+            column: (!d.text_column.is_empty()).then(|| d.text_column.clone()),
+            embedder: embedder_for(embedder, &d.name)?,
+            batch: EMBED_BATCH,
+            progress: None,
+        }),
+        _ if !d.text_column.is_empty() => {
+            return Err(Status::invalid_argument(format!(
+                "text_column applies to text:PATH data sets, not {}",
+                d.name
+            )));
         }
+        _ => None,
     };
     let label_column = (!d.label_column.is_empty())
         .then(|| d.label_column.parse::<LabelColumn>())
@@ -156,6 +205,7 @@ fn dataset_ref(
                 ..Default::default()
             },
             windowing,
+            text,
             ..Default::default()
         },
     })
@@ -301,6 +351,44 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
     Ok(c)
 }
 
+/// Inline documents: as many as the limit allows, none blank, with one label each or none.
+fn inline_texts(d: pb::InlineData, max: usize) -> Result<Texts, Status> {
+    let n = d.texts.len();
+    if !d.samples.is_empty() {
+        return Err(Status::invalid_argument(
+            "inline data carries samples or texts, not both",
+        ));
+    }
+    if n > max {
+        return Err(Status::resource_exhausted(format!(
+            "{n} inline texts; the limit is {max} (put larger sets under the data root as \
+             text:PATH)"
+        )));
+    }
+    if let Some(i) = d.texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(Status::invalid_argument(format!(
+            "inline text {i} is blank"
+        )));
+    }
+    let labels = inline_labels(d.labels, n)?;
+    Ok(Texts {
+        texts: d.texts,
+        labels,
+        label_names: Vec::new(),
+    })
+}
+
+/// Labels for `n` inline samples or texts: none, or one each.
+fn inline_labels(labels: Vec<u32>, n: usize) -> Result<Option<Vec<u32>>, Status> {
+    match labels.len() {
+        0 => Ok(None),
+        l if l == n => Ok(Some(labels)),
+        l => Err(Status::invalid_argument(format!(
+            "{l} labels for {n} inline samples"
+        ))),
+    }
+}
+
 /// Inline samples: as many as the limit allows, all of one length, finite, with one label
 /// each or none.
 fn inline_dataset(d: pb::InlineData, max: usize) -> Result<Dataset, Status> {
@@ -333,15 +421,7 @@ fn inline_dataset(d: pb::InlineData, max: usize) -> Result<Dataset, Status> {
         }
         xs.extend_from_slice(&s.values);
     }
-    let labels = match d.labels.len() {
-        0 => None,
-        l if l == n => Some(d.labels),
-        l => {
-            return Err(Status::invalid_argument(format!(
-                "{l} labels for {n} inline samples"
-            )));
-        }
-    };
+    let labels = inline_labels(d.labels, n)?;
     Ok(Dataset {
         name: "inline".into(),
         shape: SampleShape::Vector(dim),

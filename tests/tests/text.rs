@@ -28,37 +28,6 @@ fn options(embedder: &Path, column: &str) -> LoadOptions {
     }
 }
 
-/// Two topics in the tiny fixture's words, 30 texts each, as a CSV with a label column.
-fn corpus(dir: &Path) -> PathBuf {
-    let animals = [
-        "the cat is cute",
-        "a puppy",
-        "the dog is cute",
-        "a cute cat",
-        "dog",
-    ];
-    let weather = [
-        "it rains today",
-        "cloudy weather",
-        "sunny today",
-        "the rain",
-        "it is cloudy",
-    ];
-    let mut csv = String::from("id,body,topic\n");
-    for i in 0..30 {
-        csv += &format!("{i},{},animals\n", animals[i % 5]);
-        csv += &format!(
-            "{},\"{}, {}\",weather\n",
-            i + 30,
-            weather[i % 5],
-            weather[(i + 1) % 5]
-        );
-    }
-    let path = dir.join("docs.csv");
-    std::fs::write(&path, csv).unwrap();
-    path
-}
-
 #[test]
 fn texts_train_export_the_embedder_and_refuse_another() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,7 +36,7 @@ fn texts_train_export_the_embedder_and_refuse_another() {
         std::fs::create_dir(d).unwrap();
         write_tiny_bert(d, seed).unwrap();
     }
-    let source = DataSource::Text(corpus(dir.path()));
+    let source = DataSource::Text(common::text_corpus(dir.path()));
     let ds = data::load(&source, &options(&bert, "body")).unwrap();
     assert_eq!((ds.len(), ds.shape), (60, SampleShape::Vector(DIM)));
     assert_eq!(ds.label_names, ["animals", "weather"]);

@@ -56,6 +56,11 @@ pub(crate) struct ServeArgs {
     /// answers, else the CPU), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// A sentence-transformers model folder (as `dekm train --embedder`): Train then accepts
+    /// text:PATH data sets and inline texts, and Assign accepts texts for models trained with
+    /// this embedder (checked by its weights' SHA-256). Texts are embedded on --device.
+    #[arg(long, env = "DEKM_EMBEDDER")]
+    embedder: Option<PathBuf>,
 }
 
 fn server_config(a: &ServeArgs) -> Result<ServeConfig> {
@@ -85,6 +90,7 @@ fn server_config(a: &ServeArgs) -> Result<ServeConfig> {
         }),
         tls: a.tls_cert.clone().zip(a.tls_key.clone()),
         device: a.device,
+        embedder: a.embedder.clone(),
     })
 }
 

@@ -2,7 +2,9 @@
 //! own session on a bounded pool of blocking threads. For a model trained on a stream a
 //! request may carry readings instead of samples: the edge runtime's `Windower` cuts them into
 //! windows, and on `AssignStream` it carries the last window's readings over to the next
-//! request, as a device's `StreamSession` does.
+//! request, as a device's `StreamSession` does. For a model trained on texts a request may
+//! carry texts, which the server's sentence embedder (the model's own, by checksum) turns
+//! into the vectors devices would be sent.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,11 +15,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Stream_;
+use crate::registry::Entry;
 use crate::registry::Registry;
 use crate::status::{blocking_failed, oversized_to_exhausted, registry_status};
 use crate::telemetry::Telemetry;
-use crate::validate::check_model_id;
-use dekm_edge::{Assignment, Windower};
+use crate::validate::{EMBED_BATCH, check_model_id, embedder_for};
+use dekm_edge::{Assignment, Session, Windower};
+use dekm_embed::Embedder;
 
 /// The assignment service: the models, the pool and the batch limit.
 #[derive(Debug, Clone)]
@@ -28,6 +32,8 @@ pub(crate) struct AssignerService {
     pub(crate) max_batch: usize,
     /// Bounds the threads encoding batches.
     pub(crate) slots: Arc<Semaphore>,
+    /// What embeds texts for models trained on them, when the server has one.
+    pub(crate) embedder: Option<Arc<Embedder>>,
 }
 
 /// Values one window of a stream model may hold on the server (channels x readings).
@@ -60,26 +66,35 @@ impl AssignerService {
         carry: &mut Carry,
     ) -> Result<pb::AssignResponse, Status> {
         let s = self;
-        let items = req.samples.len() + req.readings.len();
-        if items == 0 {
-            return Err(Status::invalid_argument(
-                "the request has no samples and no readings",
-            ));
+        let kinds = [req.samples.len(), req.readings.len(), req.texts.len()];
+        match kinds.iter().filter(|&&n| n > 0).count() {
+            0 => {
+                return Err(Status::invalid_argument(
+                    "the request has no samples, readings or texts",
+                ));
+            }
+            1 => {}
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a request carries one of samples, readings or texts",
+                ));
+            }
         }
-        if !req.samples.is_empty() && !req.readings.is_empty() {
-            return Err(Status::invalid_argument(
-                "a request carries samples or readings, not both",
-            ));
-        }
-        if req.samples.len() > s.max_batch {
-            return Err(Status::resource_exhausted(format!(
-                "{} samples in one request; the limit is {}",
-                req.samples.len(),
-                s.max_batch
-            )));
+        for (n, what) in [(req.samples.len(), "samples"), (req.texts.len(), "texts")] {
+            if n > s.max_batch {
+                return Err(Status::resource_exhausted(format!(
+                    "{n} {what} in one request; the limit is {}",
+                    s.max_batch
+                )));
+            }
         }
         check_model_id(&req.model_id)?;
         let entry = s.registry.get(&req.model_id).map_err(registry_status)?;
+        let embedder = if req.texts.is_empty() {
+            None
+        } else {
+            Some(self.text_embedder(&entry, &req.texts)?)
+        };
         let mut windows = None;
         if !req.readings.is_empty() {
             let Some(spec) = &entry.meta.stream else {
@@ -112,39 +127,46 @@ impl AssignerService {
             .await
             .map_err(|_| Status::unavailable("shutting down"))?;
         let model = entry.clone();
-        let (windows, assignments, window_starts) = tokio::task::spawn_blocking(move || {
-            let mut session = model.model.session();
-            let Some(mut windows) = windows else {
-                let assignments = req
-                    .samples
-                    .iter()
-                    .enumerate()
-                    .map(|(i, x)| {
-                        session
-                            .assign(&x.values)
-                            .map(|a| to_pb(&a))
-                            .map_err(|e| Status::invalid_argument(format!("sample {i}: {e}")))
-                    })
-                    .collect::<Result<Vec<_>, Status>>()?;
-                return Ok((None, assignments, Vec::new()));
-            };
-            let (mut assignments, mut starts) = (Vec::new(), Vec::new());
-            for (i, r) in req.readings.iter().enumerate() {
-                let done = windows
-                    .push(&r.values)
-                    .map_err(|e| Status::invalid_argument(format!("reading {i}: {e}")))?;
-                if let Some((start, sample)) = done {
-                    let a = session.assign(sample).map_err(|e| {
-                        Status::invalid_argument(format!("window starting at reading {start}: {e}"))
-                    })?;
-                    assignments.push(to_pb(&a));
-                    starts.push(start);
+        let (windows, assignments, window_starts, truncated) =
+            tokio::task::spawn_blocking(move || {
+                let mut session = model.model.session();
+                if let Some(embedder) = embedder {
+                    let (assignments, truncated) =
+                        assign_texts(&embedder, &mut session, &req.texts)?;
+                    return Ok((None, assignments, Vec::new(), truncated));
                 }
-            }
-            Ok::<_, Status>((Some(windows), assignments, starts))
-        })
-        .await
-        .map_err(blocking_failed)??;
+                let Some(mut windows) = windows else {
+                    let assignments =
+                        req.samples
+                            .iter()
+                            .enumerate()
+                            .map(|(i, x)| {
+                                session.assign(&x.values).map(|a| to_pb(&a)).map_err(|e| {
+                                    Status::invalid_argument(format!("sample {i}: {e}"))
+                                })
+                            })
+                            .collect::<Result<Vec<_>, Status>>()?;
+                    return Ok((None, assignments, Vec::new(), Vec::new()));
+                };
+                let (mut assignments, mut starts) = (Vec::new(), Vec::new());
+                for (i, r) in req.readings.iter().enumerate() {
+                    let done = windows
+                        .push(&r.values)
+                        .map_err(|e| Status::invalid_argument(format!("reading {i}: {e}")))?;
+                    if let Some((start, sample)) = done {
+                        let a = session.assign(sample).map_err(|e| {
+                            Status::invalid_argument(format!(
+                                "window starting at reading {start}: {e}"
+                            ))
+                        })?;
+                        assignments.push(to_pb(&a));
+                        starts.push(start);
+                    }
+                }
+                Ok::<_, Status>((Some(windows), assignments, starts, Vec::new()))
+            })
+            .await
+            .map_err(blocking_failed)??;
         if windows.is_some() {
             *carry = Carry {
                 model_id: entry.id.clone(),
@@ -159,8 +181,63 @@ impl AssignerService {
             model_id: entry.id.clone(),
             assignments,
             window_starts,
+            truncated,
         })
     }
+
+    /// The server's embedder for texts sent to `entry`: the model must have been trained on
+    /// texts, by an embedder with the same weights as the server's, and no text may be blank.
+    fn text_embedder(&self, entry: &Entry, texts: &[String]) -> Result<Arc<Embedder>, Status> {
+        let Some(want) = &entry.meta.embedder else {
+            return Err(Status::failed_precondition(format!(
+                "model {} was not trained on texts; send samples",
+                entry.id
+            )));
+        };
+        let have = embedder_for(
+            self.embedder.as_ref(),
+            &format!("model {} takes texts", entry.id),
+        )?;
+        if have.id().sha256 != want.sha256 {
+            return Err(Status::failed_precondition(format!(
+                "model {} was trained on embeddings by {} (sha256 {}), but this server embeds \
+                 with {} (sha256 {}): start it with the model's embedder, or embed the texts \
+                 with it and send samples",
+                entry.id,
+                want.name,
+                want.sha256,
+                have.id().name,
+                have.id().sha256
+            )));
+        }
+        if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+            return Err(Status::invalid_argument(format!("text {i} is blank")));
+        }
+        Ok(have)
+    }
+}
+
+/// Embeds `texts` and assigns their vectors: the assignments and the indices of the texts
+/// that were truncated to the embedder's token limit.
+fn assign_texts(
+    embedder: &Embedder,
+    session: &mut Session<'_>,
+    texts: &[String],
+) -> Result<(Vec<pb::Assignment>, Vec<u32>), Status> {
+    let e = embedder
+        .embed(texts, EMBED_BATCH, &mut |_| {})
+        .map_err(|e| Status::internal(format!("embedding the texts failed: {e}")))?;
+    let assignments =
+        e.xs.chunks(e.dim)
+            .enumerate()
+            .map(|(i, x)| {
+                session
+                    .assign(x)
+                    .map(|a| to_pb(&a))
+                    .map_err(|e| Status::invalid_argument(format!("text {i}: {e}")))
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+    Ok((assignments, e.truncated.iter().map(|&i| i as u32).collect()))
 }
 
 #[tonic::async_trait]

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dekm_embed::Embedder;
 use dekm_proto::pb;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -28,6 +29,8 @@ pub(crate) struct TrainingService {
     pub(crate) data_root: Option<PathBuf>,
     /// Where jobs train.
     pub(crate) device: DeviceChoice,
+    /// What embeds the documents of text data sets, when the server has one.
+    pub(crate) embedder: Option<Arc<Embedder>>,
 }
 
 #[tonic::async_trait]
@@ -40,7 +43,12 @@ impl pb::training_server::Training for TrainingService {
     ) -> Result<Response<Self::TrainStream>, Status> {
         let started = Instant::now();
         let result = (|| {
-            let mut spec = job_spec(req.into_inner(), &self.limits, self.data_root.as_deref())?;
+            let mut spec = job_spec(
+                req.into_inner(),
+                &self.limits,
+                self.data_root.as_deref(),
+                self.embedder.as_ref(),
+            )?;
             spec.config.device = self.device;
             self.jobs.submit(spec).map_err(jobs_status)
         })();

@@ -89,3 +89,44 @@ pub fn images(n: usize) -> Dataset {
         stream: None,
     }
 }
+
+/// Two topics in the tiny BERT fixture's words, 30 texts each, interleaved: each text with its
+/// topic.
+pub fn topic_texts() -> Vec<(String, &'static str)> {
+    let animals = [
+        "the cat is cute",
+        "a puppy",
+        "the dog is cute",
+        "a cute cat",
+        "dog",
+    ];
+    let weather = [
+        "it rains today",
+        "cloudy weather",
+        "sunny today",
+        "the rain",
+        "it is cloudy",
+    ];
+    (0..30)
+        .flat_map(|i| {
+            [
+                (animals[i % 5].to_string(), "animals"),
+                (
+                    format!("{}, {}", weather[i % 5], weather[(i + 1) % 5]),
+                    "weather",
+                ),
+            ]
+        })
+        .collect()
+}
+
+/// [`topic_texts`] as `dir/docs.csv`: columns id, body, topic.
+pub fn text_corpus(dir: &std::path::Path) -> PathBuf {
+    let mut csv = String::from("id,body,topic\n");
+    for (i, (text, topic)) in topic_texts().iter().enumerate() {
+        csv += &format!("{i},\"{text}\",{topic}\n");
+    }
+    let path = dir.join("docs.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}

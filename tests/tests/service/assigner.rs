@@ -77,11 +77,13 @@ async fn bad_assign_requests_get_their_status_codes() {
                     model_id: id.clone(),
                     samples: samples(std::slice::from_ref(&row)),
                     readings: vec![],
+                    texts: vec![],
                 },
                 pb::AssignRequest {
                     model_id: id.clone(),
                     samples: samples(&[vec![1.0; 2]]),
                     readings: vec![],
+                    texts: vec![],
                 },
             ]),
             CLIENT,
@@ -97,6 +99,7 @@ async fn bad_assign_requests_get_their_status_codes() {
                 model_id: id.clone(),
                 samples: samples(&[vec![0.5; 3 << 20]]),
                 readings: vec![],
+                texts: vec![],
             }]),
             CLIENT,
         ))
@@ -141,6 +144,7 @@ async fn readings_are_windowed_like_a_device_across_a_stream() {
         model_id: model.into(),
         samples: vec![],
         readings: samples(rows),
+        texts: vec![],
     };
 
     // One call: its readings alone.

@@ -29,18 +29,7 @@ impl Running {
         limits: Limits,
         data_root: Option<&Path>,
     ) -> Self {
-        Self::start_with(ServeConfig {
-            store: store.to_path_buf(),
-            database: Default::default(),
-            data_root: data_root.map(Path::to_path_buf),
-            auth,
-            limits,
-            training_slots: 1,
-            assign_threads: 2,
-            tls: None,
-            device: dekm_trainer::device::DeviceChoice::Cpu,
-        })
-        .await
+        Self::start_with(config(store, auth, limits, data_root)).await
     }
 
     pub(crate) async fn start_with(cfg: ServeConfig) -> Self {
@@ -93,6 +82,27 @@ impl Running {
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
+    }
+}
+
+/// A plain-text server on `store` with one training slot, on the CPU, without an embedder.
+pub(crate) fn config(
+    store: &Path,
+    auth: Auth,
+    limits: Limits,
+    data_root: Option<&Path>,
+) -> ServeConfig {
+    ServeConfig {
+        store: store.to_path_buf(),
+        database: Default::default(),
+        data_root: data_root.map(Path::to_path_buf),
+        auth,
+        limits,
+        training_slots: 1,
+        assign_threads: 2,
+        tls: None,
+        device: dekm_trainer::device::DeviceChoice::Cpu,
+        embedder: None,
     }
 }
 
@@ -241,7 +251,7 @@ impl Strict {
     }
 
     /// Publishes and activates `bundle`: its id and the bundle.
-    async fn publish(&self, bundle: Vec<u8>) -> (String, Vec<u8>) {
+    pub(crate) async fn publish(&self, bundle: Vec<u8>) -> (String, Vec<u8>) {
         let id = pb::registry_client::RegistryClient::new(self.ch.clone())
             .publish_model(admin(pb::PublishModelRequest {
                 bundle: bundle.clone(),
@@ -282,5 +292,6 @@ pub(crate) fn assign(model_id: &str, rows: Vec<Vec<f32>>) -> Request<pb::AssignR
         model_id: model_id.into(),
         samples: samples(&rows),
         readings: vec![],
+        texts: vec![],
     })
 }

@@ -36,6 +36,7 @@ async fn replica(store: &Path, database: &Location) -> Running {
         assign_threads: 2,
         tls: None,
         device: dekm_trainer::device::DeviceChoice::Cpu,
+        embedder: None,
     })
     .await
 }
@@ -125,6 +126,7 @@ async fn two_replicas_share_everything(database: Location) {
             model_id: String::new(),
             samples: samples(&rows),
             readings: Vec::new(),
+            texts: vec![],
         }))
         .await
         .unwrap()
@@ -309,6 +311,7 @@ async fn nginx_spreads_calls_over_replicas() {
                 model_id: String::new(),
                 samples: samples(&rows),
                 readings: Vec::new(),
+                texts: vec![],
             }))
             .await
             .expect("Assign through nginx")

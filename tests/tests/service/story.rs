@@ -98,6 +98,7 @@ async fn train_assign_distribute_roll_back_and_restart() {
             model_id: String::new(),
             samples: samples(&rows),
             readings: vec![],
+            texts: vec![],
         })
         .await
         .unwrap()
@@ -120,6 +121,7 @@ async fn train_assign_distribute_roll_back_and_restart() {
             model_id: model1.clone(),
             samples: samples(c),
             readings: vec![],
+            texts: vec![],
         })
         .collect();
     let mut out = assigner
@@ -290,6 +292,7 @@ async fn train_assign_distribute_roll_back_and_restart() {
             model_id: String::new(),
             samples: samples(&rows),
             readings: vec![],
+            texts: vec![],
         })
         .await
         .unwrap()

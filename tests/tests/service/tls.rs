@@ -30,6 +30,7 @@ async fn devices_sync_over_tls_and_plaintext_is_refused() {
         assign_threads: 2,
         tls: Some((cert_path, key_path)),
         device: dekm_trainer::device::DeviceChoice::Cpu,
+        embedder: None,
     })
     .await;
 

@@ -27,6 +27,7 @@ async fn bad_training_requests_get_their_status_codes() {
         pb::train_request::Data::Inline(pb::InlineData {
             samples: samples(&rows),
             labels,
+            texts: vec![],
         })
     };
     let mut k0 = train_request(1, false);
@@ -209,6 +210,7 @@ async fn a_recording_trains_a_stream_model_that_takes_readings() {
             model_id: String::new(),
             samples: vec![],
             readings: samples(&readings),
+            texts: vec![],
         }))
         .await
         .unwrap()

@@ -13,8 +13,9 @@ use dekm_shared::{EncoderSpec, ImageShape, Normalizer, SeriesShape, StreamSpec, 
 
 use crate::model::SeriesEncoder;
 
+pub use dekm_data::text::Texts;
 pub use dekm_data::{DataError, LabelColumn, idx, numpy, table};
-pub use text::{TextCorpus, TextOptions, needs_embedder};
+pub use text::{TextCorpus, TextOptions, embed_texts, needs_embedder};
 
 /// Where samples come from, parsed from `--dataset`.
 #[derive(Debug, Clone, PartialEq, Eq)]

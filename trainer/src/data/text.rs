@@ -79,6 +79,15 @@ pub(super) fn load_text(
             l.truncate(n);
         }
     }
+    embed_texts(source.to_string(), read, t)
+}
+
+/// Embeds documents already read (a file's, or a request's) into a data set named `name`.
+pub fn embed_texts(
+    name: String,
+    read: dekm_data::text::Texts,
+    t: &TextOptions,
+) -> Result<Dataset, DataError> {
     let total = read.texts.len();
     let e = t
         .embedder
@@ -87,7 +96,7 @@ pub(super) fn load_text(
                 p(done, total);
             }
         })
-        .map_err(|e| DataError::Unsupported(format!("{source}: embedding failed: {e}")))?;
+        .map_err(|e| DataError::Unsupported(format!("{name}: embedding failed: {e}")))?;
     if !e.truncated.is_empty() {
         tracing::warn!(
             texts = e.truncated.len(),
@@ -98,7 +107,7 @@ pub(super) fn load_text(
         );
     }
     Ok(Dataset {
-        name: source.to_string(),
+        name,
         shape: SampleShape::Vector(e.dim),
         xs: e.xs,
         labels: read.labels,

@@ -4,20 +4,29 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::BertModel;
+use candle_transformers::models::bert::{BertModel, Config};
 use dekm_shared::EmbedderRef;
 use sha2::{Digest, Sha256};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    Encoding, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, TruncationStrategy,
+};
 
-use crate::{EmbedError, ModelFolder};
+use crate::cpu::{CpuBert, Tokens};
+use crate::{EmbedError, ModelFolder, Pooling};
 
 /// A sentence-embedding model ready to run.
 pub struct Embedder {
     folder: ModelFolder,
     tokenizer: Tokenizer,
-    model: BertModel,
-    device: Device,
+    engine: Engine,
     id: EmbedderRef,
+}
+
+/// What runs the BERT: this crate's CPU forward pass on the CPU, candle-transformers' model on
+/// a GPU.
+enum Engine {
+    Cpu(CpuBert),
+    Candle { model: BertModel, device: Device },
 }
 
 impl std::fmt::Debug for Embedder {
@@ -86,16 +95,17 @@ impl Embedder {
             source,
         })?;
         let sha256 = hex(&Sha256::digest(&bytes));
-        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(|e| {
-            EmbedError::NotAModel {
+        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &Device::Cpu).map_err(
+            |e| EmbedError::NotAModel {
                 path: weights_path.clone(),
                 reason: format!("not a safetensors file: {e}"),
-            }
-        })?;
-        let model = BertModel::load(vb, &folder.config).map_err(|e| EmbedError::NotAModel {
-            path: weights_path,
-            reason: format!("the weights do not fit config.json's BERT: {e}"),
-        })?;
+            },
+        )?;
+        let engine =
+            Engine::load(vb, &folder.config, device).map_err(|e| EmbedError::NotAModel {
+                path: weights_path,
+                reason: format!("the weights do not fit config.json's BERT: {e}"),
+            })?;
         let id = EmbedderRef {
             name: folder.name.clone(),
             sha256,
@@ -104,8 +114,7 @@ impl Embedder {
         Ok(Self {
             folder,
             tokenizer,
-            model,
-            device: device.clone(),
+            engine,
             id,
         })
     }
@@ -155,40 +164,96 @@ impl Embedder {
                 .tokenizer
                 .encode_batch(inputs, true)
                 .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
-            let (rows, width) = (encodings.len(), encodings[0].get_ids().len());
-            let mut ids = Vec::with_capacity(rows * width);
-            let mut types = Vec::with_capacity(rows * width);
-            let mut mask = Vec::with_capacity(rows * width);
             for (e, &i) in encodings.iter().zip(chunk) {
-                ids.extend_from_slice(e.get_ids());
-                types.extend_from_slice(e.get_type_ids());
-                mask.extend_from_slice(e.get_attention_mask());
                 if !e.get_overflowing().is_empty() {
                     truncated.push(i);
                 }
             }
-            let tensor = |v: Vec<u32>| Tensor::from_vec(v, (rows, width), &self.device);
-            let (ids, types, mask) = (tensor(ids)?, tensor(types)?, tensor(mask)?);
-            let states = self.model.forward(&ids, &types, Some(&mask))?;
-            let mut pooled = self.folder.pooling.apply(&states, &mask)?;
-            if self.folder.normalize {
-                // torch.nn.functional.normalize: x / max(|x|, 1e-12).
-                let norm = pooled
-                    .sqr()?
-                    .sum_keepdim(1)?
-                    .sqrt()?
-                    .clamp(1e-12, f64::MAX)?;
-                pooled = pooled.broadcast_div(&norm)?;
-            }
-            let rows_out: Vec<Vec<f32>> = pooled.to_device(&Device::Cpu)?.to_vec2()?;
-            for (row, &i) in rows_out.iter().zip(chunk) {
-                xs[i * dim..(i + 1) * dim].copy_from_slice(row);
+            let rows = self.engine.embed(&encodings, self.folder.pooling, dim)?;
+            for (row, &i) in rows.chunks_exact(dim).zip(chunk) {
+                let out = &mut xs[i * dim..(i + 1) * dim];
+                out.copy_from_slice(row);
+                if self.folder.normalize {
+                    // torch.nn.functional.normalize: x / max(|x|, 1e-12).
+                    let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                    for v in out.iter_mut() {
+                        *v /= norm;
+                    }
+                }
             }
             done += chunk.len();
             progress(done);
         }
         truncated.sort_unstable();
         Ok(Embeddings { dim, xs, truncated })
+    }
+}
+
+impl Engine {
+    /// The engine for `device`, its weights read from `vb` (on the CPU).
+    fn load(vb: VarBuilder, config: &Config, device: &Device) -> candle_core::Result<Self> {
+        Ok(if device.is_cpu() {
+            Self::Cpu(CpuBert::load(&vb, config)?)
+        } else {
+            Self::Candle {
+                model: BertModel::load(vb.set_device(device.clone()), config)?,
+                device: device.clone(),
+            }
+        })
+    }
+
+    /// One pooled (not yet normalised) row per encoding, `dim` values each.
+    fn embed(
+        &self,
+        encodings: &[Encoding],
+        pooling: Pooling,
+        dim: usize,
+    ) -> Result<Vec<f32>, EmbedError> {
+        let mut out = vec![0f32; encodings.len() * dim];
+        match self {
+            Self::Cpu(bert) => {
+                // Padding is at the end: each text's real tokens are its first ones.
+                let texts: Vec<Tokens> = encodings
+                    .iter()
+                    .map(|e| {
+                        let n = e.get_attention_mask().iter().filter(|&&m| m != 0).count();
+                        Tokens {
+                            ids: &e.get_ids()[..n],
+                            types: &e.get_type_ids()[..n],
+                        }
+                    })
+                    .collect();
+                let states = bert.forward(&texts)?;
+                let mut at = 0;
+                for (t, row) in texts.iter().zip(out.chunks_exact_mut(dim)) {
+                    let n = t.ids.len() * dim;
+                    pooling.pool_rows(&states[at..at + n], row);
+                    at += n;
+                }
+            }
+            Self::Candle { model, device } => {
+                let (rows, width) = (encodings.len(), encodings[0].get_ids().len());
+                let mut ids = Vec::with_capacity(rows * width);
+                let mut types = Vec::with_capacity(rows * width);
+                let mut mask = Vec::with_capacity(rows * width);
+                for e in encodings {
+                    ids.extend_from_slice(e.get_ids());
+                    types.extend_from_slice(e.get_type_ids());
+                    mask.extend_from_slice(e.get_attention_mask());
+                }
+                let tensor = |v: Vec<u32>| Tensor::from_vec(v, (rows, width), device);
+                let (ids, types, mask) = (tensor(ids)?, tensor(types)?, tensor(mask)?);
+                let states = model.forward(&ids, &types, Some(&mask))?;
+                let pooled: Vec<Vec<f32>> = pooling
+                    .apply(&states, &mask)?
+                    .to_device(&Device::Cpu)?
+                    .to_vec2()?;
+                for (row, p) in out.chunks_exact_mut(dim).zip(pooled) {
+                    row.copy_from_slice(&p);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -241,35 +306,114 @@ mod tests {
         assert!(all.truncated.is_empty());
     }
 
+    /// candle-transformers' BERT on the folder `dir`: the reference the CPU engine is held to.
+    fn candle_bert(dir: &Path) -> BertModel {
+        let folder = ModelFolder::open(dir).unwrap();
+        let vb = VarBuilder::from_buffered_safetensors(
+            std::fs::read(dir.join("model.safetensors")).unwrap(),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        BertModel::load(vb, &folder.config).unwrap()
+    }
+
     #[test]
-    fn mean_of_the_token_states_then_unit_length() {
-        let (_d, e) = tiny();
-        let text = TEXTS[0];
-        let enc = e.tokenizer.encode(text, true).unwrap();
-        let n = enc.get_ids().len();
-        assert_eq!(n, 6, "[CLS] the puppy is cute [SEP]");
-        let ids = Tensor::new(enc.get_ids(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let types = ids.zeros_like().unwrap();
-        let states = e.model.forward(&ids, &types, None).unwrap();
-        let mean: Vec<f32> = states
-            .squeeze(0)
-            .unwrap()
-            .mean(0)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
-        let want: Vec<f32> = mean.iter().map(|v| v / norm).collect();
-        // Embedded beside longer texts, so its row is padded inside the batch.
+    fn mean_of_candles_token_states_then_unit_length() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_bert(dir.path(), 7).unwrap();
+        let e = Embedder::load(dir.path(), &Device::Cpu).unwrap();
+        assert!(matches!(e.engine, Engine::Cpu(_)));
+        let bert = candle_bert(dir.path());
+        // Embedded side by side, so every text but the longest is padded in candle's batch.
         let got = e.embed(&TEXTS, 4, &mut |_| {}).unwrap();
-        assert!(
-            close(&got.xs[..DIM], &want, 1e-5),
-            "{:?} vs {want:?}",
-            &got.xs[..DIM]
-        );
+        for (text, row) in TEXTS.iter().zip(got.xs.chunks(DIM)) {
+            let enc = e.tokenizer.encode(*text, true).unwrap();
+            let n = enc.get_attention_mask().iter().filter(|&&m| m == 1).count();
+            let ids = Tensor::new(&enc.get_ids()[..n], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let types = ids.zeros_like().unwrap();
+            let states = bert.forward(&ids, &types, None).unwrap();
+            let mean: Vec<f32> = states
+                .squeeze(0)
+                .unwrap()
+                .mean(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let want: Vec<f32> = mean.iter().map(|v| v / norm).collect();
+            assert!(close(row, &want, 1e-5), "{text}: {row:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn the_cpu_engine_and_candles_padded_batches_agree() {
+        let words = ["the", "cat", "is", "cute", "rain", "today", "a", "dog"];
+        let texts: Vec<String> = (0..40)
+            .map(|i| {
+                (0..1 + (i * 7) % 20)
+                    .map(|j| words[(i + j * 3) % words.len()])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        // Every activation and pooling the CPU engine implements.
+        for (act, pooling) in [
+            ("gelu", "mean_tokens"),
+            ("geluapproximate", "max_tokens"),
+            ("relu", "cls_token"),
+            ("gelu", "mean_sqrt_len_tokens"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            write_tiny_bert(dir.path(), 5).unwrap();
+            let edit = |file: &str, from: &str, to: &str| {
+                let p = dir.path().join(file);
+                let s = std::fs::read_to_string(&p).unwrap();
+                assert!(s.contains(from), "{file}: {s}");
+                std::fs::write(&p, s.replace(from, to)).unwrap();
+            };
+            edit(
+                "config.json",
+                "\"hidden_act\":\"gelu\"",
+                &format!("\"hidden_act\":\"{act}\""),
+            );
+            edit(
+                "1_Pooling/config.json",
+                "\"pooling_mode_mean_tokens\":true",
+                "\"pooling_mode_mean_tokens\":false",
+            );
+            edit(
+                "1_Pooling/config.json",
+                &format!("\"pooling_mode_{pooling}\":false"),
+                &format!("\"pooling_mode_{pooling}\":true"),
+            );
+            let cpu = Embedder::load(dir.path(), &Device::Cpu).unwrap();
+            let candle = Embedder {
+                engine: Engine::Candle {
+                    model: candle_bert(dir.path()),
+                    device: Device::Cpu,
+                },
+                tokenizer: cpu.tokenizer.clone(),
+                id: cpu.id.clone(),
+                folder: ModelFolder::open(dir.path()).unwrap(),
+            };
+            let a = cpu.embed(&texts, 16, &mut |_| {}).unwrap();
+            let b = candle.embed(&texts, 16, &mut |_| {}).unwrap();
+            assert_eq!(a.truncated, b.truncated);
+            assert!(
+                !a.truncated.is_empty(),
+                "some texts pass the 16-token limit"
+            );
+            let worst =
+                a.xs.iter()
+                    .zip(&b.xs)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+            assert!(worst < 2e-6, "{act} {pooling}: {worst}");
+        }
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //! Clustering documents by meaning starts from a sentence-embedding model. This crate loads the
 //! folder such a model lives in on disk (`config.json`, `tokenizer.json`, `model.safetensors`,
 //! `modules.json`, `1_Pooling/config.json`, `sentence_bert_config.json`: what
-//! sentence-transformers saves and what users already have), runs its BERT with candle
-//! (candle-transformers' implementation), pools the token states under the attention mask and
-//! L2-normalises when the folder's module list says so. Nothing is downloaded.
+//! sentence-transformers saves and what users already have), runs its BERT (on the CPU with
+//! this crate's own forward pass, `cpu`; on a GPU with candle-transformers' implementation),
+//! pools the token states under the attention mask and L2-normalises when the folder's module
+//! list says so. Nothing is downloaded.
 //!
 //! The trainer embeds text data sets with it; the edge runtime never does (devices are sent
 //! vectors), so the crate stays out of the device side's dependency tree.
 
+mod cpu;
 mod embedder;
 mod folder;
 mod pooling;

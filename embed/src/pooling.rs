@@ -71,6 +71,38 @@ impl Pooling {
         }
     }
 
+    /// Pools one text's token states (`tokens × hidden`, every token real) into `out`.
+    pub(crate) fn pool_rows(self, states: &[f32], out: &mut [f32]) {
+        let h = out.len();
+        let n = states.len() / h;
+        match self {
+            Self::Cls => out.copy_from_slice(&states[..h]),
+            Self::Max => {
+                out.fill(f32::NEG_INFINITY);
+                for row in states.chunks_exact(h) {
+                    for (o, v) in out.iter_mut().zip(row) {
+                        *o = o.max(*v);
+                    }
+                }
+            }
+            Self::Mean | Self::MeanSqrtLen => {
+                out.fill(0.0);
+                for row in states.chunks_exact(h) {
+                    for (o, v) in out.iter_mut().zip(row) {
+                        *o += v;
+                    }
+                }
+                let div = match self {
+                    Self::Mean => n as f32,
+                    _ => (n as f32).sqrt(),
+                };
+                for o in out.iter_mut() {
+                    *o /= div;
+                }
+            }
+        }
+    }
+
     /// Pools `states` `[batch, tokens, hidden]` under `mask` `[batch, tokens]` (1 for a real
     /// token, 0 for padding) into `[batch, hidden]`.
     pub(crate) fn apply(self, states: &Tensor, mask: &Tensor) -> Result<Tensor, EmbedError> {
@@ -144,5 +176,19 @@ mod tests {
         let s = rows(Pooling::MeanSqrtLen);
         assert!((s[0][0] - 9. / 3f32.sqrt()).abs() < 1e-5, "{s:?}");
         assert_eq!(s[1], [7., -8.]);
+        // Unpadded rows pool to the same vectors.
+        for p in [
+            Pooling::Mean,
+            Pooling::Max,
+            Pooling::Cls,
+            Pooling::MeanSqrtLen,
+        ] {
+            let want = rows(p);
+            let mut out = [0f32; 2];
+            p.pool_rows(&[1., 2., 3., 4., 5., 6.], &mut out);
+            assert_eq!(out.to_vec(), want[0], "{p:?}");
+            p.pool_rows(&[7., -8.], &mut out);
+            assert_eq!(out.to_vec(), want[1], "{p:?}");
+        }
     }
 }

@@ -13,6 +13,10 @@
 # It writes every log, config.json and metrics.json under OUT: the driver and GPU, the device
 # choice and its errors, the GPU test (MNIST slice on CUDA against the CPU, edge parity of the
 # GPU export), and the default `dekm train` on MNIST and Fashion-MNIST on the GPU with wall times.
+# With EMBEDDER=DIR and TEXTS=FILE set it also embeds the texts on the GPU (candle's BERT) and on
+# the CPU (dekm-embed's own pass), timing both and comparing the vectors. all-MiniLM-L6-v2's
+# 90 MB of weights exceed what the device tool carries (64 MiB): carry them as float16 and widen
+# them there (the speed is the model's; the checksum is not).
 # Steps that fail are logged and the next one runs.
 set -uo pipefail
 bin=$1
@@ -51,4 +55,9 @@ for ds in mnist fashion-mnist; do
   step "default-$ds" "$bin" --quiet train --dataset "$ds" --k 10 --seed 0 --device cuda --out "$out/$ds"
 done
 step evaluate-cuda "$bin" --quiet evaluate --model "$out/mnist" --dataset mnist --device cuda
+if [ -n "${EMBEDDER:-}" ] && [ -n "${TEXTS:-}" ]; then
+  step embed-cuda "$bin" embed --input "$TEXTS" --embedder "$EMBEDDER" --out "$out/texts-cuda.npy" --device cuda --embed-batch 128
+  step embed-cpu "$bin" embed --input "$TEXTS" --embedder "$EMBEDDER" --out "$out/texts-cpu.npy" --device cpu
+  python3 -c "import numpy as np; a, b = (np.load('$out/texts-' + d + '.npy') for d in ('cuda', 'cpu')); print('cuda vs cpu: cosine min', (a * b).sum(1).min(), 'max |difference|', abs(a - b).max())"
+fi
 echo "== done"

@@ -253,6 +253,17 @@ pub fn score(
     })
 }
 
+/// One method's partition, its scores and how long the clustering took.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    /// Cluster per sample; `None` marks noise (DBSCAN only).
+    pub labels: Vec<Option<u32>>,
+    /// Internal and external metrics.
+    pub scores: Scores,
+    /// Seconds the clustering took (scoring excluded).
+    pub seconds: f64,
+}
+
 /// Runs and scores `method`, timing the clustering alone.
 pub fn run_and_score(
     method: &Method,
@@ -260,11 +271,15 @@ pub fn run_and_score(
     truth: Option<&[u32]>,
     seed: u64,
     pairs: &PairOptions,
-) -> Result<(Scores, f64), ClusterError> {
+) -> Result<Scored, ClusterError> {
     let started = Instant::now();
     let labels = run(method, s, seed)?;
     let seconds = started.elapsed().as_secs_f64();
-    Ok((score(s, &labels, truth, pairs)?, seconds))
+    Ok(Scored {
+        scores: score(s, &labels, truth, pairs)?,
+        labels,
+        seconds,
+    })
 }
 
 /// Renders rows of scores as an aligned table (`*` marks a metric computed on a sample).
@@ -367,7 +382,9 @@ mod tests {
             },
             Method::Som { rows: 1, cols: 3 },
         ] {
-            let (sc, _) = run_and_score(&m, &s, Some(&truth), 0, &pairs).unwrap();
+            let sc = run_and_score(&m, &s, Some(&truth), 0, &pairs)
+                .unwrap()
+                .scores;
             assert_eq!((sc.clusters, sc.noise), (3, 0), "{m}");
             assert_eq!(sc.external.unwrap().acc, 1.0, "{m}");
             assert!(sc.silhouette.unwrap().value > 0.8, "{m}");
@@ -377,7 +394,7 @@ mod tests {
             "k-means".into(),
             run_and_score(&Method::KMeans { k: 3 }, &s, None, 0, &pairs)
                 .unwrap()
-                .0,
+                .scores,
             Some(0.1),
         )]);
         assert!(table.contains("k-means") && table.contains(" -"), "{table}");
@@ -387,7 +404,9 @@ mod tests {
     fn one_cluster_has_no_internal_metrics_and_bad_k_is_an_error() {
         let (s, truth) = blobs();
         let pairs = PairOptions::default();
-        let (sc, _) = run_and_score(&Method::KMeans { k: 1 }, &s, Some(&truth), 0, &pairs).unwrap();
+        let sc = run_and_score(&Method::KMeans { k: 1 }, &s, Some(&truth), 0, &pairs)
+            .unwrap()
+            .scores;
         assert_eq!((sc.clusters, sc.silhouette), (1, None));
         assert!(run(&Method::KMeans { k: 0 }, &s, 0).is_err());
         assert!(run(&Method::KMeans { k: 301 }, &s, 0).is_err());
@@ -401,7 +420,9 @@ mod tests {
             eps: 1e-3,
             min_samples: 5,
         };
-        let (sc, _) = run_and_score(&tiny, &s, Some(&truth), 0, &pairs).unwrap();
+        let sc = run_and_score(&tiny, &s, Some(&truth), 0, &pairs)
+            .unwrap()
+            .scores;
         assert_eq!((sc.clusters, sc.noise), (0, 300));
         assert!((sc.external.unwrap().acc - 1.0 / 3.0).abs() < 1e-9);
     }

@@ -1,9 +1,10 @@
 //! `dekm cluster`: the classical methods in a model's latent space or on raw vectors, compared
-//! with every metric.
+//! with every metric; for documents, the texts nearest each cluster's centre; with `--plots`,
+//! a PCA picture of each partition.
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use dekm_cli::analysis::{self, Method};
 use dekm_cli::plots;
 use dekm_cli::progress::Step;
@@ -13,6 +14,7 @@ use dekm_cluster::hierarchy::Linkage;
 use dekm_trainer::export::read_model;
 
 use super::args::{DataArgs, DeviceArgs, PairArgs};
+use super::representatives;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum MethodName {
@@ -50,7 +52,9 @@ pub(crate) struct ClusterArgs {
     /// Agglomerative linkage: single, complete, average, weighted, ward, centroid, median.
     #[arg(long, default_value = "ward")]
     linkage: Linkage,
-    /// Write dendrogram.png (agglomerative) into this directory.
+    /// Write into this directory a PCA picture of each method's clusters (METHOD_pca.png:
+    /// the first two principal components of the clustered space) and, with agglomerative,
+    /// dendrogram.png.
     #[arg(long)]
     plots: Option<PathBuf>,
     /// SOM grid (rows x cols = clusters); default 1 x k.
@@ -81,7 +85,7 @@ pub(crate) fn run(args: &ClusterArgs) -> Result<()> {
         space.name
     );
     let pairs = args.pairs.options();
-    let mut rows = Vec::new();
+    let (mut rows, mut partitions) = (Vec::new(), Vec::new());
     for m in &args.method {
         let method = match m {
             MethodName::Kmeans => Method::KMeans { k: args.k },
@@ -113,18 +117,44 @@ pub(crate) fn run(args: &ClusterArgs) -> Result<()> {
             }
         };
         let step = Step::new(format!("{method} on {} samples", ds.len()));
-        let (scores, secs) =
+        let scored =
             analysis::run_and_score(&method, &space, ds.labels.as_deref(), args.seed, &pairs)
                 .with_context(|| method.to_string())?;
         drop(step);
-        rows.push((method.to_string(), scores, Some(secs)));
+        partitions.push((*m, method.to_string(), scored.labels));
+        rows.push((method.to_string(), scored.scores, Some(scored.seconds)));
     }
     print!("{}", analysis::scores_table(&rows));
     args.pairs.footnote(&rows);
+    // With noise (DBSCAN) as label k, past every cluster.
+    let dense = |labels: &[Option<u32>]| -> (Vec<u32>, usize) {
+        let k = labels.iter().flatten().max().map_or(0, |&m| m as usize + 1);
+        let l = labels.iter().map(|l| l.unwrap_or(k as u32)).collect();
+        (l, k)
+    };
+    if let Some(text) = &ds.text {
+        for (_, name, labels) in &partitions {
+            println!("{name}:");
+            let (labels, k) = dense(labels);
+            representatives::print(&ds, text, &labels, k);
+        }
+    }
+    if let Some(dir) = &args.plots {
+        std::fs::create_dir_all(dir)?;
+        let pts = plots::pca2(&space.xs, space.dim);
+        for (m, name, labels) in &partitions {
+            let (dense, _) = dense(labels);
+            let noise: Vec<bool> = labels.iter().map(Option::is_none).collect();
+            let slug = m.to_possible_value().expect("no method is skipped");
+            let path = dir.join(format!("{}_pca.png", slug.get_name()));
+            let title = format!("{name}, {} samples of {}", ds.len(), ds.name);
+            plots::scatter(&path, (&title, "PC 1", "PC 2"), &pts, &dense, &noise)?;
+            println!("wrote {}", path.display());
+        }
+    }
     if let Some(dir) = &args.plots
         && args.method.contains(&MethodName::Agglomerative)
     {
-        std::fs::create_dir_all(dir)?;
         let _step = Step::new("dendrogram");
         let tree =
             dekm_cluster::hierarchy::linkage(&Points::new(&space.xs, space.dim)?, args.linkage)?;

@@ -8,6 +8,7 @@ mod embed;
 mod evaluate;
 mod import;
 mod plot;
+mod representatives;
 mod select_k;
 mod serve;
 mod timeline;

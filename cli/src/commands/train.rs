@@ -8,17 +8,17 @@ use dekm_cli::plots;
 use dekm_cli::progress::Bars;
 use dekm_shared::{Neighbours, OutlierScore, SpectrumSpec, TimePooling};
 use dekm_trainer::augment::Augment;
-use dekm_trainer::data::{Dataset, SampleShape, TextCorpus};
+use dekm_trainer::data::SampleShape;
 use dekm_trainer::device::DeviceChoice;
 use dekm_trainer::features::SeriesFeatures;
 use dekm_trainer::model::{ConvBackend, Init, SeriesEncoder};
 use dekm_trainer::pipeline::{cluster_sizes, majority_labels, train_and_export};
-use dekm_trainer::representatives::nearest_to_centres;
 use dekm_trainer::train::{
     Method as TrainMethod, Observer, RunOptions, Start, TrainConfig, explain,
 };
 
 use super::args::{DataArgs, ScoreArg};
+use super::representatives;
 
 #[derive(Args)]
 pub(crate) struct TrainArgs {
@@ -255,7 +255,7 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     }
     // Texts are never held out (only recordings are), so the labels are the samples' own.
     if let (0, Some(text)) = (held, &ds.text) {
-        print_representatives(&ds, text, &outcome.calibration.labels, cfg.k);
+        representatives::print(&ds, text, &outcome.calibration.labels, cfg.k);
     }
     if let Some(table) = outcome.results_table(stage) {
         print!("{table}");
@@ -277,35 +277,6 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// For each cluster, the three texts nearest its centre in the embedding space: what a person
-/// reads to name the topics.
-fn print_representatives(ds: &Dataset, text: &TextCorpus, labels: &[u32], k: usize) {
-    let d = ds.shape.len();
-    for (c, members) in nearest_to_centres(&ds.xs, d, labels, k, 3)
-        .iter()
-        .enumerate()
-    {
-        if members.is_empty() {
-            continue;
-        }
-        println!("cluster {c}, texts nearest its centre:");
-        for &i in members {
-            let t = &text.texts[i];
-            let short: String = t.chars().take(100).collect();
-            let more = if short.len() < t.len() { "..." } else { "" };
-            println!("  {short}{more}");
-        }
-    }
-    if text.truncated > 0 {
-        println!(
-            "{} of {} texts were longer than {}'s token limit and embedded from their beginning",
-            text.truncated,
-            text.texts.len(),
-            text.embedder.name
-        );
-    }
 }
 
 #[cfg(test)]

@@ -127,46 +127,21 @@ impl AssignerService {
             .await
             .map_err(|_| Status::unavailable("shutting down"))?;
         let model = entry.clone();
-        let (windows, assignments, window_starts, truncated) =
-            tokio::task::spawn_blocking(move || {
-                let mut session = model.model.session();
-                if let Some(embedder) = embedder {
-                    let (assignments, truncated) =
-                        assign_texts(&embedder, &mut session, &req.texts)?;
-                    return Ok((None, assignments, Vec::new(), truncated));
+        let (answer, windows) = tokio::task::spawn_blocking(move || {
+            let mut session = model.model.session();
+            match (embedder, windows) {
+                (Some(e), _) => Ok((assign_texts(&e, &mut session, &req.texts)?, None)),
+                (None, Some(mut w)) => {
+                    let answer = assign_readings(&mut w, &mut session, &req.readings)?;
+                    Ok((answer, Some(w)))
                 }
-                let Some(mut windows) = windows else {
-                    let assignments =
-                        req.samples
-                            .iter()
-                            .enumerate()
-                            .map(|(i, x)| {
-                                session.assign(&x.values).map(|a| to_pb(&a)).map_err(|e| {
-                                    Status::invalid_argument(format!("sample {i}: {e}"))
-                                })
-                            })
-                            .collect::<Result<Vec<_>, Status>>()?;
-                    return Ok((None, assignments, Vec::new(), Vec::new()));
-                };
-                let (mut assignments, mut starts) = (Vec::new(), Vec::new());
-                for (i, r) in req.readings.iter().enumerate() {
-                    let done = windows
-                        .push(&r.values)
-                        .map_err(|e| Status::invalid_argument(format!("reading {i}: {e}")))?;
-                    if let Some((start, sample)) = done {
-                        let a = session.assign(sample).map_err(|e| {
-                            Status::invalid_argument(format!(
-                                "window starting at reading {start}: {e}"
-                            ))
-                        })?;
-                        assignments.push(to_pb(&a));
-                        starts.push(start);
-                    }
+                (None, None) => {
+                    Ok::<_, Status>((assign_samples(&mut session, &req.samples)?, None))
                 }
-                Ok::<_, Status>((Some(windows), assignments, starts, Vec::new()))
-            })
-            .await
-            .map_err(blocking_failed)??;
+            }
+        })
+        .await
+        .map_err(blocking_failed)??;
         if windows.is_some() {
             *carry = Carry {
                 model_id: entry.id.clone(),
@@ -175,13 +150,11 @@ impl AssignerService {
         }
         s.telemetry.assigned(
             &entry.id,
-            assignments.iter().map(|a| (a.cluster, a.outlier)),
+            answer.assignments.iter().map(|a| (a.cluster, a.outlier)),
         );
         Ok(pb::AssignResponse {
             model_id: entry.id.clone(),
-            assignments,
-            window_starts,
-            truncated,
+            ..answer
         })
     }
 
@@ -217,13 +190,56 @@ impl AssignerService {
     }
 }
 
-/// Embeds `texts` and assigns their vectors: the assignments and the indices of the texts
-/// that were truncated to the embedder's token limit.
+/// Assigns vector samples.
+fn assign_samples(
+    session: &mut Session<'_>,
+    samples: &[pb::Sample],
+) -> Result<pb::AssignResponse, Status> {
+    let assignments = samples
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            session
+                .assign(&x.values)
+                .map(|a| to_pb(&a))
+                .map_err(|e| Status::invalid_argument(format!("sample {i}: {e}")))
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    Ok(pb::AssignResponse {
+        assignments,
+        ..Default::default()
+    })
+}
+
+/// Pushes `readings` into `windows` and assigns every window they complete.
+fn assign_readings(
+    windows: &mut Windower<STREAM_CAPACITY>,
+    session: &mut Session<'_>,
+    readings: &[pb::Sample],
+) -> Result<pb::AssignResponse, Status> {
+    let mut answer = pb::AssignResponse::default();
+    for (i, r) in readings.iter().enumerate() {
+        let done = windows
+            .push(&r.values)
+            .map_err(|e| Status::invalid_argument(format!("reading {i}: {e}")))?;
+        if let Some((start, sample)) = done {
+            let a = session.assign(sample).map_err(|e| {
+                Status::invalid_argument(format!("window starting at reading {start}: {e}"))
+            })?;
+            answer.assignments.push(to_pb(&a));
+            answer.window_starts.push(start);
+        }
+    }
+    Ok(answer)
+}
+
+/// Embeds `texts` and assigns their vectors; the answer names the texts that were truncated
+/// to the embedder's token limit.
 fn assign_texts(
     embedder: &Embedder,
     session: &mut Session<'_>,
     texts: &[String],
-) -> Result<(Vec<pb::Assignment>, Vec<u32>), Status> {
+) -> Result<pb::AssignResponse, Status> {
     let e = embedder
         .embed(texts, EMBED_BATCH, &mut |_| {})
         .map_err(|e| Status::internal(format!("embedding the texts failed: {e}")))?;
@@ -237,7 +253,11 @@ fn assign_texts(
                     .map_err(|e| Status::invalid_argument(format!("text {i}: {e}")))
             })
             .collect::<Result<Vec<_>, Status>>()?;
-    Ok((assignments, e.truncated.iter().map(|&i| i as u32).collect()))
+    Ok(pb::AssignResponse {
+        assignments,
+        truncated: e.truncated.iter().map(|&i| i as u32).collect(),
+        ..Default::default()
+    })
 }
 
 #[tonic::async_trait]

@@ -177,7 +177,11 @@ async fn readings_are_windowed_like_a_device_across_a_stream() {
     let mut short = readings.clone();
     short[1] = vec![1.0];
     for (req, want, needle) in [
-        (both, Code::InvalidArgument, "not both"),
+        (
+            both,
+            Code::InvalidArgument,
+            "one of samples, readings or texts",
+        ),
         (reading_req(&id, &short), Code::InvalidArgument, "reading 1"),
         (
             reading_req(&plain, &readings),

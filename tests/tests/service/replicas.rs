@@ -284,6 +284,7 @@ async fn nginx_spreads_calls_over_replicas() {
         .arg(dir.path())
         .arg("-c")
         .arg(&conf_path)
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("nginx starts");
@@ -318,7 +319,14 @@ async fn nginx_spreads_calls_over_replicas() {
             .into_inner();
         assert_eq!(r.model_id, model);
     }
-    let _ = child.kill();
+    // SIGTERM, not SIGKILL: the master then stops its workers, which a killed master leaves
+    // running (holding the test's output open).
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    if !stopped.is_ok_and(|s| s.success()) {
+        let _ = child.kill();
+    }
     let _ = child.wait();
     let served = |text: String| {
         text.lines()

@@ -1,7 +1,8 @@
 //! Input preprocessing: the affine map from a raw sample to what the encoder sees.
 //!
 //! One representation serves every data kind: images use offset 0 and scale 1/255, vector data
-//! uses per-feature standardisation. The trainer fits it, the export stores it as the
+//! uses per-feature standardisation, or per-feature centring with one shared scale when the
+//! features are of one unit. The trainer fits it, the export stores it as the
 //! `input.offset` / `input.scale` tensors, and the edge applies it with [`Normalizer::apply`].
 
 use alloc::vec::Vec;
@@ -78,6 +79,28 @@ impl Normalizer {
         }
     }
 
+    /// Per-feature centring with one scale for every feature (the inverse of the root mean
+    /// square of the centred values), for features of one unit such as pixels: a feature that
+    /// barely varies stays small instead of being blown up to unit spread as
+    /// [`Self::standardize`] would (a border pixel lit in a few images would reach z-scores
+    /// near 100). All-constant data keep scale 1.
+    pub fn standardize_jointly(xs: &[f32], dim: usize) -> Self {
+        let per_feature = Self::standardize(xs, dim);
+        let n = xs.len().checked_div(dim).unwrap_or(0);
+        let mut sum = 0f64;
+        for row in xs.chunks_exact(dim.max(1)).take(n) {
+            for (&x, &m) in row.iter().zip(&per_feature.offset) {
+                sum += (f64::from(x) - f64::from(m)) * (f64::from(x) - f64::from(m));
+            }
+        }
+        let rms = libm_sqrt(sum / (n * dim).max(1) as f64);
+        let scale = if rms > 1e-12 { (1.0 / rms) as f32 } else { 1.0 };
+        Self {
+            scale: alloc::vec![scale; dim],
+            offset: per_feature.offset,
+        }
+    }
+
     /// Number of features.
     pub fn len(&self) -> usize {
         self.offset.len()
@@ -144,6 +167,26 @@ fn libm_sqrt(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn joint_standardisation_keeps_the_features_relative_spread() {
+        // Feature 0 spreads over ±2, feature 1 over ±0.2, feature 2 is constant.
+        let xs = [2.0, 0.2, 5.0, -2.0, -0.2, 5.0];
+        let n = Normalizer::standardize_jointly(&xs, 3);
+        assert_eq!(n.offset(), &[0.0, 0.0, 5.0]);
+        // Mean square of the centred values: (4 + 0.04 + 0) * 2 / 6.
+        let want = 1.0 / (4.04f32 / 3.0).sqrt();
+        for s in n.scale() {
+            assert!((s - want).abs() < 1e-6, "{s} vs {want}");
+        }
+        let mut out = [0.0; 3];
+        n.apply(&xs[..3], &mut out).unwrap();
+        assert!((out[0] / out[1] - 10.0).abs() < 1e-4, "{out:?}");
+        assert_eq!(
+            Normalizer::standardize_jointly(&[1.0, 1.0], 2).scale(),
+            &[1.0, 1.0]
+        );
+    }
 
     #[test]
     fn standardize_centres_and_scales_each_feature() {

@@ -84,6 +84,9 @@ pub struct MetricsReport<'a> {
     /// The silhouettes `--series-features auto` chose by, when it compared.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub series_features: Option<crate::features::FeatureScores>,
+    /// For vectors: how their features were scaled, and the figure it was chosen by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vector_scaling: Option<crate::data::VectorScaling>,
 }
 
 fn f32_view(values: &[f32]) -> Vec<u8> {

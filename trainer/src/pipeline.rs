@@ -48,6 +48,8 @@ pub struct Outcome {
     pub sha256: String,
     /// What the samples were clustered on (series: raw readings or spectra) and why.
     pub features: FeatureChoice,
+    /// For vectors: how their features were scaled before the encoder, and why.
+    pub scaling: Option<crate::data::VectorScaling>,
 }
 
 impl Outcome {
@@ -146,9 +148,11 @@ pub fn train_and_export(
         far_out: calibration.far_out,
         history: &trained.history,
         series_features: features.scores,
+        vector_scaling: fit.vector_scaling(),
     };
     let sha256 = export::write_model(out, &trained, &calibration, &meta, &report)?;
     Ok(Outcome {
+        scaling: report.vector_scaling,
         trained,
         calibration,
         meta,

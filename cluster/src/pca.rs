@@ -88,6 +88,20 @@ impl Pca {
         }
     }
 
+    /// The affine map that whitens the kept axes, `y = W (x - mean)` with `W = diag(1/√(λ +
+    /// eps)) Aᵀ` (`A` the axes, `λ` their variances): returns `W` (`[keep, dim]`, row-major)
+    /// and the mean. DeepCluster clusters whitened features; the trainer folds this map into
+    /// the encoder's last linear layer, so an exported model's latent space is the whitened one.
+    pub fn whitening(&self, eps: f64) -> (Vec<f64>, Vec<f64>) {
+        let (d, keep) = (self.mean.len(), self.components());
+        let mut w = Vec::with_capacity(keep * d);
+        for (c, var) in self.variances.iter().enumerate() {
+            let s = 1.0 / (var + eps).sqrt();
+            w.extend(self.axes.column(c).iter().map(|a| a * s));
+        }
+        (w, self.mean.clone())
+    }
+
     /// `p` centred and projected on the kept axes: `[p.len(), self.components()]`, row-major.
     pub fn project(&self, p: &Points<'_>) -> Result<Vec<f32>, ClusterError> {
         let d = self.mean.len();
@@ -169,6 +183,30 @@ mod tests {
             y.chunks(2)
                 .all(|r| (r[1].abs() - 0.5 * 2f32.sqrt()).abs() < 1e-4)
         );
+    }
+
+    /// Whitened points have unit variance along every kept axis and no correlation.
+    #[test]
+    fn whitening_gives_unit_uncorrelated_axes() {
+        let n = 3000;
+        let mut xs = Vec::with_capacity(n * 2);
+        for i in 0..n {
+            let (a, b) = ((i % 37) as f64 - 18.0, (i % 11) as f64 - 5.0);
+            xs.extend([(3.0 * a + b + 4.0) as f32, (a - 0.5 * b) as f32]);
+        }
+        let p = Points::new(&xs, 2).unwrap();
+        let (w, mean) = Pca::fit(&p, 2).unwrap().whitening(0.0);
+        let ys: Vec<[f64; 2]> = xs
+            .chunks(2)
+            .map(|x| {
+                let c = [f64::from(x[0]) - mean[0], f64::from(x[1]) - mean[1]];
+                [w[0] * c[0] + w[1] * c[1], w[2] * c[0] + w[3] * c[1]]
+            })
+            .collect();
+        let cov = |i: usize, j: usize| ys.iter().map(|y| y[i] * y[j]).sum::<f64>() / n as f64;
+        assert!((cov(0, 0) - 1.0).abs() < 1e-9, "{}", cov(0, 0));
+        assert!((cov(1, 1) - 1.0).abs() < 1e-9, "{}", cov(1, 1));
+        assert!(cov(0, 1).abs() < 1e-9, "{}", cov(0, 1));
     }
 
     #[test]

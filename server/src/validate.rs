@@ -243,9 +243,14 @@ fn choice<T: Choice>(field: &str, value: &str) -> Result<T, Status> {
     })
 }
 
-/// `dekm train`'s defaults with the request's settings applied and checked.
+/// `dekm train`'s defaults for the request's method with its settings applied and checked.
 fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
-    let mut c = TrainConfig::default();
+    let method = s
+        .method
+        .as_deref()
+        .map(|m| choice("method", m))
+        .transpose()?;
+    let mut c = TrainConfig::for_method(method.unwrap_or_default());
     let capped = |name: &str, v: u32, max: u32| {
         if v <= max {
             Ok(v as usize)
@@ -296,9 +301,6 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
     }
     if let Some(i) = s.init {
         c.init = choice("init", &i)?;
-    }
-    if let Some(m) = s.method {
-        c.method = choice("method", &m)?;
     }
     if let Some(v) = s.start {
         c.start = choice("start", &v)?;
@@ -449,7 +451,7 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert_eq!(
             err.message(),
-            "method \"kmeans++\": expected dekm, dec, idec or ae-kmeans"
+            "method \"kmeans++\": expected dekm, dec, idec, ae-kmeans or deepcluster"
         );
     }
 
@@ -474,6 +476,30 @@ mod tests {
             err.message().contains("start manifold needs"),
             "{}",
             err.message()
+        );
+    }
+
+    /// A DeepCluster request starts from DeepCluster's defaults (wide features, jittered
+    /// images), and what it sets still wins.
+    #[test]
+    fn a_deepcluster_request_gets_its_methods_defaults() {
+        let c = train_config(pb::TrainSettings {
+            method: Some("deepcluster".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c, TrainConfig::for_method(Method::DeepCluster));
+        assert_eq!(c.latent, TrainConfig::DEEPCLUSTER_LATENT);
+        let c = train_config(pb::TrainSettings {
+            method: Some("deepcluster".into()),
+            augment_shift: Some(0.0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!((c.augment.shift, c.augment.rotate_deg), (0.0, 10.0));
+        assert_eq!(
+            train_config(pb::TrainSettings::default()).unwrap(),
+            TrainConfig::default()
         );
     }
 

@@ -11,7 +11,7 @@ use dekm_trainer::data::Dataset;
 use dekm_trainer::export::read_model;
 use dekm_trainer::model::{SeriesEncoder, embed};
 use dekm_trainer::pipeline::{assign, train_and_export};
-use dekm_trainer::train::{RunOptions, TrainConfig};
+use dekm_trainer::train::{Method, RunOptions, TrainConfig};
 
 fn check_parity(ds: &Dataset, k: usize) {
     check_parity_of(ds, common::quick_config(k));
@@ -97,6 +97,19 @@ fn dense_model_runs_identically_on_the_edge() {
 #[test]
 fn conv_model_runs_identically_on_the_edge() {
     check_parity(&common::images(1200), 3);
+}
+
+/// DeepCluster's export (its whitening folded into the latent layer, centres of k-means on the
+/// whitened features) is an ordinary model: the same checks as every other.
+#[test]
+fn deepcluster_models_run_identically_on_the_edge() {
+    for ds in [common::images(1200), common::synthetic(4, 1200, 3)] {
+        let cfg = TrainConfig {
+            method: Method::DeepCluster,
+            ..common::quick_config(3)
+        };
+        check_parity_of(&ds, cfg);
+    }
 }
 
 #[test]

@@ -51,7 +51,9 @@ impl Adam {
         self.step(&grads)
     }
 
-    fn step(&mut self, grads: &GradStore) -> Result<()> {
+    /// Applies one update from gradients already computed: where one backward pass feeds two
+    /// optimisers (DeepCluster's network and its classifier, which is replaced every epoch).
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         let (scale_m, scale_v) = (1.0 / (1.0 - BETA1.powi(t)), 1.0 / (1.0 - BETA2.powi(t)));

@@ -14,7 +14,7 @@ use crate::export::{self, ExportError, LoadedModel, MetricsReport};
 use crate::features::{self, FeatureChoice};
 use crate::metrics;
 use crate::model::embed;
-use crate::train::{self, RunOptions, Start, TrainConfig, TrainError, Trained};
+use crate::train::{self, Method, RunOptions, Start, TrainConfig, TrainError, Trained};
 
 /// Any failure of the pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +53,9 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The end-of-training table, when the data have labels: AE + k-means, the N2D or input
-    /// mixture start when the run started from one, and the result of `stage`.
+    /// The end-of-training table, when the data have labels: AE + k-means (for DeepCluster,
+    /// k-means on the untrained network), the N2D or input mixture start when the run started
+    /// from one, and the result of `stage`.
     pub fn results_table(&self, stage: &str) -> Option<String> {
         let (base, last) = (self.trained.baseline?, self.meta.metrics?);
         let name = match self.trained.config.start {
@@ -62,7 +63,12 @@ impl Outcome {
             _ => "N2D start",
         };
         let start = self.trained.history.start.map(|m| (name, m));
-        let rows: Vec<_> = [Some(("AE+k-means", base)), start, Some((stage, last))]
+        // DeepCluster's baseline is k-means on its network before any training.
+        let base_name = match self.trained.config.method {
+            Method::DeepCluster => "untrained + k-means",
+            _ => "AE+k-means",
+        };
+        let rows: Vec<_> = [Some((base_name, base)), start, Some((stage, last))]
             .into_iter()
             .flatten()
             .collect();
@@ -264,10 +270,11 @@ pub fn latent_on(
 
 /// Renders rows of metrics as an aligned table.
 pub fn metrics_table(rows: &[(&str, TrainingMetrics)]) -> String {
-    let mut s = format!("{:<14} {:>8} {:>8} {:>8}\n", "method", "ACC", "NMI", "ARI");
+    let w = rows.iter().map(|(n, _)| n.len()).fold(14, usize::max);
+    let mut s = format!("{:<w$} {:>8} {:>8} {:>8}\n", "method", "ACC", "NMI", "ARI");
     for (name, m) in rows {
         s += &format!(
-            "{:<14} {:>8.4} {:>8.4} {:>8.4}\n",
+            "{:<w$} {:>8.4} {:>8.4} {:>8.4}\n",
             name, m.acc, m.nmi, m.ari
         );
     }

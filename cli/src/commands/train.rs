@@ -57,9 +57,10 @@ pub(crate) struct TrainArgs {
     /// k-means++ restarts.
     #[arg(long, default_value_t = 10)]
     restarts: usize,
-    /// Latent dimension.
-    #[arg(long, default_value_t = 10)]
-    latent: usize,
+    /// Latent dimension [default: 10; 128 for --method deepcluster, the width of the features
+    /// it clusters].
+    #[arg(long)]
+    latent: Option<usize>,
     /// Outlier threshold: quantile of each cluster's training scores (far-out ones left out).
     #[arg(long, default_value_t = 0.998)]
     threshold_quantile: f32,
@@ -109,16 +110,19 @@ pub(crate) struct TrainArgs {
     #[arg(long)]
     plots: Option<PathBuf>,
     /// Stage after pretraining: dekm, dec, idec, or ae-kmeans (none). --max-iter,
-    /// --steps-per-iter, --dekm-lr and --tol apply to DEC and IDEC too.
+    /// --steps-per-iter, --dekm-lr and --tol apply to DEC and IDEC too. Or deepcluster, which
+    /// replaces pretraining: --epochs rounds of k-means pseudo-labels and training on them.
     #[arg(long, value_enum, default_value_t = TrainMethod::Dekm)]
     method: TrainMethod,
     /// Images only: largest random shift of a training image, as a fraction of its side
-    /// (DEC-DA uses 0.1; 0, the default, trains on the plain images as the DEKM paper does).
-    #[arg(long, default_value_t = Augment::OFF.shift)]
-    augment_shift: f32,
-    /// Images only: largest random rotation of a training image, in degrees (DEC-DA uses 10).
-    #[arg(long, default_value_t = Augment::OFF.rotate_deg)]
-    augment_rotate: f32,
+    /// (DEC-DA uses 0.1; 0, the default, trains on the plain images as the DEKM paper does;
+    /// --method deepcluster defaults to DEC-DA's 0.1, as its paper trains on random crops).
+    #[arg(long)]
+    augment_shift: Option<f32>,
+    /// Images only: largest random rotation of a training image, in degrees (DEC-DA uses 10;
+    /// default 0, or 10 for --method deepcluster).
+    #[arg(long)]
+    augment_rotate: Option<f32>,
     /// How fresh weights are drawn: keras (the DEKM authors' model: convolutions U(±0.05),
     /// Glorot elsewhere, zero biases) or torch (PyTorch's layer defaults).
     #[arg(long, value_enum, default_value_t = Init::default())]
@@ -151,9 +155,10 @@ impl TrainArgs {
                 self.outlier_score
             ),
         };
+        let base = TrainConfig::for_method(self.method);
         Ok(TrainConfig {
             k: self.k,
-            latent: self.latent,
+            latent: self.latent.unwrap_or(base.latent),
             epochs: self.epochs,
             batch_size: self.batch_size,
             lr: self.lr,
@@ -173,8 +178,8 @@ impl TrainArgs {
             conv: self.conv,
             method: self.method,
             augment: Augment {
-                shift: self.augment_shift,
-                rotate_deg: self.augment_rotate,
+                shift: self.augment_shift.unwrap_or(base.augment.shift),
+                rotate_deg: self.augment_rotate.unwrap_or(base.augment.rotate_deg),
             },
             init: self.init,
             start: self.start,
@@ -219,12 +224,19 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     } else {
         String::new()
     };
+    // DeepCluster has no pretraining: its epochs are its clustering iterations.
+    let (pretraining, rounds) = match cfg.method {
+        TrainMethod::DeepCluster => (String::new(), "epochs"),
+        _ => (
+            format!("{:.1} s pretraining + ", h.pretrain_seconds),
+            "iterations",
+        ),
+    };
     println!(
-        "trained on {} ({} of {} samples{calibration}) in {:.1} s pretraining + {:.1} s {} ({} iterations)",
+        "trained on {} ({} of {} samples{calibration}) in {pretraining}{:.1} s {} ({} {rounds})",
         ds.name,
         outcome.meta.samples,
         ds.len(),
-        h.pretrain_seconds,
         h.stage_seconds,
         stage.split(' ').next().unwrap_or(stage),
         h.iterations.len()
@@ -235,7 +247,7 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     if let Some(scaling) = outcome.scaling {
         println!("{}", scaling.explain());
     }
-    if cfg.method != TrainMethod::AeKmeans && cfg.max_iter > 0 {
+    if !matches!(cfg.method, TrainMethod::AeKmeans | TrainMethod::DeepCluster) && cfg.max_iter > 0 {
         println!(
             "{}",
             explain(outcome.trained.config.start, cfg.start, h.mixture.as_ref())
@@ -304,6 +316,30 @@ mod tests {
             panic!("not a train command");
         };
         assert_eq!(args.config().unwrap(), TrainConfig::default());
+    }
+
+    /// `--method deepcluster` starts from DeepCluster's defaults; flags given still win.
+    #[test]
+    fn deepcluster_flags_default_to_its_own_defaults() {
+        let parse = |extra: &[&str]| {
+            let mut a = vec!["dekm", "train", "--dataset", "synthetic", "--out", "m"];
+            a.extend(["--method", "deepcluster"]);
+            a.extend(extra);
+            let cli = super::super::Cli::try_parse_from(a).expect("parses");
+            let super::super::Command::Train(args) = cli.command else {
+                panic!("not a train command");
+            };
+            args.config().unwrap()
+        };
+        assert_eq!(
+            parse(&[]),
+            TrainConfig::for_method(TrainMethod::DeepCluster)
+        );
+        let set = parse(&["--latent", "16", "--augment-rotate", "0"]);
+        assert_eq!(
+            (set.latent, set.augment.shift, set.augment.rotate_deg),
+            (16, 0.1, 0.0)
+        );
     }
 
     /// `--outlier-score knn` takes its settings from the knn flags; they are refused with

@@ -49,6 +49,12 @@ impl RunKey {
 pub(super) enum Phase {
     /// In pretraining, after `epochs_done` epochs.
     Pretrain { epochs_done: usize },
+    /// In DeepCluster, after `epochs_done` epochs, with the pseudo-labels the last one trained
+    /// on (the next epoch reports how many of them changed).
+    DeepCluster {
+        epochs_done: usize,
+        pseudo_labels: Vec<u32>,
+    },
     /// In the DEKM stage (the only clustering stage that checkpoints its iterations; DEC and
     /// IDEC resume from a pretraining checkpoint).
     Dekm {

@@ -1,14 +1,17 @@
 //! A training run: pretraining ([`pretrain`](self)), the start of the clustering stage
-//! ([`start`](self)), then DEKM, DEC or IDEC, checkpointed after every epoch and iteration.
+//! ([`start`](self)), then DEKM, DEC or IDEC, checkpointed after every epoch and iteration;
+//! or DeepCluster, which trains the encoder on k-means pseudo-labels instead.
 //!
 //! Where each part lives: the settings in `config`, checkpoints in `checkpoint`, progress and
 //! curves in `observe` ([`Observer`], [`Progress`], [`History`]), the start in `start`,
 //! pretraining in `pretrain`, what the fine-tuning stages share in `finetune`, the DEKM stage
-//! in `dekm` and DEC/IDEC in `dec`. [`train`] is the sequence of those stages.
+//! in `dekm`, DEC/IDEC in `dec` and DeepCluster in `deepcluster`. [`train`] is the sequence
+//! of those stages.
 
 mod checkpoint;
 mod config;
 mod dec;
+mod deepcluster;
 mod dekm;
 mod finetune;
 mod observe;
@@ -38,6 +41,7 @@ use crate::optim::Adam;
 use crate::rotation::{Rotation, rotation, within_scatter};
 use checkpoint::{CheckpointState, Checkpointer, Phase, RunKey};
 use dec::{DecRun, dec_stage};
+use deepcluster::DeepCluster;
 use dekm::{DekmStage, Position};
 use dekm_cluster::{Fit, Points};
 use finetune::Finetune;
@@ -239,7 +243,11 @@ fn run(
             config: TrainConfig {
                 epochs: 0,
                 max_iter: 0,
-                method: Method::Dekm,
+                // DeepCluster trains no autoencoder: its checkpoints are its own.
+                method: match asked.method {
+                    Method::DeepCluster => Method::DeepCluster,
+                    _ => Method::Dekm,
+                },
                 start: Start::Kmeans,
                 device: DeviceChoice::Auto,
                 conv: ConvBackend::Fast,
@@ -263,6 +271,13 @@ fn run(
                 ..
             },
             _,
+        ))
+        | Some((
+            CheckpointState {
+                phase: Phase::DeepCluster { epochs_done, .. },
+                ..
+            },
+            _,
         )) => *epochs_done,
         Some(_) if cfg.method != Method::Dekm => {
             return Err(ckpt.err(format!(
@@ -278,6 +293,44 @@ fn run(
     }
     let vars = |prefix: &str| named_vars(&varmap, prefix);
     let watch = Watch(opts.observer.as_deref());
+    if cfg.method == Method::DeepCluster {
+        let mut opt = Adam::new(vars("encoder.")?, cfg.lr)?;
+        let mut previous = None;
+        if let Some((state, moments)) = resumed {
+            opt.restore(&moments, state.adam_steps)?;
+            if let Phase::DeepCluster { pseudo_labels, .. } = state.phase {
+                previous = Some(pseudo_labels);
+            }
+        }
+        let started = Instant::now();
+        let run = DeepCluster {
+            cfg,
+            xs: &xs,
+            jitter: jitter.as_ref(),
+            encoder: &ae.encoder,
+            varmap: &varmap,
+            ckpt: &ckpt,
+            watch,
+            labels: ds.labels.as_deref(),
+        };
+        let (km, z) = run.run(opt, (epochs_done, previous), &mut history)?;
+        history.stage_seconds += started.elapsed().as_secs_f64();
+        let rot = rotation(within_scatter(&z, cfg.latent, &km.labels, &km.centroids));
+        // The untrained network's clustering, the first epoch's pseudo-labels.
+        let baseline = history.iterations.first().and_then(|it| it.metrics);
+        return Ok(Trained {
+            spec,
+            varmap,
+            encoder: ae.encoder,
+            normalizer,
+            kmeans: km,
+            rotation: rot,
+            z,
+            baseline,
+            history,
+            config: cfg.clone(),
+        });
+    }
 
     let started = Instant::now();
     if epochs_done < cfg.epochs {
@@ -396,6 +449,7 @@ fn run(
             let rot = rotation(within_scatter(&at.z, d, &at.km.labels, &at.km.centroids));
             (at.km, at.z, rot)
         }
+        Method::DeepCluster => unreachable!("DeepCluster returned before pretraining"),
     };
     history.stage_seconds += started.elapsed().as_secs_f64();
     Ok(Trained {

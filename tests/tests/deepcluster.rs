@@ -5,7 +5,6 @@
 
 mod common;
 
-use dekm_trainer::data::{DataSource, LoadOptions, load};
 use dekm_trainer::pipeline::train_and_export;
 use dekm_trainer::train::{Method, RunOptions, TrainConfig, TrainError, train};
 
@@ -20,18 +19,9 @@ fn deepcluster(cfg: TrainConfig) -> TrainConfig {
 /// says so and checks nothing.
 #[test]
 fn deepcluster_learns_on_the_mnist_slice() {
-    let Some(dir) = common::data_dir() else {
-        eprintln!(
-            "SKIPPED deepcluster_learns_on_the_mnist_slice: no MNIST under DEKM_DATA or ../shared/data"
-        );
+    let Some(ds) = common::mnist_slice("deepcluster_learns_on_the_mnist_slice", 2000) else {
         return;
     };
-    let opts = LoadOptions {
-        data_dir: Some(dir),
-        limit: Some(2000),
-        ..Default::default()
-    };
-    let ds = load(&DataSource::Mnist, &opts).unwrap();
     // DeepCluster's own defaults (128-d features, jittered images), shorter.
     let cfg = TrainConfig {
         k: 10,

@@ -3,7 +3,6 @@
 mod common;
 
 use dekm_trainer::augment::Augment;
-use dekm_trainer::data::{DataSource, LoadOptions, load};
 use dekm_trainer::pipeline::train_and_export;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -243,19 +242,9 @@ fn k_larger_than_data_is_a_clear_error() {
 /// and checks nothing.
 #[test]
 fn mnist_slice_dekm_beats_minimum_and_baseline() {
-    let Some(dir) = common::data_dir() else {
-        eprintln!(
-            "SKIPPED mnist_slice_dekm_beats_minimum_and_baseline: no MNIST under DEKM_DATA or ../shared/data"
-        );
+    let Some(ds) = common::mnist_slice("mnist_slice_dekm_beats_minimum_and_baseline", 2000) else {
         return;
     };
-    let opts = LoadOptions {
-        data_dir: Some(dir),
-        limit: Some(2000),
-        ..Default::default()
-    };
-    let ds = load(&DataSource::Mnist, &opts).unwrap();
-    assert_eq!(ds.len(), 2000);
     let cfg = TrainConfig {
         k: 10,
         epochs: MNIST_EPOCHS,

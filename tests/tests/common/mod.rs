@@ -15,6 +15,23 @@ pub fn data_dir() -> Option<PathBuf> {
         .filter(|p| p.join("mnist").is_dir())
 }
 
+/// The first `n` MNIST training images, or `None` after printing that `test` is skipped
+/// because the IDX files are not under `DEKM_DATA` or `../shared/data`.
+pub fn mnist_slice(test: &str, n: usize) -> Option<Dataset> {
+    let Some(dir) = data_dir() else {
+        eprintln!("SKIPPED {test}: no MNIST under DEKM_DATA or ../shared/data");
+        return None;
+    };
+    let opts = LoadOptions {
+        data_dir: Some(dir),
+        limit: Some(n),
+        ..Default::default()
+    };
+    let ds = data::load(&DataSource::Mnist, &opts).expect("MNIST loads");
+    assert_eq!(ds.len(), n);
+    Some(ds)
+}
+
 /// A small synthetic data set: `n` windows from `k` regimes.
 pub fn synthetic(k: usize, n: usize, seed: u64) -> Dataset {
     let opts = LoadOptions {

@@ -293,7 +293,7 @@ fn run(
     }
     let vars = |prefix: &str| named_vars(&varmap, prefix);
     let watch = Watch(opts.observer.as_deref());
-    if cfg.method == Method::DeepCluster {
+    let (km, z, rot, baseline) = if cfg.method == Method::DeepCluster {
         let mut opt = Adam::new(vars("encoder.")?, cfg.lr)?;
         let mut previous = None;
         if let Some((state, moments)) = resumed {
@@ -318,140 +318,133 @@ fn run(
         let rot = rotation(within_scatter(&z, cfg.latent, &km.labels, &km.centroids));
         // The untrained network's clustering, the first epoch's pseudo-labels.
         let baseline = history.iterations.first().and_then(|it| it.metrics);
-        return Ok(Trained {
-            spec,
-            varmap,
-            encoder: ae.encoder,
-            normalizer,
-            kmeans: km,
-            rotation: rot,
-            z,
-            baseline,
-            history,
-            config: cfg.clone(),
-        });
-    }
-
-    let started = Instant::now();
-    if epochs_done < cfg.epochs {
-        let mut opt = Adam::new(vars("")?, cfg.lr)?;
-        if let Some((
-            state @ CheckpointState {
-                phase: Phase::Pretrain { .. },
-                ..
-            },
-            moments,
-        )) = &resumed
-        {
-            opt.restore(moments, state.adam_steps)?;
-        }
-        let pretraining = Pretraining {
-            cfg,
-            xs: &xs,
-            jitter: jitter.as_ref(),
-            ae: &ae,
-            varmap: &varmap,
-            ckpt: &ckpt,
-            watch,
-        };
-        pretraining.run(opt, epochs_done, &mut history)?;
-    }
-    history.pretrain_seconds += started.elapsed().as_secs_f64();
-
-    let started = Instant::now();
-    let d = cfg.latent;
-    let ft = Finetune {
-        cfg,
-        xs: &xs,
-        jitter,
-        watch,
-    };
-    let z = embed(&ae.encoder, &xs, 1024)?;
-    let mut opt = Adam::new(vars("encoder.")?, cfg.finetune_lr)?;
-    let at = match resumed {
-        Some((
-            CheckpointState {
-                phase:
-                    Phase::Dekm {
-                        iterations_done,
-                        centroids,
-                        baseline,
-                        converged,
-                        held,
-                    },
-                adam_steps,
-                ..
-            },
-            moments,
-        )) => {
-            opt.restore(&moments, adam_steps)?;
-            let p = Points::new(&z, d)?;
-            let km = match &held {
-                Some(h) => KMeans::from_labels(&p, cfg.k, h.labels.clone())?,
-                None => start::kmeans_config(cfg, 0, KMeansInit::Precomputed(centroids)).fit(&p)?,
-            };
-            Position {
-                km,
-                z,
-                done: iterations_done,
-                held: held.is_some(),
-                // Under a tighter tolerance than the checkpoint's, the run goes on.
-                converged: converged
-                    && history
-                        .iterations
-                        .last()
-                        .is_none_or(|it| it.changed < cfg.tol),
-                baseline,
+        (km, z, rot, baseline)
+    } else {
+        let started = Instant::now();
+        if epochs_done < cfg.epochs {
+            let mut opt = Adam::new(vars("")?, cfg.lr)?;
+            if let Some((
+                state @ CheckpointState {
+                    phase: Phase::Pretrain { .. },
+                    ..
+                },
+                moments,
+            )) = &resumed
+            {
+                opt.restore(moments, state.adam_steps)?;
             }
-        }
-        _ => {
-            let begun = start::begin(begin, (ds, &ae.encoder, &xs, &z), cfg, &mut history, watch)?;
-            Position {
-                km: begun.km,
-                z,
-                done: 0,
-                held: begun.held,
-                converged: false,
-                baseline: begun.baseline,
-            }
-        }
-    };
-    let baseline = at.baseline;
-    let (km, z, rot) = match cfg.method {
-        Method::Dekm => {
-            let stage = DekmStage {
-                ft: &ft,
-                ds,
+            let pretraining = Pretraining {
+                cfg,
+                xs: &xs,
+                jitter: jitter.as_ref(),
                 ae: &ae,
                 varmap: &varmap,
                 ckpt: &ckpt,
+                watch,
             };
-            stage.run(opt, at, &mut history)?
+            pretraining.run(opt, epochs_done, &mut history)?;
         }
-        Method::Dec | Method::Idec => {
-            let prefix = if cfg.method == Method::Idec {
-                ""
-            } else {
-                "encoder."
-            };
-            let (km, z) = dec_stage(DecRun {
-                ft: &ft,
-                ae: &ae,
-                vars: vars(prefix)?,
-                labels: ds.labels.as_deref(),
-                km: at.km,
-                history: &mut history,
-            })?;
-            let rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
-            (km, z, rot)
-        }
-        Method::AeKmeans => {
-            let rot = rotation(within_scatter(&at.z, d, &at.km.labels, &at.km.centroids));
-            (at.km, at.z, rot)
-        }
-        Method::DeepCluster => unreachable!("DeepCluster returned before pretraining"),
+        history.pretrain_seconds += started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let d = cfg.latent;
+        let ft = Finetune {
+            cfg,
+            xs: &xs,
+            jitter,
+            watch,
+        };
+        let z = embed(&ae.encoder, &xs, 1024)?;
+        let mut opt = Adam::new(vars("encoder.")?, cfg.finetune_lr)?;
+        let at = match resumed {
+            Some((
+                CheckpointState {
+                    phase:
+                        Phase::Dekm {
+                            iterations_done,
+                            centroids,
+                            baseline,
+                            converged,
+                            held,
+                        },
+                    adam_steps,
+                    ..
+                },
+                moments,
+            )) => {
+                opt.restore(&moments, adam_steps)?;
+                let p = Points::new(&z, d)?;
+                let km = match &held {
+                    Some(h) => KMeans::from_labels(&p, cfg.k, h.labels.clone())?,
+                    None => {
+                        start::kmeans_config(cfg, 0, KMeansInit::Precomputed(centroids)).fit(&p)?
+                    }
+                };
+                Position {
+                    km,
+                    z,
+                    done: iterations_done,
+                    held: held.is_some(),
+                    // Under a tighter tolerance than the checkpoint's, the run goes on.
+                    converged: converged
+                        && history
+                            .iterations
+                            .last()
+                            .is_none_or(|it| it.changed < cfg.tol),
+                    baseline,
+                }
+            }
+            _ => {
+                let begun =
+                    start::begin(begin, (ds, &ae.encoder, &xs, &z), cfg, &mut history, watch)?;
+                Position {
+                    km: begun.km,
+                    z,
+                    done: 0,
+                    held: begun.held,
+                    converged: false,
+                    baseline: begun.baseline,
+                }
+            }
+        };
+        let baseline = at.baseline;
+        let (km, z, rot) = match cfg.method {
+            Method::Dekm => {
+                let stage = DekmStage {
+                    ft: &ft,
+                    ds,
+                    ae: &ae,
+                    varmap: &varmap,
+                    ckpt: &ckpt,
+                };
+                stage.run(opt, at, &mut history)?
+            }
+            Method::Dec | Method::Idec => {
+                let prefix = if cfg.method == Method::Idec {
+                    ""
+                } else {
+                    "encoder."
+                };
+                let (km, z) = dec_stage(DecRun {
+                    ft: &ft,
+                    ae: &ae,
+                    vars: vars(prefix)?,
+                    labels: ds.labels.as_deref(),
+                    km: at.km,
+                    history: &mut history,
+                })?;
+                let rot = rotation(within_scatter(&z, d, &km.labels, &km.centroids));
+                (km, z, rot)
+            }
+            Method::AeKmeans => {
+                let rot = rotation(within_scatter(&at.z, d, &at.km.labels, &at.km.centroids));
+                (at.km, at.z, rot)
+            }
+            Method::DeepCluster => unreachable!("DeepCluster returned before pretraining"),
+        };
+        history.stage_seconds += started.elapsed().as_secs_f64();
+        (km, z, rot, baseline)
     };
-    history.stage_seconds += started.elapsed().as_secs_f64();
     Ok(Trained {
         spec,
         varmap,

@@ -4,7 +4,7 @@
 //! encoder's inference pass over the images (the embedding every DEKM iteration computes).
 //!
 //! ```text
-//! cargo bench -p dekm-trainer --bench conv -- [--data-dir DIR] [--steps 20] [--repeats 3]
+//! cargo bench -p dekm-cli --bench conv -- [--data-dir DIR] [--steps 20] [--repeats 3]
 //! ```
 //!
 //! Threads: rayon's pool (`RAYON_NUM_THREADS`, default all cores) for ours, the same count for

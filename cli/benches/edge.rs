@@ -5,7 +5,7 @@
 //! (`scripts/bench_edge_ort.py`).
 //!
 //! ```text
-//! cargo bench -p dekm-trainer --bench edge -- --model DIR [--samples 5000] [--batch 64] [--repeats 3]
+//! cargo bench -p dekm-cli --bench edge -- --model DIR [--samples 5000] [--batch 64] [--repeats 3]
 //! ```
 //!
 //! Single-sample latency is the median over `--samples` calls on varied MNIST-like inputs;

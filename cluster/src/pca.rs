@@ -89,11 +89,16 @@ impl Pca {
     }
 
     /// The affine map that whitens the kept axes, `y = W (x - mean)` with `W = diag(1/√(λ +
-    /// eps)) Aᵀ` (`A` the axes, `λ` their variances): returns `W` (`[keep, dim]`, row-major)
-    /// and the mean. DeepCluster clusters whitened features; the trainer folds this map into
-    /// the encoder's last linear layer, so an exported model's latent space is the whitened one.
-    pub fn whitening(&self, eps: f64) -> (Vec<f64>, Vec<f64>) {
+    /// floor · λ_max)) Aᵀ` (`A` the axes, `λ` their variances, `λ_max` the largest): returns `W`
+    /// (`[keep, dim]`, row-major) and the mean. The floor, relative to the largest variance,
+    /// keeps a direction the points hardly use from being blown up to unit scale. DeepCluster
+    /// clusters whitened features; the trainer folds this map into the encoder's last linear
+    /// layer, so an exported model's latent space is the whitened one.
+    pub fn whitening(&self, floor: f64) -> (Vec<f64>, Vec<f64>) {
         let (d, keep) = (self.mean.len(), self.components());
+        // Constant points have no largest variance to be relative to: the floor itself.
+        let largest = self.variances.first().copied().filter(|v| *v > 0.0);
+        let eps = floor * largest.unwrap_or(1.0);
         let mut w = Vec::with_capacity(keep * d);
         for (c, var) in self.variances.iter().enumerate() {
             let s = 1.0 / (var + eps).sqrt();

@@ -40,7 +40,7 @@ use crate::rng;
 /// direction the features hardly use (a dead unit) from being blown up to unit variance, and
 /// with it the rounding noise of the encoder's arithmetic (at most about 30x the largest
 /// axis's scale), so the exported latent space stays as well conditioned as the network's.
-const WHITEN_EPS: f64 = 1e-3;
+const WHITEN_FLOOR: f64 = 1e-3;
 
 /// Standard deviation of the fresh classifier's weights (the paper's `normal_(0, 0.01)`).
 const HEAD_SD: f64 = 0.01;
@@ -162,12 +162,7 @@ impl DeepCluster<'_> {
 
 /// The whitening map of the features `z` (`[n, d]`): `W` `[d, d]` row-major and the mean.
 fn whitening(z: &[f32], d: usize) -> Result<(Vec<f64>, Vec<f64>), TrainError> {
-    let pca = Pca::fit(&Points::new(z, d)?, d)?;
-    // Relative to the largest variance: the first row of W is scaled by 1/√(λ_max + eps).
-    let (w, mean) = pca.whitening(0.0);
-    let top = w[..d].iter().map(|a| a * a).sum::<f64>();
-    let largest = if top > 0.0 { 1.0 / top } else { 1.0 };
-    Ok((pca.whitening(WHITEN_EPS * largest).0, mean))
+    Ok(Pca::fit(&Points::new(z, d)?, d)?.whitening(WHITEN_FLOOR))
 }
 
 /// DeepCluster's pseudo-labels for epoch `epoch`: k-means (one k-means++ run, seeded by the

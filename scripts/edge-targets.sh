@@ -52,18 +52,30 @@ if rustup target list --installed | grep -q thumbv7em-none-eabihf; then
   fi
   if command -v qemu-system-arm >/dev/null; then
     cargo build -q -p dekm-edge --bin dekm-edge
-    expected=$(target/debug/dekm-edge assign --model edge/mcu/model.dekm --stream \
-      --input edge/mcu/readings.csv 2>/dev/null |
-      sed -E 's/^\{"start":([0-9]+),"cluster":([0-9]+),.*"outlier":(true|false)\}$/{"start":\1,"cluster":\2,"outlier":\3}/')
-    run=$(cd edge/mcu && timeout 120 cargo run -q --release --locked)
-    echo "$run" | grep -v '^{'
-    if [ "$expected" = "$(echo "$run" | grep '^{')" ] && [ -n "$expected" ]; then
-      echo "firmware under qemu (Cortex-M7): $(echo "$expected" | wc -l) windows, every cluster and flag as on the host"
-    else
-      echo "firmware under qemu disagrees with the host:" >&2
-      diff <(echo "$expected") <(echo "$run" | grep '^{') >&2 || true
-      exit 1
-    fi
+    int8_bundle=$(mktemp --suffix .dekm)
+    trap 'rm -f "$int8_bundle"' EXIT
+    target/debug/dekm-edge pack --model edge/mcu/model.dekm --int8 --out "$int8_bundle" >/dev/null
+    # The f32 bundle, then the int8 one (the firmware's `int8` feature packs the same bytes in
+    # its build script): the Cortex-M7 runs the portable integer loops, the host whatever
+    # kernel its CPU has (AVX-512 VNNI or the same loops), and both must agree window by window.
+    for variant in f32 int8; do
+      if [ "$variant" = int8 ]; then bundle=$int8_bundle features=(--features int8); else bundle=edge/mcu/model.dekm features=(); fi
+      expected=$(target/debug/dekm-edge assign --model "$bundle" --stream \
+        --input edge/mcu/readings.csv 2>/dev/null |
+        sed -E 's/^\{"start":([0-9]+),"cluster":([0-9]+),.*"outlier":(true|false)\}$/{"start":\1,"cluster":\2,"outlier":\3}/')
+      run=$(cd edge/mcu && timeout 120 cargo run -q --release --locked "${features[@]}")
+      echo "$run" | grep -v '^{'
+      if command -v arm-none-eabi-size >/dev/null; then
+        arm-none-eabi-size "$fw" | tail -1
+      fi
+      if [ "$expected" = "$(echo "$run" | grep '^{')" ] && [ -n "$expected" ]; then
+        echo "firmware under qemu (Cortex-M7, $variant model): $(echo "$expected" | wc -l) windows, every cluster and flag as on the host"
+      else
+        echo "firmware under qemu ($variant model) disagrees with the host:" >&2
+        diff <(echo "$expected") <(echo "$run" | grep '^{') >&2 || true
+        exit 1
+      fi
+    done
   else
     missing "no qemu-system-arm to run the firmware (apt-get install qemu-system-arm)"
   fi

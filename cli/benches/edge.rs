@@ -1,8 +1,9 @@
 //! Edge encoder speed, side by side in one run on one thread: the `dekm-edge` encoder (indirect
 //! convolutions on channels-last activations with SIMD register tiles, no candle), candle's CPU
 //! forward of the same exported weights (with the trainer's fused convolutions and with candle's
-//! built-in ones), and onnxruntime on the same network built from the same file
-//! (`scripts/bench_edge_ort.py`).
+//! built-in ones), onnxruntime on the same network built from the same file
+//! (`scripts/bench_edge_ort.py`), and the `dekm-edge` encoder of the same model packed as int8
+//! (`dekm-edge pack --int8`: integer kernels on the bytes).
 //!
 //! ```text
 //! cargo bench -p dekm-cli --bench edge -- --model DIR [--samples 5000] [--batch 64] [--repeats 3]
@@ -112,8 +113,7 @@ fn inputs(n: usize, len: usize) -> Vec<f32> {
         .collect()
 }
 
-fn run_edge(model: &Model, xs: &[f32], samples: usize, batch: usize) -> Round {
-    let enc = model.encoder();
+fn run_edge(enc: &dekm_edge::Encoder, xs: &[f32], samples: usize, batch: usize) -> Round {
     let len = enc.input_len();
     let mut ws = enc.workspace();
     let mut z = vec![0f32; enc.latent_dim()];
@@ -230,6 +230,8 @@ fn main() -> Result<()> {
     };
     let parts = read_parts(&a.model)?;
     let model = Model::from_parts(&parts)?;
+    let int8 = Model::from_parts(&parts.to_int8()?)?;
+    let portable = int8.encoder().clone().with_portable_int8();
     let spec = model.meta().encoder.clone();
     let len = spec.input_len();
     let fused = candle_encoder(&parts, ConvBackend::Fast)?;
@@ -245,12 +247,15 @@ fn main() -> Result<()> {
         a.batch,
         a.repeats
     );
-    let (mut edge, mut cf, mut cb, mut ort) = (vec![], vec![], vec![], vec![]);
+    let (mut edge, mut q, mut qp, mut cf, mut cb, mut ort) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut ort_version = None;
     // Warm-up: page in weights and kernels.
-    run_edge(&model, &xs, 200, a.batch);
+    run_edge(model.encoder(), &xs, 200, a.batch);
     for round in 0..a.repeats {
-        edge.push(run_edge(&model, &xs, a.samples, a.batch));
+        edge.push(run_edge(model.encoder(), &xs, a.samples, a.batch));
+        q.push(run_edge(int8.encoder(), &xs, a.samples, a.batch));
+        qp.push(run_edge(&portable, &xs, a.samples, a.batch));
         cf.push(run_candle(&fused, &xs, len, &a)?);
         cb.push(run_candle(&builtin, &xs, len, &a)?);
         if !a.skip_ort
@@ -279,6 +284,12 @@ fn main() -> Result<()> {
     if let Some(v) = &ort_version {
         rows.push((format!("onnxruntime {v} (from Python)"), best(&ort)));
     }
+    let kernel = int8.encoder().int8_kernel().map_or("?", |k| k.name());
+    rows.push((
+        "dekm-edge int8, portable integer loops".to_string(),
+        best(&qp),
+    ));
+    rows.push((format!("dekm-edge int8 ({kernel})"), best(&q)));
     for (name, r) in &rows {
         println!(
             "| {name} | {:.1} | {:.1} | {:.0} | {:.1} | {:.1} |",
@@ -290,11 +301,25 @@ fn main() -> Result<()> {
         );
     }
     println!();
-    for (name, r) in &rows[1..] {
+    for (name, r) in &rows[1..rows.len() - 2] {
         println!(
             "batch 1 latency ratio dekm-edge / {name}: {:.2}; batched throughput ratio: {:.2}",
             e.p50_us / r.p50_us,
             e.batch_per_s / r.batch_per_s
+        );
+    }
+    let i = rows[rows.len() - 1].1;
+    println!(
+        "int8 / f32 dekm-edge: batch 1 latency {:.2}, batched throughput {:.2} (integer \
+         multiply-adds counted as FLOPs: the FMA figures below are for f32 only)",
+        i.p50_us / e.p50_us,
+        i.batch_per_s / e.batch_per_s
+    );
+    for (name, r) in rows.iter().filter(|(n, _)| n.starts_with("onnxruntime")) {
+        println!(
+            "batch 1 latency ratio dekm-edge int8 / {name}: {:.2}; batched throughput ratio: {:.2}",
+            i.p50_us / r.p50_us,
+            i.batch_per_s / r.batch_per_s
         );
     }
     println!(

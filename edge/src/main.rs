@@ -148,6 +148,10 @@ struct BenchArgs {
     /// Optional input file to take samples from.
     #[arg(long)]
     input: Option<PathBuf>,
+    /// Run an int8 model with the portable integer loops rather than this CPU's own kernel
+    /// (what a CPU without a byte dot product runs; the same results).
+    #[arg(long)]
+    portable_int8: bool,
 }
 
 /// The model at `path` and its id (the bundle id, whatever form the file has).
@@ -526,7 +530,14 @@ fn bench_samples(model: &Model, input: Option<&Path>, n: usize) -> Result<Vec<Ve
 }
 
 fn bench(args: &BenchArgs) -> Result<()> {
-    let (model, _) = load(&args.model, None)?;
+    let (mut model, _) = load(&args.model, None)?;
+    if args.portable_int8 {
+        model = model.with_portable_int8();
+    }
+    match model.encoder().int8_kernel() {
+        Some(k) => println!("encoder: int8 weights and activations, {}", k.name()),
+        None => println!("encoder: f32"),
+    }
     let samples = bench_samples(&model, args.input.as_deref(), args.samples)?;
     let mut session = model.session();
     let n = args.samples.max(1);

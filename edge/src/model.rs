@@ -338,7 +338,15 @@ impl Model {
     /// Builds the runnable model from checked parts.
     pub fn from_parts(parts: &ModelParts) -> Result<Self, LoadError> {
         let meta = parts.meta().clone();
-        let encoder = Encoder::new(&meta.encoder, |n| parts.tensor(n))?;
+        // An int8 model runs on its bytes; their widening serves only tools that read f32.
+        let encoder = match meta.weights {
+            Weights::F32 => Encoder::new(&meta.encoder, |n| parts.tensor(n))?,
+            Weights::Int8 => Encoder::quantized(
+                &meta.encoder,
+                |n| parts.tensor(n),
+                |n| parts.int8.iter().find(|t| t.name == n),
+            )?,
+        };
         let mut head = ClusterHead::new(
             meta.encoder.latent_dim(),
             parts.get(names::V).to_vec(),
@@ -370,6 +378,13 @@ impl Model {
             levels: parts.get(names::QUANTILE_LEVELS).to_vec(),
             table: parts.get(names::DISTANCE_QUANTILES).to_vec(),
         })
+    }
+
+    /// This model with an int8 encoder run by the portable integer loops whatever the CPU has
+    /// (the same results, for timing the kernels against each other); an f32 model unchanged.
+    pub fn with_portable_int8(mut self) -> Self {
+        self.encoder = self.encoder.with_portable_int8();
+        self
     }
 
     /// Replaces the outlier thresholds by the `q` quantile of each cluster's training

@@ -1,6 +1,6 @@
 //! Assigning a sample allocates nothing: a counting global allocator watches a session assign
-//! a stream of conv and dense samples (and reject a bad one) after its buffers were made, and
-//! a stream session take readings and assign their windows.
+//! a stream of conv and dense samples (and reject a bad one) after its buffers were made, with
+//! f32 and int8 encoders, and a stream session take readings and assign their windows.
 // A global allocator must be an `unsafe impl`; it only forwards to the system allocator.
 #![allow(unsafe_code)]
 
@@ -29,7 +29,7 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn model(spec: EncoderSpec, stream: Option<StreamSpec>, score: OutlierScore) -> Model {
+fn parts(spec: EncoderSpec, stream: Option<StreamSpec>, score: OutlierScore) -> ModelParts {
     let levels = [0.5f32, 0.9, 1.0];
     let k = 3;
     let mut state = 5u32;
@@ -72,7 +72,19 @@ fn model(spec: EncoderSpec, stream: Option<StreamSpec>, score: OutlierScore) -> 
         created_unix: 0,
         trainer_version: "test".into(),
     };
-    Model::from_parts(&ModelParts::new(meta, tensors).unwrap()).unwrap()
+    ModelParts::new(meta, tensors).unwrap()
+}
+
+fn model(spec: EncoderSpec, stream: Option<StreamSpec>, score: OutlierScore) -> Model {
+    Model::from_parts(&parts(spec, stream, score)).unwrap()
+}
+
+/// The same model with int8 weights, run in integers.
+fn int8(spec: EncoderSpec, score: OutlierScore) -> Model {
+    let parts = parts(spec, None, score).to_int8().unwrap();
+    let m = Model::from_parts(&parts).unwrap();
+    assert!(m.encoder().int8_kernel().is_some());
+    m
 }
 
 #[test]
@@ -99,7 +111,18 @@ fn a_session_assigns_without_allocating() {
         references: 300,
     });
     let neighbours = model(EncoderSpec::paper_dense(12, 4), None, knn);
-    for m in [&conv, &dense, &neighbours] {
+    let image = ImageShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    let conv8 = int8(
+        EncoderSpec::paper_conv(image, 10),
+        OutlierScore::Mahalanobis,
+    );
+    let dense8 = int8(EncoderSpec::paper_dense(12, 4), knn);
+    let portable8 = conv8.clone().with_portable_int8();
+    for m in [&conv, &dense, &neighbours, &conv8, &dense8, &portable8] {
         let mut session = m.session();
         let samples: Vec<Vec<f32>> = (0..20)
             .map(|i| {

@@ -1,5 +1,6 @@
 //! A dekm sensor model on a Cortex-M7: the bundle in flash (`model.dekm`, a 3-channel model of
-//! the demo's plant clustered on spectra), a static heap, and 320 recorded readings
+//! the demo's plant clustered on spectra; with the `int8` feature its int8 bundle, whose
+//! encoder runs in integers), a static heap, and 320 recorded readings
 //! (`readings.csv`, embedded as f32 by `build.rs`) pushed one at a time through a [`StreamSession`], one JSON line per window
 //! on the semihosting console, then the heap's peak. `scripts/edge-targets.sh` compares the
 //! lines with what `dekm-edge assign --stream` prints for the same readings on the host.
@@ -17,8 +18,9 @@ use cortex_m_semihosting::{debug, hprintln};
 use dekm_edge::{Model, ModelParts, StreamSession};
 use embedded_alloc::LlffHeap;
 
-/// The model, read from flash where the bundle lies.
-static MODEL: &[u8] = include_bytes!("../model.dekm");
+/// The model, read from flash where the bundle lies (`model.dekm`, or its int8 bundle with the
+/// `int8` feature).
+static MODEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/model.dekm"));
 /// Little-endian f32 readings, three channels each.
 static READINGS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/readings.f32"));
 /// Heap for the decoded model and the session's buffers.

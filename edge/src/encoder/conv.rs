@@ -46,26 +46,7 @@ impl Conv {
         }
         let mut bias = b.to_vec();
         bias.resize(out_stride, 0.0);
-        let (ih, iw) = (g.input.height, g.input.width);
-        let mut taps = Vec::with_capacity(g.output.height * g.output.width * k.area());
-        for oy in 0..g.output.height {
-            for ox in 0..g.output.width {
-                for ki in 0..k.height {
-                    let iy = (oy * g.stride + ki)
-                        .checked_sub(g.pad.height)
-                        .filter(|&i| i < ih);
-                    for kj in 0..k.width {
-                        let ix = (ox * g.stride + kj)
-                            .checked_sub(g.pad.width)
-                            .filter(|&i| i < iw);
-                        taps.push(match (iy, ix) {
-                            (Some(y), Some(x)) => ((y * iw + x) * in_stride) as u32,
-                            _ => zero,
-                        });
-                    }
-                }
-            }
-        }
+        let taps = tap_offsets(&g, in_stride, zero);
         Self {
             g,
             out_stride,
@@ -83,6 +64,33 @@ impl Conv {
     pub(super) fn forward(&self, x: &[f32], out: &mut [f32]) {
         pulp::Arch::new().dispatch(ConvKernel { conv: self, x, out });
     }
+}
+
+/// `[output pixel, tap]`: where each tap of geometry `g` reads, as the offset of the input
+/// pixel's first channel in activations whose pixel stride is `in_stride`, or `zero` (the zero
+/// block) where the tap falls into the padding. Shared by the f32 and the int8 layers.
+pub(super) fn tap_offsets(g: &ConvGeometry, in_stride: usize, zero: u32) -> Vec<u32> {
+    let (ih, iw, k) = (g.input.height, g.input.width, g.kernel);
+    let mut taps = Vec::with_capacity(g.output.height * g.output.width * k.area());
+    for oy in 0..g.output.height {
+        for ox in 0..g.output.width {
+            for ki in 0..k.height {
+                let iy = (oy * g.stride + ki)
+                    .checked_sub(g.pad.height)
+                    .filter(|&i| i < ih);
+                for kj in 0..k.width {
+                    let ix = (ox * g.stride + kj)
+                        .checked_sub(g.pad.width)
+                        .filter(|&i| i < iw);
+                    taps.push(match (iy, ix) {
+                        (Some(y), Some(x)) => ((y * iw + x) * in_stride) as u32,
+                        _ => zero,
+                    });
+                }
+            }
+        }
+    }
+    taps
 }
 
 /// [`Conv::forward`] for one instruction set.
@@ -215,11 +223,16 @@ fn tile<S: pulp::Simd, const P: usize, const NV: usize>(
     }
 }
 
-/// The pooling over time of a 1-D encoder: each channel's mean over the pixels of `conv`'s
-/// padded HWC output `x` into `out[..c]`, and for [`TimePooling::MeanStd`] each channel's
-/// standard deviation into `out[c..2c]` (two passes, so no cancellation).
-pub(super) fn pool_over_pixels(x: &[f32], conv: &Conv, pooling: TimePooling, out: &mut [f32]) {
-    let (pixels, stride, c) = (conv.pixels(), conv.out_stride, conv.g.output.channels);
+/// The pooling over time of a 1-D encoder: each of the `c` channels' mean over the `pixels` of
+/// a padded HWC output `x` (pixel stride `stride`) into `out[..c]`, and for
+/// [`TimePooling::MeanStd`] each channel's standard deviation into `out[c..2c]` (two passes, so
+/// no cancellation).
+pub(super) fn pool_over_pixels(
+    x: &[f32],
+    (pixels, stride, c): (usize, usize, usize),
+    pooling: TimePooling,
+    out: &mut [f32],
+) {
     let x = &x[..pixels * stride];
     let scale = 1.0 / pixels as f32;
     let (mean, rest) = out.split_at_mut(c);

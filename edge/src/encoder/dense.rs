@@ -54,25 +54,36 @@ impl Dense {
     /// flattening it was trained on: column `c·h·w + p` moves to `p·stride + c`; padded channels
     /// get zero weights.
     pub(super) fn reading_hwc(self, g: &ConvGeometry, stride: usize) -> Self {
-        let (channels, pixels) = (g.output.channels, g.output.height * g.output.width);
-        let input = pixels * stride;
-        let mut weight = vec![0.0; self.outputs() * input];
-        for (row, old) in weight
-            .chunks_exact_mut(input)
-            .zip(self.weight.chunks_exact(self.input))
-        {
-            for (c, plane) in old.chunks_exact(pixels).enumerate().take(channels) {
-                for (p, &w) in plane.iter().enumerate() {
-                    row[p * stride + c] = w;
-                }
-            }
-        }
+        let weight = hwc_columns(&self.weight, self.input, g, stride);
         Self {
+            input: g.output.height * g.output.width * stride,
             weight,
             bias: self.bias,
-            input,
         }
     }
+}
+
+/// The row-major matrix `weight` (rows of `inputs` values, the CHW flattening of `g`'s output)
+/// with its columns moved to read the padded HWC activations instead: column `c·h·w + p` moves
+/// to `p·stride + c`, padded channels get zeros. For f32 and int8 weights alike.
+pub(super) fn hwc_columns<T: Copy + Default>(
+    weight: &[T],
+    inputs: usize,
+    g: &ConvGeometry,
+    stride: usize,
+) -> Vec<T> {
+    let (channels, pixels) = (g.output.channels, g.output.height * g.output.width);
+    let input = pixels * stride;
+    let rows = weight.len() / inputs.max(1);
+    let mut out = vec![T::default(); rows * input];
+    for (row, old) in out.chunks_exact_mut(input).zip(weight.chunks_exact(inputs)) {
+        for (c, plane) in old.chunks_exact(pixels).enumerate().take(channels) {
+            for (p, &w) in plane.iter().enumerate() {
+                row[p * stride + c] = w;
+            }
+        }
+    }
+    out
 }
 
 /// `out = W x + b` for a row-major `W`: one SIMD dot product per row, four vectors deep to

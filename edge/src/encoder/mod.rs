@@ -22,8 +22,11 @@
 
 mod conv;
 mod dense;
+mod int8;
 #[cfg(test)]
 mod tests;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 use alloc::{format, string::String, vec, vec::Vec};
 
@@ -31,6 +34,10 @@ use dekm_shared::{EncoderSpec, Stack, names};
 
 use conv::{Conv, PAD_C, pool_over_pixels, to_channels_last};
 use dense::{Dense, dense};
+pub use int8::Int8Kernel;
+use int8::Int8Stack;
+
+use crate::quantize::Int8Tensor;
 
 /// A missing or mis-sized weight, or a sample of the wrong length.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -67,24 +74,36 @@ enum Body {
     Dense(Vec<Dense>),
 }
 
+/// How the layers run: in f32, or in integers on an int8 model's bytes.
+#[derive(Debug, Clone)]
+enum Run {
+    F32 {
+        body: Body,
+        /// The latent layer; for a convolutional body its weight columns are permuted from
+        /// the export's CHW flattening to the padded HWC activations.
+        latent: Dense,
+    },
+    Int8(Int8Stack),
+}
+
 /// The exported encoder, ready to run.
 #[derive(Debug, Clone)]
 pub struct Encoder {
     spec: EncoderSpec,
-    body: Body,
-    /// The latent layer; for a convolutional body its weight columns are permuted from the
-    /// export's CHW flattening to the padded HWC activations.
-    latent: Dense,
-    /// Length of each activation buffer, and the offset of the zero block (as many zeros as the
-    /// widest layer input has channels) at its end that padded taps read.
+    run: Run,
+    /// Length of each f32 activation buffer, and the offset of the zero block (as many zeros
+    /// as the widest layer input has channels) at its end that padded taps read.
     sizes: (usize, usize),
 }
 
-/// Scratch buffers for one [`Encoder`]: two activation buffers, used in turn.
+/// Scratch buffers for one [`Encoder`]: two activation buffers, used in turn, and for an int8
+/// encoder its byte activations and integer sums (empty otherwise).
 #[derive(Debug, Clone)]
 pub struct Workspace {
     a: Vec<f32>,
     b: Vec<f32>,
+    q: Vec<u8>,
+    acc: Vec<i32>,
 }
 
 /// The tensor `name` from `get`: present, `len` values, all finite.
@@ -173,10 +192,44 @@ impl Encoder {
         };
         Ok(Self {
             spec: spec.clone(),
-            body,
-            latent,
+            run: Run::F32 { body, latent },
             sizes,
         })
+    }
+
+    /// Builds the encoder of an int8 model: the weights `get_q` returns (as the bundle stores
+    /// them) run in integers ([`Int8Kernel`]), the biases come from `get`. Checks as
+    /// [`Self::new`] does, and the scales.
+    pub fn quantized<'a, 'b>(
+        spec: &EncoderSpec,
+        get: impl Fn(&str) -> Option<&'a [f32]>,
+        get_q: impl Fn(&str) -> Option<&'b Int8Tensor>,
+    ) -> Result<Self, EncoderError> {
+        spec.validate().map_err(EncoderError::Spec)?;
+        let stack = Int8Stack::new(spec, get, get_q)?;
+        let (floats, ..) = stack.buffer_lens();
+        Ok(Self {
+            spec: spec.clone(),
+            run: Run::Int8(stack),
+            sizes: (floats, floats),
+        })
+    }
+
+    /// This encoder with an int8 stack run by the portable integer loops whatever the CPU has
+    /// (the same bits, only slower: for comparing the kernels); an f32 encoder is unchanged.
+    pub fn with_portable_int8(mut self) -> Self {
+        if let Run::Int8(stack) = self.run {
+            self.run = Run::Int8(stack.with_kernel(Int8Kernel::Portable));
+        }
+        self
+    }
+
+    /// The integer kernel an int8 encoder runs with; `None` for an f32 encoder.
+    pub fn int8_kernel(&self) -> Option<Int8Kernel> {
+        match &self.run {
+            Run::F32 { .. } => None,
+            Run::Int8(stack) => Some(stack.kernel()),
+        }
     }
 
     /// The layer specification.
@@ -191,13 +244,17 @@ impl Encoder {
 
     /// Latent dimension.
     pub fn latent_dim(&self) -> usize {
-        self.latent.outputs()
+        self.spec.latent_dim()
     }
 
     /// Floating-point operations (two per multiply-add) of one forward pass, for reporting
     /// GFLOP/s against the machine's peak. Counts the layers' real channels, not the padding.
     pub fn flops_per_sample(&self) -> usize {
-        let body: usize = match &self.body {
+        let (body, latent) = match &self.run {
+            Run::F32 { body, latent } => (body, latent),
+            Run::Int8(stack) => return stack.flops(),
+        };
+        let body: usize = match body {
             Body::Conv(convs) => convs
                 .iter()
                 .map(|c| {
@@ -207,16 +264,30 @@ impl Encoder {
                 .sum(),
             Body::Dense(layers) => layers.iter().map(|d| 2 * d.input * d.outputs()).sum(),
         };
-        let pre = self.spec.pre_latent_len().unwrap_or(self.latent.input);
-        body + 2 * pre * self.latent.outputs()
+        let pre = self.spec.pre_latent_len().unwrap_or(latent.input);
+        body + 2 * pre * latent.outputs()
+    }
+
+    /// Lengths of the byte and sum buffers (zero for an f32 encoder).
+    fn int_lens(&self) -> (usize, usize) {
+        match &self.run {
+            Run::F32 { .. } => (0, 0),
+            Run::Int8(stack) => {
+                let (_, bytes, sums) = stack.buffer_lens();
+                (bytes, sums)
+            }
+        }
     }
 
     /// Buffers for [`Self::encode`], allocated once.
     pub fn workspace(&self) -> Workspace {
         let (len, _) = self.sizes;
+        let (bytes, sums) = self.int_lens();
         Workspace {
             a: vec![0.0; len],
             b: vec![0.0; len],
+            q: vec![0; bytes],
+            acc: vec![0; sums],
         }
     }
 
@@ -235,13 +306,20 @@ impl Encoder {
             return Err(e);
         }
         let (len, zero) = self.sizes;
-        if ws.a.len() != len || ws.b.len() != len {
+        if ws.a.len() != len || ws.b.len() != len || (ws.q.len(), ws.acc.len()) != self.int_lens() {
             // A workspace made for another encoder: replaced once, then reused.
             *ws = self.workspace();
         }
-        let Workspace { a, b } = ws;
+        let Workspace { a, b, q, acc } = ws;
+        let (body, latent) = match &self.run {
+            Run::F32 { body, latent } => (body, latent),
+            Run::Int8(stack) => {
+                stack.encode(x, (a, b), q, acc, z);
+                return Ok(());
+            }
+        };
         let (mut cur, mut next) = (a, b);
-        match &self.body {
+        match body {
             Body::Conv(convs) => {
                 // The zero block: a workspace shared with another encoder of the same buffer
                 // length may have written there.
@@ -259,7 +337,8 @@ impl Encoder {
                     core::mem::swap(&mut cur, &mut next);
                 }
                 if let Some(last) = convs.last().filter(|_| self.spec.pooled()) {
-                    pool_over_pixels(cur, last, self.spec.pooling(), next);
+                    let layout = (last.pixels(), last.out_stride, last.g.output.channels);
+                    pool_over_pixels(cur, layout, self.spec.pooling(), next);
                     core::mem::swap(&mut cur, &mut next);
                 }
             }
@@ -271,7 +350,7 @@ impl Encoder {
                 }
             }
         }
-        self.latent.forward(cur, z, false);
+        latent.forward(cur, z, false);
         Ok(())
     }
 }

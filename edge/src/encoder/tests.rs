@@ -224,7 +224,11 @@ fn one_lane_and_simd_tiles_agree() {
     let spec = EncoderSpec::paper_conv(input, 4);
     let w = weights(&spec);
     let enc = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap();
-    let Body::Conv(convs) = &enc.body else {
+    let Run::F32 {
+        body: Body::Conv(convs),
+        ..
+    } = &enc.run
+    else {
         unreachable!()
     };
     let (len, zero) = enc.sizes;
@@ -271,4 +275,190 @@ fn missing_or_mis_sized_weights_and_inputs_are_named() {
             ..
         }
     ));
+}
+
+/// Every spec the tests above run, for the int8 checks.
+fn specs() -> Vec<EncoderSpec> {
+    use dekm_shared::{ConvSpec, Padding, SeriesShape};
+    let image = |channels, side| ImageShape {
+        channels,
+        height: side,
+        width: side,
+    };
+    let conv = |filters, kernel, stride, padding| ConvSpec {
+        filters,
+        kernel,
+        stride,
+        padding,
+    };
+    let odd = ImageShape {
+        channels: 2,
+        height: 9,
+        width: 7,
+    };
+    let mut specs = vec![
+        EncoderSpec::paper_conv(image(1, 28), 10),
+        EncoderSpec::paper_conv(image(3, 13), 4),
+        EncoderSpec::Conv {
+            input: odd,
+            convs: vec![
+                conv(5, 3, 1, Padding::Same),
+                conv(17, 2, 2, Padding::Valid),
+                conv(40, 3, 1, Padding::Same),
+            ],
+            latent: 3,
+        },
+        EncoderSpec::Conv {
+            input: odd,
+            convs: vec![],
+            latent: 4,
+        },
+        EncoderSpec::Dense {
+            input: 13,
+            hidden: vec![9, 70],
+            latent: 3,
+        },
+        EncoderSpec::paper_dense(96, 10),
+    ];
+    for pooling in [
+        TimePooling::Flatten,
+        TimePooling::Mean,
+        TimePooling::MeanStd,
+    ] {
+        let series = SeriesShape {
+            channels: 6,
+            length: 100,
+        };
+        specs.push(EncoderSpec::paper_conv1d(series, pooling, 8));
+    }
+    specs
+}
+
+/// `spec`'s int8 encoder (weights quantized per row from [`weights`]) and the f32 weights it
+/// stands for (the bytes widened back).
+fn int8_encoder(spec: &EncoderSpec) -> (Encoder, BTreeMap<String, Vec<f32>>) {
+    let shapes: BTreeMap<String, Vec<usize>> = names::encoder_tensors(spec)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.shape))
+        .collect();
+    let mut w = weights(spec);
+    let q: BTreeMap<String, Int8Tensor> = w
+        .iter()
+        .filter(|(n, _)| crate::quantize::is_quantized(n))
+        .map(|(n, v)| (n.clone(), Int8Tensor::quantize(n, &shapes[n], v)))
+        .collect();
+    for (n, t) in &q {
+        w.insert(n.clone(), t.widen().unwrap());
+    }
+    let enc = Encoder::quantized(spec, |n| w.get(n).map(Vec::as_slice), |n| q.get(n)).unwrap();
+    (enc, w)
+}
+
+/// Samples with negative and positive values, and one all zero.
+fn samples(len: usize) -> Vec<Vec<f32>> {
+    (0..3)
+        .map(|s| {
+            (0..len)
+                .map(|i| ((i * 7 + s * 13) % 17) as f32 / 17.0 - 0.2 * s as f32)
+                .collect()
+        })
+        .chain([vec![0.0; len]])
+        .collect()
+}
+
+/// With the weights fixed, an int8 encoder's only error is its 8-bit activations: its latents
+/// stay within a few percent of the f32 pass over the same (widened) weights. (Measured on
+/// these random weights: under 1% of the largest latent on the paper's MNIST encoder, up to 10%
+/// on the small odd ones, where random filters cancel; a layout error is off by the whole.)
+#[test]
+fn int8_encoders_follow_their_f32_weights() {
+    for (i, spec) in specs().into_iter().enumerate() {
+        let tolerance = if i == 0 { 0.01 } else { 0.12 };
+        let (enc, w) = int8_encoder(&spec);
+        let mut ws = enc.workspace();
+        let mut z = vec![0f32; enc.latent_dim()];
+        for x in samples(enc.input_len()) {
+            enc.encode(&x, &mut ws, &mut z).unwrap();
+            let want = reference(&spec, &w, &x);
+            let size = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+            for (a, b) in z.iter().zip(&want) {
+                assert!(
+                    (f64::from(*a) - b).abs() <= tolerance * size + 1e-6,
+                    "{spec:?}: {a} vs {b} (largest {size})"
+                );
+            }
+        }
+        let f = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap();
+        assert_eq!(enc.flops_per_sample(), f.flops_per_sample());
+    }
+}
+
+/// The portable loops and the CPU's own kernel give the same bits (the sums are exact and the
+/// float steps around them the same), so an int8 model assigns alike on every CPU.
+#[test]
+fn int8_kernels_agree_bit_for_bit() {
+    let detected = Int8Kernel::detect();
+    if detected == Int8Kernel::Portable {
+        std::eprintln!(
+            "SKIPPED: this CPU has no AVX-512 VNNI, so only the portable int8 kernel ran here"
+        );
+    }
+    for spec in specs() {
+        let (enc, _) = int8_encoder(&spec);
+        assert_eq!(enc.int8_kernel(), Some(detected));
+        let portable = enc.clone().with_portable_int8();
+        assert_eq!(portable.int8_kernel(), Some(Int8Kernel::Portable));
+        let (mut ws, mut wp) = (enc.workspace(), portable.workspace());
+        let (mut a, mut b) = (vec![0f32; enc.latent_dim()], vec![0f32; enc.latent_dim()]);
+        for x in samples(enc.input_len()) {
+            enc.encode(&x, &mut ws, &mut a).unwrap();
+            portable.encode(&x, &mut wp, &mut b).unwrap();
+            assert_eq!(
+                a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{spec:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn missing_or_mis_sized_int8_weights_are_named() {
+    let spec = EncoderSpec::paper_dense(6, 2);
+    let w = weights(&spec);
+    let q = |n: &str| {
+        let v = &w[n];
+        Int8Tensor::quantize(n, &[v.len() / 6, 6], v)
+    };
+    let dense0 = q("encoder.dense0.weight");
+    let build = |t: &Int8Tensor| {
+        Encoder::quantized(
+            &spec,
+            |n| w.get(n).map(Vec::as_slice),
+            |n| (n == "encoder.dense0.weight").then_some(t),
+        )
+        .unwrap_err()
+    };
+    // Only dense0 is given: the next layer is named.
+    assert_eq!(
+        build(&dense0),
+        EncoderError::Missing("encoder.dense1.weight".into())
+    );
+    let mut short = dense0.clone();
+    short.scales.pop();
+    assert!(
+        matches!(build(&short), EncoderError::Length { ref what, .. } if what == "encoder.dense0.weight scales")
+    );
+    let mut nan = dense0.clone();
+    nan.scales[2] = f32::NAN;
+    assert!(matches!(
+        build(&nan),
+        EncoderError::NotFinite { index: 2, .. }
+    ));
+    let mut cut = dense0;
+    cut.values.pop();
+    assert!(
+        matches!(build(&cut), EncoderError::Length { ref what, .. } if what == "encoder.dense0.weight")
+    );
 }

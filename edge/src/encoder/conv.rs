@@ -66,6 +66,18 @@ impl Conv {
     }
 }
 
+/// `zero` (the zero block's offset) as a 32-bit tap offset, checking that an activation buffer
+/// of `len` values is addressable with them.
+pub(super) fn zero_offset(zero: usize, len: usize) -> Result<u32, super::EncoderError> {
+    u32::try_from(len)
+        .map(|_| zero as u32)
+        .map_err(|_| super::EncoderError::Length {
+            what: "activation buffer (32-bit offsets)".into(),
+            expected: u32::MAX as usize,
+            got: len,
+        })
+}
+
 /// `[output pixel, tap]`: where each tap of geometry `g` reads, as the offset of the input
 /// pixel's first channel in activations whose pixel stride is `in_stride`, or `zero` (the zero
 /// block) where the tap falls into the padding. Shared by the f32 and the int8 layers.

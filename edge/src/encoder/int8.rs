@@ -26,7 +26,7 @@ use alloc::{format, string::String, vec, vec::Vec};
 use dekm_shared::{EncoderSpec, Stack, TimePooling, names};
 
 use super::EncoderError;
-use super::conv::{PAD_C, pool_over_pixels, tap_offsets, to_channels_last};
+use super::conv::{PAD_C, pool_over_pixels, tap_offsets, to_channels_last, zero_offset};
 use super::dense::hwc_columns;
 use crate::quantize::Int8Tensor;
 
@@ -130,35 +130,15 @@ impl Packed {
         }
     }
 
-    fn kernel(&self) -> Int8Kernel {
+    /// The same weights packed for the portable loops.
+    fn into_portable(self, out_stride: usize) -> Self {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Vnni512(_) => Int8Kernel::Vnni512,
-            Self::Portable(_) => Int8Kernel::Portable,
-        }
-    }
-
-    /// The `[tap, group, out_stride, 4]` bytes back.
-    fn quads(&self, out_stride: usize) -> Vec<i8> {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Self::Vnni512(q) => q.clone(),
-            Self::Portable(pairs) => {
-                let mut quads = vec![0i8; pairs.len()];
-                for (q, p) in quads
-                    .chunks_exact_mut(out_stride * GROUP)
-                    .zip(pairs.chunks_exact(out_stride * GROUP))
-                {
-                    let (p0, p1) = p.split_at(out_stride * 2);
-                    for (o, q) in q.chunks_exact_mut(GROUP).enumerate() {
-                        // Widened from bytes, so the narrowing is exact.
-                        q[0] = p0[2 * o] as i8;
-                        q[1] = p0[2 * o + 1] as i8;
-                        q[2] = p1[2 * o] as i8;
-                        q[3] = p1[2 * o + 1] as i8;
-                    }
-                }
-                quads
+            Self::Vnni512(quads) => Self::new(Int8Kernel::Portable, quads, out_stride),
+            portable @ Self::Portable(_) => {
+                // Already packed; only the VNNI layout (x86-64) has a stride to repack with.
+                let _ = out_stride;
+                portable
             }
         }
     }
@@ -236,11 +216,9 @@ impl QLayer {
         }
     }
 
-    /// This layer with its weights packed for `kernel`.
-    fn packed_for(mut self, kernel: Int8Kernel) -> Self {
-        if self.packed.kernel() != kernel {
-            self.packed = Packed::new(kernel, self.packed.quads(self.out_stride), self.out_stride);
-        }
+    /// This layer with its weights packed for the portable loops.
+    fn into_portable(mut self) -> Self {
+        self.packed = self.packed.into_portable(self.out_stride);
         self
     }
 
@@ -523,14 +501,9 @@ impl Int8Stack {
                         spec.input_len().max(pre).next_multiple_of(GROUP),
                         usize::max,
                     );
-                // Tap offsets are 32-bit.
-                let zero32 = u32::try_from(zero + MAX_TERMS)
-                    .map(|_| zero as u32)
-                    .map_err(|_| EncoderError::Length {
-                        what: "activation buffer (32-bit offsets)".into(),
-                        expected: u32::MAX as usize,
-                        got: zero,
-                    })?;
+                // Tap offsets are 32-bit; a tap reads at most one pixel's stride.
+                let widest = strides.iter().copied().fold(PAD_C, usize::max);
+                let zero32 = zero_offset(zero, zero + widest)?;
                 for (i, (g, &in_stride)) in geometry.iter().zip(&strides).enumerate() {
                     let name = names::conv(i);
                     let (cin, cout, taps) = (g.input.channels, g.output.channels, g.kernel.area());
@@ -631,15 +604,11 @@ impl Int8Stack {
         self.kernel
     }
 
-    /// Runs with `kernel` instead of the detected one. Only [`Int8Kernel::Portable`] may be
-    /// chosen from outside ([`super::Encoder::with_portable_int8`]): it runs on every CPU.
-    pub(super) fn with_kernel(mut self, kernel: Int8Kernel) -> Self {
-        self.layers = self
-            .layers
-            .into_iter()
-            .map(|l| l.packed_for(kernel))
-            .collect();
-        self.kernel = kernel;
+    /// Runs with the portable loops whatever the CPU has (the same bits, slower where the CPU
+    /// has a faster kernel).
+    pub(super) fn into_portable(mut self) -> Self {
+        self.layers = self.layers.into_iter().map(QLayer::into_portable).collect();
+        self.kernel = Int8Kernel::Portable;
         self
     }
 

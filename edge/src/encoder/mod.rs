@@ -32,7 +32,7 @@ use alloc::{format, string::String, vec, vec::Vec};
 
 use dekm_shared::{EncoderSpec, Stack, names};
 
-use conv::{Conv, PAD_C, pool_over_pixels, to_channels_last};
+use conv::{Conv, PAD_C, pool_over_pixels, to_channels_last, zero_offset};
 use dense::{Dense, dense};
 pub use int8::Int8Kernel;
 use int8::Int8Stack;
@@ -153,14 +153,7 @@ impl Encoder {
                 let widest_input = geometry.iter().map(|g| g.input.channels).max().unwrap_or(0);
                 // Tap offsets are 32-bit.
                 let len = zero + widest_input;
-                let zero32 =
-                    u32::try_from(len)
-                        .map(|_| zero as u32)
-                        .map_err(|_| EncoderError::Length {
-                            what: "activation buffer (32-bit offsets)".into(),
-                            expected: u32::MAX as usize,
-                            got: len,
-                        })?;
+                let zero32 = zero_offset(zero, len)?;
                 let mut in_stride = input.channels;
                 let mut convs = Vec::with_capacity(geometry.len());
                 for (i, g) in geometry.into_iter().enumerate() {
@@ -219,7 +212,7 @@ impl Encoder {
     /// (the same bits, only slower: for comparing the kernels); an f32 encoder is unchanged.
     pub fn with_portable_int8(mut self) -> Self {
         if let Run::Int8(stack) = self.run {
-            self.run = Run::Int8(stack.with_kernel(Int8Kernel::Portable));
+            self.run = Run::Int8(stack.into_portable());
         }
         self
     }

@@ -41,7 +41,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Store the encoder's weights as int8 (one scale per output channel): a bundle about
-        /// four times smaller; the device widens them to f32 on loading.
+        /// four times smaller, whose encoder the device runs in integers.
         #[arg(long)]
         int8: bool,
     },
@@ -465,8 +465,8 @@ fn info(path: &Path) -> Result<()> {
     } else {
         path.to_path_buf()
     })?;
-    let tensors: Vec<serde_json::Value> = parts
-        .tensors()
+    let all = parts.widened_tensors();
+    let tensors: Vec<serde_json::Value> = all
         .iter()
         .map(|t| {
             let int8 = parts.int8_tensors().iter().any(|q| q.name == t.name);
@@ -480,7 +480,7 @@ fn info(path: &Path) -> Result<()> {
         "meta": serde_json::from_str::<serde_json::Value>(&meta.to_json())?,
         "input_len": meta.input_len(),
         "latent_dim": meta.encoder.latent_dim(),
-        "parameters": parts.tensors().iter().filter(|t| t.name.starts_with("encoder.")).map(|t| t.data.len()).sum::<usize>(),
+        "parameters": all.iter().filter(|t| t.name.starts_with("encoder.")).map(|t| t.data.len()).sum::<usize>(),
         "tensors": tensors,
     });
     println!("{}", serde_json::to_string_pretty(&info)?);

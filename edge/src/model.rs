@@ -116,8 +116,9 @@ pub struct NamedTensor {
 
 /// An export's metadata and tensors, checked against the contract: every tensor that
 /// [`names::expected_tensors`] names is present with its shape, finite, and nothing else is.
-/// A model with int8 weights ([`Weights::Int8`]) keeps the bytes and scales as the bundle
-/// stores them, and their f32 widening among the tensors.
+/// A model with int8 weights ([`Weights::Int8`]) keeps the encoder's weights only as the bytes
+/// and scales the bundle stores (a device that decodes a bundle holds no f32 copy of them;
+/// [`Self::widened_tensors`] makes one for tools that want f32).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelParts {
     meta: ModelMeta,
@@ -136,11 +137,11 @@ impl ModelParts {
         Self::checked(meta, tensors, Vec::new())
     }
 
-    /// Parts of an int8 model: the f32 tensors and the quantized weights, widened and checked
-    /// against `meta` together.
+    /// Parts of an int8 model: the f32 tensors and the quantized weights, checked against
+    /// `meta` together (the bytes must fit their shapes, the scales be finite).
     pub fn with_int8(
         meta: ModelMeta,
-        mut tensors: Vec<NamedTensor>,
+        tensors: Vec<NamedTensor>,
         int8: Vec<Int8Tensor>,
     ) -> Result<Self, LoadError> {
         if meta.weights != Weights::Int8 {
@@ -154,30 +155,12 @@ impl ModelParts {
                 t.name
             )));
         }
-        for q in &int8 {
-            if !is_quantized(&q.name) {
-                return Err(LoadError::Weights(alloc::format!(
-                    "{} cannot be stored as int8",
-                    q.name
-                )));
-            }
-            let data = q.widen().ok_or_else(|| {
-                LoadError::Weights(alloc::format!(
-                    "{}: {} bytes and {} scales do not fit shape {:?}",
-                    q.name,
-                    q.values.len(),
-                    q.scales.len(),
-                    q.shape
-                ))
-            })?;
-            tensors.push(NamedTensor {
-                name: q.name.clone(),
-                shape: q.shape.clone(),
-                data,
-            });
+        if let Some(q) = int8.iter().find(|q| !is_quantized(&q.name)) {
+            return Err(LoadError::Weights(alloc::format!(
+                "{} cannot be stored as int8",
+                q.name
+            )));
         }
-        let mut int8 = int8;
-        int8.sort_by(|a, b| a.name.cmp(&b.name));
         Self::checked(meta, tensors, int8)
     }
 
@@ -201,7 +184,7 @@ impl ModelParts {
         Self::with_int8(meta, kept, int8)
     }
 
-    /// The quantized weights as stored (empty for an f32 model).
+    /// The quantized weights as stored, in the contract's order (empty for an f32 model).
     pub fn int8_tensors(&self) -> &[Int8Tensor] {
         &self.int8
     }
@@ -218,6 +201,13 @@ impl ModelParts {
             }
             by_name.insert(t.name.clone(), t);
         }
+        let mut quantized: BTreeMap<String, Int8Tensor> = BTreeMap::new();
+        for q in int8 {
+            if by_name.contains_key(&q.name) || quantized.contains_key(&q.name) {
+                return Err(LoadError::UnexpectedTensor(q.name));
+            }
+            quantized.insert(q.name.clone(), q);
+        }
         let levels = by_name
             .get(names::QUANTILE_LEVELS)
             .ok_or_else(|| LoadError::MissingTensor(names::QUANTILE_LEVELS.into()))?;
@@ -232,7 +222,35 @@ impl ModelParts {
             }
         };
         let mut ordered = Vec::with_capacity(by_name.len());
+        let mut int8 = Vec::with_capacity(quantized.len());
         for spec in names::expected_tensors(&meta.encoder, meta.k, q, meta.outlier_score)? {
+            if let Some(t) = quantized.remove(&spec.name) {
+                if t.shape != spec.shape {
+                    return Err(LoadError::Shape {
+                        name: spec.name,
+                        found: t.shape,
+                        expected: spec.shape,
+                    });
+                }
+                let rows = t.shape.first().copied().unwrap_or(0);
+                if t.values.len() != t.shape.iter().product::<usize>() || t.scales.len() != rows {
+                    return Err(LoadError::Weights(alloc::format!(
+                        "{}: {} bytes and {} scales do not fit shape {:?}",
+                        t.name,
+                        t.values.len(),
+                        t.scales.len(),
+                        t.shape
+                    )));
+                }
+                if let Some(index) = t.scales.iter().position(|v| !v.is_finite()) {
+                    return Err(LoadError::NotFinite {
+                        name: alloc::format!("{} scales", t.name),
+                        index,
+                    });
+                }
+                int8.push(t);
+                continue;
+            }
             let t = by_name
                 .remove(&spec.name)
                 .ok_or_else(|| LoadError::MissingTensor(spec.name.clone()))?;
@@ -252,7 +270,7 @@ impl ModelParts {
             }
             ordered.push(t);
         }
-        if let Some(name) = by_name.into_keys().next() {
+        if let Some(name) = by_name.into_keys().chain(quantized.into_keys()).next() {
             return Err(LoadError::UnexpectedTensor(name));
         }
         let parts = Self {
@@ -277,12 +295,27 @@ impl ModelParts {
         &self.meta
     }
 
-    /// Every tensor, in the contract's order.
+    /// Every f32 tensor, in the contract's order (for an int8 model, all but the encoder's
+    /// weights: [`Self::int8_tensors`] holds those).
     pub fn tensors(&self) -> &[NamedTensor] {
         &self.tensors
     }
 
-    /// Values of tensor `name`, if the contract has it.
+    /// Every tensor as f32: the f32 ones, then the int8 weights widened (`q · scale`). Allocates
+    /// the widening; for tools that read any model as f32 (the trainer's candle encoder,
+    /// `dekm-edge info`), not for a device.
+    pub fn widened_tensors(&self) -> Vec<NamedTensor> {
+        let widened = self.int8.iter().map(|q| NamedTensor {
+            name: q.name.clone(),
+            shape: q.shape.clone(),
+            // `checked` verified that the bytes and scales fit the shape.
+            data: q.widen().unwrap_or_default(),
+        });
+        self.tensors.iter().cloned().chain(widened).collect()
+    }
+
+    /// Values of f32 tensor `name`, if the contract has it (an int8 model's encoder weights
+    /// are in [`Self::int8_tensors`]).
     pub fn tensor(&self, name: &str) -> Option<&[f32]> {
         self.tensors
             .iter()
@@ -565,6 +598,57 @@ pub mod fixture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Int8 parts hold the encoder's weights only as bytes; the widening is made on request
+    /// and covers every tensor; bytes that do not fit the contract are named.
+    #[test]
+    fn int8_parts_keep_no_f32_copy_and_check_the_bytes() {
+        let f32_parts = fixture::dense(7);
+        let parts = f32_parts.to_int8().unwrap();
+        let quantized = parts.int8_tensors();
+        assert!(!quantized.is_empty());
+        assert!(quantized.iter().all(|q| parts.tensor(&q.name).is_none()));
+        assert_eq!(
+            parts.tensors().len() + quantized.len(),
+            f32_parts.tensors().len()
+        );
+        let mut widened: Vec<String> = parts
+            .widened_tensors()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        let mut all: Vec<String> = f32_parts.tensors().iter().map(|t| t.name.clone()).collect();
+        widened.sort();
+        all.sort();
+        assert_eq!(widened, all);
+
+        let rebuild = |edit: &dyn Fn(&mut Int8Tensor)| {
+            let mut int8 = quantized.to_vec();
+            edit(&mut int8[0]);
+            ModelParts::with_int8(parts.meta().clone(), parts.tensors().to_vec(), int8).unwrap_err()
+        };
+        let name = quantized[0].name.clone();
+        let err = rebuild(&|q| q.shape.reverse());
+        assert!(
+            matches!(err, LoadError::Shape { name: ref n, .. } if *n == name),
+            "{err}"
+        );
+        let err = rebuild(&|q| {
+            q.values.pop();
+        });
+        assert!(err.to_string().contains("do not fit shape"), "{err}");
+        let err = rebuild(&|q| q.scales[0] = f32::INFINITY);
+        assert!(
+            matches!(err, LoadError::NotFinite { index: 0, .. }),
+            "{err}"
+        );
+        let twice = {
+            let mut int8 = quantized.to_vec();
+            int8.push(quantized[0].clone());
+            ModelParts::with_int8(parts.meta().clone(), parts.tensors().to_vec(), int8)
+        };
+        assert_eq!(twice.unwrap_err(), LoadError::UnexpectedTensor(name));
+    }
 
     #[test]
     fn thresholds_interpolate_between_levels() {

@@ -8,9 +8,9 @@
 //! whitening and thresholds are small and steer every assignment. The neighbour score's
 //! reference latents (`dekm.references`, up to 40,960 values) stay f32 too: quantized per
 //! latent, the error scales with a latent's length, not with the far smaller distance between
-//! neighbours that the score measures, and on a small image model 95% of the flags changed. The runtime widens the bytes
-//! to f32 when it loads the model ([`crate::ModelParts::from_bundle`]), so a device keeps f32
-//! kernels and the int8 model assigns exactly as its widened f32 twin.
+//! neighbours that the score measures, and on a small image model 95% of the flags changed.
+//! The runtime computes on the bytes (`encoder::int8`, activations quantized too); `widen` gives
+//! the f32 twin for tools that read f32.
 
 use alloc::{string::String, vec::Vec};
 use serde::{Deserialize, Serialize};

@@ -105,7 +105,6 @@ impl ModelParts {
         let mut stored: Vec<(String, &str, Vec<usize>, Vec<u8>)> = self
             .tensors()
             .iter()
-            .filter(|t| !int8.iter().any(|q| q.name == t.name))
             .map(|t| (t.name.clone(), "F32", t.shape.clone(), as_bytes(&t.data)))
             .collect();
         for q in int8 {

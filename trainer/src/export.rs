@@ -208,7 +208,7 @@ pub fn candle_encoder(
 ) -> Result<Encoder, candle_core::Error> {
     let dev = Device::Cpu;
     let tensors = parts
-        .tensors()
+        .widened_tensors()
         .iter()
         .filter(|t| t.name.starts_with("encoder."))
         .map(|t| {
@@ -253,9 +253,9 @@ pub fn read_model(path: &Path) -> Result<LoadedModel, ExportError> {
     let parts = read_parts(path)?;
     let meta = parts.meta().clone();
     let tensors: BTreeMap<String, Vec<f32>> = parts
-        .tensors()
-        .iter()
-        .map(|t| (t.name.clone(), t.data.clone()))
+        .widened_tensors()
+        .into_iter()
+        .map(|t| (t.name, t.data))
         .collect();
     let encoder = candle_encoder(&parts, ConvBackend::Fast)?;
     // The device's own construction of head and preprocessing, so both sides score alike.

@@ -148,10 +148,11 @@ struct BenchArgs {
     /// Optional input file to take samples from.
     #[arg(long)]
     input: Option<PathBuf>,
-    /// Run an int8 model with the portable integer loops rather than this CPU's own kernel
-    /// (what a CPU without a byte dot product runs; the same results).
+    /// Run an int8 model with this integer kernel rather than the fastest one the CPU has
+    /// (the same results): `portable` (what a CPU without a byte dot product runs),
+    /// `avx-vnni`, `avx512-vnni`.
     #[arg(long)]
-    portable_int8: bool,
+    int8_kernel: Option<String>,
 }
 
 /// The model at `path` and its id (the bundle id, whatever form the file has).
@@ -531,8 +532,12 @@ fn bench_samples(model: &Model, input: Option<&Path>, n: usize) -> Result<Vec<Ve
 
 fn bench(args: &BenchArgs) -> Result<()> {
     let (mut model, _) = load(&args.model, None)?;
-    if args.portable_int8 {
-        model = model.with_portable_int8();
+    if let Some(id) = &args.int8_kernel {
+        let kernel = dekm_edge::Int8Kernel::from_id(id).with_context(|| {
+            let ids: Vec<&str> = dekm_edge::Int8Kernel::ALL.iter().map(|k| k.id()).collect();
+            format!("unknown int8 kernel {id:?}: one of {}", ids.join(", "))
+        })?;
+        model = model.with_int8_kernel(kernel)?;
     }
     match model.encoder().int8_kernel() {
         Some(k) => println!("encoder: int8 weights and activations, {}", k.name()),

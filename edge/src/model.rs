@@ -413,11 +413,11 @@ impl Model {
         })
     }
 
-    /// This model with an int8 encoder run by the portable integer loops whatever the CPU has
-    /// (the same results, for timing the kernels against each other); an f32 model unchanged.
-    pub fn with_portable_int8(mut self) -> Self {
-        self.encoder = self.encoder.with_portable_int8();
-        self
+    /// This model with its int8 encoder run by `kernel` (the same results, for timing the
+    /// kernels against each other); fails for an f32 model or a kernel this CPU lacks.
+    pub fn with_int8_kernel(mut self, kernel: crate::Int8Kernel) -> Result<Self, LoadError> {
+        self.encoder = self.encoder.with_int8_kernel(kernel)?;
+        Ok(self)
     }
 
     /// Replaces the outlier thresholds by the `q` quantile of each cluster's training

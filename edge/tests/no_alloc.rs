@@ -121,7 +121,10 @@ fn a_session_assigns_without_allocating() {
         OutlierScore::Mahalanobis,
     );
     let dense8 = int8(EncoderSpec::paper_dense(12, 4), knn);
-    let portable8 = conv8.clone().with_portable_int8();
+    let portable8 = conv8
+        .clone()
+        .with_int8_kernel(dekm_edge::Int8Kernel::Portable)
+        .unwrap();
     for m in [&conv, &dense, &neighbours, &conv8, &dense8, &portable8] {
         let mut session = m.session();
         let samples: Vec<Vec<f32>> = (0..20)

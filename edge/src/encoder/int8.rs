@@ -39,21 +39,57 @@ const MAX_TERMS: usize = 66_311;
 /// Which code sums the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Int8Kernel {
-    /// Plain integer loops (vectorised by the compiler for the CPU's widest instruction set).
+    /// Plain integer loops over i16 weight pairs (vectorised by the compiler for the CPU's
+    /// widest instruction set; every CPU runs them).
     Portable,
-    /// AVX-512 VNNI `vpdpbusd`.
+    /// AVX-VNNI `vpdpbusd` on 8 lanes (Intel cores from Alder Lake on, and the Atom-class
+    /// server cores, without AVX-512).
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
+    /// AVX-512 VNNI `vpdpbusd` on 16 lanes.
     #[cfg(target_arch = "x86_64")]
     Vnni512,
 }
 
 impl Int8Kernel {
+    /// Every kernel, slowest first.
+    pub const ALL: &'static [Self] = &[
+        Self::Portable,
+        #[cfg(target_arch = "x86_64")]
+        Self::AvxVnni,
+        #[cfg(target_arch = "x86_64")]
+        Self::Vnni512,
+    ];
+
+    /// Whether this CPU has the instructions the kernel needs (at run time with `std`; without
+    /// it, AVX-VNNI only when the build targets it).
+    pub fn runs_here(self) -> bool {
+        match self {
+            Self::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::AvxVnni => {
+                #[cfg(feature = "std")]
+                let found = std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("avxvnni");
+                #[cfg(not(feature = "std"))]
+                let found = cfg!(all(target_feature = "avx2", target_feature = "avxvnni"));
+                found
+            }
+            #[cfg(target_arch = "x86_64")]
+            Self::Vnni512 => {
+                pulp::x86::V4::is_available() && pulp::core_arch::x86::Avx512vnni::is_available()
+            }
+        }
+    }
+
     /// The fastest kernel this CPU runs.
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if pulp::x86::V4::is_available() && pulp::core_arch::x86::Avx512vnni::is_available() {
-            return Self::Vnni512;
-        }
-        Self::Portable
+        Self::ALL
+            .iter()
+            .rev()
+            .copied()
+            .find(|k| k.runs_here())
+            .unwrap_or(Self::Portable)
     }
 
     /// Its name, for benchmarks and logs.
@@ -61,8 +97,26 @@ impl Int8Kernel {
         match self {
             Self::Portable => "portable integer loops",
             #[cfg(target_arch = "x86_64")]
+            Self::AvxVnni => "AVX-VNNI",
+            #[cfg(target_arch = "x86_64")]
             Self::Vnni512 => "AVX-512 VNNI",
         }
+    }
+
+    /// Its short name on command lines: `portable`, `avx-vnni`, `avx512-vnni`.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Self::AvxVnni => "avx-vnni",
+            #[cfg(target_arch = "x86_64")]
+            Self::Vnni512 => "avx512-vnni",
+        }
+    }
+
+    /// The kernel whose [`Self::id`] is `id`.
+    pub fn from_id(id: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.id() == id)
     }
 }
 
@@ -91,13 +145,14 @@ pub(super) struct QLayer {
 }
 
 /// A layer's weights as its kernel reads them: the kernel is the layout, so a layer cannot be
-/// run by a kernel its weights were not laid out for.
+/// run by a kernel its weights were not laid out for, and a VNNI layout is only made for a
+/// kernel that [`Int8Kernel::runs_here`].
 #[derive(Debug, Clone)]
 pub(super) enum Packed {
-    /// `[tap, group, out_stride, 4]` bytes: one group's weights for 16 outputs are one 64-byte
+    /// `[tap, group, out_stride, 4]` bytes: one group's weights for 8 or 16 outputs are one
     /// vector, as `vpdpbusd` reads them.
     #[cfg(target_arch = "x86_64")]
-    Vnni512(Vec<i8>),
+    Vnni(Int8Kernel, Vec<i8>),
     /// `[tap, group, pair, out_stride, 2]` widened to i16: for each pair of input channels, a
     /// row of (w[2k], w[2k + 1]) over the outputs, the layout of a pair multiply-add (x86
     /// `pmaddwd`, Arm's `smlad` on a Cortex-M4/M7, NEON's widening multiply-adds). Twice the
@@ -106,11 +161,12 @@ pub(super) enum Packed {
 }
 
 impl Packed {
-    /// `quads` (the `[tap, group, out_stride, 4]` bytes) packed for `kernel`.
+    /// `quads` (the `[tap, group, out_stride, 4]` bytes) packed for `kernel`, which must run
+    /// on this CPU.
     fn new(kernel: Int8Kernel, quads: Vec<i8>, out_stride: usize) -> Self {
         match kernel {
             #[cfg(target_arch = "x86_64")]
-            Int8Kernel::Vnni512 => Self::Vnni512(quads),
+            Int8Kernel::Vnni512 | Int8Kernel::AvxVnni => Self::Vnni(kernel, quads),
             Int8Kernel::Portable => {
                 let mut pairs = vec![0i16; quads.len()];
                 for (q, p) in quads
@@ -130,13 +186,15 @@ impl Packed {
         }
     }
 
-    /// The same weights packed for the portable loops.
-    fn into_portable(self, out_stride: usize) -> Self {
+    /// The same weights for `kernel` (which runs on this CPU). A stack is packed for the best
+    /// kernel the CPU has, so only a VNNI layout is ever asked for another.
+    fn repack(self, kernel: Int8Kernel, out_stride: usize) -> Self {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Vnni512(quads) => Self::new(Int8Kernel::Portable, quads, out_stride),
+            Self::Vnni(_, quads) => Self::new(kernel, quads, out_stride),
             portable @ Self::Portable(_) => {
-                // Already packed; only the VNNI layout (x86-64) has a stride to repack with.
+                debug_assert_eq!(kernel, Int8Kernel::Portable, "no faster kernel on this CPU");
+                // Already packed; only a VNNI layout (x86-64) has a stride to repack with.
                 let _ = out_stride;
                 portable
             }
@@ -212,13 +270,13 @@ impl QLayer {
         match &self.packed {
             Packed::Portable(pairs) => portable_tiles(self, pairs, x, acc),
             #[cfg(target_arch = "x86_64")]
-            Packed::Vnni512(quads) => vnni512_tiles(self, quads, x, acc),
+            Packed::Vnni(kernel, quads) => vnni_tiles(*kernel, self, quads, x, acc),
         }
     }
 
-    /// This layer with its weights packed for the portable loops.
-    fn into_portable(mut self) -> Self {
-        self.packed = self.packed.into_portable(self.out_stride);
+    /// This layer with its weights packed for `kernel`.
+    fn repack(mut self, kernel: Int8Kernel) -> Self {
+        self.packed = self.packed.repack(kernel, self.out_stride);
         self
     }
 
@@ -251,14 +309,19 @@ impl QLayer {
     }
 }
 
-/// `vpdpbusd` tiles; see [`super::vnni`].
+/// `vpdpbusd` tiles of `kernel`; see [`super::vnni`].
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-fn vnni512_tiles(l: &QLayer, quads: &[i8], x: &[u8], acc: &mut [i32]) {
-    // SAFETY: `Packed::Vnni512` is only made for `Int8Kernel::Vnni512`, which only
-    // `Int8Kernel::detect` makes, on a CPU that reports AVX-512 F/BW/CD/DQ/VL and VNNI: the
-    // features `tiles` is compiled for.
-    unsafe { super::vnni::tiles(l, quads, x, acc) }
+fn vnni_tiles(kernel: Int8Kernel, l: &QLayer, quads: &[i8], x: &[u8], acc: &mut [i32]) {
+    match kernel {
+        // SAFETY: `Packed::Vnni` is only made for a kernel that `Int8Kernel::runs_here`
+        // confirmed (`Int8Stack::new` packs for `detect()`, `with_kernel` checks), i.e. on a
+        // CPU that reports the features each `tiles` is compiled for.
+        Int8Kernel::Vnni512 => unsafe { super::vnni::avx512::tiles(l, quads, x, acc) },
+        // SAFETY: as above.
+        Int8Kernel::AvxVnni => unsafe { super::vnni::avx::tiles(l, quads, x, acc) },
+        Int8Kernel::Portable => debug_assert!(false, "portable weights are not in a VNNI layout"),
+    }
 }
 
 /// Quantizes the first `channels` values of each of `pixels` rows of `src` (row stride
@@ -604,12 +667,14 @@ impl Int8Stack {
         self.kernel
     }
 
-    /// Runs with the portable loops whatever the CPU has (the same bits, slower where the CPU
-    /// has a faster kernel).
-    pub(super) fn into_portable(mut self) -> Self {
-        self.layers = self.layers.into_iter().map(QLayer::into_portable).collect();
-        self.kernel = Int8Kernel::Portable;
-        self
+    /// Runs with `kernel` (the same bits, at its speed), or `None` when this CPU cannot run it.
+    pub(super) fn with_kernel(mut self, kernel: Int8Kernel) -> Option<Self> {
+        if !kernel.runs_here() {
+            return None;
+        }
+        self.layers = self.layers.into_iter().map(|l| l.repack(kernel)).collect();
+        self.kernel = kernel;
+        Some(self)
     }
 
     pub(super) fn flops(&self) -> usize {

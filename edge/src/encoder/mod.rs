@@ -58,6 +58,9 @@ pub enum EncoderError {
         /// Given length.
         got: usize,
     },
+    /// An int8 kernel asked for that cannot run here.
+    #[error("int8 kernel: {0}")]
+    Kernel(String),
     /// A weight is NaN or infinite.
     #[error("tensor {name}: value at index {index} is not finite")]
     NotFinite {
@@ -208,13 +211,22 @@ impl Encoder {
         })
     }
 
-    /// This encoder with an int8 stack run by the portable integer loops whatever the CPU has
-    /// (the same bits, only slower: for comparing the kernels); an f32 encoder is unchanged.
-    pub fn with_portable_int8(mut self) -> Self {
-        if let Run::Int8(stack) = self.run {
-            self.run = Run::Int8(stack.into_portable());
-        }
-        self
+    /// This encoder with its int8 stack run by `kernel` instead of the fastest one the CPU has
+    /// (the same bits, at that kernel's speed: for comparing them). Fails for an f32 encoder
+    /// and for a kernel this CPU cannot run.
+    pub fn with_int8_kernel(self, kernel: Int8Kernel) -> Result<Self, EncoderError> {
+        let Run::Int8(stack) = self.run else {
+            return Err(EncoderError::Kernel(
+                "an f32 encoder has no int8 kernel".into(),
+            ));
+        };
+        let stack = stack.with_kernel(kernel).ok_or_else(|| {
+            EncoderError::Kernel(format!("this CPU cannot run the {} kernel", kernel.name()))
+        })?;
+        Ok(Self {
+            run: Run::Int8(stack),
+            ..self
+        })
     }
 
     /// The integer kernel an int8 encoder runs with; `None` for an f32 encoder.

@@ -394,33 +394,63 @@ fn int8_encoders_follow_their_f32_weights() {
     }
 }
 
-/// The portable loops and the CPU's own kernel give the same bits (the sums are exact and the
-/// float steps around them the same), so an int8 model assigns alike on every CPU.
+/// Every kernel this CPU runs gives the portable loops' bits (the sums are exact and the float
+/// steps around them the same), so an int8 model assigns alike on every CPU.
 #[test]
 fn int8_kernels_agree_bit_for_bit() {
-    let detected = Int8Kernel::detect();
-    if detected == Int8Kernel::Portable {
+    let here: Vec<Int8Kernel> = Int8Kernel::ALL
+        .iter()
+        .copied()
+        .filter(|k| k.runs_here())
+        .collect();
+    for k in Int8Kernel::ALL.iter().filter(|k| !k.runs_here()) {
         std::eprintln!(
-            "SKIPPED: this CPU has no AVX-512 VNNI, so only the portable int8 kernel ran here"
+            "SKIPPED the {} int8 kernel: this CPU cannot run it",
+            k.name()
         );
     }
+    assert_eq!(here.last().copied(), Some(Int8Kernel::detect()));
     for spec in specs() {
         let (enc, _) = int8_encoder(&spec);
-        assert_eq!(enc.int8_kernel(), Some(detected));
-        let portable = enc.clone().with_portable_int8();
-        assert_eq!(portable.int8_kernel(), Some(Int8Kernel::Portable));
-        let (mut ws, mut wp) = (enc.workspace(), portable.workspace());
-        let (mut a, mut b) = (vec![0f32; enc.latent_dim()], vec![0f32; enc.latent_dim()]);
-        for x in samples(enc.input_len()) {
-            enc.encode(&x, &mut ws, &mut a).unwrap();
-            portable.encode(&x, &mut wp, &mut b).unwrap();
-            assert_eq!(
-                a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "{spec:?}"
-            );
+        assert_eq!(enc.int8_kernel(), Some(Int8Kernel::detect()));
+        let portable = enc.clone().with_int8_kernel(Int8Kernel::Portable).unwrap();
+        let mut wp = portable.workspace();
+        let mut want = vec![0f32; enc.latent_dim()];
+        for &k in &here {
+            let other = enc.clone().with_int8_kernel(k).unwrap();
+            assert_eq!(other.int8_kernel(), Some(k));
+            let mut ws = other.workspace();
+            let mut got = vec![0f32; enc.latent_dim()];
+            for x in samples(enc.input_len()) {
+                other.encode(&x, &mut ws, &mut got).unwrap();
+                portable.encode(&x, &mut wp, &mut want).unwrap();
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{} on {spec:?}",
+                    k.name()
+                );
+            }
         }
     }
+    // A kernel this CPU lacks, and an f32 encoder, are refused by name.
+    for k in Int8Kernel::ALL.iter().filter(|k| !k.runs_here()) {
+        let (enc, _) = int8_encoder(&specs()[0]);
+        let err = enc.with_int8_kernel(*k).unwrap_err();
+        assert!(err.to_string().contains(k.name()), "{err}");
+    }
+    let spec = EncoderSpec::paper_dense(6, 2);
+    let w = weights(&spec);
+    let f32_encoder = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap();
+    assert!(matches!(
+        f32_encoder.with_int8_kernel(Int8Kernel::Portable),
+        Err(EncoderError::Kernel(_))
+    ));
+    assert!(
+        Int8Kernel::ALL
+            .iter()
+            .all(|&k| Int8Kernel::from_id(k.id()) == Some(k))
+    );
 }
 
 #[test]

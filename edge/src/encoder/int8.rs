@@ -31,7 +31,7 @@ use super::dense::hwc_columns;
 use crate::quantize::Int8Tensor;
 
 /// Input channels are read four bytes at a time (`vpdpbusd`'s group).
-const GROUP: usize = 4;
+pub(super) const GROUP: usize = 4;
 /// The most `u8 · i8` products one i32 sum may hold without overflowing:
 /// `i32::MAX / (255 · 127)`.
 const MAX_TERMS: usize = 66_311;
@@ -268,7 +268,7 @@ impl QLayer {
     #[inline(always)]
     fn sums_into(&self, x: &[u8], acc: &mut [i32]) {
         match &self.packed {
-            Packed::Portable(pairs) => portable_tiles(self, pairs, x, acc),
+            Packed::Portable(pairs) => super::portable::tiles(self, pairs, x, acc),
             #[cfg(target_arch = "x86_64")]
             Packed::Vnni(kernel, quads) => vnni_tiles(*kernel, self, quads, x, acc),
         }
@@ -409,66 +409,6 @@ pub(super) fn quantize<S: pulp::Simd>(
     Quant {
         scale,
         zero_point: zp,
-    }
-}
-
-/// Every register tile of a layer with the portable kernel (inlined into
-/// [`Int8Stack::encode`]'s dispatch, so the compiler vectorises it for the CPU).
-#[inline(always)]
-fn portable_tiles(l: &QLayer, pairs: &[i16], x: &[u8], acc: &mut [i32]) {
-    let vectors = l.out_stride / PAD_C;
-    let mut v0 = 0;
-    while v0 < vectors {
-        let o0 = v0 * PAD_C;
-        // Wide strips give CPUs with vectors independent sums to overlap; a microcontroller
-        // gains nothing from them and keeps one strip width (a third of the code).
-        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-        match vectors - v0 {
-            4.. => {
-                portable_strip::<64>(l, pairs, x, acc, o0);
-                v0 += 4;
-                continue;
-            }
-            2 | 3 => {
-                portable_strip::<32>(l, pairs, x, acc, o0);
-                v0 += 2;
-                continue;
-            }
-            _ => {}
-        }
-        portable_strip::<16>(l, pairs, x, acc, o0);
-        v0 += 1;
-    }
-}
-
-/// Output channels `o0..o0 + W` of every pixel, one pixel at a time: its `W` sums stay in
-/// registers (4 AVX-512, 8 AVX2 or 16 NEON vectors) while the weight rows stream from L1 (with
-/// a tile of several pixels, as the VNNI kernel has, the compiler spilled them).
-#[inline(always)]
-fn portable_strip<const W: usize>(l: &QLayer, pairs: &[i16], x: &[u8], out: &mut [i32], o0: usize) {
-    let (taps, groups, stride) = (l.taps, l.groups, l.out_stride);
-    let row = groups * GROUP;
-    for (p, offsets) in l.offsets.chunks_exact(taps).enumerate().take(l.pixels) {
-        let mut acc = [0i32; W];
-        for (t, &at) in offsets.iter().enumerate() {
-            // The pixel's bytes for this tap, checked once rather than per group.
-            let Some(src) = x.get(at as usize..at as usize + row) else {
-                debug_assert!(false, "tap offset {at} past the activations");
-                return;
-            };
-            for (g, s) in src.chunks_exact(GROUP).enumerate() {
-                for k in 0..GROUP / 2 {
-                    let at = (((t * groups + g) * 2 + k) * stride + o0) * 2;
-                    let (a0, a1) = (i32::from(s[2 * k]), i32::from(s[2 * k + 1]));
-                    // `x0·w0 + x1·w1` over i16 pairs: the pattern compilers turn into one
-                    // pair multiply-add instruction (x86 `pmaddwd`).
-                    for (acc, w) in acc.iter_mut().zip(pairs[at..at + 2 * W].chunks_exact(2)) {
-                        *acc += a0 * i32::from(w[0]) + a1 * i32::from(w[1]);
-                    }
-                }
-            }
-        }
-        out[p * stride + o0..][..W].copy_from_slice(&acc);
     }
 }
 

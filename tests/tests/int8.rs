@@ -3,10 +3,13 @@
 
 mod common;
 
+use candle_core::{Device, Module, Tensor};
 use dekm_edge::file::read_parts;
 use dekm_edge::{Model, ModelParts};
 use dekm_shared::Weights;
 use dekm_trainer::data::Dataset;
+use dekm_trainer::export::candle_encoder;
+use dekm_trainer::model::ConvBackend;
 use dekm_trainer::pipeline::train_and_export;
 use dekm_trainer::train::{RunOptions, TrainConfig};
 
@@ -41,6 +44,27 @@ fn int8_agrees(ds: &Dataset, cfg: TrainConfig) {
         weights(&parts),
         "every encoder weight is stored as a byte"
     );
+
+    // The trainer reads an int8 bundle through the widened weights: its candle encoder stays
+    // within the weights' rounding of the f32 one.
+    let x = Tensor::from_slice(ds.sample(0), (1, ds.sample(0).len()), &Device::Cpu).unwrap();
+    let latent = |p: &ModelParts| -> Vec<f32> {
+        let enc = candle_encoder(p, ConvBackend::Fast).unwrap();
+        enc.forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (zf, zq) = (latent(&parts), latent(&int8));
+    let size = zf.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (a, b) in zf.iter().zip(&zq) {
+        assert!(
+            (a - b).abs() <= 0.05 * size + 1e-6,
+            "{a} vs {b} (largest {size})"
+        );
+    }
 
     let (a, b) = (
         Model::from_parts(&parts).unwrap(),

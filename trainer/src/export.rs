@@ -207,8 +207,16 @@ pub fn candle_encoder(
     backend: ConvBackend,
 ) -> Result<Encoder, candle_core::Error> {
     let dev = Device::Cpu;
+    // An int8 model's weights are widened here, one tensor at a time; the rest are borrowed.
+    let widened = parts.int8_tensors().iter().map(|q| {
+        let data = q.widen().unwrap_or_default();
+        Ok((
+            q.name.clone(),
+            Tensor::from_vec(data, q.shape.as_slice(), &dev)?,
+        ))
+    });
     let tensors = parts
-        .widened_tensors()
+        .tensors()
         .iter()
         .filter(|t| t.name.starts_with("encoder."))
         .map(|t| {
@@ -217,6 +225,7 @@ pub fn candle_encoder(
                 Tensor::from_slice(&t.data, t.shape.as_slice(), &dev)?,
             ))
         })
+        .chain(widened)
         .collect::<Result<HashMap<_, _>, candle_core::Error>>()?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &dev);
     Encoder::new(&parts.meta().encoder, &vb, backend)

@@ -537,6 +537,71 @@ pub fn model_pictures(
     Ok(written)
 }
 
+/// Images in a grid, `cols` to a row, each pixel drawn as a `scale` x `scale` square with a
+/// two-pixel gap between images: a generator's samples of a cluster. `images` are CHW values
+/// in pixel units (`0..=255`, clamped) of one or three channels, `shape` `(channels, height,
+/// width)`.
+pub fn image_grid(
+    path: &Path,
+    images: &[&[f32]],
+    (channels, height, width): (usize, usize, usize),
+    cols: usize,
+    scale: u32,
+) -> Result<(), PlotError> {
+    if !matches!(channels, 1 | 3) || height == 0 || width == 0 {
+        return Err(PlotError::Input(format!(
+            "{}: images of {channels} channels ({height}x{width}) are not pictures; \
+             write CSV instead",
+            path.display()
+        )));
+    }
+    let len = channels * height * width;
+    if images.is_empty() || cols == 0 || images.iter().any(|im| im.len() != len) {
+        return Err(PlotError::Input(format!(
+            "{}: {} images of {len} values each, {cols} to a row",
+            path.display(),
+            images.len()
+        )));
+    }
+    let rows = images.len().div_ceil(cols);
+    let gap = 2u32;
+    let cell = |n: usize| n as u32 * scale + gap;
+    let size = (
+        gap + cols as u32 * cell(width),
+        gap + rows as u32 * cell(height),
+    );
+    let e = draw_err(path);
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(&e)?;
+    let pixel = |v: f32| v.clamp(0.0, 255.0).round() as u8;
+    for (i, im) in images.iter().enumerate() {
+        let (x0, y0) = (
+            gap + (i % cols) as u32 * cell(width),
+            gap + (i / cols) as u32 * cell(height),
+        );
+        for y in 0..height {
+            for x in 0..width {
+                let at = |c: usize| pixel(im[(c * height + y) * width + x]);
+                let colour = if channels == 1 {
+                    RGBColor(at(0), at(0), at(0))
+                } else {
+                    RGBColor(at(0), at(1), at(2))
+                };
+                let (px, py) = (x0 + x as u32 * scale, y0 + y as u32 * scale);
+                let square = Rectangle::new(
+                    [
+                        (px as i32, py as i32),
+                        ((px + scale) as i32, (py + scale) as i32),
+                    ],
+                    colour.filled(),
+                );
+                root.draw(&square).map_err(&e)?;
+            }
+        }
+    }
+    root.present().map_err(&e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,6 +656,14 @@ mod tests {
         for f in ["latent.png", "elbow.png", "confusion.png", "dendrogram.png"] {
             assert!(is_png(&p(f)), "{f}");
         }
+        let digits: Vec<Vec<f32>> = (0..6)
+            .map(|i| (0..28 * 28).map(|p| ((p * (i + 1)) % 256) as f32).collect())
+            .collect();
+        let views: Vec<&[f32]> = digits.iter().map(Vec::as_slice).collect();
+        image_grid(&p("samples.png"), &views, (1, 28, 28), 3, 2).unwrap();
+        assert!(is_png(&p("samples.png")));
+        assert!(image_grid(&p("s.png"), &views, (2, 28, 14), 3, 2).is_err());
+        assert!(image_grid(&p("s.png"), &views, (1, 27, 28), 3, 2).is_err());
         // Bad input and unwritable paths are errors, not panics.
         assert!(lines(&p("x.png"), "t", ("a", "b"), &x, &[("s", vec![1.0])], None).is_err());
         assert!(scatter(&p("y.png"), ("t", "x", "y"), &pts, &labels[..3], &outliers).is_err());

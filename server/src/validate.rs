@@ -451,7 +451,7 @@ mod tests {
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
         assert_eq!(
             err.message(),
-            "method \"kmeans++\": expected dekm, dec, idec, ae-kmeans or deepcluster"
+            "method \"kmeans++\": expected dekm, dec, idec, ae-kmeans, deepcluster or clustergan"
         );
     }
 
@@ -497,6 +497,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!((c.augment.shift, c.augment.rotate_deg), (0.0, 10.0));
+        let c = train_config(pb::TrainSettings {
+            method: Some("clustergan".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c, TrainConfig::for_method(Method::ClusterGan));
         assert_eq!(
             train_config(pb::TrainSettings::default()).unwrap(),
             TrainConfig::default()

@@ -177,8 +177,13 @@ pub enum EncoderSpec {
         input: ImageShape,
         /// Convolution stack, first layer first.
         convs: Vec<ConvSpec>,
-        /// Latent dimension (no activation on the latent layer).
+        /// Latent dimension (no activation on the latent layer but the softmax tail's).
         latent: usize,
+        /// The last `softmax_tail` latent values pass through a softmax ([`softmax_tail`]):
+        /// ClusterGAN's cluster code, a point on the simplex; 0 (the default, left out of the
+        /// JSON) for a linear latent.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        softmax_tail: usize,
     },
     /// Convolutions over time with ReLU on a channel-major series (sensor channels are the
     /// input channels), flattened channels-first, then one linear layer to the latent space.
@@ -190,8 +195,13 @@ pub enum EncoderSpec {
         convs: Vec<ConvSpec>,
         /// How the last feature map reaches the latent layer.
         pooling: TimePooling,
-        /// Latent dimension (no activation on the latent layer).
+        /// Latent dimension (no activation on the latent layer but the softmax tail's).
         latent: usize,
+        /// The last `softmax_tail` latent values pass through a softmax ([`softmax_tail`]):
+        /// ClusterGAN's cluster code, a point on the simplex; 0 (the default, left out of the
+        /// JSON) for a linear latent.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        softmax_tail: usize,
     },
     /// Fully connected layers with ReLU, then one linear layer to the latent space.
     Dense {
@@ -199,9 +209,37 @@ pub enum EncoderSpec {
         input: usize,
         /// Hidden layer widths, first layer first.
         hidden: Vec<usize>,
-        /// Latent dimension (no activation on the latent layer).
+        /// Latent dimension (no activation on the latent layer but the softmax tail's).
         latent: usize,
+        /// The last `softmax_tail` latent values pass through a softmax ([`softmax_tail`]):
+        /// ClusterGAN's cluster code, a point on the simplex; 0 (the default, left out of the
+        /// JSON) for a linear latent.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        softmax_tail: usize,
     },
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The softmax of the last `tail` values of the latent vector `z`, in place (ClusterGAN's
+/// cluster code; `tail` 0 leaves `z` as it is). The largest value is subtracted first, so no
+/// logit overflows, and the sum is taken in f64: the trainer and every runtime compute the same
+/// probabilities to the last bit or two.
+pub fn softmax_tail(z: &mut [f32], tail: usize) {
+    let Some(start) = z.len().checked_sub(tail).filter(|_| tail > 0) else {
+        return;
+    };
+    let code = &mut z[start..];
+    let max = code.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for v in code.iter_mut() {
+        *v = libm::expf(*v - max);
+        sum += f64::from(*v);
+    }
+    let inv = (1.0 / sum) as f32;
+    code.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// An encoder's layers before the latent one, as [`EncoderSpec::stack`] sees them.
@@ -271,6 +309,7 @@ impl EncoderSpec {
                 conv(128, 3, Padding::Valid),
             ],
             latent,
+            softmax_tail: 0,
         }
     }
 
@@ -297,6 +336,7 @@ impl EncoderSpec {
                 convs: convs.clone(),
                 pooling,
                 latent,
+                softmax_tail: 0,
             };
             if convs.len() == 1 || spec.conv_geometry().is_ok() {
                 return spec;
@@ -311,6 +351,7 @@ impl EncoderSpec {
             input,
             hidden: alloc::vec![500, 500, 2000],
             latent,
+            softmax_tail: 0,
         }
     }
 
@@ -328,6 +369,7 @@ impl EncoderSpec {
             input,
             hidden: alloc::vec![w, w, 4 * w],
             latent,
+            softmax_tail: 0,
         }
     }
 
@@ -347,6 +389,35 @@ impl EncoderSpec {
             | Self::Conv1d { latent, .. }
             | Self::Dense { latent, .. } => *latent,
         }
+    }
+
+    /// How many of the last latent values pass through a softmax (0: none).
+    pub fn softmax_tail(&self) -> usize {
+        match self {
+            Self::Conv { softmax_tail, .. }
+            | Self::Conv1d { softmax_tail, .. }
+            | Self::Dense { softmax_tail, .. } => *softmax_tail,
+        }
+    }
+
+    /// The same encoder with its last `k` latent values passed through a softmax.
+    pub fn with_softmax_tail(mut self, k: usize) -> Self {
+        match &mut self {
+            Self::Conv { softmax_tail, .. }
+            | Self::Conv1d { softmax_tail, .. }
+            | Self::Dense { softmax_tail, .. } => *softmax_tail = k,
+        }
+        self
+    }
+
+    /// The same encoder with `latent` outputs.
+    pub fn with_latent(mut self, dim: usize) -> Self {
+        match &mut self {
+            Self::Conv { latent, .. }
+            | Self::Conv1d { latent, .. }
+            | Self::Dense { latent, .. } => *latent = dim,
+        }
+        self
     }
 
     /// The input as the convolutions see it: the image, or the series as a one-row image;
@@ -486,6 +557,13 @@ impl EncoderSpec {
         }
         if self.input_len() == 0 {
             return Err(ContractError::ZeroSize { what: "input size" });
+        }
+        if self.softmax_tail() > self.latent_dim() {
+            return Err(ContractError::BadMetadata(alloc::format!(
+                "a softmax over the last {} latent values of {}",
+                self.softmax_tail(),
+                self.latent_dim()
+            )));
         }
         if let Self::Dense { hidden, .. } = self
             && hidden.contains(&0)
@@ -647,6 +725,7 @@ mod tests {
             }],
             pooling: TimePooling::Flatten,
             latent: 2,
+            softmax_tail: 0,
         };
         let err = valid.validate().unwrap_err();
         assert_eq!(
@@ -691,5 +770,39 @@ mod tests {
             r#"{"kind":"dense","input":96,"hidden":[500,500,2000],"latent":10}"#
         );
         assert_eq!(serde_json::from_str::<EncoderSpec>(&json).unwrap(), spec);
+    }
+
+    /// The tail is left out of the JSON when absent (older models read and write unchanged),
+    /// written when present, and may not be longer than the latent vector.
+    #[test]
+    fn a_softmax_tail_round_trips_and_must_fit_the_latent() {
+        let spec = EncoderSpec::paper_conv(MNIST, 40).with_softmax_tail(10);
+        let json = serde_json::to_string(&spec).unwrap();
+        assert!(
+            json.ends_with(r#""latent":40,"softmax_tail":10}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<EncoderSpec>(&json).unwrap(), spec);
+        assert!(spec.validate().is_ok());
+        let err = spec.with_latent(9).validate().unwrap_err();
+        assert!(
+            err.to_string().contains("last 10 latent values of 9"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_softmax_tail_is_a_distribution_over_the_last_values_only() {
+        let mut z = [5.0f32, -1.0, 1000.0, 1000.0, 999.0];
+        softmax_tail(&mut z, 3);
+        assert_eq!(z[..2], [5.0, -1.0]);
+        let e = (-1f64).exp();
+        let want = [1.0 / (2.0 + e), 1.0 / (2.0 + e), e / (2.0 + e)];
+        for (got, want) in z[2..].iter().zip(want) {
+            assert!((f64::from(*got) - want).abs() < 1e-6, "{z:?}");
+        }
+        let mut same = [0.5f32, 2.0];
+        softmax_tail(&mut same, 0);
+        assert_eq!(same, [0.5, 2.0]);
     }
 }

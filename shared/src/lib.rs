@@ -21,11 +21,11 @@ pub mod stream;
 pub use error::ContractError;
 pub use layers::{
     ConvGeometry, ConvSpec, EncoderSpec, Extent, ImageShape, POOL_EPS, Padding, SeriesShape, Stack,
-    TimePooling,
+    TimePooling, softmax_tail,
 };
 pub use meta::{
     EmbedderRef, FORMAT_VERSION, INT8_FORMAT_VERSION, ModelMeta, Neighbours, OLDEST_FORMAT_VERSION,
-    OutlierScore, TrainingMetrics, Weights,
+    OutlierScore, SOFTMAX_FORMAT_VERSION, TrainingMetrics, Weights,
 };
 pub use preprocess::Normalizer;
 pub use spectrum::{Spectrum, SpectrumSpec};

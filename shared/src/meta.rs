@@ -17,13 +17,19 @@ use crate::{ContractError, EncoderSpec, SpectrumSpec, StreamSpec};
 /// neighbour score ([`OutlierScore::Knn`], with its `dekm.references` tensor). Version 4 added
 /// spectral features ([`ModelMeta::spectrum`]). Version 5 added int8 encoder weights
 /// ([`Weights::Int8`]), which only edge bundles carry. Files of earlier versions read unchanged.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// The first format version with [`ModelMeta::spectrum`].
 pub const SPECTRUM_FORMAT_VERSION: u32 = 4;
 
 /// The first format version with [`Weights::Int8`].
 pub const INT8_FORMAT_VERSION: u32 = 5;
+
+/// The first format version whose encoder may end in a softmax over its last latent values
+/// ([`EncoderSpec::softmax_tail`], ClusterGAN's cluster code): a runtime before it would read
+/// the spec, skip the unknown field and compute other latents without noticing, so it must
+/// refuse such a model by its version instead.
+pub const SOFTMAX_FORMAT_VERSION: u32 = 6;
 
 /// How the encoder's weights are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -280,7 +286,7 @@ impl ModelMeta {
 
     /// The oldest format version that holds this model: its outlier score's,
     /// [`SPECTRUM_FORMAT_VERSION`] with spectral features, [`INT8_FORMAT_VERSION`] with int8
-    /// weights.
+    /// weights, [`SOFTMAX_FORMAT_VERSION`] with a softmax tail.
     pub fn needed_version(&self) -> u32 {
         let features = if self.spectrum.is_some() {
             SPECTRUM_FORMAT_VERSION
@@ -291,10 +297,16 @@ impl ModelMeta {
             Weights::F32 => OLDEST_FORMAT_VERSION,
             Weights::Int8 => INT8_FORMAT_VERSION,
         };
+        let tail = if self.encoder.softmax_tail() > 0 {
+            SOFTMAX_FORMAT_VERSION
+        } else {
+            OLDEST_FORMAT_VERSION
+        };
         self.outlier_score
             .format_version()
             .max(features)
             .max(weights)
+            .max(tail)
     }
 
     /// The version this model is written as: [`Self::needed_version`], but at least 2 (the
@@ -336,6 +348,11 @@ impl ModelMeta {
         }
         if meta.weights == Weights::Int8 && found < INT8_FORMAT_VERSION {
             return Err(bad("int8 weights need format version 5 or newer"));
+        }
+        if meta.encoder.softmax_tail() > 0 && found < SOFTMAX_FORMAT_VERSION {
+            return Err(bad(
+                "a softmax tail on the latent needs format version 6 or newer",
+            ));
         }
         if found < meta.outlier_score.format_version() {
             return Err(ContractError::BadMetadata(alloc::format!(
@@ -409,6 +426,22 @@ mod tests {
             created_unix: 0,
             trainer_version: "0.1.0".into(),
         }
+    }
+
+    /// An encoder ending in a softmax is written as version 6, and a file claiming an older
+    /// version for one is refused rather than read as a linear latent.
+    #[test]
+    fn a_softmax_tail_needs_version_6() {
+        let mut m = meta();
+        assert_eq!(m.written_version(), 2);
+        m.encoder = EncoderSpec::paper_dense(4, 5).with_softmax_tail(3);
+        assert_eq!(m.written_version(), SOFTMAX_FORMAT_VERSION);
+        m.format_version = 6;
+        let back = ModelMeta::from_header(Some("6"), Some(&m.to_json())).unwrap();
+        assert_eq!(back.encoder.softmax_tail(), 3);
+        m.format_version = 5;
+        let err = ModelMeta::from_header(Some("5"), Some(&m.to_json())).unwrap_err();
+        assert!(err.to_string().contains("softmax tail"), "{err}");
     }
 
     #[test]
@@ -600,12 +633,12 @@ mod tests {
 
     #[test]
     fn newer_version_is_rejected_before_parsing() {
-        let err = ModelMeta::from_header(Some("6"), Some("not json")).unwrap_err();
+        let err = ModelMeta::from_header(Some("7"), Some("not json")).unwrap_err();
         assert_eq!(
             err,
             ContractError::UnsupportedVersion {
-                found: 6,
-                supported: 5
+                found: 7,
+                supported: 6
             }
         );
     }

@@ -112,6 +112,21 @@ fn deepcluster_models_run_identically_on_the_edge() {
     }
 }
 
+/// ClusterGAN's export (an encoder ending in the softmax of the cluster code, centres of
+/// k-means on noise and code) is an ordinary model too.
+#[test]
+fn clustergan_models_run_identically_on_the_edge() {
+    for ds in [common::images(1000), common::synthetic(4, 1000, 3)] {
+        let cfg = TrainConfig {
+            method: Method::ClusterGan,
+            latent: 5,
+            epochs: 1,
+            ..common::quick_config(3)
+        };
+        check_parity_of(&ds, cfg);
+    }
+}
+
 #[test]
 fn neighbour_scored_models_flag_identically_on_the_edge() {
     let cfg = TrainConfig {

@@ -62,7 +62,10 @@ mod tests {
         check::<Init>();
         check::<ConvBackend>();
         check::<crate::features::SeriesFeatures>();
-        assert_eq!(Method::names(), "dekm, dec, idec, ae-kmeans or deepcluster");
+        assert_eq!(
+            Method::names(),
+            "dekm, dec, idec, ae-kmeans, deepcluster or clustergan"
+        );
         assert_eq!(Split::from_name("test"), Some(Split::Test));
         assert_eq!(Start::from_name("umap"), None);
     }

@@ -18,6 +18,7 @@ pub mod data;
 pub mod device;
 pub mod export;
 pub mod features;
+pub mod gan;
 pub mod model;
 pub mod neighbours;
 pub mod optim;

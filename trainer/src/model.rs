@@ -14,7 +14,7 @@ use crate::conv::{
     CandleConv1d, CandleDeconv1d, FastConv2d, FastConvTranspose2d, to_channels_first,
     to_channels_last,
 };
-use dekm_shared::{EncoderSpec, ImageShape, POOL_EPS, Stack, TimePooling, names};
+use dekm_shared::{ConvGeometry, EncoderSpec, ImageShape, POOL_EPS, Stack, TimePooling, names};
 use rand::Rng;
 use rayon::prelude::*;
 
@@ -114,6 +114,8 @@ pub enum Encoder {
     },
     /// Dense layers with ReLU, then linear.
     Dense {
+        /// The layer specification it was built from.
+        spec: EncoderSpec,
         /// Hidden layers.
         hidden: Vec<Linear>,
         /// Linear layer to the latent space.
@@ -171,7 +173,11 @@ impl Encoder {
                     .enumerate()
                     .map(|(i, (a, &b))| linear(vb, &names::dense(i), a, b))
                     .collect::<Result<_>>()?;
-                Self::Dense { hidden, latent }
+                Self::Dense {
+                    spec: spec.clone(),
+                    hidden,
+                    latent,
+                }
             }
         })
     }
@@ -260,12 +266,39 @@ impl Encoder {
     }
 }
 
-impl Module for Encoder {
-    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+impl Encoder {
+    /// The specification the encoder was built from.
+    pub fn spec(&self) -> &EncoderSpec {
+        match self {
+            Self::Conv { spec, .. } | Self::Dense { spec, .. } => spec,
+        }
+    }
+
+    /// The latent layer's output, before the spec's softmax tail: what a loss on the tail's
+    /// logits (ClusterGAN's cross-entropy on its cluster code) reads.
+    pub fn forward_linear(&self, xs: &Tensor) -> Result<Tensor> {
         let h = self.pre_latent(xs)?;
         match self {
             Self::Conv { latent, .. } | Self::Dense { latent, .. } => latent.forward(&h),
         }
+    }
+}
+
+impl Module for Encoder {
+    /// The latent vectors, the last [`EncoderSpec::softmax_tail`] values of each through a
+    /// softmax, as the edge runtime computes them.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let z = self.forward_linear(xs)?;
+        let tail = self.spec().softmax_tail();
+        if tail == 0 {
+            return Ok(z);
+        }
+        let d = z.dim(1)?;
+        let code = candle_nn::ops::softmax_last_dim(&z.narrow(1, d - tail, tail)?.contiguous()?)?;
+        if tail == d {
+            return Ok(code);
+        }
+        Tensor::cat(&[z.narrow(1, 0, d - tail)?, code], 1)
     }
 }
 
@@ -280,6 +313,23 @@ fn pool_over_time(h: &Tensor, axis: usize, pooling: TimePooling) -> Result<Tenso
     let var = h.broadcast_sub(&mean)?.sqr()?.mean_keepdim(axis)?;
     let sd = (var + f64::from(POOL_EPS))?.sqrt()?;
     Tensor::cat(&[flat(&mean)?, flat(&sd)?], 1)
+}
+
+/// The transposed convolution of `g` (from `g.output` back onto `g.input`) on candle's ops,
+/// channels-first.
+pub(crate) fn candle_deconv(g: &ConvGeometry, vb: VarBuilder) -> Result<ConvTranspose2d> {
+    let (ph, pw) = g.transpose_output_padding();
+    if ph != pw {
+        bail!("candle's transposed convolution needs equal output padding in both axes");
+    }
+    let cfg = ConvTranspose2dConfig {
+        padding: g.pad.width,
+        output_padding: ph,
+        stride: g.stride,
+        dilation: 1,
+    };
+    let (cin, cout) = (g.output.channels, g.input.channels);
+    candle_nn::conv_transpose2d(cin, cout, g.kernel.width, cfg, vb)
 }
 
 /// Mirror of the encoder back to a flat reconstruction; used only in pretraining.
@@ -325,34 +375,16 @@ impl Decoder {
                     let relu = i > 0;
                     let vb = vb.pp(format!("decoder.deconv{i}"));
                     layers.push(match backend {
-                        ConvBackend::Fast => {
-                            DecoderLayer::FastDeconv(FastConvTranspose2d::new(*g, temporal, relu, vb)?)
-                        }
+                        ConvBackend::Fast => DecoderLayer::FastDeconv(FastConvTranspose2d::new(
+                            *g, temporal, relu, vb,
+                        )?),
                         ConvBackend::Candle if temporal => {
                             DecoderLayer::Deconv1d(CandleDeconv1d::new(*g, vb)?)
                         }
-                        ConvBackend::Candle => {
-                            let (ph, pw) = g.transpose_output_padding();
-                            if ph != pw {
-                                candle_core::bail!(
-                                    "layer {i}: candle's transposed convolution needs equal output padding in both axes"
-                                );
-                            }
-                            let cfg = ConvTranspose2dConfig {
-                                padding: g.pad.width,
-                                output_padding: ph,
-                                stride: g.stride,
-                                dilation: 1,
-                            };
-                            let (cin, cout) = (g.output.channels, g.input.channels);
-                            DecoderLayer::Deconv(candle_nn::conv_transpose2d(
-                                cin,
-                                cout,
-                                g.kernel.width,
-                                cfg,
-                                vb,
-                            )?)
-                        }
+                        ConvBackend::Candle => DecoderLayer::Deconv(
+                            candle_deconv(g, vb)
+                                .map_err(|e| e.context(format!("decoder layer {i}")))?,
+                        ),
                     });
                 }
                 (geometry.last().map(|g| g.output), layers)

@@ -9,6 +9,8 @@ use candle_core::{Result, Tensor, Var, backprop::GradStore};
 pub struct Adam {
     params: Vec<Param>,
     lr: f64,
+    /// Decay rates of the first and second moment estimates.
+    betas: (f64, f64),
     step: usize,
 }
 
@@ -24,8 +26,15 @@ const BETA2: f64 = 0.999;
 const EPS: f64 = 1e-8;
 
 impl Adam {
-    /// Optimises the named variables with learning rate `lr`.
+    /// Optimises the named variables with learning rate `lr` and the usual decay rates
+    /// (0.9, 0.999).
     pub fn new(vars: Vec<(String, Var)>, lr: f64) -> Result<Self> {
+        Self::with_betas(vars, lr, (BETA1, BETA2))
+    }
+
+    /// [`Adam::new`] with other decay rates: GANs train with a shorter memory (ClusterGAN's and
+    /// WGAN-GP's 0.5 and 0.9), so the moments follow an adversary that keeps moving.
+    pub fn with_betas(vars: Vec<(String, Var)>, lr: f64, betas: (f64, f64)) -> Result<Self> {
         let params = vars
             .into_iter()
             .map(|(name, var)| {
@@ -41,6 +50,7 @@ impl Adam {
         Ok(Self {
             params,
             lr,
+            betas,
             step: 0,
         })
     }
@@ -56,13 +66,14 @@ impl Adam {
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
-        let (scale_m, scale_v) = (1.0 / (1.0 - BETA1.powi(t)), 1.0 / (1.0 - BETA2.powi(t)));
+        let (beta1, beta2) = self.betas;
+        let (scale_m, scale_v) = (1.0 / (1.0 - beta1.powi(t)), 1.0 / (1.0 - beta2.powi(t)));
         for p in &mut self.params {
             let Some(g) = grads.get(&p.var) else { continue };
             // Detached: a moment that kept its op history would hold every past step's graph.
             let g = g.detach();
-            p.m = ((&p.m * BETA1)? + (&g * (1.0 - BETA1))?)?.detach();
-            p.v = ((&p.v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?.detach();
+            p.m = ((&p.m * beta1)? + (&g * (1.0 - beta1))?)?.detach();
+            p.v = ((&p.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?.detach();
             let update = ((&p.m * scale_m)? / ((&p.v * scale_v)?.sqrt()? + EPS)?)?;
             p.var.set(&(p.var.as_tensor() - (update * self.lr)?)?)?;
         }
@@ -107,6 +118,40 @@ impl Adam {
     }
 }
 
+/// What a checkpoint keeps of a run's optimisers: their moments by variable name, and the
+/// updates applied.
+pub trait Moments {
+    /// Moment estimates as `m.NAME` / `v.NAME` tensors.
+    fn moments(&self) -> HashMap<String, Tensor>;
+    /// Updates applied.
+    fn updates(&self) -> usize;
+}
+
+impl Moments for Adam {
+    fn moments(&self) -> HashMap<String, Tensor> {
+        self.state()
+    }
+
+    fn updates(&self) -> usize {
+        self.steps()
+    }
+}
+
+/// Two optimisers stepped in turn, once each per round (a GAN's discriminator and generator):
+/// their variables are disjoint, so one map holds both states, and each restores its own from
+/// it; the rounds are the updates of either.
+impl Moments for (&Adam, &Adam) {
+    fn moments(&self) -> HashMap<String, Tensor> {
+        let mut all = self.0.state();
+        all.extend(self.1.state());
+        all
+    }
+
+    fn updates(&self) -> usize {
+        self.0.steps().min(self.1.steps())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,15 +160,24 @@ mod tests {
 
     #[test]
     fn matches_candle_adamw_without_decay() {
+        for betas in [(BETA1, BETA2), (0.5, 0.9)] {
+            matches_candle_adamw_with(betas);
+        }
+    }
+
+    fn matches_candle_adamw_with((beta1, beta2): (f64, f64)) {
         let init = Tensor::new(&[1.0f32, -2.0, 3.0], &Device::Cpu).unwrap();
         let (a, b) = (
             Var::from_tensor(&init).unwrap(),
             Var::from_tensor(&init).unwrap(),
         );
-        let mut ours = Adam::new(vec![("w".into(), a.clone())], 0.01).unwrap();
+        let mut ours =
+            Adam::with_betas(vec![("w".into(), a.clone())], 0.01, (beta1, beta2)).unwrap();
         let params = ParamsAdamW {
             lr: 0.01,
             weight_decay: 0.0,
+            beta1,
+            beta2,
             ..Default::default()
         };
         let mut theirs = AdamW::new(vec![b.clone()], params).unwrap();

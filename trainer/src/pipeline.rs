@@ -31,6 +31,9 @@ pub enum PipelineError {
     /// The data does not fit the model.
     #[error("{0}")]
     Input(String),
+    /// ClusterGAN's generator could not be written.
+    #[error(transparent)]
+    Generator(#[from] crate::gan::GanError),
     /// A tensor operation failed.
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
@@ -63,9 +66,9 @@ impl Outcome {
             _ => "N2D start",
         };
         let start = self.trained.history.start.map(|m| (name, m));
-        // DeepCluster's baseline is k-means on its network before any training.
+        // DeepCluster's and ClusterGAN's baseline is k-means on the network before any training.
         let base_name = match self.trained.config.method {
-            Method::DeepCluster => "untrained + k-means",
+            Method::DeepCluster | Method::ClusterGan => "untrained + k-means",
             _ => "AE+k-means",
         };
         let rows: Vec<_> = [Some((base_name, base)), start, Some((stage, last))]
@@ -157,6 +160,9 @@ pub fn train_and_export(
         vector_scaling: fit.vector_scaling(),
     };
     let sha256 = export::write_model(out, &trained, &calibration, &meta, &report)?;
+    if let Some(g) = &trained.generator {
+        g.save(&trained.varmap, out)?;
+    }
     Ok(Outcome {
         scaling: report.vector_scaling,
         trained,

@@ -9,6 +9,7 @@ mod evaluate;
 mod import;
 mod plot;
 mod representatives;
+mod sample;
 mod select_k;
 mod serve;
 mod timeline;
@@ -23,6 +24,7 @@ use embed::EmbedArgs;
 use evaluate::EvalArgs;
 use import::ImportArgs;
 use plot::PlotArgs;
+use sample::SampleArgs;
 use select_k::SelectKArgs;
 use serve::ServeArgs;
 use timeline::TimelineArgs;
@@ -60,6 +62,9 @@ pub(crate) enum Command {
     /// Picture of a sensor stream assigned by a stream model: channels along time, each
     /// window's cluster, outliers.
     Timeline(TimelineArgs),
+    /// Draw new samples of a cluster with a ClusterGAN model's generator: a picture grid
+    /// (images, one row per cluster) or CSV.
+    Sample(SampleArgs),
     /// Choose k: inertia (elbow, with its knee) and mean silhouette for a range of k.
     SelectK(SelectKArgs),
     /// Serve gRPC: training jobs, assignment, the model registry and fleet distribution.
@@ -81,6 +86,7 @@ impl Command {
             Self::Cluster(a) => cluster::run(a),
             Self::SelectK(a) => select_k::run(a),
             Self::Plot(a) => plot::run(a),
+            Self::Sample(a) => sample::run(a),
             Self::Timeline(a) => timeline::run(a),
             Self::Import(a) => import::run(a),
         }

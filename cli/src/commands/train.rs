@@ -36,12 +36,13 @@ pub(crate) struct TrainArgs {
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Minibatch size.
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
-    /// Adam learning rate of pretraining.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
+    /// Minibatch size [default: 256; 64 for --method clustergan, the paper's].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Adam learning rate of pretraining (of DeepCluster's network, of ClusterGAN's three)
+    /// [default: 0.001; 0.0001 for --method clustergan, the paper's].
+    #[arg(long)]
+    lr: Option<f64>,
     /// Adam learning rate of the DEKM fine-tuning.
     #[arg(long, default_value_t = 1e-4)]
     dekm_lr: f64,
@@ -58,7 +59,8 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value_t = 10)]
     restarts: usize,
     /// Latent dimension [default: 10; 128 for --method deepcluster, the width of the features
-    /// it clusters].
+    /// it clusters; for --method clustergan the length of the noise, 30 as in the paper, the
+    /// latent vector being the noise and the k-long cluster code].
     #[arg(long)]
     latent: Option<usize>,
     /// Outlier threshold: quantile of each cluster's training scores (far-out ones left out).
@@ -112,6 +114,8 @@ pub(crate) struct TrainArgs {
     /// Stage after pretraining: dekm, dec, idec, or ae-kmeans (none). --max-iter,
     /// --steps-per-iter, --dekm-lr and --tol apply to DEC and IDEC too. Or deepcluster, which
     /// replaces pretraining: --epochs rounds of k-means pseudo-labels and training on them.
+    /// Or clustergan, which replaces pretraining too: --epochs passes of a GAN whose encoder
+    /// reads back a one-hot cluster code (`dekm sample` draws new samples of a cluster).
     #[arg(long, value_enum, default_value_t = TrainMethod::Dekm)]
     method: TrainMethod,
     /// Images only: largest random shift of a training image, as a fraction of its side
@@ -160,8 +164,8 @@ impl TrainArgs {
             k: self.k,
             latent: self.latent.unwrap_or(base.latent),
             epochs: self.epochs,
-            batch_size: self.batch_size,
-            lr: self.lr,
+            batch_size: self.batch_size.unwrap_or(base.batch_size),
+            lr: self.lr.unwrap_or(base.lr),
             finetune_lr: self.dekm_lr,
             seed: self.seed,
             max_iter: self.max_iter,
@@ -224,9 +228,9 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     } else {
         String::new()
     };
-    // DeepCluster has no pretraining: its epochs are its clustering iterations.
+    // DeepCluster and ClusterGAN have no pretraining: their epochs are their iterations.
     let (pretraining, rounds) = match cfg.method {
-        TrainMethod::DeepCluster => (String::new(), "epochs"),
+        TrainMethod::DeepCluster | TrainMethod::ClusterGan => (String::new(), "epochs"),
         _ => (
             format!("{:.1} s pretraining + ", h.pretrain_seconds),
             "iterations",
@@ -247,7 +251,11 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     if let Some(scaling) = outcome.scaling {
         println!("{}", scaling.explain());
     }
-    if !matches!(cfg.method, TrainMethod::AeKmeans | TrainMethod::DeepCluster) && cfg.max_iter > 0 {
+    if !matches!(
+        cfg.method,
+        TrainMethod::AeKmeans | TrainMethod::DeepCluster | TrainMethod::ClusterGan
+    ) && cfg.max_iter > 0
+    {
         println!(
             "{}",
             explain(outcome.trained.config.start, cfg.start, h.mixture.as_ref())
@@ -318,12 +326,13 @@ mod tests {
         assert_eq!(args.config().unwrap(), TrainConfig::default());
     }
 
-    /// `--method deepcluster` starts from DeepCluster's defaults; flags given still win.
+    /// `--method deepcluster` and `--method clustergan` start from their methods' defaults;
+    /// flags given still win.
     #[test]
     fn deepcluster_flags_default_to_its_own_defaults() {
-        let parse = |extra: &[&str]| {
+        let parse_as = |method: &str, extra: &[&str]| {
             let mut a = vec!["dekm", "train", "--dataset", "synthetic", "--out", "m"];
-            a.extend(["--method", "deepcluster"]);
+            a.extend(["--method", method]);
             a.extend(extra);
             let cli = super::super::Cli::try_parse_from(a).expect("parses");
             let super::super::Command::Train(args) = cli.command else {
@@ -331,10 +340,16 @@ mod tests {
             };
             args.config().unwrap()
         };
+        let parse = |extra: &[&str]| parse_as("deepcluster", extra);
         assert_eq!(
             parse(&[]),
             TrainConfig::for_method(TrainMethod::DeepCluster)
         );
+        let gan = parse_as("clustergan", &[]);
+        assert_eq!(gan, TrainConfig::for_method(TrainMethod::ClusterGan));
+        assert_eq!((gan.latent, gan.batch_size, gan.lr), (30, 64, 1e-4));
+        let set = parse_as("clustergan", &["--batch-size", "32", "--lr", "0.0002"]);
+        assert_eq!((set.batch_size, set.lr), (32, 2e-4));
         let set = parse(&["--latent", "16", "--augment-rotate", "0"]);
         assert_eq!(
             (set.latent, set.augment.shift, set.augment.rotate_deg),

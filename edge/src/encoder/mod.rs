@@ -298,8 +298,21 @@ impl Encoder {
         }
     }
 
-    /// Writes the latent vector of the normalised sample `x` into `z`.
+    /// Writes the latent vector of the normalised sample `x` into `z`: the latent layer's
+    /// output, its last [`EncoderSpec::softmax_tail`] values passed through a softmax.
     pub fn encode(&self, x: &[f32], ws: &mut Workspace, z: &mut [f32]) -> Result<(), EncoderError> {
+        self.linear_latent(x, ws, z)?;
+        dekm_shared::softmax_tail(z, self.spec.softmax_tail());
+        Ok(())
+    }
+
+    /// The latent layer's output for `x`, before any softmax tail.
+    fn linear_latent(
+        &self,
+        x: &[f32],
+        ws: &mut Workspace,
+        z: &mut [f32],
+    ) -> Result<(), EncoderError> {
         let length = |what: &str, expected: usize, got: usize| {
             (expected != got).then(|| EncoderError::Length {
                 what: what.into(),

@@ -86,7 +86,18 @@ fn reference(spec: &EncoderSpec, w: &BTreeMap<String, Vec<f32>>, x: &[f32]) -> V
             .collect();
         }
     }
-    affine(&w["encoder.latent.weight"], &w["encoder.latent.bias"], &h)
+    let mut z = affine(&w["encoder.latent.weight"], &w["encoder.latent.bias"], &h);
+    let tail = spec.softmax_tail();
+    if tail > 0 {
+        let start = z.len() - tail;
+        let code = &mut z[start..];
+        let max = code.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = code.iter().map(|v| (v - max).exp()).sum();
+        for v in code.iter_mut() {
+            *v = (*v - max).exp() / sum;
+        }
+    }
+    z
 }
 
 fn affine(w: &[f32], b: &[f32], x: &[f64]) -> Vec<f64> {
@@ -145,7 +156,21 @@ fn odd_multichannel_images_and_dense_encoders_match_direct_loops() {
         input: 12,
         hidden: vec![9, 7],
         latent: 3,
+        softmax_tail: 0,
     });
+}
+
+/// ClusterGAN's encoders end in a softmax over the cluster code: the probabilities match the
+/// reference's, and the values before the code are left linear.
+#[test]
+fn a_softmax_tail_matches_direct_loops() {
+    let shape = ImageShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    check(EncoderSpec::paper_conv(shape, 14).with_softmax_tail(4));
+    check(EncoderSpec::paper_dense(12, 5).with_softmax_tail(5));
 }
 
 #[test]
@@ -170,11 +195,13 @@ fn channels_that_are_not_whole_vectors_rectangles_and_no_convolution_match_direc
             conv(40, 3, 1, Padding::Same),
         ],
         latent: 3,
+        softmax_tail: 0,
     });
     check(EncoderSpec::Conv {
         input,
         convs: vec![],
         latent: 4,
+        softmax_tail: 0,
     });
 }
 
@@ -209,6 +236,7 @@ fn temporal_encoders_match_direct_loops() {
         ],
         pooling: TimePooling::Mean,
         latent: 3,
+        softmax_tail: 0,
     });
 }
 
@@ -307,16 +335,19 @@ fn specs() -> Vec<EncoderSpec> {
                 conv(40, 3, 1, Padding::Same),
             ],
             latent: 3,
+            softmax_tail: 0,
         },
         EncoderSpec::Conv {
             input: odd,
             convs: vec![],
             latent: 4,
+            softmax_tail: 0,
         },
         EncoderSpec::Dense {
             input: 13,
             hidden: vec![9, 70],
             latent: 3,
+            softmax_tail: 0,
         },
         EncoderSpec::paper_dense(96, 10),
     ];

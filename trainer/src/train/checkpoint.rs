@@ -18,7 +18,7 @@ use dekm_shared::TrainingMetrics;
 use serde::{Deserialize, Serialize};
 
 use super::{History, TrainConfig, TrainError};
-use crate::optim::Adam;
+use crate::optim::Moments;
 
 /// What makes two runs the same computation: the data set, its size and the settings.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,6 +54,14 @@ pub(super) enum Phase {
     DeepCluster {
         epochs_done: usize,
         pseudo_labels: Vec<u32>,
+    },
+    /// In ClusterGAN, after `epochs_done` epochs: the clusters the encoder's code gave every
+    /// sample after the last one (the next epoch reports how many changed), and k-means on the
+    /// untrained encoder's codes (the baseline), when labels exist.
+    ClusterGan {
+        epochs_done: usize,
+        codes: Vec<u32>,
+        baseline: Option<TrainingMetrics>,
     },
     /// In the DEKM stage (the only clustering stage that checkpoints its iterations; DEC and
     /// IDEC resume from a pretraining checkpoint).
@@ -157,7 +165,7 @@ impl Checkpointer<'_> {
     pub(super) fn save(
         &self,
         varmap: &VarMap,
-        opt: &Adam,
+        opt: &impl Moments,
         phase: Phase,
         history: &History,
     ) -> Result<(), TrainError> {
@@ -168,7 +176,7 @@ impl Checkpointer<'_> {
     fn save_steps(
         &self,
         varmap: &VarMap,
-        opt: &Adam,
+        opt: &impl Moments,
         phase: Phase,
         history: &History,
         steps: usize,
@@ -199,14 +207,14 @@ impl Checkpointer<'_> {
                     sync_file(&tmp.join(WEIGHTS)).map_err(io)?;
                 }
                 1 => {
-                    candle_core::safetensors::save(&opt.state(), tmp.join(OPTIMIZER))?;
+                    candle_core::safetensors::save(&opt.moments(), tmp.join(OPTIMIZER))?;
                     sync_file(&tmp.join(OPTIMIZER)).map_err(io)?;
                 }
                 2 => {
                     let state = CheckpointState {
                         run: self.run.clone(),
                         phase: phase.clone(),
-                        adam_steps: opt.steps(),
+                        adam_steps: opt.updates(),
                         history: history.clone(),
                     };
                     let json = serde_json::to_vec_pretty(&state).map_err(|e| self.err(e))?;
@@ -269,6 +277,7 @@ impl Checkpointer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optim::Adam;
     use candle_core::DType;
 
     fn key() -> RunKey {

@@ -200,6 +200,14 @@ pub enum Method {
     #[serde(rename = "deepcluster")]
     #[cfg_attr(feature = "clap", value(name = "deepcluster"))]
     DeepCluster,
+    /// ClusterGAN (Mukherjee et al., 2019), in place of pretraining: a generator fed a one-hot
+    /// cluster code and Gaussian noise, a discriminator, and the encoder trained to invert the
+    /// generator; `latent` is the noise's length (the exported latent vector is the noise and
+    /// the code's softmax, `latent + k` values), `epochs` of adversarial rounds, then k-means on
+    /// the encoder's codes of the data. `max_iter` unused.
+    #[serde(rename = "clustergan")]
+    #[cfg_attr(feature = "clap", value(name = "clustergan"))]
+    ClusterGan,
 }
 
 fn no_holdout() -> Option<f32> {
@@ -255,7 +263,11 @@ impl TrainConfig {
     /// 0.546 (docs/RESULTS.md, "DeepCluster"). The paper clusters 256 principal components.
     pub const DEEPCLUSTER_LATENT: usize = 128;
 
-    /// The defaults for `method`: [`TrainConfig::default`], except that DeepCluster reads
+    /// ClusterGAN's noise length by default: the paper's 30 for MNIST and Fashion-MNIST.
+    pub const CLUSTERGAN_NOISE: usize = 30;
+
+    /// The defaults for `method`: [`TrainConfig::default`], except that ClusterGAN takes the
+    /// paper's settings (30 noise values, minibatches of 64, Adam at 1e-4), and DeepCluster reads
     /// [`Self::DEEPCLUSTER_LATENT`]-wide features and jitters its images as DEC-DA does
     /// ([`Augment::DEC_DA`]; the paper trains on random crops and flips): without the jitter
     /// the network learns to predict its own clusters from whatever first separated them, and
@@ -263,6 +275,13 @@ impl TrainConfig {
     /// The command line and the gRPC service start from these and apply what a user sets.
     pub fn for_method(method: Method) -> Self {
         match method {
+            Method::ClusterGan => Self {
+                method,
+                latent: Self::CLUSTERGAN_NOISE,
+                batch_size: 64,
+                lr: 1e-4,
+                ..Self::default()
+            },
             Method::DeepCluster => Self {
                 method,
                 latent: Self::DEEPCLUSTER_LATENT,
@@ -342,7 +361,10 @@ impl TrainConfig {
             );
         }
         if matches!(self.start, Start::Manifold | Start::Input)
-            && (matches!(self.method, Method::AeKmeans | Method::DeepCluster) || self.max_iter == 0)
+            && (matches!(
+                self.method,
+                Method::AeKmeans | Method::DeepCluster | Method::ClusterGan
+            ) || self.max_iter == 0)
         {
             return bad(format!(
                 "start {} needs a clustering stage to start: method dekm, dec or idec \
@@ -409,11 +431,11 @@ impl TrainConfig {
 }
 
 crate::choice::choice!(Start { Auto => "auto", Kmeans => "kmeans", Manifold => "manifold", Input => "input" });
-crate::choice::choice!(Method { Dekm => "dekm", Dec => "dec", Idec => "idec", AeKmeans => "ae-kmeans", DeepCluster => "deepcluster" });
+crate::choice::choice!(Method { Dekm => "dekm", Dec => "dec", Idec => "idec", AeKmeans => "ae-kmeans", DeepCluster => "deepcluster", ClusterGan => "clustergan" });
 
 impl Method {
-    /// The stage's name in logs and tables: "DEKM", "DEC", "IDEC", "AE+k-means" or
-    /// "DeepCluster".
+    /// The stage's name in logs and tables: "DEKM", "DEC", "IDEC", "AE+k-means",
+    /// "DeepCluster" or "ClusterGAN".
     pub fn label(self) -> &'static str {
         match self {
             Self::Dekm => "DEKM",
@@ -421,6 +443,7 @@ impl Method {
             Self::Idec => "IDEC",
             Self::AeKmeans => "AE+k-means",
             Self::DeepCluster => "DeepCluster",
+            Self::ClusterGan => "ClusterGAN",
         }
     }
 }

@@ -9,6 +9,7 @@
 //! of those stages.
 
 mod checkpoint;
+mod clustergan;
 mod config;
 mod dec;
 mod deepcluster;
@@ -166,6 +167,9 @@ pub struct Trained {
     /// The settings as the run used them: the start and the device `auto` stood for, and the
     /// convolution kernels the device runs.
     pub config: TrainConfig,
+    /// ClusterGAN's generator, described for `generator.json` (its weights are the
+    /// `generator.*` variables of `varmap`); `None` for the other methods.
+    pub generator: Option<crate::gan::GeneratorInfo>,
 }
 
 impl Trained {
@@ -217,7 +221,13 @@ fn run(
     let n = ds.len();
     let begin = cfg.start;
     tracing::info!(start = ?begin, chosen = ?asked.start, samples = n, "clustering stage start");
-    let spec = ds.encoder_spec(cfg.latent, (cfg.series_encoder, cfg.time_pooling));
+    let spec = match cfg.method {
+        // ClusterGAN's encoder reads back the noise and the cluster code.
+        Method::ClusterGan => ds
+            .encoder_spec(cfg.latent + cfg.k, (cfg.series_encoder, cfg.time_pooling))
+            .with_softmax_tail(cfg.k),
+        _ => ds.encoder_spec(cfg.latent, (cfg.series_encoder, cfg.time_pooling)),
+    };
     spec.validate()
         .map_err(|e| TrainError::Config(e.to_string()))?;
     let normalizer = ds.normalizer_for(&spec);
@@ -228,33 +238,23 @@ fn run(
     let jitter = Jitter::new(&ds.shape, cfg.augment);
 
     let mut varmap = VarMap::new();
-    let ae = Autoencoder::init(&spec, &varmap, cfg.seed, cfg.conv, cfg.init, dev)?;
     let ckpt = Checkpointer {
         dir: opts.checkpoint.as_deref(),
-        run: RunKey {
-            dataset: ds.name.clone(),
-            samples: n,
-            // A run may be resumed with more epochs or iterations than it started with.
-            // The stage after pretraining and its start may change too: DEC, IDEC and DEKM
-            // runs, from k-means or from the manifold, can start from one pretraining
-            // checkpoint.
-            // The device (and with it the kernels) may change too: a CPU checkpoint resumes on a
-            // GPU and back, at the price of bit-for-bit equality with an uninterrupted run.
-            config: TrainConfig {
-                epochs: 0,
-                max_iter: 0,
-                // DeepCluster trains no autoencoder: its checkpoints are its own.
-                method: match asked.method {
-                    Method::DeepCluster => Method::DeepCluster,
-                    _ => Method::Dekm,
-                },
-                start: Start::Kmeans,
-                device: DeviceChoice::Auto,
-                conv: ConvBackend::Fast,
-                ..asked.clone()
-            },
-        },
+        run: run_key(ds, asked),
     };
+    if cfg.method == Method::ClusterGan {
+        let run = clustergan::Setup {
+            ds,
+            cfg,
+            spec,
+            normalizer,
+            xs: &xs,
+            ckpt: &ckpt,
+            watch: Watch(opts.observer.as_deref()),
+        };
+        return run.train(varmap, opts.resume);
+    }
+    let ae = Autoencoder::init(&spec, &varmap, cfg.seed, cfg.conv, cfg.init, dev)?;
     let resumed = if opts.resume {
         ckpt.load(&mut varmap, dev)?
     } else {
@@ -440,7 +440,9 @@ fn run(
                 let rot = rotation(within_scatter(&at.z, d, &at.km.labels, &at.km.centroids));
                 (at.km, at.z, rot)
             }
-            Method::DeepCluster => unreachable!("DeepCluster returned before pretraining"),
+            Method::DeepCluster | Method::ClusterGan => {
+                unreachable!("DeepCluster and ClusterGAN returned before pretraining")
+            }
         };
         history.stage_seconds += started.elapsed().as_secs_f64();
         (km, z, rot, baseline)
@@ -456,7 +458,35 @@ fn run(
         baseline,
         history,
         config: cfg.clone(),
+        generator: None,
     })
+}
+
+/// What makes a checkpoint of `ds` with the settings `asked` resumable.
+fn run_key(ds: &Dataset, asked: &TrainConfig) -> RunKey {
+    RunKey {
+        dataset: ds.name.clone(),
+        samples: ds.len(),
+        // A run may be resumed with more epochs or iterations than it started with.
+        // The stage after pretraining and its start may change too: DEC, IDEC and DEKM
+        // runs, from k-means or from the manifold, can start from one pretraining
+        // checkpoint.
+        // The device (and with it the kernels) may change too: a CPU checkpoint resumes on a
+        // GPU and back, at the price of bit-for-bit equality with an uninterrupted run.
+        config: TrainConfig {
+            epochs: 0,
+            max_iter: 0,
+            // DeepCluster and ClusterGAN train no autoencoder: their checkpoints are their own.
+            method: match asked.method {
+                m @ (Method::DeepCluster | Method::ClusterGan) => m,
+                _ => Method::Dekm,
+            },
+            start: Start::Kmeans,
+            device: DeviceChoice::Auto,
+            conv: ConvBackend::Fast,
+            ..asked.clone()
+        },
+    }
 }
 
 /// The variables whose names start with `prefix`, sorted by name (so the optimizer's order,

@@ -1,0 +1,553 @@
+//! ClusterGAN's generator and its prior (Mukherjee et al., 2019), and the generator file a
+//! trained model keeps beside its export so `dekm sample` can draw new samples of a cluster.
+//!
+//! The latent code is `z = (z_n, z_c)`: `z_n` Gaussian noise of standard deviation
+//! [`NOISE_SD`] (the paper's 0.1, small so the code dominates) and `z_c` a one-hot vector of
+//! one of `k` clusters. The generator and the discriminator are built from the encoder's spec,
+//! as the paper's are mirrors of each other: the discriminator is the encoder's stack with
+//! leaky ReLU and one logit out, the generator the stack read backwards (transposed
+//! convolutions or dense layers) with batch normalisation and ReLU, a sigmoid on images so
+//! they stay in the pixels' `[0, 1]`. Without the normalisation the small noise hardly moves
+//! the generator's output and every code collapses to one blank image (measured: all codes'
+//! samples black after one epoch on 10,000 MNIST images).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, Linear, VarBuilder, VarMap};
+use dekm_shared::{ConvGeometry, EncoderSpec, ImageShape, Stack};
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::conv::{FastConv2d, FastConvTranspose2d, to_channels_first, to_channels_last};
+use crate::model::{ConvBackend, candle_deconv};
+use crate::rng;
+
+/// Standard deviation of the noise part of the code (the paper's `sigma = 0.1`).
+pub const NOISE_SD: f64 = 0.1;
+
+/// Variables of the generator are named `generator.*`.
+pub const PREFIX: &str = "generator";
+
+/// The generator file's weights and description, beside `model.safetensors`.
+pub const WEIGHTS_FILE: &str = "generator.safetensors";
+/// The description ([`GeneratorInfo`]) of the generator's weights.
+pub const INFO_FILE: &str = "generator.json";
+
+/// The prior of ClusterGAN's latent code.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Prior {
+    /// Length of the noise part `z_n`.
+    pub noise: usize,
+    /// Clusters: length of the one-hot part `z_c`.
+    pub k: usize,
+    /// Standard deviation of the noise.
+    pub noise_sd: f64,
+}
+
+impl Prior {
+    /// Length of a code.
+    pub fn len(&self) -> usize {
+        self.noise + self.k
+    }
+
+    /// True when a code has no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Codes for the clusters `codes` (each `< k`), `[codes.len(), noise + k]`: fresh noise,
+    /// then the one-hot cluster.
+    pub fn draw(&self, codes: &[u32], r: &mut impl Rng, dev: &Device) -> Result<Tensor> {
+        let mut z = Vec::with_capacity(codes.len() * self.len());
+        for &c in codes {
+            z.extend((0..self.noise).map(|_| {
+                let v: f64 = StandardNormal.sample(r);
+                (v * self.noise_sd) as f32
+            }));
+            z.extend((0..self.k).map(|j| if j == c as usize { 1.0 } else { 0.0 }));
+        }
+        Tensor::from_vec(z, (codes.len(), self.len()), dev)
+    }
+}
+
+/// One layer of the generator or the discriminator: a (transposed) convolution on the fast
+/// kernels (channels-last activations) or on candle's (channels-first, the GPU's), or a dense
+/// layer. None has an activation fused in: batch normalisation or the leaky ReLU follows.
+#[derive(Debug, Clone)]
+enum Layer {
+    FastConv(FastConv2d),
+    Conv(Conv2d),
+    FastDeconv(FastConvTranspose2d),
+    Deconv(ConvTranspose2d),
+    Dense(Linear),
+}
+
+impl Module for Layer {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::FastConv(c) => c.forward(x),
+            Self::Conv(c) => c.forward(x),
+            Self::FastDeconv(c) => c.forward(x),
+            Self::Deconv(c) => c.forward(x),
+            Self::Dense(d) => d.forward(x),
+        }
+    }
+}
+
+fn dense(vb: &VarBuilder, name: &str, input: usize, output: usize) -> Result<Layer> {
+    Ok(Layer::Dense(candle_nn::linear(input, output, vb.pp(name))?))
+}
+
+/// A convolution of `g` (`up`: its transpose, from `g.output` back to `g.input`).
+fn conv(g: &ConvGeometry, up: bool, vb: VarBuilder, backend: ConvBackend) -> Result<Layer> {
+    Ok(match (backend, up) {
+        (ConvBackend::Fast, false) => Layer::FastConv(FastConv2d::new(*g, false, false, vb)?),
+        (ConvBackend::Fast, true) => {
+            Layer::FastDeconv(FastConvTranspose2d::new(*g, false, false, vb)?)
+        }
+        (ConvBackend::Candle, false) => {
+            let cfg = Conv2dConfig {
+                padding: g.pad.width,
+                stride: g.stride,
+                ..Default::default()
+            };
+            let (cin, cout) = (g.input.channels, g.output.channels);
+            Layer::Conv(candle_nn::conv2d(cin, cout, g.kernel.width, cfg, vb)?)
+        }
+        (ConvBackend::Candle, true) => Layer::Deconv(candle_deconv(g, vb)?),
+    })
+}
+
+/// The image a convolutional encoder spec reads, `None` for a dense one; a 1-D convolutional
+/// spec is an error (ClusterGAN takes images or vectors).
+fn image_input(spec: &EncoderSpec) -> Result<Option<ImageShape>> {
+    match spec {
+        EncoderSpec::Conv { input, .. } => Ok(Some(*input)),
+        EncoderSpec::Dense { .. } => Ok(None),
+        EncoderSpec::Conv1d { .. } => candle_core::bail!(
+            "ClusterGAN takes images or vectors, not 1-D convolutions over series: cluster series \
+             with --series-encoder dense"
+        ),
+    }
+}
+
+/// Batch normalisation with the minibatch's statistics (per channel: the last axis of
+/// channels-last activations, axis 1 of channels-first ones and of flat vectors), then a scale
+/// and shift learned per channel. Always the batch's statistics, at sampling too (see
+/// [`Generator::sample`]).
+#[derive(Debug, Clone)]
+struct BatchNorm {
+    gamma: Tensor,
+    beta: Tensor,
+}
+
+const BN_EPS: f64 = 1e-5;
+
+impl BatchNorm {
+    fn new(vb: &VarBuilder, name: &str, channels: usize) -> Result<Self> {
+        let vb = vb.pp(name);
+        Ok(Self {
+            gamma: vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.0))?,
+            beta: vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.0))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, axis: usize) -> Result<Tensor> {
+        let rank = x.rank();
+        if axis + 1 == rank {
+            // Channels last (or flat vectors): the statistics are column means of an `[N, C]`
+            // matrix, taken as products with a row of `1/N` (a strided reduction over N is
+            // many times slower on the CPU).
+            let shape = x.shape().clone();
+            let c = x.dim(axis)?;
+            let flat = x.reshape(((), c))?;
+            let n = flat.dim(0)?;
+            let avg = Tensor::full(1.0 / n as f32, (1, n), x.device())?;
+            let mean = avg.matmul(&flat)?;
+            let centred = flat.broadcast_sub(&mean)?;
+            let var = avg.matmul(&centred.sqr()?)?;
+            let scale = (var + BN_EPS)?
+                .sqrt()?
+                .recip()?
+                .broadcast_mul(&self.gamma.unsqueeze(0)?)?;
+            return centred
+                .broadcast_mul(&scale)?
+                .broadcast_add(&self.beta.unsqueeze(0)?)?
+                .reshape(shape);
+        }
+        let mut mean = x.clone();
+        for d in (0..rank).filter(|&d| d != axis) {
+            mean = mean.mean_keepdim(d)?;
+        }
+        let centred = x.broadcast_sub(&mean)?;
+        let mut var = centred.sqr()?;
+        for d in (0..rank).filter(|&d| d != axis) {
+            var = var.mean_keepdim(d)?;
+        }
+        let mut shape = vec![1; rank];
+        shape[axis] = self.gamma.dim(0)?;
+        let y = centred.broadcast_div(&(var + BN_EPS)?.sqrt()?)?;
+        y.broadcast_mul(&self.gamma.reshape(shape.clone())?)?
+            .broadcast_add(&self.beta.reshape(shape)?)
+    }
+}
+
+/// The generator: the encoder spec read backwards, as the paper's generator is its
+/// discriminator's mirror. A dense layer from the code to the encoder's last feature map, then
+/// the transposed convolutions (or dense layers) back to a sample; batch normalisation and ReLU
+/// after every layer but the output, which a sigmoid keeps in `[0, 1]` for images.
+#[derive(Debug, Clone)]
+pub struct Generator {
+    /// Code to the last feature map (flat).
+    top: Layer,
+    top_norm: BatchNorm,
+    /// Shape of the last feature map (images).
+    unflatten: Option<ImageShape>,
+    /// Back to the sample, each but the last followed by its normalisation.
+    layers: Vec<(Layer, Option<BatchNorm>)>,
+    channels_last: bool,
+    /// A sigmoid on the output (images, whose pixels are normalised to `[0, 1]`).
+    squash: bool,
+}
+
+impl Generator {
+    /// Builds the generator's layers under `generator.*` names. `spec`'s latent dimension is
+    /// the code's length.
+    pub fn new(
+        spec: &EncoderSpec,
+        vb: &VarBuilder,
+        backend: ConvBackend,
+        squash: bool,
+    ) -> Result<Self> {
+        let vb = vb.pp(PREFIX);
+        let pre = spec.pre_latent_len().map_err(candle_core::Error::wrap)?;
+        let top = dense(&vb, "top", spec.latent_dim(), pre)?;
+        let top_norm = BatchNorm::new(&vb, "top_bn", pre)?;
+        let mut layers = Vec::new();
+        let unflatten = match (image_input(spec)?, spec.stack()) {
+            (Some(_), _) => {
+                let geometry = spec.conv_geometry().map_err(candle_core::Error::wrap)?;
+                for (i, g) in geometry.iter().enumerate().rev() {
+                    let norm = (i > 0)
+                        .then(|| BatchNorm::new(&vb, &format!("bn{i}"), g.input.channels))
+                        .transpose()?;
+                    layers.push((conv(g, true, vb.pp(format!("deconv{i}")), backend)?, norm));
+                }
+                geometry.last().map(|g| g.output)
+            }
+            (None, Stack::Dense { input, hidden }) => {
+                for i in (0..hidden.len()).rev() {
+                    let out = if i == 0 { input } else { hidden[i - 1] };
+                    let norm = (i > 0)
+                        .then(|| BatchNorm::new(&vb, &format!("bn{i}"), out))
+                        .transpose()?;
+                    layers.push((dense(&vb, &format!("dense{i}"), hidden[i], out)?, norm));
+                }
+                None
+            }
+            (None, Stack::Conv(_)) => unreachable!("image_input refused 1-D convolutions"),
+        };
+        Ok(Self {
+            top,
+            top_norm,
+            unflatten,
+            layers,
+            channels_last: backend == ConvBackend::Fast,
+            squash,
+        })
+    }
+
+    /// Reads the generator kept beside the model in `dir`.
+    pub fn load(dir: &Path, dev: &Device) -> std::result::Result<(Self, GeneratorInfo), GanError> {
+        let info_path = dir.join(INFO_FILE);
+        let text = std::fs::read_to_string(&info_path).map_err(|e| GanError::Read {
+            path: info_path.clone(),
+            reason: if e.kind() == std::io::ErrorKind::NotFound {
+                "no generator here: only models trained with --method clustergan have one".into()
+            } else {
+                e.to_string()
+            },
+        })?;
+        let info: GeneratorInfo = serde_json::from_str(&text).map_err(|e| GanError::Read {
+            path: info_path.clone(),
+            reason: e.to_string(),
+        })?;
+        info.check().map_err(|reason| GanError::Read {
+            path: info_path,
+            reason,
+        })?;
+        let path = dir.join(WEIGHTS_FILE);
+        let read = |e: candle_core::Error| GanError::Read {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let tensors = candle_core::safetensors::load(&path, dev).map_err(read)?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, dev);
+        let backend = if dev.is_cpu() {
+            ConvBackend::Fast
+        } else {
+            ConvBackend::Candle
+        };
+        let g = Self::new(&info.spec, &vb, backend, info.squash).map_err(read)?;
+        Ok((g, info))
+    }
+
+    /// Samples for `codes` under the `prior`, `[codes.len(), input_len]`. Batch normalisation
+    /// takes the statistics of the batch it normalises, so the codes asked for (perhaps all of
+    /// one cluster) go with [`NORM_BATCH`] codes drawn from the prior, whose statistics those
+    /// of training approximate; only the asked ones are returned.
+    pub fn sample(
+        &self,
+        prior: &Prior,
+        codes: &[u32],
+        r: &mut impl Rng,
+        dev: &Device,
+    ) -> Result<Tensor> {
+        let mut all = codes.to_vec();
+        all.extend((0..NORM_BATCH).map(|_| r.random_range(0..prior.k as u32)));
+        let z = prior.draw(&all, r, dev)?;
+        self.forward(&z)?.narrow(0, 0, codes.len())
+    }
+}
+
+/// Codes from the prior that go with the asked ones when sampling ([`Generator::sample`]).
+pub const NORM_BATCH: usize = 256;
+
+impl Module for Generator {
+    fn forward(&self, z: &Tensor) -> Result<Tensor> {
+        let b = z.dim(0)?;
+        let mut h = self.top_norm.forward(&self.top.forward(z)?, 1)?.relu()?;
+        // The channel axis of the feature maps.
+        let mut axis = 1;
+        if let Some(s) = self.unflatten {
+            h = if self.channels_last {
+                axis = 3;
+                h.reshape((b, s.height, s.width, s.channels))?
+            } else {
+                h.reshape((b, s.channels, s.height, s.width))?
+            };
+        }
+        for (layer, norm) in &self.layers {
+            h = layer.forward(&h)?;
+            if let Some(n) = norm {
+                h = n.forward(&h, axis)?.relu()?;
+            }
+        }
+        if self.unflatten.is_some() && self.channels_last {
+            h = to_channels_first(&h)?;
+        }
+        let x = h.flatten_from(1)?;
+        if self.squash {
+            candle_nn::ops::sigmoid(&x)
+        } else {
+            Ok(x)
+        }
+    }
+}
+
+/// Slope of the discriminator's leaky ReLU for negative inputs (the paper's 0.2).
+const LEAK: f64 = 0.2;
+
+/// `max(x, LEAK x)`, as `(1 - LEAK) relu(x) + LEAK x`.
+fn leaky_relu(x: &Tensor) -> Result<Tensor> {
+    (x.relu()? * (1.0 - LEAK))? + (x * LEAK)?
+}
+
+/// The discriminator: the encoder spec's layers with leaky ReLU, then one logit (real or
+/// generated).
+#[derive(Debug, Clone)]
+pub struct Discriminator {
+    input: Option<ImageShape>,
+    layers: Vec<Layer>,
+    out: Layer,
+    channels_last: bool,
+}
+
+impl Discriminator {
+    /// Builds the discriminator under `discriminator.*` names.
+    pub fn new(spec: &EncoderSpec, vb: &VarBuilder, backend: ConvBackend) -> Result<Self> {
+        let vb = vb.pp("discriminator");
+        let pre = spec.pre_latent_len().map_err(candle_core::Error::wrap)?;
+        let input = image_input(spec)?;
+        let layers = match (input, spec.stack()) {
+            (Some(_), _) => spec
+                .conv_geometry()
+                .map_err(candle_core::Error::wrap)?
+                .iter()
+                .enumerate()
+                .map(|(i, g)| conv(g, false, vb.pp(format!("conv{i}")), backend))
+                .collect::<Result<_>>()?,
+            (None, Stack::Dense { input, hidden }) => std::iter::once(input)
+                .chain(hidden.iter().copied())
+                .zip(hidden)
+                .enumerate()
+                .map(|(i, (a, &b))| dense(&vb, &format!("dense{i}"), a, b))
+                .collect::<Result<_>>()?,
+            (None, Stack::Conv(_)) => unreachable!("image_input refused 1-D convolutions"),
+        };
+        Ok(Self {
+            input,
+            layers,
+            out: dense(&vb, "out", pre, 1)?,
+            channels_last: backend == ConvBackend::Fast,
+        })
+    }
+}
+
+impl Module for Discriminator {
+    /// Logits `[b, 1]` of flat samples `[b, input_len]`.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let b = xs.dim(0)?;
+        let mut h = match self.input {
+            Some(s) if self.channels_last => {
+                to_channels_last(&xs.reshape((b, s.channels, s.height, s.width))?)?
+            }
+            Some(s) => xs.reshape((b, s.channels, s.height, s.width))?,
+            None => xs.clone(),
+        };
+        for l in &self.layers {
+            h = leaky_relu(&l.forward(&h)?)?;
+        }
+        // The order of the flattened features does not matter: nothing outside reads them.
+        self.out.forward(&h.flatten_from(1)?)
+    }
+}
+
+/// Draws the weights of ClusterGAN's networks as its paper does: every weight from
+/// `N(0, 0.02)`, biases zero, batch normalisation's scale one and shift zero; names in sorted
+/// order, so the draw depends only on `seed`.
+pub fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("var map lock poisoned".into()))?;
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut r = rng(seed, 7);
+    for name in names {
+        let var = &vars[name];
+        let n = var.elem_count();
+        let values: Vec<f32> = if name.ends_with(".bias") {
+            vec![0.0; n]
+        } else if name.contains("bn") {
+            vec![1.0; n]
+        } else {
+            (0..n)
+                .map(|_| {
+                    let v: f64 = StandardNormal.sample(&mut r);
+                    (v * 0.02) as f32
+                })
+                .collect()
+        };
+        var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
+    }
+    Ok(())
+}
+
+/// What `generator.json` says about the generator's weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorInfo {
+    /// The encoder spec the generator mirrors; its latent dimension is the code's length.
+    pub spec: EncoderSpec,
+    /// The prior the generator was trained on.
+    pub prior: Prior,
+    /// A sigmoid on the output.
+    pub squash: bool,
+    /// For each of the model's clusters (the export's numbering), the one-hot code whose
+    /// samples the encoder assigns to it most often.
+    pub codes: Vec<u32>,
+    /// For each cluster, the fraction of its code's samples the model assigns to it.
+    pub agreement: Vec<f32>,
+    /// The normaliser's offset and scale, to map generated values back to the data's units
+    /// (`raw = x / scale + offset`).
+    pub offset: Vec<f32>,
+    /// See `offset`.
+    pub scale: Vec<f32>,
+}
+
+impl GeneratorInfo {
+    /// Checks that the parts fit together.
+    fn check(&self) -> std::result::Result<(), String> {
+        self.spec.validate().map_err(|e| e.to_string())?;
+        if self.spec.latent_dim() != self.prior.len() {
+            return Err(format!(
+                "the generator reads codes of {} values, the prior draws {}",
+                self.spec.latent_dim(),
+                self.prior.len()
+            ));
+        }
+        if self.codes.len() != self.prior.k || self.agreement.len() != self.prior.k {
+            return Err(format!(
+                "{} clusters but {} codes",
+                self.prior.k,
+                self.codes.len()
+            ));
+        }
+        if let Some(c) = self.codes.iter().find(|&&c| c as usize >= self.prior.k) {
+            return Err(format!("code {c} of {} clusters", self.prior.k));
+        }
+        let n = self.spec.input_len();
+        if self.offset.len() != n || self.scale.len() != n {
+            return Err(format!(
+                "the normaliser has {} values for {n} inputs",
+                self.offset.len()
+            ));
+        }
+        if self.scale.iter().any(|s| !s.is_finite() || *s == 0.0) {
+            return Err("a normaliser scale is zero or not finite".into());
+        }
+        Ok(())
+    }
+
+    /// Generated values (normalised, as the generator outputs them) in the data's units.
+    pub fn to_raw(&self, x: &[f32]) -> Vec<f32> {
+        let n = self.offset.len();
+        x.iter()
+            .enumerate()
+            .map(|(i, v)| v / self.scale[i % n] + self.offset[i % n])
+            .collect()
+    }
+
+    /// Writes `generator.json` and the generator's weights (the `generator.*` variables of
+    /// `varmap`) into `dir`.
+    pub fn save(&self, varmap: &VarMap, dir: &Path) -> std::result::Result<(), GanError> {
+        let write = |path: PathBuf, reason: String| GanError::Write { path, reason };
+        let tensors: std::collections::HashMap<String, Tensor> = varmap
+            .data()
+            .lock()
+            .map_err(|_| write(dir.to_path_buf(), "variable map lock poisoned".into()))?
+            .iter()
+            .filter(|(k, _)| k.starts_with(PREFIX))
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        let path = dir.join(WEIGHTS_FILE);
+        candle_core::safetensors::save(&tensors, &path).map_err(|e| write(path, e.to_string()))?;
+        let path = dir.join(INFO_FILE);
+        let json =
+            serde_json::to_string_pretty(self).map_err(|e| write(path.clone(), e.to_string()))?;
+        std::fs::write(&path, json).map_err(|e| write(path, e.to_string()))
+    }
+}
+
+/// A generator that cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum GanError {
+    /// Reading the generator failed.
+    #[error("{path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Writing the generator failed.
+    #[error("cannot write {path}: {reason}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}

@@ -179,7 +179,7 @@ pub enum EncoderSpec {
         convs: Vec<ConvSpec>,
         /// Latent dimension (no activation on the latent layer but the softmax tail's).
         latent: usize,
-        /// The last `softmax_tail` latent values pass through a softmax ([`softmax_tail`]):
+        /// The last `softmax_tail` latent values pass through a softmax ([`crate::softmax_tail`]):
         /// ClusterGAN's cluster code, a point on the simplex; 0 (the default, left out of the
         /// JSON) for a linear latent.
         #[serde(default, skip_serializing_if = "is_zero")]
@@ -197,7 +197,7 @@ pub enum EncoderSpec {
         pooling: TimePooling,
         /// Latent dimension (no activation on the latent layer but the softmax tail's).
         latent: usize,
-        /// The last `softmax_tail` latent values pass through a softmax ([`softmax_tail`]):
+        /// The last `softmax_tail` latent values pass through a softmax ([`crate::softmax_tail`]):
         /// ClusterGAN's cluster code, a point on the simplex; 0 (the default, left out of the
         /// JSON) for a linear latent.
         #[serde(default, skip_serializing_if = "is_zero")]
@@ -211,7 +211,7 @@ pub enum EncoderSpec {
         hidden: Vec<usize>,
         /// Latent dimension (no activation on the latent layer but the softmax tail's).
         latent: usize,
-        /// The last `softmax_tail` latent values pass through a softmax ([`softmax_tail`]):
+        /// The last `softmax_tail` latent values pass through a softmax ([`crate::softmax_tail`]):
         /// ClusterGAN's cluster code, a point on the simplex; 0 (the default, left out of the
         /// JSON) for a linear latent.
         #[serde(default, skip_serializing_if = "is_zero")]
@@ -221,25 +221,6 @@ pub enum EncoderSpec {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
-}
-
-/// The softmax of the last `tail` values of the latent vector `z`, in place (ClusterGAN's
-/// cluster code; `tail` 0 leaves `z` as it is). The largest value is subtracted first, so no
-/// logit overflows, and the sum is taken in f64: the trainer and every runtime compute the same
-/// probabilities to the last bit or two.
-pub fn softmax_tail(z: &mut [f32], tail: usize) {
-    let Some(start) = z.len().checked_sub(tail).filter(|_| tail > 0) else {
-        return;
-    };
-    let code = &mut z[start..];
-    let max = code.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f64;
-    for v in code.iter_mut() {
-        *v = libm::expf(*v - max);
-        sum += f64::from(*v);
-    }
-    let inv = (1.0 / sum) as f32;
-    code.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// An encoder's layers before the latent one, as [`EncoderSpec::stack`] sees them.
@@ -789,20 +770,5 @@ mod tests {
             err.to_string().contains("last 10 latent values of 9"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn the_softmax_tail_is_a_distribution_over_the_last_values_only() {
-        let mut z = [5.0f32, -1.0, 1000.0, 1000.0, 999.0];
-        softmax_tail(&mut z, 3);
-        assert_eq!(z[..2], [5.0, -1.0]);
-        let e = (-1f64).exp();
-        let want = [1.0 / (2.0 + e), 1.0 / (2.0 + e), e / (2.0 + e)];
-        for (got, want) in z[2..].iter().zip(want) {
-            assert!((f64::from(*got) - want).abs() < 1e-6, "{z:?}");
-        }
-        let mut same = [0.5f32, 2.0];
-        softmax_tail(&mut same, 0);
-        assert_eq!(same, [0.5, 2.0]);
     }
 }

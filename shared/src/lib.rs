@@ -15,18 +15,20 @@ pub mod layers;
 pub mod meta;
 pub mod names;
 pub mod preprocess;
+pub mod softmax;
 pub mod spectrum;
 pub mod stream;
 
 pub use error::ContractError;
 pub use layers::{
     ConvGeometry, ConvSpec, EncoderSpec, Extent, ImageShape, POOL_EPS, Padding, SeriesShape, Stack,
-    TimePooling, softmax_tail,
+    TimePooling,
 };
 pub use meta::{
     EmbedderRef, FORMAT_VERSION, INT8_FORMAT_VERSION, ModelMeta, Neighbours, OLDEST_FORMAT_VERSION,
     OutlierScore, SOFTMAX_FORMAT_VERSION, TrainingMetrics, Weights,
 };
 pub use preprocess::Normalizer;
+pub use softmax::softmax_tail;
 pub use spectrum::{Spectrum, SpectrumSpec};
 pub use stream::StreamSpec;

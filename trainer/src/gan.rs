@@ -21,8 +21,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::conv::{FastConv2d, FastConvTranspose2d, to_channels_first, to_channels_last};
-use crate::model::{ConvBackend, candle_deconv};
-use crate::rng;
+use crate::model::{ConvBackend, candle_deconv, redraw};
 
 /// Standard deviation of the noise part of the code (the paper's `sigma = 0.1`).
 pub const NOISE_SD: f64 = 0.1;
@@ -419,31 +418,21 @@ impl Module for Discriminator {
 /// `N(0, 0.02)`, biases zero, batch normalisation's scale one and shift zero; names in sorted
 /// order, so the draw depends only on `seed`.
 pub fn init_weights(varmap: &VarMap, seed: u64) -> Result<()> {
-    let vars = varmap
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("var map lock poisoned".into()))?;
-    let mut names: Vec<&String> = vars.keys().collect();
-    names.sort();
-    let mut r = rng(seed, 7);
-    for name in names {
-        let var = &vars[name];
+    redraw(varmap, seed, |name, var, _, r| {
         let n = var.elem_count();
-        let values: Vec<f32> = if name.ends_with(".bias") {
+        if name.ends_with(".bias") {
             vec![0.0; n]
         } else if name.contains("bn") {
             vec![1.0; n]
         } else {
             (0..n)
                 .map(|_| {
-                    let v: f64 = StandardNormal.sample(&mut r);
+                    let v: f64 = StandardNormal.sample(r);
                     (v * 0.02) as f32
                 })
                 .collect()
-        };
-        var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
-    }
-    Ok(())
+        }
+    })
 }
 
 /// What `generator.json` says about the generator's weights.

@@ -4,7 +4,9 @@
 //! Samples travel as flat `[batch, input_len]` tensors; the convolutional encoder reshapes them
 //! to `[batch, c, h, w]` itself, so data loading never depends on the architecture.
 
-use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, bail};
+use std::collections::HashMap;
+
+use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, Var, bail};
 use candle_nn::{
     Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Linear, VarBuilder, VarMap,
 };
@@ -16,6 +18,7 @@ use crate::conv::{
 };
 use dekm_shared::{ConvGeometry, EncoderSpec, ImageShape, POOL_EPS, Stack, TimePooling, names};
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::rng;
@@ -495,23 +498,14 @@ impl Module for Autoencoder {
     }
 }
 
-/// Overwrites every variable with a draw of `init`, visiting names in sorted order so the result
-/// depends only on `seed`. Variables whose draw is constant (Keras' zero biases) take no numbers
-/// from the stream.
+/// Overwrites every variable with a draw of `init`. Variables whose draw is constant (Keras'
+/// zero biases) take no numbers from the stream.
 fn reinit(varmap: &VarMap, seed: u64, init: Init) -> Result<()> {
-    let vars = varmap
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("var map lock poisoned".into()))?;
-    let mut names: Vec<&String> = vars.keys().collect();
-    names.sort();
-    let mut r = rng(seed, 7);
-    for name in names {
-        let var = &vars[name];
+    redraw(varmap, seed, |name, var, vars, r| {
         let weight = name
             .strip_suffix(".bias")
             .map(|base| format!("{base}.weight"))
-            .unwrap_or_else(|| name.clone());
+            .unwrap_or_else(|| name.to_string());
         // Weights are `[out, in, ..]` (linear, convolution) or `[in, out, ..]` (transposed
         // convolution); Glorot's fan sum is the same either way.
         let dims = vars
@@ -529,13 +523,34 @@ fn reinit(varmap: &VarMap, seed: u64, init: Init) -> Result<()> {
             Init::Keras if name.starts_with("encoder.conv") => 0.05,
             Init::Keras => (6.0 / ((d0 + d1) * kernel).max(1) as f32).sqrt(),
         };
-        let values: Vec<f32> = if bound == 0.0 {
+        if bound == 0.0 {
             vec![0.0; var.elem_count()]
         } else {
             (0..var.elem_count())
                 .map(|_| r.random_range(-bound..bound))
                 .collect()
-        };
+        }
+    })
+}
+
+/// Overwrites every variable of `varmap` with `draw(name, variable, all variables, stream)`,
+/// visiting names in sorted order with one seeded stream, so the result depends only on `seed`
+/// (not on the map's hashing).
+pub(crate) fn redraw(
+    varmap: &VarMap,
+    seed: u64,
+    mut draw: impl FnMut(&str, &Var, &HashMap<String, Var>, &mut ChaCha8Rng) -> Vec<f32>,
+) -> Result<()> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("var map lock poisoned".into()))?;
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut r = rng(seed, 7);
+    for name in names {
+        let var = &vars[name];
+        let values = draw(name, var, &vars, &mut r);
         var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
     }
     Ok(())

@@ -50,7 +50,7 @@ const BETA_C: f64 = 10.0;
 /// cluster were all alike); 0.2 keeps the samples apart at 0.48 (docs/RESULTS.md, "ClusterGAN").
 const LAMBDA_MS: f64 = 0.2;
 /// Adam's decay rates for all three networks (the paper's, those of WGAN-GP).
-pub(super) const BETAS: (f64, f64) = (0.5, 0.9);
+const BETAS: (f64, f64) = (0.5, 0.9);
 /// Codes drawn per cluster to find which code the encoder reads as which cluster.
 const CODE_SAMPLES: usize = 256;
 
@@ -227,9 +227,11 @@ impl ClusterGan<'_> {
         if from == 0 && baseline.is_none() {
             baseline = self.untrained_baseline()?;
         }
+        let mut last = None;
         for epoch in from..cfg.epochs {
             let loss = self.epoch((&mut opt_d, &mut opt_g), epoch)?;
-            let codes = self.codes()?;
+            let z = embed(&self.nets.encoder, self.xs, 1024)?;
+            let codes = self.codes(&z);
             let changed = previous
                 .as_deref()
                 .map_or(1.0, |p| metrics::changed_fraction(p, &codes));
@@ -248,8 +250,13 @@ impl ClusterGan<'_> {
             self.ckpt
                 .save(self.varmap, &(&opt_d, &opt_g), phase, history)?;
             previous = Some(codes);
+            last = Some(z);
         }
-        let z = embed(&self.nets.encoder, self.xs, 1024)?;
+        // The last epoch's latents are the final ones: the weights have not moved since.
+        let z = match last {
+            Some(z) => z,
+            None => embed(&self.nets.encoder, self.xs, 1024)?,
+        };
         let km = kmeans_config(cfg, cfg.epochs, KMeansInit::PlusPlus)
             .fit(&Points::new(&z, self.prior.len())?)?;
         Ok((km, z, baseline))
@@ -270,11 +277,11 @@ impl ClusterGan<'_> {
         Ok(Some(metrics::evaluate(&km.labels, truth)))
     }
 
-    /// The cluster each sample's code names (the largest of the encoder's softmax tail).
-    fn codes(&self) -> Result<Vec<u32>, TrainError> {
-        let z = embed(&self.nets.encoder, self.xs, 1024)?;
+    /// The cluster each sample's code names (the largest of the encoder's softmax tail) in
+    /// the latents `z`.
+    fn codes(&self, z: &[f32]) -> Vec<u32> {
         let (d, noise) = (self.prior.len(), self.prior.noise);
-        Ok(z.chunks_exact(d).map(|v| argmax(&v[noise..])).collect())
+        z.chunks_exact(d).map(|v| argmax(&v[noise..])).collect()
     }
 
     /// One epoch: rounds over a shuffled pass of the data, each a discriminator step and a

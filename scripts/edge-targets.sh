@@ -90,4 +90,12 @@ else
   echo "== dekm-edge tests on aarch64 under qemu (linker and runner: .cargo/config.toml)"
   DEKM_EDGE_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
     cargo test -p dekm-edge --target aarch64-unknown-linux-gnu
+  # qemu's default CPU has the dot product, so the run above checked the `sdot` int8 kernel
+  # against the portable loops; a Raspberry Pi 4's Cortex-A72 lacks it and must fall back.
+  echo "== the int8 kernels on an emulated Cortex-A72 (no dot product)"
+  a72=$(QEMU_CPU=cortex-a72 cargo test -q -p dekm-edge --target aarch64-unknown-linux-gnu \
+    --lib int8 -- --nocapture 2>&1) || { echo "$a72" >&2; exit 1; }
+  echo "$a72" | grep -E "SKIPPED|test result"
+  echo "$a72" | grep -q "SKIPPED the NEON dot product" ||
+    { echo "the sdot kernel claimed to run on a Cortex-A72" >&2; exit 1; }
 fi

@@ -49,6 +49,10 @@ pub enum Int8Kernel {
     /// AVX-512 VNNI `vpdpbusd` on 16 lanes.
     #[cfg(target_arch = "x86_64")]
     Vnni512,
+    /// Armv8.2 dot product `sdot` on NEON's 4 lanes (Cortex-A55/A76 and later: the Raspberry
+    /// Pi 5; not the Pi 4's A72).
+    #[cfg(target_arch = "aarch64")]
+    NeonDot,
 }
 
 impl Int8Kernel {
@@ -59,10 +63,12 @@ impl Int8Kernel {
         Self::AvxVnni,
         #[cfg(target_arch = "x86_64")]
         Self::Vnni512,
+        #[cfg(target_arch = "aarch64")]
+        Self::NeonDot,
     ];
 
     /// Whether this CPU has the instructions the kernel needs (at run time with `std`; without
-    /// it, AVX-VNNI only when the build targets it).
+    /// it, AVX-VNNI and the Arm dot product only when the build targets them).
     pub fn runs_here(self) -> bool {
         match self {
             Self::Portable => true,
@@ -78,6 +84,14 @@ impl Int8Kernel {
             #[cfg(target_arch = "x86_64")]
             Self::Vnni512 => {
                 pulp::x86::V4::is_available() && pulp::core_arch::x86::Avx512vnni::is_available()
+            }
+            #[cfg(target_arch = "aarch64")]
+            Self::NeonDot => {
+                #[cfg(feature = "std")]
+                let found = std::arch::is_aarch64_feature_detected!("dotprod");
+                #[cfg(not(feature = "std"))]
+                let found = cfg!(target_feature = "dotprod");
+                found
             }
         }
     }
@@ -100,10 +114,12 @@ impl Int8Kernel {
             Self::AvxVnni => "AVX-VNNI",
             #[cfg(target_arch = "x86_64")]
             Self::Vnni512 => "AVX-512 VNNI",
+            #[cfg(target_arch = "aarch64")]
+            Self::NeonDot => "NEON dot product (sdot)",
         }
     }
 
-    /// Its short name on command lines: `portable`, `avx-vnni`, `avx512-vnni`.
+    /// Its short name on command lines: `portable`, `avx-vnni`, `avx512-vnni`, `neon-dotprod`.
     pub fn id(self) -> &'static str {
         match self {
             Self::Portable => "portable",
@@ -111,6 +127,8 @@ impl Int8Kernel {
             Self::AvxVnni => "avx-vnni",
             #[cfg(target_arch = "x86_64")]
             Self::Vnni512 => "avx512-vnni",
+            #[cfg(target_arch = "aarch64")]
+            Self::NeonDot => "neon-dotprod",
         }
     }
 
@@ -145,14 +163,14 @@ pub(super) struct QLayer {
 }
 
 /// A layer's weights as its kernel reads them: the kernel is the layout, so a layer cannot be
-/// run by a kernel its weights were not laid out for, and a VNNI layout is only made for a
+/// run by a kernel its weights were not laid out for, and a byte layout is only made for a
 /// kernel that [`Int8Kernel::runs_here`].
 #[derive(Debug, Clone)]
 pub(super) enum Packed {
-    /// `[tap, group, out_stride, 4]` bytes: one group's weights for 8 or 16 outputs are one
-    /// vector, as `vpdpbusd` reads them.
-    #[cfg(target_arch = "x86_64")]
-    Vnni(Int8Kernel, Vec<i8>),
+    /// `[tap, group, out_stride, 4]` bytes: one group's weights for 4, 8 or 16 outputs are one
+    /// vector, as `vpdpbusd` and `sdot` read them.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    Quads(Int8Kernel, Vec<i8>),
     /// `[tap, group, pair, out_stride, 2]` widened to i16: for each pair of input channels, a
     /// row of (w[2k], w[2k + 1]) over the outputs, the layout of a pair multiply-add (x86
     /// `pmaddwd`, Arm's `smlad` on a Cortex-M4/M7, NEON's widening multiply-adds). Twice the
@@ -166,7 +184,9 @@ impl Packed {
     fn new(kernel: Int8Kernel, quads: Vec<i8>, out_stride: usize) -> Self {
         match kernel {
             #[cfg(target_arch = "x86_64")]
-            Int8Kernel::Vnni512 | Int8Kernel::AvxVnni => Self::Vnni(kernel, quads),
+            Int8Kernel::Vnni512 | Int8Kernel::AvxVnni => Self::Quads(kernel, quads),
+            #[cfg(target_arch = "aarch64")]
+            Int8Kernel::NeonDot => Self::Quads(kernel, quads),
             Int8Kernel::Portable => {
                 let mut pairs = vec![0i16; quads.len()];
                 for (q, p) in quads
@@ -187,17 +207,27 @@ impl Packed {
     }
 
     /// The same weights for `kernel` (which runs on this CPU). A stack is packed for the best
-    /// kernel the CPU has, so only a VNNI layout is ever asked for another.
+    /// kernel the CPU has, so only a byte layout is ever asked for another.
     fn repack(self, kernel: Int8Kernel, out_stride: usize) -> Self {
         match self {
-            #[cfg(target_arch = "x86_64")]
-            Self::Vnni(_, quads) => Self::new(kernel, quads, out_stride),
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            Self::Quads(_, quads) => Self::new(kernel, quads, out_stride),
             portable @ Self::Portable(_) => {
                 debug_assert_eq!(kernel, Int8Kernel::Portable, "no faster kernel on this CPU");
-                // Already packed; only a VNNI layout (x86-64) has a stride to repack with.
+                // Already packed; only a byte layout has a stride to repack with.
                 let _ = out_stride;
                 portable
             }
+        }
+    }
+
+    /// What the kernel subtracts from every activation byte before multiplying: 128 for
+    /// `sdot`, which multiplies signed bytes (see [`super::sdot`]), 0 for the others.
+    fn activation_offset(&self) -> i32 {
+        match self {
+            #[cfg(target_arch = "aarch64")]
+            Self::Quads(Int8Kernel::NeonDot, _) => 128,
+            _ => 0,
         }
     }
 }
@@ -269,8 +299,8 @@ impl QLayer {
     fn sums_into(&self, x: &[u8], acc: &mut [i32]) {
         match &self.packed {
             Packed::Portable(pairs) => super::portable::tiles(self, pairs, x, acc),
-            #[cfg(target_arch = "x86_64")]
-            Packed::Vnni(kernel, quads) => vnni_tiles(*kernel, self, quads, x, acc),
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            Packed::Quads(kernel, quads) => byte_tiles(*kernel, self, quads, x, acc),
         }
     }
 
@@ -281,10 +311,11 @@ impl QLayer {
     }
 
     /// `out[p, o] = relu(scale_x · scale_w[o] · (acc − zp · Σ w) + b[o])` for the real
-    /// channels, zero in the padded ones.
+    /// channels, zero in the padded ones (`zp` less the kernel's activation offset: `acc` is
+    /// then `Σ w (q − offset)`, and the difference the same integer).
     #[inline(always)]
     fn epilogue(&self, acc: &[i32], input: Quant, out: &mut [f32]) {
-        let zp = i32::from(input.zero_point);
+        let zp = i32::from(input.zero_point) - self.packed.activation_offset();
         let (n, s) = (self.cout, self.out_stride);
         for (a, o) in acc
             .chunks_exact(s)
@@ -300,7 +331,8 @@ impl QLayer {
                 .zip(&self.bias)
             {
                 // Wrapping: the difference is Σ w (q − zp), within i32 when `acc` and
-                // `zp · Σ w` each are (MAX_TERMS), whatever the order of the two.
+                // `zp · Σ w` each are (MAX_TERMS, |q − offset| ≤ 255 and |zp| ≤ 255),
+                // whatever the order of the two.
                 let v = a.wrapping_sub(zp.wrapping_mul(sum)) as f32 * (input.scale * w) + b;
                 *o = if !self.relu || v > 0.0 { v } else { 0.0 };
             }
@@ -309,18 +341,24 @@ impl QLayer {
     }
 }
 
-/// `vpdpbusd` tiles of `kernel`; see [`super::vnni`].
-#[cfg(target_arch = "x86_64")]
+/// The byte-dot-product tiles of `kernel`: `vpdpbusd` ([`super::vnni`]) or `sdot`
+/// ([`super::sdot`]).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[allow(unsafe_code)]
-fn vnni_tiles(kernel: Int8Kernel, l: &QLayer, quads: &[i8], x: &[u8], acc: &mut [i32]) {
+fn byte_tiles(kernel: Int8Kernel, l: &QLayer, quads: &[i8], x: &[u8], acc: &mut [i32]) {
     match kernel {
-        // SAFETY: `Packed::Vnni` is only made for a kernel that `Int8Kernel::runs_here`
+        // SAFETY: `Packed::Quads` is only made for a kernel that `Int8Kernel::runs_here`
         // confirmed (`Int8Stack::new` packs for `detect()`, `with_kernel` checks), i.e. on a
         // CPU that reports the features each `tiles` is compiled for.
+        #[cfg(target_arch = "x86_64")]
         Int8Kernel::Vnni512 => unsafe { super::vnni::avx512::tiles(l, quads, x, acc) },
         // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
         Int8Kernel::AvxVnni => unsafe { super::vnni::avx::tiles(l, quads, x, acc) },
-        Int8Kernel::Portable => debug_assert!(false, "portable weights are not in a VNNI layout"),
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        Int8Kernel::NeonDot => unsafe { super::sdot::tiles(l, quads, x, acc) },
+        Int8Kernel::Portable => debug_assert!(false, "portable weights are not in a byte layout"),
     }
 }
 

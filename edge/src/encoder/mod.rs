@@ -19,12 +19,14 @@
 //!
 //! The room is split by concept: `conv` holds the indirect convolution and its register tiles,
 //! `dense` the matrix-vector layers, `int8` an int8 model's integer layers (quantizing, layouts,
-//! the stack), `vnni` and `portable` their kernels; this module builds and runs the stack.
+//! the stack), `vnni`, `sdot` and `portable` their kernels; this module builds and runs the stack.
 
 mod conv;
 mod dense;
 mod int8;
 mod portable;
+#[cfg(target_arch = "aarch64")]
+mod sdot;
 #[cfg(test)]
 mod tests;
 #[cfg(target_arch = "x86_64")]

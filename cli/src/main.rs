@@ -20,6 +20,13 @@ fn main() -> Result<()> {
         dekm_cli::threads::one_candle_thread();
     }
     let cli = Cli::parse();
+    if !cli.command.is_server() {
+        // SAFETY: still before any thread or socket (parsing the command line starts none).
+        #[allow(unsafe_code)]
+        unsafe {
+            dekm_cli::pipes::end_quietly_on_closed_stdout();
+        }
+    }
     // Progress bars carry the running figures; `RUST_LOG=info` adds structured logs. The
     // server logs at info by default, as JSON lines with --log-json.
     let (level, json) = cli.command.logging();

@@ -169,11 +169,21 @@ fn load(path: &Path, quantile: Option<f32>) -> Result<(Model, String)> {
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
+        // The reader of stdout went away (`dekm-edge assign ... | head`): end quietly, as other
+        // command-line tools do, with the shell's status for a closed pipe.
+        Err(e) if closed_stdout(&e) => std::process::ExitCode::from(141),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Whether `e` is a write to a pipe whose reader has gone.
+fn closed_stdout(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn run(cli: Cli) -> Result<std::process::ExitCode> {

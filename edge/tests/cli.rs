@@ -327,6 +327,34 @@ fn raw_f32_on_stdin_and_missing_models() {
     assert!(err.contains("not a valid safetensors file"), "{err}");
 }
 
+/// A reader of stdout that goes away (`dekm-edge assign ... | head`) ends the command quietly
+/// with the shell's status for a closed pipe (141), not with an error message.
+#[test]
+fn a_closed_stdout_ends_assign_quietly() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    write_model(&model_dir, 1.0);
+    let mut child = edge_command()
+        .args(["assign", "--model", s(&model_dir)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    // 5,000 samples: far more lines than the pipe and the output buffer hold.
+    let samples: Vec<u8> = (0..SIDE * SIDE * 5000)
+        .flat_map(|i| ((i % 255) as f32).to_le_bytes())
+        .collect();
+    // The command may end before it has read them all; a write error here is expected then.
+    let _ = child.stdin.take().unwrap().write_all(&samples);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
+
 /// A stream model (channels a, b; window 4, hop 2) and a recording of 20 readings with a
 /// timestamp column, a bad reading at line 12 and an anomaly column the runtime ignores.
 fn stream_case(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<[f32; 2]>) {

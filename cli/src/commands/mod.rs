@@ -92,6 +92,11 @@ impl Command {
         }
     }
 
+    /// Whether this is the long-lived gRPC server, which must outlive clients that hang up.
+    pub(crate) fn is_server(&self) -> bool {
+        matches!(self, Self::Serve(_))
+    }
+
     /// The default log level, and whether logs are JSON lines: the server logs at info.
     pub(crate) fn logging(&self) -> (&'static str, bool) {
         match self {

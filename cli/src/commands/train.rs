@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use dekm_cli::plots;
 use dekm_cli::progress::Bars;
-use dekm_shared::{Neighbours, OutlierScore, SpectrumSpec, TimePooling};
+use dekm_shared::{EncoderSpec, Neighbours, OutlierScore, SpectrumSpec, TimePooling};
 use dekm_trainer::augment::Augment;
 use dekm_trainer::data::SampleShape;
 use dekm_trainer::device::DeviceChoice;
@@ -250,6 +250,21 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
     }
     if let Some(scaling) = outcome.scaling {
         println!("{}", scaling.explain());
+        if let EncoderSpec::Dense {
+            input,
+            hidden,
+            latent,
+            ..
+        } = &outcome.meta.encoder
+        {
+            let widths: Vec<String> = hidden.iter().map(usize::to_string).collect();
+            println!(
+                "dense encoder {input}-{}-{latent}, sized to {input} features and {} samples \
+                 (two widths per feature, at most one per 16 samples, 32 to 500)",
+                widths.join("-"),
+                outcome.meta.samples
+            );
+        }
     }
     if !matches!(
         cfg.method,

@@ -265,8 +265,9 @@ impl Dataset {
     }
 
     /// The encoder for this sample shape: the paper's convolutions for images, its dense
-    /// stack sized to the features for vectors ([`EncoderSpec::sized_dense`]), and for series the one `series` names, pooled over time as `pooling`
-    /// says.
+    /// stack sized to the features and the number of samples for vectors
+    /// ([`EncoderSpec::sized_dense`]), and for series the one `series` names, pooled over time
+    /// as `pooling` says.
     pub fn encoder_spec(
         &self,
         latent: usize,
@@ -278,7 +279,7 @@ impl Dataset {
                 EncoderSpec::paper_conv1d(s, pooling, latent)
             }
             (SampleShape::Vector(_) | SampleShape::Spectra { .. }, _) => {
-                EncoderSpec::sized_dense(self.shape.len(), latent)
+                EncoderSpec::sized_dense(self.shape.len(), self.len(), latent)
             }
             (shape, _) => EncoderSpec::paper_dense(shape.len(), latent),
         }

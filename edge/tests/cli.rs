@@ -290,19 +290,25 @@ fn bad_rows_are_skipped_emitted_or_fatal_and_summarised() {
     assert!(err.contains("rows have 3 values, expected 144"), "{err}");
 }
 
+/// `dekm-edge assign` on a fresh model in `model_dir`, reading raw f32 samples from a pipe,
+/// its output and errors piped too.
+fn assign_from_stdin(model_dir: &Path) -> std::process::Child {
+    write_model(model_dir, 1.0);
+    edge_command()
+        .args(["assign", "--model", s(model_dir)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn raw_f32_on_stdin_and_missing_models() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let model_dir = dir.path().join("model");
-    write_model(&model_dir, 1.0);
-    let mut child = edge_command()
-        .args(["assign", "--model", s(&model_dir)])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = assign_from_stdin(&model_dir);
     let sample: Vec<u8> = (0..SIDE * SIDE * 2)
         .flat_map(|i| (i as f32).to_le_bytes())
         .chain([0u8; 6])
@@ -334,14 +340,7 @@ fn a_closed_stdout_ends_assign_quietly() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let model_dir = dir.path().join("model");
-    write_model(&model_dir, 1.0);
-    let mut child = edge_command()
-        .args(["assign", "--model", s(&model_dir)])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = assign_from_stdin(&model_dir);
     drop(child.stdout.take());
     // 5,000 samples: far more lines than the pipe and the output buffer hold.
     let samples: Vec<u8> = (0..SIDE * SIDE * 5000)

@@ -341,6 +341,29 @@ impl QLayer {
     }
 }
 
+/// The `row` input bytes each of a register tile's `P` pixels reads at tap `t` of `taps`
+/// (`offsets`: the tile's `[pixel, tap]` offsets), checked once per tap rather than per group; `None` (a bug in
+/// the offsets, caught by a debug assertion) when one lies past the activations.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[inline(always)]
+pub(super) fn tap_rows<'a, const P: usize>(
+    x: &'a [u8],
+    offsets: &[u32],
+    (taps, t): (usize, usize),
+    row: usize,
+) -> Option<[&'a [u8]; P]> {
+    let mut src = [&x[..0]; P];
+    for (m, s) in src.iter_mut().enumerate() {
+        let at = offsets[m * taps + t] as usize;
+        let Some(bytes) = x.get(at..at + row) else {
+            debug_assert!(false, "tap offset {at} past the activations");
+            return None;
+        };
+        *s = bytes;
+    }
+    Some(src)
+}
+
 /// The byte-dot-product tiles of `kernel`: `vpdpbusd` ([`super::vnni`]) or `sdot`
 /// ([`super::sdot`]).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]

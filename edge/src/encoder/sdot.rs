@@ -22,7 +22,7 @@ use core::arch::aarch64::{
 };
 use core::arch::asm;
 
-use super::int8::{GROUP, QLayer};
+use super::int8::{GROUP, QLayer, tap_rows};
 
 /// Output pixels per register tile: 4 pixels × 4 vectors = 16 accumulators, with 4 weight and
 /// 4 activation registers, of NEON's 32.
@@ -68,16 +68,9 @@ fn tile<const P: usize>(l: &QLayer, quads: &[i8], x: &[u8], out: &mut [i32], p0:
     let mut acc = [[vdupq_n_s32(0); NV]; P];
     let row = groups * GROUP;
     for t in 0..taps {
-        // Each pixel's bytes for this tap, checked once here rather than per group.
-        let mut src = [&x[..0]; P];
-        for (m, s) in src.iter_mut().enumerate() {
-            let at = offsets[m * taps + t] as usize;
-            let Some(bytes) = x.get(at..at + row) else {
-                debug_assert!(false, "tap offset {at} past the activations");
-                return;
-            };
-            *s = bytes;
-        }
+        let Some(src) = tap_rows::<P>(x, offsets, (taps, t), row) else {
+            return;
+        };
         let w_t = &quads[t * row * stride..][..row * stride];
         let weights = |g: usize| load_weights(w_t.get((g * stride + o0) * GROUP..));
         let mut g0 = 0;

@@ -16,7 +16,7 @@ macro_rules! vnni_kernel {
         pub(super) mod $kernel {
             use core::arch::x86_64::{$dot, $splat, $vec, $zero};
 
-            use super::super::int8::QLayer;
+            use super::super::int8::{QLayer, tap_rows};
 
             /// Output pixels per register tile.
             const TILE_P: usize = 6;
@@ -88,16 +88,9 @@ macro_rules! vnni_kernel {
                 let mut acc = [[$zero(); NV]; P];
                 let row = groups * 4;
                 for t in 0..taps {
-                    // Each pixel's bytes for this tap, checked once here rather than per group.
-                    let mut src = [&x[..0]; P];
-                    for (m, s) in src.iter_mut().enumerate() {
-                        let at = offsets[m * taps + t] as usize;
-                        let Some(bytes) = x.get(at..at + row) else {
-                            debug_assert!(false, "tap offset {at} past the activations");
-                            return;
-                        };
-                        *s = bytes;
-                    }
+                    let Some(src) = tap_rows::<P>(x, offsets, (taps, t), row) else {
+                        return;
+                    };
                     let w_t = &quads[t * row * stride..][..row * stride];
                     for g in 0..groups {
                         let base = (g * stride + o0) * 4;

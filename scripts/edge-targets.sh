@@ -7,7 +7,9 @@
 #    where every window must get the cluster and flag the host's dekm-edge gives it;
 #  - 64-bit ARM (Raspberry Pi 4/5 class): the crate, its binary and every edge test are
 #    cross-built with Debian's aarch64 toolchain and run under qemu-aarch64 (user-mode emulation;
-#    the encoder's SIMD kernels dispatch to NEON there and are checked against the scalar path).
+#    the encoder's SIMD kernels dispatch to NEON there and are checked against the scalar path,
+#    the int8 `sdot` kernel against the portable loops; then the int8 tests again on an emulated
+#    Cortex-A72, which has no dot product and must fall back).
 # Installs what it needs (rustup targets; gcc-aarch64-linux-gnu, qemu-user, qemu-system-arm and
 # binutils-arm-none-eabi from Debian). A
 # step that cannot get its tools says so and why, and the script fails unless

@@ -336,6 +336,10 @@ impl EncoderSpec {
         }
     }
 
+    /// [`Self::sized_dense`]'s rule in words, for the trainer's report of the widths it chose.
+    pub const SIZED_DENSE_RULE: &'static str =
+        "two widths per feature, at most one per 16 samples, 32 to 500";
+
     /// A dense encoder sized to `input` features and `samples` training samples: DEC's
     /// d-500-500-2000-latent from 250 features and 8,000 samples up, narrower below (hidden
     /// widths w-w-4w, w = 2 x features but at most one per 16 samples, at least 32).
@@ -351,6 +355,7 @@ impl EncoderSpec {
     /// cancer's 569 rows clustered alike at every width tried (docs/RESULTS.md, "Vector data:
     /// the encoder sized to the samples too").
     pub fn sized_dense(input: usize, samples: usize, latent: usize) -> Self {
+        // Keep [`Self::SIZED_DENSE_RULE`] in step with this line.
         let w = (2 * input).min(samples / 16).clamp(32, 500);
         Self::Dense {
             input,

@@ -259,10 +259,10 @@ pub(crate) fn run(args: &TrainArgs, quiet: bool) -> Result<()> {
         {
             let widths: Vec<String> = hidden.iter().map(usize::to_string).collect();
             println!(
-                "dense encoder {input}-{}-{latent}, sized to {input} features and {} samples \
-                 (two widths per feature, at most one per 16 samples, 32 to 500)",
+                "dense encoder {input}-{}-{latent}, sized to {input} features and {} samples ({})",
                 widths.join("-"),
-                outcome.meta.samples
+                outcome.meta.samples,
+                EncoderSpec::SIZED_DENSE_RULE
             );
         }
     }

@@ -10,9 +10,16 @@
 #
 #   scripts/gpu-check.sh BIN DATA_DIR OUT [TEST_BIN]
 #
-# It writes every log, config.json and metrics.json under OUT: the driver and GPU, the device
-# choice and its errors, the GPU test (MNIST slice on CUDA against the CPU, edge parity of the
-# GPU export), and the default `dekm train` on MNIST and Fashion-MNIST on the GPU with wall times.
+# Carry scripts/ too: the PyTorch yardstick is scripts/bench_conv_torch.py.
+#
+# It writes every log, config.json and metrics.json under OUT, in order of what matters most
+# (device time is short): the driver and GPU, the device choice and its errors, the GPU test
+# (MNIST slice on CUDA against the CPU, edge parity of the GPU export), seconds per 70,000-image
+# pretraining epoch of dekm against PyTorch's same autoencoder, batch and optimiser on the same
+# GPU (the ratio), the default `dekm train` on MNIST and Fashion-MNIST on the GPU with wall
+# times, and, with time left, Fashion-MNIST with 200 pretraining epochs (what the GPU's speed buys).
+# BUDGET_S (default 540) bounds the whole run: a step gets the time left and is skipped when
+# less than it needs remains. DEVICE=cpu tries the script on a machine without a GPU.
 # With EMBEDDER=DIR and TEXTS=FILE set it also embeds the texts on the GPU (candle's BERT) and on
 # the CPU (dekm-embed's own pass), timing both and comparing the vectors. all-MiniLM-L6-v2's
 # 90 MB of weights exceed what the device tool carries (64 MiB): carry them as float16 and widen
@@ -36,28 +43,65 @@ echo "== machine"; date -u; nproc; nvidia-smi || true
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 ldd "$bin" | grep -E 'cuda|cublas|curand|nvrtc|not found' || true
 
+budget=${BUDGET_S:-540}
+# DEVICE=cpu runs the same steps on the CPU (to try the script on a machine without a GPU).
+device=${DEVICE:-cuda}
+# step NAME NEEDS_S CMD...: runs CMD with the time left, or skips it when under NEEDS_S is left.
 step() {
-  local name=$1
-  shift
+  local name=$1 needs=$2
+  shift 2
+  local left=$((budget - SECONDS))
+  if [ "$left" -lt "$needs" ]; then
+    echo "== $name: SKIPPED, ${left} s left of BUDGET_S=$budget, needs about $needs"
+    return
+  fi
   echo "== $name: $*"
   local t0=$SECONDS
-  "$@"
+  timeout "$left" "$@"
   echo "== $name: exit $? after $((SECONDS - t0)) s"
 }
 
-step device-cpu "$bin" --quiet train --dataset synthetic --k 3 --epochs 1 --max-iter 1 --device cpu --out "$out/syn-cpu"
-step device-cuda "$bin" --quiet train --dataset synthetic --k 3 --epochs 1 --max-iter 1 --device cuda --out "$out/syn-cuda"
-step device-bad "$bin" --quiet train --dataset synthetic --k 3 --epochs 1 --max-iter 1 --device cuda:7 --out "$out/syn-cuda7"
+# Seconds per pretraining epoch from a `RUST_LOG=dekm_trainer=info` log: the mean gap between the
+# "pretraining epoch=N" lines after the first (which pays for the GPU's warm-up).
+epoch_seconds() {
+  python3 - "$1" <<'PY'
+import re, sys
+from datetime import datetime
+times = []
+for line in open(sys.argv[1], errors="replace"):
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    m = re.match(r"(\S+Z)\s+INFO .*pretraining epoch=(\d+)", line)
+    if m:
+        times.append(datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp())
+gaps = [b - a for a, b in zip(times[1:], times[2:])]
+print(f"{sum(gaps) / len(gaps):.3f}" if gaps else "none")
+PY
+}
+
+step device-cpu 10 "$bin" --quiet train --dataset synthetic --k 3 --epochs 1 --max-iter 1 --device cpu --out "$out/syn-cpu"
+step device-cuda 10 "$bin" --quiet train --dataset synthetic --k 3 --epochs 1 --max-iter 1 --device cuda --out "$out/syn-cuda"
+step device-bad 10 "$bin" --quiet train --dataset synthetic --k 3 --epochs 1 --max-iter 1 --device cuda:7 --out "$out/syn-cuda7"
 if [ -n "$test_bin" ]; then
-  step gpu-test "$test_bin" --nocapture --test-threads 1
+  step gpu-test 60 "$test_bin" --nocapture --test-threads 1
 fi
+here=$(dirname "$0")
+step pretrain-epoch-dekm 40 "$bin" train --dataset mnist --k 10 --epochs 4 --start kmeans --max-iter 1 --seed 0 --device "$device" --out "$out/epochs" 2> "$out/epochs.log"
+step pretrain-epoch-torch 40 python3 "$here/bench_conv_torch.py" --data-dir "$data" --device "$device" --steps 274 --warmup 20 --batch-size 256 | tee "$out/torch-epoch.log"
+dekm_epoch=$(epoch_seconds "$out/epochs.log")
+torch_epoch=$(python3 -c "
+import json, sys
+rows = [l for l in open('$out/torch-epoch.log') if l.startswith('{')]
+print(round(json.loads(rows[-1])['s_per_epoch_70k'], 3))" 2>/dev/null || echo none)
+echo "== pretraining epoch of 70,000 images: dekm $dekm_epoch s, PyTorch $torch_epoch s"
+python3 -c "print('== ratio dekm / PyTorch:', round($dekm_epoch / $torch_epoch, 3))" 2>/dev/null || echo "== ratio: not measured"
 for ds in mnist fashion-mnist; do
-  step "default-$ds" "$bin" --quiet train --dataset "$ds" --k 10 --seed 0 --device cuda --out "$out/$ds"
+  step "default-$ds" 120 "$bin" --quiet train --dataset "$ds" --k 10 --seed 0 --device "$device" --out "$out/$ds"
 done
-step evaluate-cuda "$bin" --quiet evaluate --model "$out/mnist" --dataset mnist --device cuda
+step evaluate-cuda 20 "$bin" --quiet evaluate --model "$out/mnist" --dataset mnist --device "$device"
 if [ -n "${EMBEDDER:-}" ] && [ -n "${TEXTS:-}" ]; then
-  step embed-cuda "$bin" embed --input "$TEXTS" --embedder "$EMBEDDER" --out "$out/texts-cuda.npy" --device cuda --embed-batch 128
-  step embed-cpu "$bin" embed --input "$TEXTS" --embedder "$EMBEDDER" --out "$out/texts-cpu.npy" --device cpu
+  step embed-cuda 30 "$bin" embed --input "$TEXTS" --embedder "$EMBEDDER" --out "$out/texts-cuda.npy" --device cuda --embed-batch 128
+  step embed-cpu 60 "$bin" embed --input "$TEXTS" --embedder "$EMBEDDER" --out "$out/texts-cpu.npy" --device cpu
   python3 -c "import numpy as np; a, b = (np.load('$out/texts-' + d + '.npy') for d in ('cuda', 'cpu')); print('cuda vs cpu: cosine min', (a * b).sum(1).min(), 'max |difference|', abs(a - b).max())"
 fi
+step fashion-200-epochs 240 "$bin" --quiet train --dataset fashion-mnist --k 10 --seed 0 --epochs 200 --device "$device" --out "$out/fashion-200"
 echo "== done"

@@ -7,6 +7,7 @@
 # cuBLAS, cuRAND and NVRTC 13 on LD_LIBRARY_PATH.
 #
 #   scripts/build-cuda.sh            # fetch (once), then build target/release/dekm
+#   scripts/build-cuda.sh --test-binary   # the GPU test (tests/tests/device.rs) instead
 #   CUDA_HOME=/usr/local/cuda scripts/build-cuda.sh   # use an installed CUDA 12.x/13.x toolkit
 #
 # Environment: CUDA_COMPUTE_CAP (default 90, the H100/H200) is the GPU generation candle's
@@ -68,9 +69,14 @@ fi
 
 nvcc --version | tail -2
 export LIBRARY_PATH=$lib:$stubs${LIBRARY_PATH:+:$LIBRARY_PATH}
+if [ "${1:-}" = --test-binary ]; then
+  # shellcheck disable=SC2086
+  cargo test --release -p dekm-tests --features cuda --test device --no-run ${CARGO_ARGS:-}
+  exit
+fi
 # shellcheck disable=SC2086
 cargo build --release -p dekm-cli --features cuda ${CARGO_ARGS:-}
-echo "built target/release/dekm with CUDA 13.0 for compute capability $CUDA_COMPUTE_CAP."
+echo "built ${CARGO_TARGET_DIR:-target}/release/dekm with CUDA 13.0 for compute capability $CUDA_COMPUTE_CAP."
 echo "At run time it needs the driver (libcuda.so.1) and libcublas.so.13, libcublasLt.so.13,"
 echo "libcurand.so.10 and libnvrtc.so.13 on LD_LIBRARY_PATH: a CUDA 13 toolkit's lib64, PyTorch's"
 echo "nvidia packages (scripts/gpu-check.sh finds them), or $lib."

@@ -3,12 +3,13 @@
 # network (the device tool's H200). Build here first:
 #
 #   scripts/build-cuda.sh                                  # target/release/dekm with CUDA
-#   cargo test --release -p dekm-tests --features cuda --test device --no-run   # + the GPU test
+#   scripts/build-cuda.sh --test-binary                    # the GPU test (tests/tests/device.rs)
 #
 # then carry target/release/dekm, the test binary that command names, and the MNIST and
-# Fashion-MNIST IDX files, and run on the GPU machine:
+# Fashion-MNIST IDX files (`scripts/pack-gpu.sh DATA_DIR` packs all of them into .gpu/, under the
+# device tool's 64 MiB), and run on the GPU machine:
 #
-#   scripts/gpu-check.sh BIN DATA_DIR OUT [TEST_BIN]
+#   scripts/gpu-check.sh BIN DATA_DIR OUT [TEST_BIN]      # BIN and TEST_BIN may be .xz
 #
 # Carry scripts/ too: the PyTorch yardstick is scripts/bench_conv_torch.py.
 #
@@ -26,12 +27,25 @@
 # them there (the speed is the model's; the checksum is not).
 # Steps that fail are logged and the next one runs.
 set -uo pipefail
-bin=$1
-data=$2
 out=$3
-test_bin=${4:-}
 mkdir -p "$out"
 exec > >(tee "$out/gpu-check.log") 2>&1
+# A binary packed by scripts/pack-gpu.sh (NAME.xz) is unpacked to /tmp/NAME with Python's lzma
+# (no xz needed there).
+unpacked() {
+  case $1 in
+  *.xz)
+    local dst
+    dst=/tmp/$(basename "${1%.xz}")
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$dst" &&
+      chmod +x "$dst" && echo "$dst"
+    ;;
+  *) echo "$1" ;;
+  esac
+}
+bin=$(unpacked "$1")
+data=$2
+test_bin=${4:+$(unpacked "$4")}
 
 # cuBLAS, cuRAND and NVRTC 13 from PyTorch's nvidia packages (the driver brings libcuda).
 site=$(python3 -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null)

@@ -48,10 +48,19 @@ pub(crate) fn font(path: &Path) -> Result<(), PlotError> {
     })
 }
 
+/// The error of drawing the picture at `path`. The backend reports a file it cannot write as
+/// nested debug text (`ImageError(IoError(Os { .. }))`); the likeliest cause, a folder that
+/// does not exist, is named plainly instead.
 pub(crate) fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> PlotError + '_ {
     move |e| PlotError::Draw {
         path: path.display().to_string(),
-        reason: e.to_string(),
+        reason: match path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty() && !p.is_dir())
+        {
+            Some(folder) => format!("cannot write it: there is no folder {}", folder.display()),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -610,6 +619,23 @@ mod tests {
 
     fn is_png(path: &Path) -> bool {
         std::fs::read(path).is_ok_and(|b| b.starts_with(b"\x89PNG") && b.len() > 2000)
+    }
+
+    #[test]
+    fn a_picture_in_a_missing_folder_names_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-folder").join("grid.png");
+        let image = [0f32; 4];
+        let err = image_grid(&path, &[&image], (1, 2, 2), 1, 1).unwrap_err();
+        let folder = dir.path().join("no-such-folder");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: cannot write it: there is no folder {}",
+                path.display(),
+                folder.display()
+            )
+        );
     }
 
     #[test]

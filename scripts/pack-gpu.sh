@@ -18,10 +18,13 @@ target=${CARGO_TARGET_DIR:-target}/release
 test_bin=$(ls -t "$target"/deps/device-* 2>/dev/null | grep -v '\.d$' | head -1 || true)
 [ -x "$target/dekm" ] || { echo "no $target/dekm: run scripts/build-cuda.sh first" >&2; exit 1; }
 [ -n "$test_bin" ] || { echo "no GPU test under $target/deps: run scripts/build-cuda.sh --test-binary" >&2; exit 1; }
-ldd "$target/dekm" | grep -q libcublas || {
-  echo "$target/dekm is not a CUDA build (no libcublas): run scripts/build-cuda.sh" >&2
-  exit 1
-}
+# A CPU `cargo test` may have left a newer device test in the same folder: both must be CUDA builds.
+for bin in "$target/dekm" "$test_bin"; do
+  ldd "$bin" | grep -q libcublas || {
+    echo "$bin is not a CUDA build (no libcublas): run scripts/build-cuda.sh [--test-binary]" >&2
+    exit 1
+  }
+done
 rm -rf .gpu
 mkdir -p .gpu/data
 for pair in "$target/dekm:dekm" "$test_bin:device"; do

@@ -168,7 +168,9 @@ pub fn run(method: &Method, s: &Space, seed: u64) -> Result<Vec<Option<u32>>, Cl
             &umap::N2dConfig {
                 k,
                 seed,
-                mixture: umap::Mixture::BestStart,
+                // As `train`'s manifold start: the lowest-inertia start merged two digits
+                // and split the 1s on MNIST's latent layout where the likeliest did not.
+                mixture: umap::Mixture::Likeliest(dekm_trainer::train::LATENT_STARTS),
                 neighbours: None,
             },
             &p,

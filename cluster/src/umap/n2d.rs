@@ -17,10 +17,12 @@ use crate::{ClusterError, Fit, Fitted, Points, Predict, rng};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mixture {
     /// EM once, from the lowest-inertia of 10 k-means++ starts (see
-    /// [`GmmConfig::restarts`](crate::gmm::GmmConfig::restarts)): for layouts of a few tight
-    /// clusters (a 10-d latent), where the best k-means start is the right partition and the
-    /// likelihood was not always the judge to trust (it kept a merged pair on 2 of 5 layouts of
-    /// the demo's sensor data).
+    /// [`GmmConfig::restarts`](crate::gmm::GmmConfig::restarts)): the cheaper choice where the
+    /// best k-means start is the right partition. It was the likelihood's rival on 10-d
+    /// latents (the likeliest of 10 kept a merged pair on 2 of 5 layouts of the demo's sensor
+    /// data), until a dense latent of MNIST showed the opposite: the lowest-inertia start merged
+    /// two digits where the likeliest mixture did not (docs/RESULTS.md, "the likeliest mixture
+    /// on a dense latent"); dekm's own starts keep the likeliest now.
     BestStart,
     /// EM from each of this many single k-means++ starts, the likeliest mixture kept
     /// ([`fit_likeliest`](crate::gmm::fit_likeliest)): for layouts with many local optima of

@@ -30,7 +30,9 @@ use dekm_shared::{EncoderSpec, Normalizer, TrainingMetrics};
 
 pub use config::{Method, Start, TrainConfig};
 pub use observe::{History, IterationLog, Observer, Progress};
-pub use start::{INPUT_STARTS, InputMixture, MANIFOLD_AXES, MANIFOLD_STARTS, explain};
+pub use start::{
+    INPUT_STARTS, InputMixture, LATENT_STARTS, MANIFOLD_AXES, MANIFOLD_STARTS, explain,
+};
 
 use crate::augment::Jitter;
 use crate::choice::Choice;

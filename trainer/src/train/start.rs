@@ -168,7 +168,7 @@ fn input_mixture(xs: &Tensor, cfg: &TrainConfig) -> Result<(Vec<u32>, InputMixtu
 /// the dimension, and the leading axes keep nearly all of the map's variance (docs/RESULTS.md).
 pub const MANIFOLD_AXES: usize = 50;
 
-/// Mixtures the `manifold` start fits on its layout, keeping the likeliest.
+/// Mixtures the `manifold` start fits on a feature-map layout, keeping the likeliest.
 ///
 /// Why so many: on Fashion-MNIST's layouts the likeliest partitions are rare, found by a few
 /// single starts in a hundred, and the common ones a little less likely are often poorer. The
@@ -179,9 +179,9 @@ pub const MANIFOLD_STARTS: u64 = 100;
 /// Mixtures the `manifold` start fits on a layout of a dense encoder's latent (and `dekm
 /// cluster --method n2d` on the points it is given), keeping the likeliest.
 ///
-/// Why fewer than [`MANIFOLD_STARTS`]: a latent's layout holds few partitions (3-9 distinct
+/// Why fewer than [`MANIFOLD_STARTS`]: a latent's layout holds few partitions (5-9 distinct
 /// ones in 20 starts), and on MNIST's 70,000 images as vectors the first 5 starts already held
-/// the likeliest; 100 would cost 47 s there and push a 2,000-sample run past 30 s
+/// the likeliest; 100 would cost 47 s there and push 2,000-sample runs past 30 s on the mean
 /// (docs/RESULTS.md, "the likeliest mixture on a dense latent").
 pub const LATENT_STARTS: u64 = 20;
 

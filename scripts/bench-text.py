@@ -21,6 +21,7 @@ the real all-MiniLM-L6-v2, and the clustering of a labelled corpus, every figure
     cargo build --release -p dekm-cli
     scripts/fetch-minilm.sh
     python3 -m venv v && v/bin/pip install sentence-transformers scikit-learn
+    (`--skip parity,speed` needs only scikit-learn: PyTorch is the yardstick of those two)
     v/bin/python scripts/bench-text.py --corpus-tab PATH/20newsgroups-test.tab [--work text/]
         [--threads 2] [--speed-texts 2000] [--seeds 1]
 
@@ -37,7 +38,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from yardstick import acc, read_orange_tab  # noqa: E402
+from yardstick import acc, cluster_rows, read_orange_tab  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 DEKM = os.path.join(ROOT, "target", "release", "dekm")
@@ -116,20 +117,16 @@ def num(s):
         return None
 
 
-def table_rows(out, trailing):
-    """Rows of a dekm table: the method name, then ACC, NMI, ARI followed by `trailing` more
-    columns (`dekm cluster`: seconds; `dekm train`: none)."""
+def train_rows(out):
+    """`dekm train`'s closing table: method name -> (ACC, NMI, ARI), its last three columns."""
     rows = {}
     for line in out.splitlines():
         t = line.split()
-        end = len(t) - trailing
-        if end < 4 or t[0] == "method":
+        if len(t) < 4 or t[0] == "method":
             continue
-        vals = [num(v) for v in t[end - 3:end]]
+        vals = [num(v) for v in t[-3:]]
         if all(v is not None for v in vals) and all(-1 <= v <= 1 for v in vals):
-            # `dekm cluster` has six more columns between the name and ACC.
-            name = " ".join(t[:end - 3] if trailing == 0 else t[:end - 9])
-            rows[name] = tuple(vals)
+            rows[" ".join(t[:-3])] = tuple(vals)
     return rows
 
 
@@ -149,15 +146,18 @@ def main():
     skip = set(filter(None, a.skip.split(",")))
     os.makedirs(a.work, exist_ok=True)
 
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    torch.set_num_threads(a.threads)
-    st = SentenceTransformer(a.model, device="cpu")
     texts, labels = read_orange_tab(a.corpus_tab)
     rng = np.random.default_rng(0)
-    print(f"corpus: {len(texts)} posts, {len(set(labels))} groups; torch {torch.__version__}, "
-          f"{a.threads} threads")
+    print(f"corpus: {len(texts)} posts, {len(set(labels))} groups; {a.threads} threads")
+    if not {"parity", "speed"} <= skip:
+        # Only the comparisons with sentence-transformers need PyTorch; quality and the recipe
+        # run dekm and scikit-learn alone.
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        torch.set_num_threads(a.threads)
+        st = SentenceTransformer(a.model, device="cpu")
+        print(f"yardstick: sentence-transformers on torch {torch.__version__}")
 
     if "parity" not in skip:
         picks = rng.choice(len(texts), a.parity_posts, replace=False)
@@ -231,7 +231,7 @@ def main():
                                 "--seed", str(seed)], capture_output=True, text=True)
             if r.returncode != 0:
                 sys.exit(r.stderr)
-            for name, s in table_rows(r.stdout, 1).items():
+            for name, (s, _) in cluster_rows(r.stdout).items():
                 print(f"| dekm cluster {name} seed {seed} | {s[0]:.4f} | {s[1]:.4f} | "
                       f"{s[2]:.4f} | {time.perf_counter() - t:.0f} (both methods) |")
             t = time.perf_counter()
@@ -240,7 +240,7 @@ def main():
                                 "--out", out_dir], capture_output=True, text=True)
             if r.returncode != 0:
                 sys.exit(r.stderr)
-            rows = table_rows(r.stdout, 0)
+            rows = train_rows(r.stdout)
             for name, s in rows.items():
                 print(f"| dekm train: {name} seed {seed} | {s[0]:.4f} | {s[1]:.4f} | "
                       f"{s[2]:.4f} | {time.perf_counter() - t:.0f} (whole run) |")

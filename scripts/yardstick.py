@@ -1,6 +1,6 @@
 """What the benchmark scripts share: clustering accuracy under the best one-to-one matching of
-clusters to classes (the Hungarian method), as dekm's own ACC computes it, and the reader of
-Orange's 20 Newsgroups .tab file. Imported by the bench scripts; a yardstick, not part of the
+clusters to classes (the Hungarian method), as dekm's own ACC computes it, the reader of
+`dekm cluster`'s table, and the reader of Orange's 20 Newsgroups .tab file. Imported by the bench scripts; a yardstick, not part of the
 product."""
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -32,3 +32,21 @@ def read_orange_tab(path):
                 texts.append(text)
                 labels.append(cls)
     return texts, labels
+
+
+def cluster_rows(out):
+    """`dekm cluster`'s table from its standard output: method name (as printed, with its
+    `(k=N)`) -> ((ACC, NMI, ARI), seconds). A row is the name, then clusters, noise,
+    silhouette, Calinski-Harabasz, Davies-Bouldin, Dunn, ACC, NMI, ARI and seconds; the
+    silhouette and Dunn may carry a `*` (computed on a sample), so only the last four are read."""
+    rows = {}
+    for line in out.splitlines():
+        t = line.split()
+        if len(t) < 11 or t[0] == "method":
+            continue
+        try:
+            a, n, r, secs = (float(v) for v in t[-4:])
+        except ValueError:
+            continue
+        rows[" ".join(t[:-10])] = ((a, n, r), secs)
+    return rows

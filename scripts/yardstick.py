@@ -1,7 +1,7 @@
 """What the benchmark scripts share: clustering accuracy under the best one-to-one matching of
 clusters to classes (the Hungarian method), as dekm's own ACC computes it, the reader of
-`dekm cluster`'s table, and the reader of Orange's 20 Newsgroups .tab file. Imported by the bench scripts; a yardstick, not part of the
-product."""
+`dekm cluster`'s table, and the reader of Orange's 20 Newsgroups .tab file. Imported by the
+bench scripts; a yardstick, not part of the product."""
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 

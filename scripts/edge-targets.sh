@@ -9,7 +9,9 @@
 #    cross-built with Debian's aarch64 toolchain and run under qemu-aarch64 (user-mode emulation;
 #    the encoder's SIMD kernels dispatch to NEON there and are checked against the scalar path,
 #    the int8 `sdot` kernel against the portable loops; then the int8 tests again on an emulated
-#    Cortex-A72, which has no dot product and must fall back).
+#    Cortex-A72, which has no dot product and must fall back);
+#  - x86 without AVX-512: on an AVX-512 machine, the edge tests again with AVX-512 hidden from
+#    their CPUID (scripts/without-avx512.sh), so the encoder's AVX2 tiles are tested too.
 # Installs what it needs (rustup targets; gcc-aarch64-linux-gnu, qemu-user, qemu-system-arm and
 # binutils-arm-none-eabi from Debian). A
 # step that cannot get its tools says so and why, and the script fails unless
@@ -100,4 +102,19 @@ else
   echo "$a72" | grep -E "SKIPPED|test result"
   echo "$a72" | grep -q "SKIPPED the NEON dot product" ||
     { echo "the sdot kernel claimed to run on a Cortex-A72" >&2; exit 1; }
+fi
+
+# x86 without AVX-512 (AMD Zen 3 and older Intel cores; issue 35): on an AVX-512 machine the
+# suite above never runs the encoder's AVX2 tiles, so the edge tests run again with AVX-512
+# hidden from their CPUID (scripts/without-avx512.sh, a cargo runner: the binaries, not cargo).
+if [ "$(uname -m)" = x86_64 ]; then
+  if ! grep -qw avx512f /proc/cpuinfo; then
+    echo "== no AVX-512 on this CPU: the workspace's tests run the encoder's AVX2 tiles"
+  elif ! grep -qw cpuid_fault /proc/cpuinfo; then
+    missing "this AVX-512 CPU (or its kernel) cannot make CPUID fault: the AVX2 tiles are not tested here"
+  else
+    echo "== dekm-edge tests with AVX-512 hidden (the AVX2 tiles)"
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$PWD/scripts/without-avx512.sh" \
+      cargo test -p dekm-edge
+  fi
 fi

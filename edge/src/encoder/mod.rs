@@ -4,8 +4,11 @@
 //! channels-last (HWC) with the channel count padded to whole vectors, and each layer keeps, for
 //! every output pixel and kernel tap, the offset of the input pixel it reads (or of a zero block
 //! in the padding). A register tile of output pixels × output channels then accumulates straight
-//! from the activations, with bias and ReLU fused into its store. Written with explicit SIMD and
-//! run with the widest vectors the CPU has ([`pulp`] dispatch: AVX-512, AVX2+FMA, NEON).
+//! from the activations, with bias and ReLU fused into its store; a layer whose input has few
+//! channels (an image's first) gathers its patches into a scratch matrix first, so its tiles
+//! reduce over taps × channels in one run instead of a few values per tap. Written with
+//! explicit SIMD and run with the widest vectors the CPU has ([`pulp`] dispatch: AVX-512,
+//! AVX2+FMA, NEON).
 //!
 //! Why this layout: the earlier im2col + vectors-along-pixels version copied 66k values per image
 //! and padded the 7×7 and 3×3 outputs of the paper's last two layers to whole vectors (31% and
@@ -101,14 +104,18 @@ pub struct Encoder {
     /// Length of each f32 activation buffer, and the offset of the zero block (as many zeros
     /// as the widest layer input has channels) at its end that padded taps read.
     sizes: (usize, usize),
+    /// Length of the patch matrix the layers with few input channels gather (0 if none does).
+    patch_len: usize,
 }
 
-/// Scratch buffers for one [`Encoder`]: two activation buffers, used in turn, and for an int8
-/// encoder its byte activations and integer sums (empty otherwise).
+/// Scratch buffers for one [`Encoder`]: two activation buffers, used in turn, the patch matrix
+/// of a convolution with few input channels, and for an int8 encoder its byte activations and
+/// integer sums (empty otherwise).
 #[derive(Debug, Clone)]
 pub struct Workspace {
     a: Vec<f32>,
     b: Vec<f32>,
+    p: Vec<f32>,
     q: Vec<u8>,
     acc: Vec<i32>,
 }
@@ -146,7 +153,7 @@ impl Encoder {
         spec.validate().map_err(EncoderError::Spec)?;
         let pre = spec.pre_latent_len().map_err(EncoderError::Spec)?;
         let latent = dense(&get, names::LATENT, pre, spec.latent_dim())?;
-        let (body, latent, sizes) = match spec.stack() {
+        let (body, latent, sizes, patch_len) = match spec.stack() {
             Stack::Conv(input) => {
                 let geometry = spec.conv_geometry().map_err(EncoderError::Spec)?;
                 // Every activation (the image included, and a pooled summary) fits below the
@@ -177,7 +184,8 @@ impl Encoder {
                     Some(last) if !spec.pooled() => latent.reading_hwc(&last.g, last.out_stride),
                     _ => latent,
                 };
-                (Body::Conv(convs), latent, (len, zero))
+                let patch_len = convs.iter().map(Conv::patch_len).max().unwrap_or(0);
+                (Body::Conv(convs), latent, (len, zero), patch_len)
             }
             Stack::Dense { input, hidden } => {
                 let mut prev = input;
@@ -187,13 +195,14 @@ impl Encoder {
                     prev = h;
                 }
                 let act = layers.iter().map(Dense::outputs).fold(input, usize::max);
-                (Body::Dense(layers), latent, (act, act))
+                (Body::Dense(layers), latent, (act, act), 0)
             }
         };
         Ok(Self {
             spec: spec.clone(),
             run: Run::F32 { body, latent },
             sizes,
+            patch_len,
         })
     }
 
@@ -212,6 +221,7 @@ impl Encoder {
             spec: spec.clone(),
             run: Run::Int8(stack),
             sizes: (floats, floats),
+            patch_len: 0,
         })
     }
 
@@ -295,6 +305,7 @@ impl Encoder {
         Workspace {
             a: vec![0.0; len],
             b: vec![0.0; len],
+            p: vec![0.0; self.patch_len],
             q: vec![0; bytes],
             acc: vec![0; sums],
         }
@@ -328,11 +339,15 @@ impl Encoder {
             return Err(e);
         }
         let (len, zero) = self.sizes;
-        if ws.a.len() != len || ws.b.len() != len || (ws.q.len(), ws.acc.len()) != self.int_lens() {
+        if ws.a.len() != len
+            || ws.b.len() != len
+            || ws.p.len() != self.patch_len
+            || (ws.q.len(), ws.acc.len()) != self.int_lens()
+        {
             // A workspace made for another encoder: replaced once, then reused.
             *ws = self.workspace();
         }
-        let Workspace { a, b, q, acc } = ws;
+        let Workspace { a, b, p, q, acc } = ws;
         let (body, latent) = match &self.run {
             Run::F32 { body, latent } => (body, latent),
             Run::Int8(stack) => {
@@ -355,7 +370,7 @@ impl Encoder {
                     _ => cur[..x.len()].copy_from_slice(x),
                 }
                 for c in convs {
-                    c.forward(cur, next);
+                    c.forward(cur, p, next);
                     core::mem::swap(&mut cur, &mut next);
                 }
                 if let Some(last) = convs.last().filter(|_| self.spec.pooled()) {

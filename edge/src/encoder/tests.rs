@@ -264,8 +264,15 @@ fn one_lane_and_simd_tiles_agree() {
     x[zero..].fill(0.0);
     for conv in convs {
         let (mut simd, mut one) = (vec![0.0; len], vec![0.0; len]);
-        conv.forward(&x, &mut simd);
-        conv_tiles(pulp::Scalar::new(), conv, &x, &mut one);
+        let mut patches = vec![0.0; conv.patch_len()];
+        conv.forward(&x, &mut patches, &mut simd);
+        let mut gathered = vec![0.0; conv.patch_len()];
+        conv_tiles(
+            pulp::Scalar::new(),
+            conv,
+            conv.source(&x, &mut gathered),
+            &mut one,
+        );
         for (a, b) in simd.iter().zip(&one) {
             assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
         }

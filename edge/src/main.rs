@@ -149,8 +149,8 @@ struct BenchArgs {
     #[arg(long)]
     input: Option<PathBuf>,
     /// Run an int8 model with this integer kernel rather than the fastest one the CPU has
-    /// (the same results): `portable` (what a CPU without a byte dot product runs),
-    /// `avx-vnni`, `avx512-vnni` (x86-64), `neon-dotprod` (64-bit Arm).
+    /// (the same results): `portable` (what a CPU with neither AVX2 nor a byte dot product
+    /// runs), `avx2`, `avx-vnni`, `avx512-vnni` (x86-64), `neon-dotprod` (64-bit Arm).
     #[arg(long)]
     int8_kernel: Option<String>,
 }

@@ -42,6 +42,10 @@ pub enum Int8Kernel {
     /// Plain integer loops over i16 weight pairs (vectorised by the compiler for the CPU's
     /// widest instruction set; every CPU runs them).
     Portable,
+    /// AVX2 `vpmaddwd` on i16 pairs of the bytes (x86 cores with AVX2 but no VNNI: AMD Zen 2/3,
+    /// Intel Haswell to Comet Lake).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
     /// AVX-VNNI `vpdpbusd` on 8 lanes (Intel cores from Alder Lake on, and the Atom-class
     /// server cores, without AVX-512).
     #[cfg(target_arch = "x86_64")]
@@ -60,6 +64,8 @@ impl Int8Kernel {
     pub const ALL: &'static [Self] = &[
         Self::Portable,
         #[cfg(target_arch = "x86_64")]
+        Self::Avx2,
+        #[cfg(target_arch = "x86_64")]
         Self::AvxVnni,
         #[cfg(target_arch = "x86_64")]
         Self::Vnni512,
@@ -72,6 +78,14 @@ impl Int8Kernel {
     pub fn runs_here(self) -> bool {
         match self {
             Self::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => {
+                #[cfg(feature = "std")]
+                let found = std::is_x86_feature_detected!("avx2");
+                #[cfg(not(feature = "std"))]
+                let found = cfg!(target_feature = "avx2");
+                found
+            }
             #[cfg(target_arch = "x86_64")]
             Self::AvxVnni => {
                 #[cfg(feature = "std")]
@@ -111,6 +125,8 @@ impl Int8Kernel {
         match self {
             Self::Portable => "portable integer loops",
             #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => "AVX2 pair multiply-adds",
+            #[cfg(target_arch = "x86_64")]
             Self::AvxVnni => "AVX-VNNI",
             #[cfg(target_arch = "x86_64")]
             Self::Vnni512 => "AVX-512 VNNI",
@@ -119,10 +135,13 @@ impl Int8Kernel {
         }
     }
 
-    /// Its short name on command lines: `portable`, `avx-vnni`, `avx512-vnni`, `neon-dotprod`.
+    /// Its short name on command lines: `portable`, `avx2`, `avx-vnni`, `avx512-vnni`,
+    /// `neon-dotprod`.
     pub fn id(self) -> &'static str {
         match self {
             Self::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => "avx2",
             #[cfg(target_arch = "x86_64")]
             Self::AvxVnni => "avx-vnni",
             #[cfg(target_arch = "x86_64")]
@@ -176,6 +195,10 @@ pub(super) enum Packed {
     /// `pmaddwd`, Arm's `smlad` on a Cortex-M4/M7, NEON's widening multiply-adds). Twice the
     /// bytes of the int8 weights, half those of f32.
     Portable(Vec<i16>),
+    /// `[tap, group, half, out_stride, 2]` widened to i16: (w0, w2) then (w1, w3) of each
+    /// group, the pairs [`super::avx2`] forms from a broadcast word of activation bytes.
+    #[cfg(target_arch = "x86_64")]
+    SplitPairs(Vec<i16>),
 }
 
 impl Packed {
@@ -187,38 +210,26 @@ impl Packed {
             Int8Kernel::Vnni512 | Int8Kernel::AvxVnni => Self::Quads(kernel, quads),
             #[cfg(target_arch = "aarch64")]
             Int8Kernel::NeonDot => Self::Quads(kernel, quads),
-            Int8Kernel::Portable => {
-                let mut pairs = vec![0i16; quads.len()];
-                for (q, p) in quads
-                    .chunks_exact(out_stride * GROUP)
-                    .zip(pairs.chunks_exact_mut(out_stride * GROUP))
-                {
-                    let (p0, p1) = p.split_at_mut(out_stride * 2);
-                    for (o, q) in q.chunks_exact(GROUP).enumerate() {
-                        p0[2 * o] = i16::from(q[0]);
-                        p0[2 * o + 1] = i16::from(q[1]);
-                        p1[2 * o] = i16::from(q[2]);
-                        p1[2 * o + 1] = i16::from(q[3]);
-                    }
-                }
-                Self::Portable(pairs)
-            }
+            Int8Kernel::Portable => Self::Portable(widen(&quads, out_stride, PAIRS)),
+            #[cfg(target_arch = "x86_64")]
+            Int8Kernel::Avx2 => Self::SplitPairs(widen(&quads, out_stride, SPLIT_PAIRS)),
         }
     }
 
-    /// The same weights for `kernel` (which runs on this CPU). A stack is packed for the best
-    /// kernel the CPU has, so only a byte layout is ever asked for another.
-    fn repack(self, kernel: Int8Kernel, out_stride: usize) -> Self {
+    /// The `[tap, group, out_stride, 4]` bytes again.
+    fn into_quads(self, out_stride: usize) -> Vec<i8> {
         match self {
             #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-            Self::Quads(_, quads) => Self::new(kernel, quads, out_stride),
-            portable @ Self::Portable(_) => {
-                debug_assert_eq!(kernel, Int8Kernel::Portable, "no faster kernel on this CPU");
-                // Already packed; only a byte layout has a stride to repack with.
-                let _ = out_stride;
-                portable
-            }
+            Self::Quads(_, quads) => quads,
+            Self::Portable(pairs) => narrow(&pairs, out_stride, PAIRS),
+            #[cfg(target_arch = "x86_64")]
+            Self::SplitPairs(pairs) => narrow(&pairs, out_stride, SPLIT_PAIRS),
         }
+    }
+
+    /// The same weights for `kernel` (which runs on this CPU).
+    fn repack(self, kernel: Int8Kernel, out_stride: usize) -> Self {
+        Self::new(kernel, self.into_quads(out_stride), out_stride)
     }
 
     /// What the kernel subtracts from every activation byte before multiplying: 128 for
@@ -230,6 +241,46 @@ impl Packed {
             _ => 0,
         }
     }
+}
+
+/// Where [`widen`] puts byte `b` of a group as `(half, place)`: [`Packed::Portable`]'s
+/// `(w0, w1), (w2, w3)`.
+const PAIRS: [(usize, usize); GROUP] = [(0, 0), (0, 1), (1, 0), (1, 1)];
+/// [`Packed::SplitPairs`]' `(w0, w2), (w1, w3)`.
+#[cfg(target_arch = "x86_64")]
+const SPLIT_PAIRS: [(usize, usize); GROUP] = [(0, 0), (1, 0), (0, 1), (1, 1)];
+
+/// `quads` (`[tap, group, out_stride, 4]` bytes) widened to i16 pairs `[tap, group, half,
+/// out_stride, 2]`, byte `b` of each output's quad going to `(half, place) = to[b]`.
+fn widen(quads: &[i8], out_stride: usize, to: [(usize, usize); GROUP]) -> Vec<i16> {
+    let mut pairs = vec![0i16; quads.len()];
+    for (q, p) in quads
+        .chunks_exact(out_stride * GROUP)
+        .zip(pairs.chunks_exact_mut(out_stride * GROUP))
+    {
+        for (o, q) in q.chunks_exact(GROUP).enumerate() {
+            for (&v, &(half, place)) in q.iter().zip(&to) {
+                p[(half * out_stride + o) * 2 + place] = i16::from(v);
+            }
+        }
+    }
+    pairs
+}
+
+/// [`widen`] undone. The values came from bytes, so they fit one.
+fn narrow(pairs: &[i16], out_stride: usize, to: [(usize, usize); GROUP]) -> Vec<i8> {
+    let mut quads = vec![0i8; pairs.len()];
+    for (p, q) in pairs
+        .chunks_exact(out_stride * GROUP)
+        .zip(quads.chunks_exact_mut(out_stride * GROUP))
+    {
+        for (o, q) in q.chunks_exact_mut(GROUP).enumerate() {
+            for (v, &(half, place)) in q.iter_mut().zip(&to) {
+                *v = p[(half * out_stride + o) * 2 + place] as i8;
+            }
+        }
+    }
+    quads
 }
 
 /// A layer's input after quantizing: `x ≈ scale · (q − zero_point)`.
@@ -299,6 +350,12 @@ impl QLayer {
     fn sums_into(&self, x: &[u8], acc: &mut [i32]) {
         match &self.packed {
             Packed::Portable(pairs) => super::portable::tiles(self, pairs, x, acc),
+            // SAFETY: `SplitPairs` is only made for `Int8Kernel::Avx2`, and only on a CPU where
+            // it `runs_here` (`Int8Stack::new` packs for `detect()`, `with_kernel` checks): one
+            // with AVX2.
+            #[cfg(target_arch = "x86_64")]
+            #[allow(unsafe_code)]
+            Packed::SplitPairs(pairs) => unsafe { super::avx2::tiles(self, pairs, x, acc) },
             #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             Packed::Quads(kernel, quads) => byte_tiles(*kernel, self, quads, x, acc),
         }
@@ -382,6 +439,8 @@ fn byte_tiles(kernel: Int8Kernel, l: &QLayer, quads: &[i8], x: &[u8], acc: &mut 
         #[cfg(target_arch = "aarch64")]
         Int8Kernel::NeonDot => unsafe { super::sdot::tiles(l, quads, x, acc) },
         Int8Kernel::Portable => debug_assert!(false, "portable weights are not in a byte layout"),
+        #[cfg(target_arch = "x86_64")]
+        Int8Kernel::Avx2 => debug_assert!(false, "AVX2 weights are not in a byte layout"),
     }
 }
 

@@ -22,8 +22,11 @@
 //!
 //! The room is split by concept: `conv` holds the indirect convolution and its register tiles,
 //! `dense` the matrix-vector layers, `int8` an int8 model's integer layers (quantizing, layouts,
-//! the stack), `vnni`, `sdot` and `portable` their kernels; this module builds and runs the stack.
+//! the stack), `vnni`, `avx2`, `sdot` and `portable` their kernels; this module builds and runs
+//! the stack.
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod conv;
 mod dense;
 mod int8;

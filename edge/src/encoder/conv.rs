@@ -5,6 +5,8 @@ use alloc::{vec, vec::Vec};
 
 use dekm_shared::{ConvGeometry, POOL_EPS, TimePooling};
 
+use super::Aligned;
+
 /// Activations store their channels padded with zeros to a multiple of this (AVX-512's 16
 /// lanes), so a register tile always covers whole vectors, whatever the vector width.
 pub(super) const PAD_C: usize = 16;
@@ -24,7 +26,7 @@ pub(super) struct Conv {
     pub(super) out_stride: usize,
     /// `[tap, input channel, output channel]` (taps row-major over the kernel, output channels
     /// padded to `out_stride` with zeros), so one reduction step's weights are contiguous.
-    weight: Vec<f32>,
+    weight: Aligned<f32>,
     /// Bias padded with zeros, so padded channels stay zero after ReLU.
     bias: Vec<f32>,
     /// `[output pixel, tap]`: offset of the input pixel's first channel, or of the zero block
@@ -64,7 +66,7 @@ impl Conv {
         Self {
             g,
             out_stride,
-            weight,
+            weight: weight.into(),
             bias,
             taps,
             patches,

@@ -25,9 +25,9 @@ use alloc::{format, string::String, vec, vec::Vec};
 
 use dekm_shared::{EncoderSpec, Stack, TimePooling, names};
 
-use super::EncoderError;
 use super::conv::{PAD_C, pool_over_pixels, tap_offsets, to_channels_last, zero_offset};
 use super::dense::hwc_columns;
+use super::{Aligned, EncoderError};
 use crate::quantize::Int8Tensor;
 
 /// Input channels are read four bytes at a time (`vpdpbusd`'s group).
@@ -189,16 +189,16 @@ pub(super) enum Packed {
     /// `[tap, group, out_stride, 4]` bytes: one group's weights for 4, 8 or 16 outputs are one
     /// vector, as `vpdpbusd` and `sdot` read them.
     #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    Quads(Int8Kernel, Vec<i8>),
+    Quads(Int8Kernel, Aligned<i8>),
     /// `[tap, group, pair, out_stride, 2]` widened to i16: for each pair of input channels, a
     /// row of (w[2k], w[2k + 1]) over the outputs, the layout of a pair multiply-add (x86
     /// `pmaddwd`, Arm's `smlad` on a Cortex-M4/M7, NEON's widening multiply-adds). Twice the
     /// bytes of the int8 weights, half those of f32.
-    Portable(Vec<i16>),
+    Portable(Aligned<i16>),
     /// `[tap, group, half, out_stride, 2]` widened to i16: (w0, w2) then (w1, w3) of each
     /// group, the pairs [`super::avx2`] forms from a broadcast word of activation bytes.
     #[cfg(target_arch = "x86_64")]
-    SplitPairs(Vec<i16>),
+    SplitPairs(Aligned<i16>),
 }
 
 impl Packed {
@@ -207,12 +207,12 @@ impl Packed {
     fn new(kernel: Int8Kernel, quads: Vec<i8>, out_stride: usize) -> Self {
         match kernel {
             #[cfg(target_arch = "x86_64")]
-            Int8Kernel::Vnni512 | Int8Kernel::AvxVnni => Self::Quads(kernel, quads),
+            Int8Kernel::Vnni512 | Int8Kernel::AvxVnni => Self::Quads(kernel, quads.into()),
             #[cfg(target_arch = "aarch64")]
-            Int8Kernel::NeonDot => Self::Quads(kernel, quads),
-            Int8Kernel::Portable => Self::Portable(widen(&quads, out_stride, PAIRS)),
+            Int8Kernel::NeonDot => Self::Quads(kernel, quads.into()),
+            Int8Kernel::Portable => Self::Portable(widen(&quads, out_stride, PAIRS).into()),
             #[cfg(target_arch = "x86_64")]
-            Int8Kernel::Avx2 => Self::SplitPairs(widen(&quads, out_stride, SPLIT_PAIRS)),
+            Int8Kernel::Avx2 => Self::SplitPairs(widen(&quads, out_stride, SPLIT_PAIRS).into()),
         }
     }
 
@@ -220,7 +220,7 @@ impl Packed {
     fn into_quads(self, out_stride: usize) -> Vec<i8> {
         match self {
             #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-            Self::Quads(_, quads) => quads,
+            Self::Quads(_, quads) => quads.to_vec(),
             Self::Portable(pairs) => narrow(&pairs, out_stride, PAIRS),
             #[cfg(target_arch = "x86_64")]
             Self::SplitPairs(pairs) => narrow(&pairs, out_stride, SPLIT_PAIRS),

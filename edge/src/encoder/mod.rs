@@ -25,6 +25,7 @@
 //! the stack), `vnni`, `avx2`, `sdot` and `portable` their kernels; this module builds and runs
 //! the stack.
 
+mod aligned;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 mod conv;
@@ -42,6 +43,7 @@ use alloc::{format, string::String, vec, vec::Vec};
 
 use dekm_shared::{EncoderSpec, Stack, names};
 
+use aligned::Aligned;
 use conv::{Conv, PAD_C, pool_over_pixels, to_channels_last, zero_offset};
 use dense::{Dense, dense};
 pub use int8::Int8Kernel;
@@ -116,11 +118,11 @@ pub struct Encoder {
 /// integer sums (empty otherwise).
 #[derive(Debug, Clone)]
 pub struct Workspace {
-    a: Vec<f32>,
-    b: Vec<f32>,
-    p: Vec<f32>,
+    a: Aligned<f32>,
+    b: Aligned<f32>,
+    p: Aligned<f32>,
     q: Vec<u8>,
-    acc: Vec<i32>,
+    acc: Aligned<i32>,
 }
 
 /// The tensor `name` from `get`: present, `len` values, all finite.
@@ -306,11 +308,11 @@ impl Encoder {
         let (len, _) = self.sizes;
         let (bytes, sums) = self.int_lens();
         Workspace {
-            a: vec![0.0; len],
-            b: vec![0.0; len],
-            p: vec![0.0; self.patch_len],
+            a: Aligned::new(len),
+            b: Aligned::new(len),
+            p: Aligned::new(self.patch_len),
             q: vec![0; bytes],
-            acc: vec![0; sums],
+            acc: Aligned::new(sums),
         }
     }
 

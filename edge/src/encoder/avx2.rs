@@ -16,9 +16,11 @@ use core::arch::x86_64::{
 
 use super::int8::{QLayer, tap_rows};
 
-/// Output pixels per register tile: 4 pixels × 2 vectors = 8 accumulators, 2 × 2 weight
-/// vectors, the broadcast word, its half and a product: 15 of AVX2's 16 registers.
-const TILE_P: usize = 4;
+/// Output pixels per register tile: 3 pixels × 2 vectors = 6 accumulators, 2 × 2 weight
+/// vectors, the byte mask, the broadcast word, its half and a product: 14 of AVX2's 16
+/// registers. (With 4 pixels the compiler kept two accumulators on the stack, at the same
+/// speed: the tile is bound by its multiply-adds and adds, not by reloading weights from L1.)
+const TILE_P: usize = 3;
 /// i32 lanes of a vector.
 const LANES: usize = 8;
 /// i16 values in one vector of weights: `LANES` output channels × a pair.
@@ -52,8 +54,7 @@ fn strip<const NV: usize>(l: &QLayer, pairs: &[i16], x: &[u8], acc: &mut [i32], 
     for i in 0..tiles {
         let p = size + usize::from(i < long);
         match p {
-            4.. => tile::<TILE_P, NV>(l, pairs, x, acc, p0, o0),
-            3 => tile::<3, NV>(l, pairs, x, acc, p0, o0),
+            3.. => tile::<TILE_P, NV>(l, pairs, x, acc, p0, o0),
             2 => tile::<2, NV>(l, pairs, x, acc, p0, o0),
             _ => tile::<1, NV>(l, pairs, x, acc, p0, o0),
         }

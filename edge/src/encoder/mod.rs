@@ -21,9 +21,10 @@
 //! allocates nothing (`tests/no_alloc.rs` counts).
 //!
 //! The room is split by concept: `conv` holds the indirect convolution and its register tiles,
-//! `dense` the matrix-vector layers, `int8` an int8 model's integer layers (quantizing, layouts,
-//! the stack), `vnni`, `avx2`, `sdot` and `portable` their kernels; this module builds and runs
-//! the stack.
+//! `dense` the matrix-vector layers, `int8` an int8 model's integer layers (quantizing, the
+//! stack), `kernels` which code sums their bytes and the weight layout each reads, `vnni`,
+//! `avx2`, `sdot` and `portable` those kernels; `aligned` the buffers they load from; this
+//! module builds and runs the stack.
 
 mod aligned;
 #[cfg(target_arch = "x86_64")]
@@ -31,6 +32,7 @@ mod avx2;
 mod conv;
 mod dense;
 mod int8;
+mod kernels;
 mod portable;
 #[cfg(target_arch = "aarch64")]
 mod sdot;
@@ -46,8 +48,8 @@ use dekm_shared::{EncoderSpec, Stack, names};
 use aligned::Aligned;
 use conv::{Conv, PAD_C, pool_over_pixels, to_channels_last, zero_offset};
 use dense::{Dense, dense};
-pub use int8::Int8Kernel;
 use int8::Int8Stack;
+pub use kernels::Int8Kernel;
 
 use crate::quantize::Int8Tensor;
 

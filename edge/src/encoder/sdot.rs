@@ -9,7 +9,7 @@
 //! `sdot` multiplies signed bytes, and the activations are unsigned (`q ∈ 0..=255` with a zero
 //! point). The tiles read each as `q − 128` (its top bit flipped) and so sum `Σ w (q − 128)`;
 //! the layer's epilogue subtracts `(zp − 128) · Σ w` instead of `zp · Σ w`
-//! ([`super::int8::Packed::activation_offset`]), which gives the same integer `Σ w (q − zp)`
+//! ([`super::kernels::Packed::activation_offset`]), which gives the same integer `Σ w (q − zp)`
 //! as every other kernel, so the latents stay bit-identical. (`usdot`, unsigned × signed,
 //! needs Armv8.6's i8mm, which the A76 lacks.)
 //!

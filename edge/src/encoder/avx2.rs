@@ -14,6 +14,7 @@ use core::arch::x86_64::{
     _mm256_setzero_si256, _mm256_srli_epi16,
 };
 
+use super::conv::even_tiles;
 use super::int8::{QLayer, tap_rows};
 
 /// Output pixels per register tile: 3 pixels × 2 vectors = 6 accumulators, 2 × 2 weight
@@ -44,21 +45,15 @@ pub(super) fn tiles(l: &QLayer, pairs: &[i16], x: &[u8], acc: &mut [i32]) {
     }
 }
 
-/// All pixels for `NV` vectors of output channels from `o0`, in tiles as even as possible (see
-/// the f32 kernel's `strip`).
+/// All pixels for `NV` vectors of output channels from `o0`, in tiles as even as possible.
 #[target_feature(enable = "avx2")]
 fn strip<const NV: usize>(l: &QLayer, pairs: &[i16], x: &[u8], acc: &mut [i32], o0: usize) {
-    let tiles = l.pixels.div_ceil(TILE_P);
-    let (size, long) = (l.pixels / tiles.max(1), l.pixels % tiles.max(1));
-    let mut p0 = 0;
-    for i in 0..tiles {
-        let p = size + usize::from(i < long);
+    for (p0, p) in even_tiles(l.pixels, TILE_P) {
         match p {
             3.. => tile::<TILE_P, NV>(l, pairs, x, acc, p0, o0),
             2 => tile::<2, NV>(l, pairs, x, acc, p0, o0),
             _ => tile::<1, NV>(l, pairs, x, acc, p0, o0),
         }
-        p0 += p;
     }
 }
 

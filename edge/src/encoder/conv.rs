@@ -215,13 +215,7 @@ fn strip<S: pulp::Simd, const NV: usize>(
     out: &mut [f32],
     o0: usize,
 ) {
-    let pixels = conv.pixels();
-    let tiles = pixels.div_ceil(TILE_P);
-    // `long` tiles of `size + 1` pixels, then the rest of `size`.
-    let (size, long) = (pixels / tiles.max(1), pixels % tiles.max(1));
-    let mut p0 = 0;
-    for i in 0..tiles {
-        let p = size + usize::from(i < long);
+    for (p0, p) in even_tiles(conv.pixels(), TILE_P) {
         match p {
             6.. => tile::<S, TILE_P, NV>(simd, conv, x, out, p0, o0),
             5 => tile::<S, 5, NV>(simd, conv, x, out, p0, o0),
@@ -230,8 +224,17 @@ fn strip<S: pulp::Simd, const NV: usize>(
             2 => tile::<S, 2, NV>(simd, conv, x, out, p0, o0),
             _ => tile::<S, 1, NV>(simd, conv, x, out, p0, o0),
         }
-        p0 += p;
     }
+}
+
+/// `pixels` cut into the fewest tiles of at most `most`, as even as possible: `(first pixel,
+/// pixels)` of each, the longer ones first.
+#[inline(always)]
+pub(super) fn even_tiles(pixels: usize, most: usize) -> impl Iterator<Item = (usize, usize)> {
+    let tiles = pixels.div_ceil(most.max(1));
+    // `long` tiles of `size + 1` pixels, then the rest of `size`.
+    let (size, long) = (pixels / tiles.max(1), pixels % tiles.max(1));
+    (0..tiles).map(move |i| (i * size + i.min(long), size + usize::from(i < long)))
 }
 
 /// One register tile: `P` output pixels from `p0` by `NV` vectors of output channels from `o0`.

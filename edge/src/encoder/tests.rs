@@ -4,7 +4,7 @@ use super::*;
 use alloc::collections::BTreeMap;
 use dekm_shared::{ImageShape, POOL_EPS, TimePooling};
 
-use super::conv::conv_tiles;
+use super::conv::{conv_tiles, even_tiles};
 
 /// Deterministic pseudo-random weights for every tensor of `spec`.
 fn weights(spec: &EncoderSpec) -> BTreeMap<String, Vec<f32>> {
@@ -278,6 +278,44 @@ fn one_lane_and_simd_tiles_agree() {
         }
         assert!(simd.iter().any(|&v| v > 0.0));
         x = simd;
+    }
+}
+
+/// Tiles cover every pixel once, in order, none longer than asked, none more than one shorter
+/// than another.
+#[test]
+fn even_tiles_cover_the_pixels_evenly() {
+    assert_eq!(
+        even_tiles(49, 6).collect::<Vec<_>>(),
+        [
+            (0, 6),
+            (6, 6),
+            (12, 6),
+            (18, 6),
+            (24, 5),
+            (29, 5),
+            (34, 5),
+            (39, 5),
+            (44, 5)
+        ]
+    );
+    assert_eq!(even_tiles(0, 6).count(), 0);
+    for pixels in 1..100 {
+        for most in 1..8 {
+            let tiles: Vec<_> = even_tiles(pixels, most).collect();
+            assert_eq!(tiles.len(), pixels.div_ceil(most));
+            let mut next = 0;
+            for &(p0, p) in &tiles {
+                assert_eq!(p0, next);
+                assert!(p >= 1 && p <= most);
+                next += p;
+            }
+            assert_eq!(next, pixels);
+            let (lo, hi) = tiles
+                .iter()
+                .fold((usize::MAX, 0), |(l, h), &(_, p)| (l.min(p), h.max(p)));
+            assert!(hi - lo <= 1, "{pixels} / {most}: {tiles:?}");
+        }
     }
 }
 

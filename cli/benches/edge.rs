@@ -250,7 +250,7 @@ fn main() -> Result<()> {
         a.samples,
         a.batch,
         a.repeats,
-        vector_isa()
+        vector_isa().0
     );
     let (mut edge, mut cf, mut cb, mut ort) = (vec![], vec![], vec![], vec![]);
     let mut q: Vec<Vec<Round>> = vec![vec![]; kernels.len()];

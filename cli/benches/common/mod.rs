@@ -15,26 +15,23 @@ pub fn peak_gflops(cores: usize) -> Option<(f64, f64)> {
         .trim()
         .parse()
         .ok()?;
-    let flop_per_cycle = match vector_isa() {
-        "AVX-512" => 64.0,
-        "AVX2 + FMA" => 32.0,
-        _ => 16.0,
-    };
+    let (_, flop_per_cycle) = vector_isa();
     Some((mhz / 1000.0, cores as f64 * flop_per_cycle * mhz / 1000.0))
 }
 
-/// The widest f32 vector instructions this process may use, as its CPUID reports them.
-pub fn vector_isa() -> &'static str {
+/// The widest f32 vector instructions this process may use, as its CPUID reports them, and
+/// the f32 FLOP per cycle of two FMA pipes of that width.
+pub fn vector_isa() -> (&'static str, f64) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx512f") {
-            return "AVX-512";
+            return ("AVX-512", 64.0);
         }
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return "AVX2 + FMA";
+            return ("AVX2 + FMA", 32.0);
         }
     }
-    "128-bit or scalar"
+    ("128-bit or scalar", 16.0)
 }
 
 /// The f32 multiply-add rate one core sustains right now, in GFLOP/s: 12 independent chains of

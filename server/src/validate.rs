@@ -305,6 +305,9 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
     if let Some(v) = s.start {
         c.start = choice("start", &v)?;
     }
+    if let Some(v) = s.gan_loss {
+        c.gan_loss = choice("gan_loss", &v)?;
+    }
     if let Some(v) = s.outlier_score {
         c.outlier_score = match v.as_str() {
             "auto" => None,
@@ -506,6 +509,29 @@ mod tests {
         assert_eq!(
             train_config(pb::TrainSettings::default()).unwrap(),
             TrainConfig::default()
+        );
+    }
+
+    /// The GAN loss is ClusterGAN's: a request names it there, a bad name or another method is
+    /// refused with the reason.
+    #[test]
+    fn a_clustergan_request_chooses_its_gan_loss() {
+        let settings = |method: &str, loss: &str| pb::TrainSettings {
+            method: Some(method.into()),
+            gan_loss: Some(loss.into()),
+            ..Default::default()
+        };
+        let c = train_config(settings("clustergan", "wgan-gp")).unwrap();
+        assert_eq!(c.gan_loss, dekm_trainer::gan::GanLoss::WganGp);
+        let err = train_config(settings("clustergan", "hinge")).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "gan_loss \"hinge\": expected non-saturating or wgan-gp"
+        );
+        let err = train_config(settings("dekm", "wgan-gp")).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "invalid setting: gan loss wgan-gp applies to method clustergan, not dekm"
         );
     }
 

@@ -2,13 +2,13 @@
 //! untrained encoder it starts from), its export assigns as the run clustered, its generator
 //! is kept and draws samples the encoder reads back as their cluster, an interrupted run
 //! resumes as if never interrupted, and a diverging run is a clear error with a checkpoint to
-//! resume from. The edge parity of its export is in `edge_parity.rs`.
+//! resume from; the paper's WGAN-GP loss trains as well and keeps its own checkpoints. The edge parity of its export is in `edge_parity.rs`.
 
 mod common;
 
 use candle_core::{Device, Module};
 use dekm_trainer::export::read_model;
-use dekm_trainer::gan::Generator;
+use dekm_trainer::gan::{GanLoss, Generator};
 use dekm_trainer::pipeline::train_and_export;
 use dekm_trainer::train::{Method, RunOptions, TrainConfig, TrainError, train};
 
@@ -141,6 +141,42 @@ fn an_interrupted_clustergan_run_resumes_as_if_never_interrupted() {
     let err = train(&ds, &deepcluster, &opts)
         .err()
         .expect("another method's checkpoint");
+    assert!(matches!(err, TrainError::Checkpoint { .. }), "{err}");
+}
+
+/// The paper's adversarial loss, WGAN-GP, trains end to end (a critic step every round, a
+/// generator step every fifth), repeats itself exactly, exports a model, and is a run of its
+/// own: the other loss does not resume its checkpoint.
+#[test]
+fn a_wgan_gp_run_trains_and_keeps_its_own_checkpoint() {
+    let ds = common::images(300);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RunOptions {
+        checkpoint: Some(dir.path().join("checkpoint")),
+        resume: true,
+        ..Default::default()
+    };
+    let wgan = clustergan(TrainConfig {
+        epochs: 2,
+        gan_loss: GanLoss::WganGp,
+        ..common::quick_config(3)
+    });
+    let a = train(&ds, &wgan, &opts).unwrap();
+    let b = train(&ds, &wgan, &RunOptions::default()).unwrap();
+    assert_eq!(a.history.iterations.len(), 2);
+    assert_eq!(a.history.iterations, b.history.iterations);
+    assert_eq!(a.kmeans.labels, b.kmeans.labels);
+    // 5 rounds of 64 per epoch: one generator step each, whose loss the epoch reports.
+    for it in &a.history.iterations {
+        assert!(it.loss.is_finite() && it.loss != 0.0, "{it:?}");
+    }
+    let other = TrainConfig {
+        gan_loss: GanLoss::NonSaturating,
+        ..wgan
+    };
+    let err = train(&ds, &other, &opts)
+        .err()
+        .expect("the other loss's checkpoint");
     assert!(matches!(err, TrainError::Checkpoint { .. }), "{err}");
 }
 

@@ -62,6 +62,7 @@ mod tests {
         check::<Init>();
         check::<ConvBackend>();
         check::<crate::features::SeriesFeatures>();
+        check::<crate::gan::GanLoss>();
         assert_eq!(
             Method::names(),
             "dekm, dec, idec, ae-kmeans, deepcluster or clustergan"

@@ -132,5 +132,6 @@ mod tests {
         same::<SeriesEncoder>();
         same::<dekm_trainer::features::SeriesFeatures>();
         same::<Split>();
+        same::<dekm_trainer::gan::GanLoss>();
     }
 }

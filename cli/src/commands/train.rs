@@ -11,6 +11,7 @@ use dekm_trainer::augment::Augment;
 use dekm_trainer::data::SampleShape;
 use dekm_trainer::device::DeviceChoice;
 use dekm_trainer::features::SeriesFeatures;
+use dekm_trainer::gan::GanLoss;
 use dekm_trainer::model::{ConvBackend, Init, SeriesEncoder};
 use dekm_trainer::pipeline::{cluster_sizes, majority_labels, train_and_export};
 use dekm_trainer::train::{
@@ -118,6 +119,12 @@ pub(crate) struct TrainArgs {
     /// reads back a one-hot cluster code (`dekm sample` draws new samples of a cluster).
     #[arg(long, value_enum, default_value_t = TrainMethod::Dekm)]
     method: TrainMethod,
+    /// ClusterGAN's adversarial loss: non-saturating (one discriminator step per generator
+    /// step, with a mode-seeking term; what clusters best in a CPU's budget) or wgan-gp (the
+    /// paper's: five critic steps with WGAN-GP's gradient penalty per generator step, so an
+    /// epoch makes a fifth of the generator steps; for a GPU and the paper's long schedule).
+    #[arg(long, value_enum, default_value_t = GanLoss::default())]
+    gan_loss: GanLoss,
     /// Images only: largest random shift of a training image, as a fraction of its side
     /// (DEC-DA uses 0.1; 0, the default, trains on the plain images as the DEKM paper does;
     /// --method deepcluster defaults to DEC-DA's 0.1, as its paper trains on random crops).
@@ -188,6 +195,7 @@ impl TrainArgs {
             init: self.init,
             start: self.start,
             device: self.device,
+            gan_loss: self.gan_loss,
         })
     }
 }

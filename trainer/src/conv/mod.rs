@@ -224,6 +224,25 @@ impl FastConv2d {
     pub fn bias(&self) -> &Tensor {
         &self.bias
     }
+
+    /// The layer's linear part read backwards: for `grad` `[b, oh, ow, out]`, the gradient of
+    /// `Σ grad · conv(x)` with respect to `x`, `[b, h, w, in]` (a transposed convolution with
+    /// the same weight, output padding restoring `x`'s size). Bias and ReLU are left out: the
+    /// caller applies the activation's slopes. Being an op on the weight rather than candle's
+    /// backward pass, it is itself differentiable in the weight, which a loss on an input
+    /// gradient (WGAN-GP's penalty) needs.
+    pub fn adjoint(&self, grad: &Tensor) -> Result<Tensor> {
+        let (g, w) = (&self.g, four_dimensional(&self.weight, &self.g)?);
+        let zero = Tensor::zeros(g.input.channels, w.dtype(), w.device())?;
+        let pad = (g.pad.height, g.pad.width);
+        conv_transpose2d(
+            grad,
+            &w,
+            &zero,
+            (g.stride, pad, g.transpose_output_padding()),
+            false,
+        )
+    }
 }
 
 impl Module for FastConv2d {

@@ -10,6 +10,7 @@ use crate::choice::Choice;
 use crate::data::SampleShape;
 use crate::device::DeviceChoice;
 use crate::features::SeriesFeatures;
+use crate::gan::GanLoss;
 use crate::model::{ConvBackend, Init, SeriesEncoder};
 
 /// Training settings (what `dekm train` exposes, saved as `config.json` next to the model).
@@ -95,6 +96,10 @@ pub struct TrainConfig {
     /// choice existed read as `auto`, which was the CPU then.
     #[serde(default)]
     pub device: DeviceChoice,
+    /// ClusterGAN's adversarial loss (other methods have none). Settings saved before the
+    /// choice existed read as the non-saturating loss, which is how those models were trained.
+    #[serde(default)]
+    pub gan_loss: GanLoss,
 }
 
 fn series_dense() -> SeriesEncoder {
@@ -252,6 +257,7 @@ impl Default for TrainConfig {
             init: Init::default(),
             start: Start::default(),
             device: DeviceChoice::default(),
+            gan_loss: GanLoss::default(),
         }
     }
 }
@@ -371,6 +377,13 @@ impl TrainConfig {
                  with max_iter of at least 1 (the exported centres must be the k-means ones \
                  the edge runtime assigns by)",
                 self.start.name()
+            ));
+        }
+        if self.gan_loss != GanLoss::default() && self.method != Method::ClusterGan {
+            return bad(format!(
+                "gan loss {} applies to method clustergan, not {}",
+                self.gan_loss.name(),
+                self.method.name()
             ));
         }
         self.augment.validate().map_err(TrainError::Config)

@@ -100,11 +100,7 @@ const MNIST_MIN_ACC: f64 = 0.3;
 fn an_interrupted_clustergan_run_resumes_as_if_never_interrupted() {
     let ds = common::images(300);
     let dir = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
-        checkpoint: Some(dir.path().join("checkpoint")),
-        resume: true,
-        ..Default::default()
-    };
+    let opts = common::resuming(dir.path());
     let first = clustergan(TrainConfig {
         epochs: 1,
         ..common::quick_config(3)
@@ -151,11 +147,7 @@ fn an_interrupted_clustergan_run_resumes_as_if_never_interrupted() {
 fn a_wgan_gp_run_trains_and_keeps_its_own_checkpoint() {
     let ds = common::images(300);
     let dir = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
-        checkpoint: Some(dir.path().join("checkpoint")),
-        resume: true,
-        ..Default::default()
-    };
+    let opts = common::resuming(dir.path());
     let wgan = clustergan(TrainConfig {
         epochs: 2,
         gan_loss: GanLoss::WganGp,
@@ -185,11 +177,7 @@ fn a_wgan_gp_run_trains_and_keeps_its_own_checkpoint() {
 fn a_diverging_clustergan_run_is_a_clear_error_with_a_checkpoint() {
     let ds = common::images(200);
     let dir = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
-        checkpoint: Some(dir.path().join("checkpoint")),
-        resume: true,
-        ..Default::default()
-    };
+    let opts = common::resuming(dir.path());
     let sane = clustergan(TrainConfig {
         epochs: 1,
         ..common::quick_config(3)

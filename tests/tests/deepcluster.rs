@@ -60,11 +60,7 @@ const MNIST_MIN_ACC: f64 = 0.45;
 fn an_interrupted_deepcluster_run_resumes_as_if_never_interrupted() {
     let ds = common::images(450);
     let dir = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
-        checkpoint: Some(dir.path().join("checkpoint")),
-        resume: true,
-        ..Default::default()
-    };
+    let opts = common::resuming(dir.path());
     let first = deepcluster(TrainConfig {
         epochs: 2,
         ..common::quick_config(3)

@@ -88,11 +88,7 @@ fn checkpoint_state(out: &std::path::Path) -> std::path::PathBuf {
 fn resume_continues_an_interrupted_run() {
     let ds = common::synthetic(3, 400, 4);
     let dir = tempfile::tempdir().unwrap();
-    let opts = RunOptions {
-        checkpoint: Some(dir.path().join("checkpoint")),
-        resume: true,
-        ..Default::default()
-    };
+    let opts = common::resuming(dir.path());
     // "Interrupted" after 2 of 4 epochs, before any DEKM iteration.
     let first = TrainConfig {
         epochs: 2,
@@ -334,14 +330,6 @@ fn kill_run() -> (dekm_trainer::data::Dataset, TrainConfig) {
     (ds, cfg)
 }
 
-fn resume_into(dir: &std::path::Path) -> RunOptions {
-    RunOptions {
-        checkpoint: Some(dir.join("checkpoint")),
-        resume: true,
-        ..Default::default()
-    }
-}
-
 /// Epochs and DEKM iterations the current checkpoint under `out` records, after checking that
 /// its weights and optimizer files are whole.
 fn checkpoint_progress(out: &std::path::Path) -> usize {
@@ -366,7 +354,7 @@ fn training_killed_mid_checkpoint_resumes_as_if_never_killed() {
     let (ds, cfg) = kill_run();
     if let Some(dir) = std::env::var_os(KILL_CHILD_DIR) {
         // The child: trains (resuming) until it is killed or done.
-        train(&ds, &cfg, &resume_into(std::path::Path::new(&dir))).unwrap();
+        train(&ds, &cfg, &common::resuming(std::path::Path::new(&dir))).unwrap();
         return;
     }
     let out = tempfile::tempdir().unwrap();
@@ -401,7 +389,7 @@ fn training_killed_mid_checkpoint_resumes_as_if_never_killed() {
     }
     assert!(kills >= 4, "the runs ended before the kills");
     // Finished from the last checkpoint, the run is the run that was never interrupted.
-    let resumed = train(&ds, &cfg, &resume_into(out.path())).unwrap();
+    let resumed = train(&ds, &cfg, &common::resuming(out.path())).unwrap();
     let whole = train(&ds, &cfg, &RunOptions::default()).unwrap();
     assert_eq!(resumed.history.pretrain_loss, whole.history.pretrain_loss);
     assert_eq!(resumed.kmeans.labels, whole.kmeans.labels);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use dekm_shared::ImageShape;
 use dekm_trainer::data::{self, DataSource, Dataset, LoadOptions, SampleShape, SyntheticOptions};
-use dekm_trainer::train::TrainConfig;
+use dekm_trainer::train::{RunOptions, TrainConfig};
 
 /// `DEKM_DATA`, else the read-only `../shared/data` beside the repository, if it exists.
 pub fn data_dir() -> Option<PathBuf> {
@@ -146,4 +146,13 @@ pub fn text_corpus(dir: &std::path::Path) -> PathBuf {
     let path = dir.join("docs.csv");
     std::fs::write(&path, csv).unwrap();
     path
+}
+
+/// Options of a run that checkpoints under `dir/checkpoint` and resumes from what it finds there.
+pub fn resuming(dir: &std::path::Path) -> RunOptions {
+    RunOptions {
+        checkpoint: Some(dir.join("checkpoint")),
+        resume: true,
+        ..Default::default()
+    }
 }

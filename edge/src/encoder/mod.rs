@@ -118,13 +118,34 @@ pub struct Encoder {
 /// Scratch buffers for one [`Encoder`]: two activation buffers, used in turn, the patch matrix
 /// of a convolution with few input channels, and for an int8 encoder its byte activations and
 /// integer sums (empty otherwise).
+///
+/// The three f32 buffers are one allocation (each part on a cache line), so a workspace large
+/// enough for huge pages takes one ([`Aligned`]): on 4 KiB pages its placement, like the
+/// weights', set the AVX2 encoder's speed on an AMD Zen 4.
 #[derive(Debug, Clone)]
 pub struct Workspace {
-    a: Aligned<f32>,
-    b: Aligned<f32>,
-    p: Aligned<f32>,
+    /// The activation buffers `a` and `b`, then the patch matrix, each part starting on a line.
+    f: Aligned<f32>,
+    /// The lengths of an activation buffer and of the patch matrix.
+    lens: (usize, usize),
     q: Vec<u8>,
     acc: Aligned<i32>,
+}
+
+/// Floats in a cache line: the parts of [`Workspace::f`] start on multiples of it.
+const LINE_FLOATS: usize = 16;
+
+impl Workspace {
+    /// The activation buffers and the patch matrix, apart, then the byte activations and
+    /// the integer sums.
+    fn parts(&mut self) -> ([&mut [f32]; 3], &mut [u8], &mut [i32]) {
+        let (len, patch) = self.lens;
+        let stride = len.next_multiple_of(LINE_FLOATS);
+        let (a, rest) = self.f.split_at_mut(stride);
+        let (b, p) = rest.split_at_mut(stride);
+        let f = [&mut a[..len], &mut b[..len], &mut p[..patch]];
+        (f, &mut self.q, &mut self.acc)
+    }
 }
 
 /// The tensor `name` from `get`: present, `len` values, all finite.
@@ -309,10 +330,10 @@ impl Encoder {
     pub fn workspace(&self) -> Workspace {
         let (len, _) = self.sizes;
         let (bytes, sums) = self.int_lens();
+        let stride = len.next_multiple_of(LINE_FLOATS);
         Workspace {
-            a: Aligned::new(len),
-            b: Aligned::new(len),
-            p: Aligned::new(self.patch_len),
+            f: Aligned::new(2 * stride + self.patch_len),
+            lens: (len, self.patch_len),
             q: vec![0; bytes],
             acc: Aligned::new(sums),
         }
@@ -346,15 +367,11 @@ impl Encoder {
             return Err(e);
         }
         let (len, zero) = self.sizes;
-        if ws.a.len() != len
-            || ws.b.len() != len
-            || ws.p.len() != self.patch_len
-            || (ws.q.len(), ws.acc.len()) != self.int_lens()
-        {
+        if ws.lens != (len, self.patch_len) || (ws.q.len(), ws.acc.len()) != self.int_lens() {
             // A workspace made for another encoder: replaced once, then reused.
             *ws = self.workspace();
         }
-        let Workspace { a, b, p, q, acc } = ws;
+        let ([a, b, p], q, acc) = ws.parts();
         let (body, latent) = match &self.run {
             Run::F32 { body, latent } => (body, latent),
             Run::Int8(stack) => {

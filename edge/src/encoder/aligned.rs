@@ -16,7 +16,7 @@ const LINE: usize = 64;
 /// at 133 or 175 µs an image depending on its weights' address modulo 64.
 ///
 /// With `std` on x86-64 Linux, a buffer of [`HUGE_MIN`] bytes or more (a large layer's
-/// weights) is instead an anonymous mapping advised `MADV_HUGEPAGE`, starting on a 2 MiB
+/// weights, a workspace's f32 buffers) is instead an anonymous mapping advised `MADV_HUGEPAGE`, starting on a 2 MiB
 /// boundary, so the kernel backs it with one transparent huge page where it can. On 4 KiB pages
 /// the same AVX2 encoder ran at 63 or 80-90 µs an image on an AMD Zen 4 depending on where the
 /// kernel put the pages, process by process; on huge pages every run was fast

@@ -120,7 +120,7 @@ pub struct Encoder {
 /// integer sums (empty otherwise).
 ///
 /// The three f32 buffers are one allocation (each part on a cache line), so a workspace large
-/// enough for huge pages takes one ([`Aligned`]): on 4 KiB pages its placement, like the
+/// enough for huge pages takes one (`encoder/aligned.rs`): on 4 KiB pages its placement, like the
 /// weights', set the AVX2 encoder's speed on an AMD Zen 4.
 #[derive(Debug, Clone)]
 pub struct Workspace {

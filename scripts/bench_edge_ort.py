@@ -2,7 +2,8 @@
 """onnxruntime side of the edge latency benchmark (`cargo bench -p dekm-cli --bench edge`).
 
 Builds the exported encoder (convolutions with the strides and paddings the Rust side passes in
---layers, ReLU after each, then the linear latent layer) as an ONNX graph from the weights in
+--layers, ReLU after each (leaky ReLU of slope 0.2 with --leaky), the dense layers after them
+that the file holds, then the linear latent layer) as an ONNX graph from the weights in
 model.safetensors, runs it with onnxruntime on one thread, and prints one JSON line:
 
     {"batch1_p50_us": ..., "batch1_mean_us": ..., "batch_per_s": ..., "version": ...}
@@ -24,6 +25,7 @@ def main() -> None:
     p.add_argument("--input", required=True, help="C,H,W")
     p.add_argument("--samples", type=int, default=5000)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--leaky", action="store_true", help="leaky ReLU (0.2) instead of ReLU")
     a = p.parse_args()
     try:
         import numpy as np
@@ -40,6 +42,13 @@ def main() -> None:
     layers = json.loads(a.layers)
     nodes, inits = [], []
     cur = "x"
+
+    def activation(src: str, dst: str) -> None:
+        if a.leaky:
+            nodes.append(helper.make_node("LeakyRelu", [src], [dst], alpha=0.2))
+        else:
+            nodes.append(helper.make_node("Relu", [src], [dst]))
+
     for i, l in enumerate(layers):
         wn, bn = f"encoder.conv{i}.weight", f"encoder.conv{i}.bias"
         inits += [numpy_helper.from_array(w[wn], wn), numpy_helper.from_array(w[bn], bn)]
@@ -47,12 +56,21 @@ def main() -> None:
         pad = l["pad"]
         nodes.append(helper.make_node("Conv", [cur, wn, bn], [f"c{i}"], kernel_shape=[k, k],
                                       strides=[l["stride"]] * 2, pads=[pad] * 4))
-        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        activation(f"c{i}", f"r{i}")
         cur = f"r{i}"
     nodes.append(helper.make_node("Flatten", [cur], ["flat"], axis=1))
+    cur = "flat"
+    i = 0
+    while f"encoder.dense{i}.weight" in w:
+        wn, bn = f"encoder.dense{i}.weight", f"encoder.dense{i}.bias"
+        inits += [numpy_helper.from_array(w[wn], wn), numpy_helper.from_array(w[bn], bn)]
+        nodes.append(helper.make_node("Gemm", [cur, wn, bn], [f"g{i}"], transB=1))
+        activation(f"g{i}", f"h{i}")
+        cur = f"h{i}"
+        i += 1
     wn, bn = "encoder.latent.weight", "encoder.latent.bias"
     inits += [numpy_helper.from_array(w[wn], wn), numpy_helper.from_array(w[bn], bn)]
-    nodes.append(helper.make_node("Gemm", ["flat", wn, bn], ["z"], transB=1))
+    nodes.append(helper.make_node("Gemm", [cur, wn, bn], ["z"], transB=1))
     d = w[wn].shape[0]
     graph = helper.make_graph(
         nodes, "dekm_encoder", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", c, h, wd])],

@@ -197,7 +197,14 @@ fn main() -> Result<()> {
     let flat = ds
         .normalized(&normalizer)
         .map_err(|(i, e)| anyhow::anyhow!("sample {i}: {e}"))?;
-    let spec = ds.encoder_spec(10, (Default::default(), dekm_shared::TimePooling::MeanStd));
+    let spec = ds.encoder_spec(
+        10,
+        (
+            Default::default(),
+            Default::default(),
+            dekm_shared::TimePooling::MeanStd,
+        ),
+    );
     let xs =
         Tensor::from_vec(flat, (ds.len(), spec.input_len()), &Device::Cpu)?.to_dtype(DType::F32)?;
     let threads = rayon::current_num_threads();

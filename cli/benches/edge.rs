@@ -186,6 +186,7 @@ fn run_ort(a: &Args, file: &Path, model: &Model) -> Result<Option<(Round, String
         ])
         .args(["--samples", &a.samples.to_string()])
         .args(["--batch", &a.batch.to_string()])
+        .args((spec.activation() == dekm_shared::Activation::LeakyRelu).then_some("--leaky"))
         .output()
         .context("running python3 scripts/bench_edge_ort.py")?;
     if !out.status.success() {

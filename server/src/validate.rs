@@ -308,6 +308,9 @@ fn train_config(s: pb::TrainSettings) -> Result<TrainConfig, Status> {
     if let Some(v) = s.gan_loss {
         c.gan_loss = choice("gan_loss", &v)?;
     }
+    if let Some(v) = s.image_encoder {
+        c.image_encoder = choice("image_encoder", &v)?;
+    }
     if let Some(v) = s.outlier_score {
         c.outlier_score = match v.as_str() {
             "auto" => None,
@@ -509,6 +512,25 @@ mod tests {
         assert_eq!(
             train_config(pb::TrainSettings::default()).unwrap(),
             TrainConfig::default()
+        );
+    }
+
+    /// A request chooses the image encoder; a bad name is refused naming the choices.
+    #[test]
+    fn a_request_chooses_the_image_encoder() {
+        let settings = |encoder: &str| pb::TrainSettings {
+            image_encoder: Some(encoder.into()),
+            ..Default::default()
+        };
+        let c = train_config(settings("clustergan")).unwrap();
+        assert_eq!(
+            c.image_encoder,
+            dekm_trainer::model::ImageEncoder::ClusterGan
+        );
+        let err = train_config(settings("vgg")).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "image_encoder \"vgg\": expected dekm or clustergan"
         );
     }
 

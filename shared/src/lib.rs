@@ -21,12 +21,13 @@ pub mod stream;
 
 pub use error::ContractError;
 pub use layers::{
-    ConvGeometry, ConvSpec, EncoderSpec, Extent, ImageShape, POOL_EPS, Padding, SeriesShape, Stack,
-    TimePooling,
+    Activation, ConvGeometry, ConvSpec, EncoderSpec, Extent, ImageShape, LEAKY_SLOPE, POOL_EPS,
+    Padding, SeriesShape, Stack, TimePooling,
 };
 pub use meta::{
-    EmbedderRef, FORMAT_VERSION, INT8_FORMAT_VERSION, ModelMeta, Neighbours, OLDEST_FORMAT_VERSION,
-    OutlierScore, SOFTMAX_FORMAT_VERSION, TrainingMetrics, Weights,
+    EmbedderRef, FORMAT_VERSION, INT8_FORMAT_VERSION, ModelMeta, NETWORK_FORMAT_VERSION,
+    Neighbours, OLDEST_FORMAT_VERSION, OutlierScore, SOFTMAX_FORMAT_VERSION, TrainingMetrics,
+    Weights,
 };
 pub use preprocess::Normalizer;
 pub use softmax::softmax_tail;

@@ -16,8 +16,10 @@ use crate::{ContractError, EncoderSpec, SpectrumSpec, StreamSpec};
 /// version 1 file is read as the distance score it was written with. Version 3 added the
 /// neighbour score ([`OutlierScore::Knn`], with its `dekm.references` tensor). Version 4 added
 /// spectral features ([`ModelMeta::spectrum`]). Version 5 added int8 encoder weights
-/// ([`Weights::Int8`]), which only edge bundles carry. Files of earlier versions read unchanged.
-pub const FORMAT_VERSION: u32 = 6;
+/// ([`Weights::Int8`]), which only edge bundles carry. Version 6 added the softmax tail, version
+/// 7 ClusterGAN's own networks ([`NETWORK_FORMAT_VERSION`]). Files of earlier versions read
+/// unchanged.
+pub const FORMAT_VERSION: u32 = 7;
 
 /// The first format version with [`ModelMeta::spectrum`].
 pub const SPECTRUM_FORMAT_VERSION: u32 = 4;
@@ -30,6 +32,12 @@ pub const INT8_FORMAT_VERSION: u32 = 5;
 /// the spec, skip the unknown field and compute other latents without noticing, so it must
 /// refuse such a model by its version instead.
 pub const SOFTMAX_FORMAT_VERSION: u32 = 6;
+
+/// The first format version whose convolutional encoder may have dense layers after its
+/// convolutions, a leaky ReLU, or a convolution padded by a given number of pixels
+/// ([`EncoderSpec::needs_network_version`]: ClusterGAN's own networks,
+/// [`EncoderSpec::clustergan_conv`]).
+pub const NETWORK_FORMAT_VERSION: u32 = 7;
 
 /// How the encoder's weights are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -286,7 +294,8 @@ impl ModelMeta {
 
     /// The oldest format version that holds this model: its outlier score's,
     /// [`SPECTRUM_FORMAT_VERSION`] with spectral features, [`INT8_FORMAT_VERSION`] with int8
-    /// weights, [`SOFTMAX_FORMAT_VERSION`] with a softmax tail.
+    /// weights, [`SOFTMAX_FORMAT_VERSION`] with a softmax tail, [`NETWORK_FORMAT_VERSION`] with
+    /// what [`EncoderSpec::needs_network_version`] names.
     pub fn needed_version(&self) -> u32 {
         let features = if self.spectrum.is_some() {
             SPECTRUM_FORMAT_VERSION
@@ -302,11 +311,17 @@ impl ModelMeta {
         } else {
             OLDEST_FORMAT_VERSION
         };
+        let network = if self.encoder.needs_network_version() {
+            NETWORK_FORMAT_VERSION
+        } else {
+            OLDEST_FORMAT_VERSION
+        };
         self.outlier_score
             .format_version()
             .max(features)
             .max(weights)
             .max(tail)
+            .max(network)
     }
 
     /// The version this model is written as: [`Self::needed_version`], but at least 2 (the
@@ -352,6 +367,11 @@ impl ModelMeta {
         if meta.encoder.softmax_tail() > 0 && found < SOFTMAX_FORMAT_VERSION {
             return Err(bad(
                 "a softmax tail on the latent needs format version 6 or newer",
+            ));
+        }
+        if meta.encoder.needs_network_version() && found < NETWORK_FORMAT_VERSION {
+            return Err(bad(
+                "dense layers after the convolutions, a leaky ReLU or padding by pixels need format version 7 or newer",
             ));
         }
         if found < meta.outlier_score.format_version() {
@@ -442,6 +462,29 @@ mod tests {
         m.format_version = 5;
         let err = ModelMeta::from_header(Some("5"), Some(&m.to_json())).unwrap_err();
         assert!(err.to_string().contains("softmax tail"), "{err}");
+    }
+
+    /// ClusterGAN's own encoder (dense layer after the convolutions, leaky ReLU, padding by
+    /// pixels) is written as version 7 and refused under an older version's number.
+    #[test]
+    fn clustergans_network_needs_version_7() {
+        let mut m = meta();
+        let mnist = crate::ImageShape {
+            channels: 1,
+            height: 28,
+            width: 28,
+        };
+        m.encoder = EncoderSpec::clustergan_conv(mnist, 12).with_softmax_tail(10);
+        assert_eq!(m.written_version(), NETWORK_FORMAT_VERSION);
+        m.format_version = 7;
+        let back = ModelMeta::from_header(Some("7"), Some(&m.to_json())).unwrap();
+        assert_eq!(back.encoder, m.encoder);
+        m.format_version = 6;
+        let err = ModelMeta::from_header(Some("6"), Some(&m.to_json())).unwrap_err();
+        assert!(err.to_string().contains("format version 7"), "{err}");
+        // DEKM's encoder needs none of it.
+        m.encoder = EncoderSpec::paper_conv(mnist, 10);
+        assert_eq!(m.written_version(), 2);
     }
 
     #[test]
@@ -633,12 +676,12 @@ mod tests {
 
     #[test]
     fn newer_version_is_rejected_before_parsing() {
-        let err = ModelMeta::from_header(Some("7"), Some("not json")).unwrap_err();
+        let err = ModelMeta::from_header(Some("8"), Some("not json")).unwrap_err();
         assert_eq!(
             err,
             ContractError::UnsupportedVersion {
-                found: 7,
-                supported: 6
+                found: 8,
+                supported: 7
             }
         );
     }

@@ -99,6 +99,11 @@ pub fn encoder_tensors(spec: &EncoderSpec) -> Result<Vec<TensorSpec>, ContractEr
                 w.push(g.kernel.width);
                 out.extend(layer(conv(i), w, g.output.channels));
             }
+            let mut prev = spec.conv_out_len()?;
+            for (i, &h) in spec.conv_hidden().iter().enumerate() {
+                out.extend(layer(dense(i), vec![h, prev], h));
+                prev = h;
+            }
         }
         EncoderSpec::Dense { input, hidden, .. } => {
             let mut prev = *input;

@@ -9,7 +9,7 @@ use dekm_edge::file::read_parts;
 use dekm_shared::{Neighbours, OutlierScore, TimePooling};
 use dekm_trainer::data::Dataset;
 use dekm_trainer::export::read_model;
-use dekm_trainer::model::{SeriesEncoder, embed};
+use dekm_trainer::model::{ImageEncoder, SeriesEncoder, embed};
 use dekm_trainer::pipeline::{assign, train_and_export};
 use dekm_trainer::train::{Method, RunOptions, TrainConfig};
 
@@ -124,6 +124,22 @@ fn clustergan_models_run_identically_on_the_edge() {
             ..common::quick_config(3)
         };
         check_parity_of(&ds, cfg);
+    }
+}
+
+/// ClusterGAN's own networks (4x4 convolutions padded by a pixel, a dense layer of 1,024,
+/// leaky ReLU; format version 7) run on the edge as trained: as ClusterGAN's encoder, and as
+/// the encoder of DEKM's autoencoder, whose decoder mirrors it.
+#[test]
+fn clustergans_own_networks_run_identically_on_the_edge() {
+    for method in [Method::ClusterGan, Method::Dekm] {
+        let cfg = TrainConfig {
+            method,
+            latent: 5,
+            image_encoder: ImageEncoder::ClusterGan,
+            ..common::quick_config(3)
+        };
+        check_parity_of(&common::images(1000), cfg);
     }
 }
 

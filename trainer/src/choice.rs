@@ -63,6 +63,7 @@ mod tests {
         check::<ConvBackend>();
         check::<crate::features::SeriesFeatures>();
         check::<crate::gan::GanLoss>();
+        check::<crate::model::ImageEncoder>();
         assert_eq!(
             Method::names(),
             "dekm, dec, idec, ae-kmeans, deepcluster or clustergan"

@@ -16,7 +16,10 @@ use crate::conv::{
     CandleConv1d, CandleDeconv1d, FastConv2d, FastConvTranspose2d, to_channels_first,
     to_channels_last,
 };
-use dekm_shared::{ConvGeometry, EncoderSpec, ImageShape, POOL_EPS, Stack, TimePooling, names};
+use dekm_shared::{
+    Activation, ConvGeometry, EncoderSpec, ImageShape, LEAKY_SLOPE, POOL_EPS, Stack, TimePooling,
+    names,
+};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -25,6 +28,18 @@ use crate::rng;
 
 fn linear(vb: &VarBuilder, name: &str, input: usize, output: usize) -> Result<Linear> {
     candle_nn::linear(input, output, vb.pp(name))
+}
+
+/// The activation `a` on `x`; leaky ReLU as `(1 − s) relu(x) + s x` (slope `s`), whose
+/// gradient candle knows everywhere.
+pub(crate) fn activate(x: &Tensor, a: Activation) -> Result<Tensor> {
+    match a {
+        Activation::Relu => x.relu(),
+        Activation::LeakyRelu => {
+            let s = f64::from(LEAKY_SLOPE);
+            (x.relu()? * (1.0 - s))? + (x * s)?
+        }
+    }
 }
 
 /// Which convolution kernels the convolutional layers run on.
@@ -60,6 +75,27 @@ pub enum Init {
 
 crate::choice::choice!(Init { Keras => "keras", Torch => "torch" });
 
+/// The encoder for images. DEKM's convolutions are the default for every method (the edge
+/// runtime's fastest path and the figures of docs/RESULTS.md); ClusterGAN's own networks are
+/// there for comparing with that paper as it was run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum ImageEncoder {
+    /// DCEC/DEKM's 5x5/32, 5x5/64 and 3x3/128 convolutions with ReLU
+    /// ([`EncoderSpec::paper_conv`]), 6.7 million multiply-adds an MNIST image.
+    #[default]
+    Dekm,
+    /// ClusterGAN's (Mukherjee et al., 2019): 4x4/64 and 4x4/128 convolutions, a dense layer
+    /// of 1,024, leaky ReLU ([`EncoderSpec::clustergan_conv`]), about four times DEKM's
+    /// multiply-adds; its discriminator and generator mirror it as the paper's do.
+    #[serde(rename = "clustergan")]
+    #[cfg_attr(feature = "clap", value(name = "clustergan"))]
+    ClusterGan,
+}
+
+crate::choice::choice!(ImageEncoder { Dekm => "dekm", ClusterGan => "clustergan" });
+
 /// The encoder for multichannel series (windows of a recording, `.ts` cases). Images always get
 /// the 2-D convolutions and plain vectors the dense stack; a series can take either view. Dense
 /// is the default by measurement (docs/RESULTS.md, "A temporal encoder"): it leads on
@@ -78,22 +114,23 @@ pub enum SeriesEncoder {
 
 crate::choice::choice!(SeriesEncoder { Dense => "dense", Conv1d => "conv1d" });
 
-/// One convolution of the encoder and the ReLU after it, on the selected backend.
+/// One convolution of the encoder and the activation after it, on the selected backend.
 #[derive(Debug, Clone)]
 pub enum ConvLayer {
-    /// [`FastConv2d`], ReLU fused in.
-    Fast(FastConv2d),
-    /// candle's `Conv2d`, then ReLU.
-    Candle(Conv2d),
-    /// A 1-D convolution on candle's ops, ReLU included.
+    /// [`FastConv2d`], ReLU fused in (the activation after it when it is not ReLU).
+    Fast(FastConv2d, Activation),
+    /// candle's `Conv2d`, then the activation.
+    Candle(Conv2d, Activation),
+    /// A 1-D convolution on candle's ops, ReLU included (1-D encoders have no other).
     Candle1d(CandleConv1d),
 }
 
 impl Module for ConvLayer {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Fast(c) => c.forward(xs),
-            Self::Candle(c) => c.forward(xs)?.relu(),
+            Self::Fast(c, Activation::Relu) => c.forward(xs),
+            Self::Fast(c, a) => activate(&c.forward(xs)?, *a),
+            Self::Candle(c, a) => activate(&c.forward(xs)?, *a),
             Self::Candle1d(c) => c.forward(xs),
         }
     }
@@ -108,8 +145,10 @@ pub enum Encoder {
         spec: EncoderSpec,
         /// Input image shape (a series as a one-row image).
         input: ImageShape,
-        /// Convolutions, ReLU after each.
+        /// Convolutions, the activation after each.
         convs: Vec<ConvLayer>,
+        /// Dense layers on the flattened feature map, the activation after each.
+        hidden: Vec<Linear>,
         /// Linear layer to the latent space.
         latent: Linear,
         /// Run the convolutions on channels-last `[b, h, w, c]` activations (fast backend).
@@ -132,6 +171,7 @@ impl Encoder {
         let pre = spec.pre_latent_len().map_err(candle_core::Error::wrap)?;
         let latent = linear(vb, names::LATENT, pre, spec.latent_dim())?;
         let temporal = matches!(spec, EncoderSpec::Conv1d { .. });
+        let activation = spec.activation();
         Ok(match spec.stack() {
             Stack::Conv(input) => {
                 let geometry = spec.conv_geometry().map_err(candle_core::Error::wrap)?;
@@ -142,10 +182,12 @@ impl Encoder {
                         let (cin, cout, vb) =
                             (g.input.channels, g.output.channels, vb.pp(names::conv(i)));
                         let k = g.kernel.width;
+                        let relu = activation == Activation::Relu;
                         Ok(match backend {
-                            ConvBackend::Fast => {
-                                ConvLayer::Fast(FastConv2d::new(*g, temporal, true, vb)?)
-                            }
+                            ConvBackend::Fast => ConvLayer::Fast(
+                                FastConv2d::new(*g, temporal, relu, vb)?,
+                                activation,
+                            ),
                             ConvBackend::Candle if temporal => {
                                 ConvLayer::Candle1d(CandleConv1d::new(*g, vb)?)
                             }
@@ -155,15 +197,26 @@ impl Encoder {
                                     stride: g.stride,
                                     ..Default::default()
                                 };
-                                ConvLayer::Candle(candle_nn::conv2d(cin, cout, k, cfg, vb)?)
+                                ConvLayer::Candle(
+                                    candle_nn::conv2d(cin, cout, k, cfg, vb)?,
+                                    activation,
+                                )
                             }
                         })
                     })
+                    .collect::<Result<_>>()?;
+                let flat = spec.conv_out_len().map_err(candle_core::Error::wrap)?;
+                let widths = std::iter::once(flat).chain(spec.conv_hidden().iter().copied());
+                let hidden = widths
+                    .zip(spec.conv_hidden())
+                    .enumerate()
+                    .map(|(i, (a, &b))| linear(vb, &names::dense(i), a, b))
                     .collect::<Result<_>>()?;
                 Self::Conv {
                     spec: spec.clone(),
                     input,
                     convs,
+                    hidden,
                     latent,
                     channels_last: backend == ConvBackend::Fast,
                 }
@@ -194,6 +247,7 @@ impl Encoder {
         let Self::Conv {
             spec,
             convs,
+            hidden,
             latent,
             ..
         } = self
@@ -203,18 +257,18 @@ impl Encoder {
         let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
         let mut named = Vec::new();
         for (i, c) in convs.iter().enumerate() {
-            let ConvLayer::Fast(c) = c else {
+            let ConvLayer::Fast(c, _) = c else {
                 return Ok(None);
             };
             named.push((format!("{}.weight", names::conv(i)), values(c.weight())?));
             named.push((format!("{}.bias", names::conv(i)), values(c.bias())?));
         }
-        named.push((
-            format!("{}.weight", names::LATENT),
-            values(latent.weight())?,
-        ));
-        if let Some(b) = latent.bias() {
-            named.push((format!("{}.bias", names::LATENT), values(b)?));
+        let dense = hidden.iter().enumerate().map(|(i, l)| (names::dense(i), l));
+        for (name, l) in dense.chain([(names::LATENT.to_string(), latent)]) {
+            named.push((format!("{name}.weight"), values(l.weight())?));
+            if let Some(b) = l.bias() {
+                named.push((format!("{name}.bias"), values(b)?));
+            }
         }
         let get = |name: &str| {
             named
@@ -237,6 +291,7 @@ impl Encoder {
                 spec,
                 input,
                 convs,
+                hidden,
                 channels_last,
                 ..
             } => {
@@ -256,7 +311,11 @@ impl Encoder {
                 if *channels_last {
                     h = to_channels_first(&h)?;
                 }
-                h.flatten_from(1)
+                let mut h = h.flatten_from(1)?;
+                for l in hidden {
+                    h = activate(&l.forward(&h)?, spec.activation())?;
+                }
+                Ok(h)
             }
             Self::Dense { hidden, .. } => {
                 let mut h = xs.clone();
@@ -346,8 +405,12 @@ pub struct Decoder {
     pooled: bool,
     /// Run the transposed convolutions on channels-last activations (fast backend).
     channels_last: bool,
-    /// Layers applied in order; ReLU after every one but the last.
+    /// Dense layers back from the latent layer's output to the flattened feature map (a
+    /// convolutional encoder's hidden layers, mirrored), the activation after each.
+    hidden: Vec<Linear>,
+    /// Layers applied in order; the activation after every one but the last.
     layers: Vec<DecoderLayer>,
+    activation: Activation,
 }
 
 #[derive(Debug, Clone)]
@@ -369,13 +432,24 @@ impl Decoder {
         };
         let latent = linear(vb, "decoder.latent", spec.latent_dim(), pre)?;
         let temporal = matches!(spec, EncoderSpec::Conv1d { .. });
+        let activation = spec.activation();
+        let conv_hidden = spec.conv_hidden();
+        let flat = spec.conv_out_len().map_err(candle_core::Error::wrap)?;
+        let hidden = (0..conv_hidden.len())
+            .rev()
+            .map(|i| {
+                let out = if i == 0 { flat } else { conv_hidden[i - 1] };
+                linear(vb, &format!("decoder.dense{i}"), conv_hidden[i], out)
+            })
+            .collect::<Result<_>>()?;
         let (unflatten, layers) = match spec.stack() {
             Stack::Conv(_) => {
                 let geometry = spec.conv_geometry().map_err(candle_core::Error::wrap)?;
                 let mut layers = Vec::new();
                 for (i, g) in geometry.iter().enumerate().rev() {
-                    // ReLU after every transposed convolution but the output layer's.
-                    let relu = i > 0;
+                    // ReLU fused into every transposed convolution but the output layer's
+                    // (another activation follows it unfused).
+                    let relu = i > 0 && activation == Activation::Relu;
                     let vb = vb.pp(format!("decoder.deconv{i}"));
                     layers.push(match backend {
                         ConvBackend::Fast => DecoderLayer::FastDeconv(FastConvTranspose2d::new(
@@ -411,7 +485,9 @@ impl Decoder {
             unflatten,
             pooled: spec.pooled(),
             channels_last: backend == ConvBackend::Fast,
+            hidden,
             layers,
+            activation,
         })
     }
 }
@@ -420,10 +496,20 @@ impl Module for Decoder {
     fn forward(&self, z: &Tensor) -> Result<Tensor> {
         let b = z.dim(0)?;
         let mut h = self.latent.forward(z)?;
+        if self.layers.is_empty() && self.hidden.is_empty() {
+            return Ok(h);
+        }
+        h = activate(&h, self.activation)?;
+        for (i, d) in self.hidden.iter().enumerate() {
+            h = d.forward(&h)?;
+            // The reconstruction itself when no convolution follows: linear.
+            if i + 1 < self.hidden.len() || !self.layers.is_empty() {
+                h = activate(&h, self.activation)?;
+            }
+        }
         if self.layers.is_empty() {
             return Ok(h);
         }
-        h = h.relu()?;
         let swap = self.unflatten.is_some() && self.channels_last;
         if let Some(s) = self.unflatten {
             h = if self.pooled {
@@ -446,8 +532,10 @@ impl Module for Decoder {
                 DecoderLayer::Deconv1d(c) => c.forward(&h)?,
                 DecoderLayer::Dense(d) => d.forward(&h)?,
             };
-            if i < last && !matches!(l, DecoderLayer::FastDeconv(_)) {
-                h = h.relu()?;
+            let fused =
+                matches!(l, DecoderLayer::FastDeconv(_)) && self.activation == Activation::Relu;
+            if i < last && !fused {
+                h = activate(&h, self.activation)?;
             }
         }
         if swap {
@@ -693,6 +781,74 @@ mod tests {
             },
             4,
         ));
+    }
+
+    /// ClusterGAN's kind of encoder (4x4 convolutions padded by a pixel, a hidden dense
+    /// layer, leaky ReLU) and its mirror: the fused kernels equal candle's, and the edge
+    /// kernels that embed the data equal the training graph.
+    #[test]
+    fn hidden_layers_and_leaky_relu_match_candle_and_the_edge_kernels() {
+        use dekm_shared::{ConvSpec, Padding};
+        let spec = EncoderSpec::Conv {
+            input: ImageShape {
+                channels: 2,
+                height: 12,
+                width: 12,
+            },
+            convs: vec![
+                ConvSpec {
+                    filters: 5,
+                    kernel: 4,
+                    stride: 2,
+                    padding: Padding::Pixels(1),
+                },
+                ConvSpec {
+                    filters: 7,
+                    kernel: 4,
+                    stride: 2,
+                    padding: Padding::Pixels(1),
+                },
+            ],
+            hidden: vec![9, 6],
+            activation: Activation::LeakyRelu,
+            latent: 4,
+            softmax_tail: 0,
+        };
+        fast_matches_candle(&spec);
+        let vm = VarMap::new();
+        let model =
+            Autoencoder::init(&spec, &vm, 3, ConvBackend::Fast, Init::Torch, &Device::Cpu).unwrap();
+        let n = spec.input_len();
+        let xs: Vec<f32> = (0..5 * n)
+            .map(|i| ((i * 29) % 97) as f32 / 48.0 - 1.0)
+            .collect();
+        let xs = Tensor::from_vec(xs, (5, n), &Device::Cpu).unwrap();
+        let graph: Vec<f32> = model
+            .encoder
+            .forward(&xs)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(model.encoder.on_edge_kernels().unwrap().is_some());
+        let edge = embed(&model.encoder, &xs, 2).unwrap();
+        for (a, b) in graph.iter().zip(&edge) {
+            assert!(
+                (a - b).abs() < 1e-5 * (1.0 + a.abs()),
+                "graph {a} vs edge {b}"
+            );
+        }
+        // The leaky slope is in use: some pre-activations are negative and pass scaled.
+        let pre = model
+            .encoder
+            .pre_latent(&xs)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(pre.iter().any(|&v| v < 0.0), "no negative activations");
     }
 
     #[test]

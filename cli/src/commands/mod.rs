@@ -133,5 +133,6 @@ mod tests {
         same::<dekm_trainer::features::SeriesFeatures>();
         same::<Split>();
         same::<dekm_trainer::gan::GanLoss>();
+        same::<dekm_trainer::model::ImageEncoder>();
     }
 }

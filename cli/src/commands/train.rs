@@ -12,7 +12,7 @@ use dekm_trainer::data::SampleShape;
 use dekm_trainer::device::DeviceChoice;
 use dekm_trainer::features::SeriesFeatures;
 use dekm_trainer::gan::GanLoss;
-use dekm_trainer::model::{ConvBackend, Init, SeriesEncoder};
+use dekm_trainer::model::{ConvBackend, ImageEncoder, Init, SeriesEncoder};
 use dekm_trainer::pipeline::{cluster_sizes, majority_labels, train_and_export};
 use dekm_trainer::train::{
     Method as TrainMethod, Observer, RunOptions, Start, TrainConfig, explain,
@@ -89,6 +89,12 @@ pub(crate) struct TrainArgs {
     /// Continue from OUT/checkpoint after an interruption.
     #[arg(long)]
     resume: bool,
+    /// Encoder of images: dekm (DEKM's 5x5/32, 5x5/64, 3x3/128 convolutions with ReLU) or
+    /// clustergan (ClusterGAN's own: 4x4/64 and 4x4/128 convolutions, a dense layer of 1,024,
+    /// leaky ReLU; about four times the multiply-adds). Any method; with --method clustergan
+    /// its discriminator and generator mirror it, as the paper's networks.
+    #[arg(long, value_enum, default_value_t = ImageEncoder::default())]
+    image_encoder: ImageEncoder,
     /// Encoder of series data (windows of a recording, .ts cases): dense (the flattened
     /// window) or conv1d (convolutions over time, the series standardised per channel).
     #[arg(long, value_enum, default_value_t = SeriesEncoder::default())]
@@ -196,6 +202,7 @@ impl TrainArgs {
             start: self.start,
             device: self.device,
             gan_loss: self.gan_loss,
+            image_encoder: self.image_encoder,
         })
     }
 }

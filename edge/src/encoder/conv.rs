@@ -3,7 +3,7 @@
 
 use alloc::{vec, vec::Vec};
 
-use dekm_shared::{ConvGeometry, POOL_EPS, TimePooling};
+use dekm_shared::{Activation, ConvGeometry, POOL_EPS, TimePooling};
 
 use super::Aligned;
 
@@ -27,8 +27,10 @@ pub(super) struct Conv {
     /// `[tap, input channel, output channel]` (taps row-major over the kernel, output channels
     /// padded to `out_stride` with zeros), so one reduction step's weights are contiguous.
     weight: Aligned<f32>,
-    /// Bias padded with zeros, so padded channels stay zero after ReLU.
+    /// Bias padded with zeros, so padded channels stay zero after the activation.
     bias: Vec<f32>,
+    /// The activation fused into the tiles' store.
+    activation: Activation,
     /// `[output pixel, tap]`: offset of the input pixel's first channel, or of the zero block
     /// where the tap falls into the padding. Computed once per model.
     taps: Vec<u32>,
@@ -44,8 +46,14 @@ pub(super) struct Conv {
 impl Conv {
     /// Lays out the exported `[out, in, kh, kw]` weight (`[out, in, k]` for a 1-D layer, the
     /// same values) and the tap offsets of geometry `g` reading activations whose channel stride
-    /// is `in_stride`; `zero` is the zero block's offset.
-    pub(super) fn new(g: ConvGeometry, w: &[f32], b: &[f32], in_stride: usize, zero: u32) -> Self {
+    /// is `in_stride`; `zero` is the zero block's offset. `activation` follows the sums.
+    pub(super) fn new(
+        g: ConvGeometry,
+        (w, b): (&[f32], &[f32]),
+        activation: Activation,
+        in_stride: usize,
+        zero: u32,
+    ) -> Self {
         let (cin, cout, k) = (g.input.channels, g.output.channels, g.kernel);
         let out_stride = cout.next_multiple_of(PAD_C);
         let mut weight = vec![0.0; k.area() * cin * out_stride];
@@ -68,6 +76,7 @@ impl Conv {
             out_stride,
             weight: weight.into(),
             bias,
+            activation,
             taps,
             patches,
         }
@@ -84,7 +93,7 @@ impl Conv {
         self.g.output.height * self.g.output.width
     }
 
-    /// `out[pixel, channel] = relu(bias + Σ_tap Σ_c x[taps[pixel, tap] + c] · weight[tap, c, channel])`;
+    /// `out[pixel, channel] = act(bias + Σ_tap Σ_c x[taps[pixel, tap] + c] · weight[tap, c, channel])`;
     /// `patches` holds at least [`Self::patch_len`] values.
     pub(super) fn forward(&self, x: &[f32], patches: &mut [f32], out: &mut [f32]) {
         let x = self.source(x, patches);
@@ -287,11 +296,17 @@ fn tile<S: pulp::Simd, const P: usize, const NV: usize>(
             }
         }
     }
-    let zero = simd.splat_f32s(0.0);
+    // ReLU is `max(a, 0)`, leaky ReLU `max(a, slope · a)` (the slope is below one).
+    let leaky = conv.activation != Activation::Relu;
+    let (zero, slope) = (
+        simd.splat_f32s(0.0),
+        simd.splat_f32s(conv.activation.slope()),
+    );
     for (m, a) in acc.iter().enumerate() {
         let dst = &mut out[(p0 + m) * stride + o0..][..width];
         for (d, &a) in S::as_mut_simd_f32s(dst).0.iter_mut().zip(a.iter()) {
-            *d = simd.max_f32s(a, zero);
+            let floor = if leaky { simd.mul_f32s(a, slope) } else { zero };
+            *d = simd.max_f32s(a, floor);
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use alloc::{format, vec, vec::Vec};
 
-use dekm_shared::ConvGeometry;
+use dekm_shared::{Activation, ConvGeometry};
 
 use super::{EncoderError, tensor};
 
@@ -34,8 +34,8 @@ impl Dense {
         self.bias.len()
     }
 
-    /// `out = W x + b`, then ReLU when `relu`.
-    pub(super) fn forward(&self, x: &[f32], out: &mut [f32], relu: bool) {
+    /// `out = W x + b`, then the `activation` if any (none on the latent layer).
+    pub(super) fn forward(&self, x: &[f32], out: &mut [f32], activation: Option<Activation>) {
         let out = &mut out[..self.outputs()];
         pulp::Arch::new().dispatch(MatVec {
             w: &self.weight,
@@ -43,9 +43,9 @@ impl Dense {
             b: &self.bias,
             out,
         });
-        if relu {
+        if let Some(a) = activation {
             for v in out {
-                *v = v.max(0.0);
+                *v = a.apply(*v);
             }
         }
     }

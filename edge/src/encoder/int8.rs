@@ -5,7 +5,8 @@
 //! point per layer and sample, from the values' range with 0 inside it, so a real zero, and the
 //! padding, is exactly the zero point; after a ReLU the zero point is 0 and all 256 levels cover
 //! the positive range). A layer then sums `w_q · x_q` in i32 and its output is
-//! `scale_x · scale_w[o] · (Σ w_q x_q − zp · Σ w_q) + b[o]` in f32, ReLU'd, as the f32 layer's.
+//! `scale_x · scale_w[o] · (Σ w_q x_q − zp · Σ w_q) + b[o]` in f32, then the activation, as the
+//! f32 layer's.
 //! Computing on the stored bytes rather than widening them keeps the weights 4x smaller in RAM
 //! (what a microcontroller lacks) and lets a CPU with a byte dot product (AVX-512 VNNI's
 //! `vpdpbusd`: 64 multiply-adds per instruction, 16 for an f32 FMA) do four times the work per
@@ -23,7 +24,7 @@
 
 use alloc::{format, string::String, vec, vec::Vec};
 
-use dekm_shared::{EncoderSpec, Stack, TimePooling, names};
+use dekm_shared::{Activation, EncoderSpec, Stack, TimePooling, names};
 
 use super::EncoderError;
 use super::conv::{PAD_C, pool_over_pixels, tap_offsets, to_channels_last, zero_offset};
@@ -58,7 +59,8 @@ pub(super) struct QLayer {
     bias: Vec<f32>,
     /// `[pixel, tap]`: where the tap's input pixel starts in the byte activations.
     pub(super) offsets: Vec<u32>,
-    relu: bool,
+    /// The activation after the sums; `None` on the latent layer.
+    activation: Option<Activation>,
 }
 
 /// A layer's input after quantizing: `x ≈ scale · (q − zero_point)`.
@@ -76,7 +78,7 @@ impl QLayer {
         bias: Vec<f32>,
         (cin, taps, pixels): (usize, usize, usize),
         offsets: Vec<u32>,
-        relu: bool,
+        activation: Option<Activation>,
     ) -> Result<Self, EncoderError> {
         let cout = bias.len();
         let groups = cin.div_ceil(GROUP);
@@ -110,7 +112,7 @@ impl QLayer {
             sums,
             bias,
             offsets,
-            relu,
+            activation,
         })
     }
 
@@ -135,7 +137,7 @@ impl QLayer {
         self
     }
 
-    /// `out[p, o] = relu(scale_x · scale_w[o] · (acc − zp · Σ w) + b[o])` for the real
+    /// `out[p, o] = act(scale_x · scale_w[o] · (acc − zp · Σ w) + b[o])` for the real
     /// channels, zero in the padded ones (`zp` less the kernel's activation offset: `acc` is
     /// then `Σ w (q − offset)`, and the difference the same integer).
     #[inline(always)]
@@ -159,7 +161,12 @@ impl QLayer {
                 // `zp · Σ w` each are (MAX_TERMS, |q − offset| ≤ 255 and |zp| ≤ 255),
                 // whatever the order of the two.
                 let v = a.wrapping_sub(zp.wrapping_mul(sum)) as f32 * (input.scale * w) + b;
-                *o = if !self.relu || v > 0.0 { v } else { 0.0 };
+                *o = match self.activation {
+                    Some(_) if v > 0.0 => v,
+                    None => v,
+                    Some(Activation::Relu) => 0.0,
+                    Some(a) => v * a.slope(),
+                };
             }
             pad.fill(0.0);
         }
@@ -343,6 +350,7 @@ impl Int8Stack {
         let pre = spec.pre_latent_len().map_err(EncoderError::Spec)?;
         let latent_dim = spec.latent_dim();
         let kernel = Int8Kernel::detect();
+        let activation = Some(spec.activation());
         let mut layers = Vec::new();
         let (entry, pool, latent) = match spec.stack() {
             Stack::Conv(input) => {
@@ -365,6 +373,7 @@ impl Int8Stack {
                             .zip(strides.last())
                             .map(|(g, s)| g.output.height * g.output.width * s),
                     )
+                    .chain(spec.conv_hidden().iter().map(|h| h.next_multiple_of(PAD_C)))
                     .fold(
                         spec.input_len().max(pre).next_multiple_of(GROUP),
                         usize::max,
@@ -383,22 +392,47 @@ impl Int8Stack {
                         bias(&name, cout)?,
                         (cin, taps, pixels),
                         offsets,
-                        true,
+                        activation,
                     )?);
                 }
-                let q = weight(names::LATENT, latent_dim, pre)?;
-                let latent = match (geometry.last(), spec.pooled()) {
+                // The first dense layer after the convolutions (a hidden one, or the latent)
+                // reads their padded HWC output.
+                let first = |q: &Int8Tensor, inputs: usize| match (geometry.last(), spec.pooled()) {
                     (Some(last), false) => {
+                        let rows = q.scales.len();
                         let stride = last.output.channels.next_multiple_of(PAD_C);
-                        let values = hwc_columns(&q.values, pre, last, stride);
+                        let values = hwc_columns(&q.values, inputs, last, stride);
                         Int8Tensor {
                             name: q.name.clone(),
-                            shape: vec![latent_dim, values.len() / latent_dim.max(1)],
+                            shape: vec![rows, values.len() / rows.max(1)],
                             scales: q.scales.clone(),
                             values,
                         }
                     }
                     _ => q.clone(),
+                };
+                let mut prev = spec.conv_out_len().map_err(EncoderError::Spec)?;
+                for (i, &h) in spec.conv_hidden().iter().enumerate() {
+                    let name = names::dense(i);
+                    let q = weight(&name, h, prev)?;
+                    let q = if i == 0 { first(q, prev) } else { q.clone() };
+                    let mut layer = QLayer::new(
+                        kernel,
+                        &q,
+                        bias(&name, h)?,
+                        (q.values.len() / h, 1, 1),
+                        vec![0],
+                        activation,
+                    )?;
+                    layer.cin = prev;
+                    layers.push(layer);
+                    prev = h;
+                }
+                let q = weight(names::LATENT, latent_dim, pre)?;
+                let latent = if spec.conv_hidden().is_empty() {
+                    first(q, pre)
+                } else {
+                    q.clone()
                 };
                 let entry = if geometry.is_empty() {
                     Entry::Vector
@@ -424,7 +458,7 @@ impl Int8Stack {
                         bias(&name, h)?,
                         (prev, 1, 1),
                         vec![0],
-                        true,
+                        activation,
                     )?);
                     prev = h;
                 }
@@ -445,7 +479,7 @@ impl Int8Stack {
             bias(names::LATENT, latent_dim)?,
             (inputs, 1, 1),
             vec![0],
-            false,
+            None,
         )?;
         latent.cin = pre;
         layers.push(latent);

@@ -15,7 +15,8 @@
 //! 44% wasted work); vectors along output channels (32, 64, 128: whole vectors) waste nothing
 //! and copy nothing. General GEMM libraries (nalgebra's `matrixmultiply`, the `gemm` crate)
 //! allocate packing buffers on every call and ran slower at one image's sizes (docs/RESULTS.md).
-//! Dense layers are SIMD matrix-vector products. ReLU after every layer but the latent one.
+//! Dense layers are SIMD matrix-vector products. ReLU (or the spec's leaky ReLU) after every
+//! layer but the latent one.
 //!
 //! All buffers live in a [`Workspace`] sized once from the [`EncoderSpec`], so encoding a sample
 //! allocates nothing (`tests/no_alloc.rs` counts).
@@ -87,7 +88,11 @@ pub enum EncoderError {
 
 #[derive(Debug, Clone)]
 enum Body {
-    Conv(Vec<Conv>),
+    /// Convolutions, then dense layers on their flattened (or pooled) output, if any.
+    Conv {
+        convs: Vec<Conv>,
+        hidden: Vec<Dense>,
+    },
     Dense(Vec<Dense>),
 }
 
@@ -96,8 +101,9 @@ enum Body {
 enum Run {
     F32 {
         body: Body,
-        /// The latent layer; for a convolutional body its weight columns are permuted from
-        /// the export's CHW flattening to the padded HWC activations.
+        /// The latent layer; for a convolutional body without hidden layers its weight
+        /// columns are permuted from the export's CHW flattening to the padded HWC activations
+        /// (with hidden layers, the first hidden layer's are).
         latent: Dense,
     },
     Int8(Int8Stack),
@@ -181,6 +187,7 @@ impl Encoder {
         spec.validate().map_err(EncoderError::Spec)?;
         let pre = spec.pre_latent_len().map_err(EncoderError::Spec)?;
         let latent = dense(&get, names::LATENT, pre, spec.latent_dim())?;
+        let activation = spec.activation();
         let (body, latent, sizes, patch_len) = match spec.stack() {
             Stack::Conv(input) => {
                 let geometry = spec.conv_geometry().map_err(EncoderError::Spec)?;
@@ -191,7 +198,8 @@ impl Encoder {
                     .map(|g| {
                         g.output.height * g.output.width * g.output.channels.next_multiple_of(PAD_C)
                     })
-                    .fold(spec.input_len().max(pre), usize::max);
+                    .fold(spec.input_len().max(pre), usize::max)
+                    .max(spec.conv_hidden().iter().copied().max().unwrap_or(0));
                 let widest_input = geometry.iter().map(|g| g.input.channels).max().unwrap_or(0);
                 // Tap offsets are 32-bit.
                 let len = zero + widest_input;
@@ -203,17 +211,35 @@ impl Encoder {
                     let (o, r) = (g.output.channels, g.patch_len());
                     let w = tensor(&get, &format!("{name}.weight"), o * r)?;
                     let b = tensor(&get, &format!("{name}.bias"), o)?;
-                    let conv = Conv::new(g, &w, &b, in_stride, zero32);
+                    let conv = Conv::new(g, (&w, &b), activation, in_stride, zero32);
                     in_stride = conv.out_stride;
                     convs.push(conv);
                 }
-                // A pooled encoder's latent layer reads one mean per channel, compact.
-                let latent = match convs.last() {
-                    Some(last) if !spec.pooled() => latent.reading_hwc(&last.g, last.out_stride),
-                    _ => latent,
+                // The first dense layer after the convolutions (a hidden one, or the latent)
+                // reads their padded HWC output; a pooled encoder's reads one mean per
+                // channel, compact.
+                let hwc = convs
+                    .last()
+                    .filter(|_| !spec.pooled())
+                    .map(|c| (c.g, c.out_stride));
+                let first = |d: Dense| match hwc {
+                    Some((g, stride)) => d.reading_hwc(&g, stride),
+                    None => d,
+                };
+                let mut prev = spec.conv_out_len().map_err(EncoderError::Spec)?;
+                let mut hidden = Vec::with_capacity(spec.conv_hidden().len());
+                for (i, &h) in spec.conv_hidden().iter().enumerate() {
+                    let d = dense(&get, &names::dense(i), prev, h)?;
+                    hidden.push(if i == 0 { first(d) } else { d });
+                    prev = h;
+                }
+                let latent = if hidden.is_empty() {
+                    first(latent)
+                } else {
+                    latent
                 };
                 let patch_len = convs.iter().map(Conv::patch_len).max().unwrap_or(0);
-                (Body::Conv(convs), latent, (len, zero), patch_len)
+                (Body::Conv { convs, hidden }, latent, (len, zero), patch_len)
             }
             Stack::Dense { input, hidden } => {
                 let mut prev = input;
@@ -302,7 +328,7 @@ impl Encoder {
             Run::Int8(stack) => return stack.flops(),
         };
         let body: usize = match body {
-            Body::Conv(convs) => convs
+            Body::Conv { convs, .. } => convs
                 .iter()
                 .map(|c| {
                     let g = &c.g;
@@ -311,8 +337,15 @@ impl Encoder {
                 .sum(),
             Body::Dense(layers) => layers.iter().map(|d| 2 * d.input * d.outputs()).sum(),
         };
+        // Dense layers count their trained inputs, not the padded channels they read.
+        let mut prev = self.spec.conv_out_len().unwrap_or(0);
+        let mut hidden = 0;
+        for &h in self.spec.conv_hidden() {
+            hidden += 2 * prev * h;
+            prev = h;
+        }
         let pre = self.spec.pre_latent_len().unwrap_or(latent.input);
-        body + 2 * pre * latent.outputs()
+        body + hidden + 2 * pre * latent.outputs()
     }
 
     /// Lengths of the byte and sum buffers (zero for an f32 encoder).
@@ -381,7 +414,7 @@ impl Encoder {
         };
         let (mut cur, mut next) = (a, b);
         match body {
-            Body::Conv(convs) => {
+            Body::Conv { convs, hidden } => {
                 // The zero block: a workspace shared with another encoder of the same buffer
                 // length may have written there.
                 cur[zero..].fill(0.0);
@@ -402,16 +435,20 @@ impl Encoder {
                     pool_over_pixels(cur, layout, self.spec.pooling(), next);
                     core::mem::swap(&mut cur, &mut next);
                 }
+                for d in hidden {
+                    d.forward(cur, next, Some(self.spec.activation()));
+                    core::mem::swap(&mut cur, &mut next);
+                }
             }
             Body::Dense(layers) => {
                 cur[..x.len()].copy_from_slice(x);
                 for d in layers {
-                    d.forward(cur, next, true);
+                    d.forward(cur, next, Some(self.spec.activation()));
                     core::mem::swap(&mut cur, &mut next);
                 }
             }
         }
-        latent.forward(cur, z, false);
+        latent.forward(cur, z, None);
         Ok(())
     }
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 use alloc::collections::BTreeMap;
-use dekm_shared::{ImageShape, POOL_EPS, TimePooling};
+use dekm_shared::{Activation, ImageShape, POOL_EPS, TimePooling};
 
 use super::conv::{conv_tiles, even_tiles};
 
@@ -25,6 +25,8 @@ fn weights(spec: &EncoderSpec) -> BTreeMap<String, Vec<f32>> {
 
 /// Direct-loop reference in f64.
 fn reference(spec: &EncoderSpec, w: &BTreeMap<String, Vec<f32>>, x: &[f32]) -> Vec<f64> {
+    let slope = f64::from(spec.activation().slope());
+    let act = |v: f64| if v > 0.0 { v } else { slope * v };
     let mut h: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
     for (i, g) in spec.conv_geometry().unwrap().iter().enumerate() {
         let (wt, bs) = (
@@ -52,7 +54,7 @@ fn reference(spec: &EncoderSpec, w: &BTreeMap<String, Vec<f32>>, x: &[f32]) -> V
                             }
                         }
                     }
-                    out[(o * oh + oy) * ow + ox] = s.max(0.0);
+                    out[(o * oh + oy) * ow + ox] = act(s);
                 }
             }
         }
@@ -74,17 +76,19 @@ fn reference(spec: &EncoderSpec, w: &BTreeMap<String, Vec<f32>>, x: &[f32]) -> V
         }
         h = pooled;
     }
-    if let EncoderSpec::Dense { hidden, .. } = spec {
-        for i in 0..hidden.len() {
-            h = affine(
-                &w[&format!("encoder.dense{i}.weight")],
-                &w[&format!("encoder.dense{i}.bias")],
-                &h,
-            )
-            .into_iter()
-            .map(|v| v.max(0.0))
-            .collect();
-        }
+    let hidden = match spec {
+        EncoderSpec::Dense { hidden, .. } | EncoderSpec::Conv { hidden, .. } => hidden.len(),
+        EncoderSpec::Conv1d { .. } => 0,
+    };
+    for i in 0..hidden {
+        h = affine(
+            &w[&format!("encoder.dense{i}.weight")],
+            &w[&format!("encoder.dense{i}.bias")],
+            &h,
+        )
+        .into_iter()
+        .map(act)
+        .collect();
     }
     let mut z = affine(&w["encoder.latent.weight"], &w["encoder.latent.bias"], &h);
     let tail = spec.softmax_tail();
@@ -194,15 +198,55 @@ fn channels_that_are_not_whole_vectors_rectangles_and_no_convolution_match_direc
             conv(17, 2, 2, Padding::Valid),
             conv(40, 3, 1, Padding::Same),
         ],
+        hidden: vec![],
+        activation: Activation::Relu,
         latent: 3,
         softmax_tail: 0,
     });
     check(EncoderSpec::Conv {
         input,
         convs: vec![],
+        hidden: vec![],
+        activation: Activation::Relu,
         latent: 4,
         softmax_tail: 0,
     });
+    check(leaky_with_hidden_layers(input).with_softmax_tail(2));
+}
+
+/// Hidden layers after the convolutions and a leaky ReLU on a multichannel rectangle, an even
+/// kernel padded by a pixel.
+fn leaky_with_hidden_layers(input: ImageShape) -> EncoderSpec {
+    use dekm_shared::{ConvSpec, Padding};
+    let conv = |filters, kernel, stride, padding| ConvSpec {
+        filters,
+        kernel,
+        stride,
+        padding,
+    };
+    EncoderSpec::Conv {
+        input,
+        convs: vec![
+            conv(5, 4, 2, Padding::Pixels(1)),
+            conv(17, 2, 1, Padding::Valid),
+        ],
+        hidden: vec![23, 9],
+        activation: Activation::LeakyRelu,
+        latent: 3,
+        softmax_tail: 0,
+    }
+}
+
+/// ClusterGAN's own encoder (4x4 convolutions padded by a pixel, a dense layer of 1,024,
+/// leaky ReLU) against the direct loops, its negative activations included.
+#[test]
+fn clustergans_encoder_matches_direct_loops() {
+    let shape = ImageShape {
+        channels: 1,
+        height: 28,
+        width: 28,
+    };
+    check(EncoderSpec::clustergan_conv(shape, 40).with_softmax_tail(10));
 }
 
 #[test]
@@ -253,7 +297,7 @@ fn one_lane_and_simd_tiles_agree() {
     let w = weights(&spec);
     let enc = Encoder::new(&spec, |n| w.get(n).map(Vec::as_slice)).unwrap();
     let Run::F32 {
-        body: Body::Conv(convs),
+        body: Body::Conv { convs, .. },
         ..
     } = &enc.run
     else {
@@ -379,15 +423,21 @@ fn specs() -> Vec<EncoderSpec> {
                 conv(17, 2, 2, Padding::Valid),
                 conv(40, 3, 1, Padding::Same),
             ],
+            hidden: vec![],
+            activation: Activation::Relu,
             latent: 3,
             softmax_tail: 0,
         },
         EncoderSpec::Conv {
             input: odd,
             convs: vec![],
+            hidden: vec![],
+            activation: Activation::Relu,
             latent: 4,
             softmax_tail: 0,
         },
+        leaky_with_hidden_layers(odd),
+        EncoderSpec::clustergan_conv(image(1, 28), 12),
         EncoderSpec::Dense {
             input: 13,
             hidden: vec![9, 70],

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use dekm_shared::{EncoderSpec, ImageShape, Normalizer, SeriesShape, StreamSpec, TimePooling};
 
-use crate::model::SeriesEncoder;
+use crate::model::{ImageEncoder, SeriesEncoder};
 
 pub use dekm_data::text::Texts;
 pub use dekm_data::{DataError, LabelColumn, idx, numpy, table};
@@ -182,6 +182,16 @@ impl SampleShape {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// What the samples are, in words: "images", "series", "vectors" or "spectra".
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Image(_) => "images",
+            Self::Series(_) => "series",
+            Self::Vector(_) => "vectors",
+            Self::Spectra { .. } => "spectra",
+        }
+    }
 }
 
 /// Samples in memory.
@@ -264,17 +274,20 @@ impl Dataset {
         }
     }
 
-    /// The encoder for this sample shape: the paper's convolutions for images, its dense
-    /// stack sized to the features and the number of samples for vectors
+    /// The encoder for this sample shape: the convolutions `image` names for images, the
+    /// paper's dense stack sized to the features and the number of samples for vectors
     /// ([`EncoderSpec::sized_dense`]), and for series the one `series` names, pooled over time
     /// as `pooling` says.
     pub fn encoder_spec(
         &self,
         latent: usize,
-        (series, pooling): (SeriesEncoder, TimePooling),
+        (image, series, pooling): (ImageEncoder, SeriesEncoder, TimePooling),
     ) -> EncoderSpec {
         match (self.shape, series) {
-            (SampleShape::Image(s), _) => EncoderSpec::paper_conv(s, latent),
+            (SampleShape::Image(s), _) => match image {
+                ImageEncoder::Dekm => EncoderSpec::paper_conv(s, latent),
+                ImageEncoder::ClusterGan => EncoderSpec::clustergan_conv(s, latent),
+            },
             (SampleShape::Series(s), SeriesEncoder::Conv1d) => {
                 EncoderSpec::paper_conv1d(s, pooling, latent)
             }

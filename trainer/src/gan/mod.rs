@@ -15,13 +15,13 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, Linear, VarBuilder, VarMap};
-use dekm_shared::{ConvGeometry, EncoderSpec, ImageShape, Stack};
+use dekm_shared::{Activation, ConvGeometry, EncoderSpec, ImageShape, LEAKY_SLOPE, Stack};
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::conv::{FastConv2d, FastConvTranspose2d, to_channels_first, to_channels_last};
-use crate::model::{ConvBackend, candle_deconv, redraw};
+use crate::model::{ConvBackend, activate, candle_deconv, redraw};
 
 /// Standard deviation of the noise part of the code (the paper's `sigma = 0.1`).
 pub const NOISE_SD: f64 = 0.1;
@@ -199,9 +199,14 @@ impl BatchNorm {
 /// after every layer but the output, which a sigmoid keeps in `[0, 1]` for images.
 #[derive(Debug, Clone)]
 pub struct Generator {
-    /// Code to the last feature map (flat).
+    /// Code to the last feature map (flat), or to the last hidden layer of a convolutional
+    /// spec that has them.
     top: Layer,
     top_norm: BatchNorm,
+    /// The hidden layers after a spec's convolutions, read backwards: dense layers from the
+    /// top's output to the flattened feature map, each with its normalisation (per feature;
+    /// the last one's per channel of the feature map, as the paper's generator normalises it).
+    dense: Vec<(Layer, Option<BatchNorm>)>,
     /// Shape of the last feature map (images).
     unflatten: Option<ImageShape>,
     /// Back to the sample, each but the last followed by its normalisation.
@@ -224,10 +229,25 @@ impl Generator {
         let pre = spec.pre_latent_len().map_err(candle_core::Error::wrap)?;
         let top = dense(&vb, "top", spec.latent_dim(), pre)?;
         let top_norm = BatchNorm::new(&vb, "top_bn", pre)?;
+        let geometry = spec.conv_geometry().map_err(candle_core::Error::wrap)?;
+        let hidden = spec.conv_hidden();
+        let flat = spec.conv_out_len().map_err(candle_core::Error::wrap)?;
+        let mirror: Vec<(Layer, Option<BatchNorm>)> = (0..hidden.len())
+            .rev()
+            .map(|i| {
+                let (out, norm) = match i {
+                    0 => (flat, geometry.last().map(|g| g.output.channels)),
+                    _ => (hidden[i - 1], Some(hidden[i - 1])),
+                };
+                let norm = norm
+                    .map(|n| BatchNorm::new(&vb, &format!("dense_bn{i}"), n))
+                    .transpose()?;
+                Ok((dense(&vb, &format!("dense{i}"), hidden[i], out)?, norm))
+            })
+            .collect::<Result<_>>()?;
         let mut layers = Vec::new();
         let unflatten = match (image_input(spec)?, spec.stack()) {
             (Some(_), _) => {
-                let geometry = spec.conv_geometry().map_err(candle_core::Error::wrap)?;
                 for (i, g) in geometry.iter().enumerate().rev() {
                     let norm = (i > 0)
                         .then(|| BatchNorm::new(&vb, &format!("bn{i}"), g.input.channels))
@@ -251,6 +271,7 @@ impl Generator {
         Ok(Self {
             top,
             top_norm,
+            dense: mirror,
             unflatten,
             layers,
             channels_last: backend == ConvBackend::Fast,
@@ -318,15 +339,27 @@ impl Module for Generator {
     fn forward(&self, z: &Tensor) -> Result<Tensor> {
         let b = z.dim(0)?;
         let mut h = self.top_norm.forward(&self.top.forward(z)?, 1)?.relu()?;
+        let last = self.dense.len();
+        for (j, (layer, norm)) in self.dense.iter().enumerate() {
+            h = layer.forward(&h)?;
+            if let Some(n) = norm.as_ref().filter(|_| j + 1 < last) {
+                h = n.forward(&h, 1)?.relu()?;
+            }
+        }
         // The channel axis of the feature maps.
         let mut axis = 1;
         if let Some(s) = self.unflatten {
-            h = if self.channels_last {
+            // The flat map is channels-last on every backend, so one generator's weights
+            // mean the same on the CPU's kernels and candle's (a GPU).
+            h = h.reshape((b, s.height, s.width, s.channels))?;
+            if self.channels_last {
                 axis = 3;
-                h.reshape((b, s.height, s.width, s.channels))?
             } else {
-                h.reshape((b, s.channels, s.height, s.width))?
-            };
+                h = to_channels_first(&h)?;
+            }
+            if let Some((_, Some(n))) = self.dense.last() {
+                h = n.forward(&h, axis)?.relu()?;
+            }
         }
         for (layer, norm) in &self.layers {
             h = layer.forward(&h)?;
@@ -368,12 +401,9 @@ pub enum GanLoss {
 
 crate::choice::choice!(GanLoss { NonSaturating => "non-saturating", WganGp => "wgan-gp" });
 
-/// Slope of the discriminator's leaky ReLU for negative inputs (the paper's 0.2).
-const LEAK: f64 = 0.2;
-
-/// `max(x, LEAK x)`, as `(1 - LEAK) relu(x) + LEAK x`.
+/// The discriminator's leaky ReLU (the paper's slope, 0.2).
 fn leaky_relu(x: &Tensor) -> Result<Tensor> {
-    (x.relu()? * (1.0 - LEAK))? + (x * LEAK)?
+    activate(x, Activation::LeakyRelu)
 }
 
 /// The discriminator: the encoder spec's layers with leaky ReLU, then one logit (real or
@@ -381,10 +411,13 @@ fn leaky_relu(x: &Tensor) -> Result<Tensor> {
 #[derive(Debug, Clone)]
 pub struct Discriminator {
     input: Option<ImageShape>,
-    layers: Vec<Layer>,
-    /// The convolutions' geometries, one per layer (none for a dense stack): what their
-    /// adjoints need to restore each input's size.
+    /// The convolutions (none for a dense stack).
+    convs: Vec<Layer>,
+    /// The convolutions' geometries, one per layer: what their adjoints need to restore each
+    /// input's size.
     geometry: Vec<ConvGeometry>,
+    /// Dense layers: a dense stack's, or those after the convolutions' flattened output.
+    dense: Vec<Layer>,
     out: Linear,
     channels_last: bool,
 }
@@ -395,31 +428,35 @@ impl Discriminator {
         let vb = vb.pp("discriminator");
         let pre = spec.pre_latent_len().map_err(candle_core::Error::wrap)?;
         let input = image_input(spec)?;
-        let (layers, geometry) = match (input, spec.stack()) {
+        let dense_stack = |first: usize, hidden: &[usize]| {
+            std::iter::once(first)
+                .chain(hidden.iter().copied())
+                .zip(hidden)
+                .enumerate()
+                .map(|(i, (a, &b))| dense(&vb, &format!("dense{i}"), a, b))
+                .collect::<Result<Vec<_>>>()
+        };
+        let (convs, geometry, dense) = match (input, spec.stack()) {
             (Some(_), _) => {
                 let geometry = spec.conv_geometry().map_err(candle_core::Error::wrap)?;
-                let layers = geometry
+                let convs = geometry
                     .iter()
                     .enumerate()
                     .map(|(i, g)| conv(g, false, vb.pp(format!("conv{i}")), backend))
                     .collect::<Result<_>>()?;
-                (layers, geometry)
+                let flat = spec.conv_out_len().map_err(candle_core::Error::wrap)?;
+                (convs, geometry, dense_stack(flat, spec.conv_hidden())?)
             }
             (None, Stack::Dense { input, hidden }) => {
-                let layers = std::iter::once(input)
-                    .chain(hidden.iter().copied())
-                    .zip(hidden)
-                    .enumerate()
-                    .map(|(i, (a, &b))| dense(&vb, &format!("dense{i}"), a, b))
-                    .collect::<Result<_>>()?;
-                (layers, Vec::new())
+                (Vec::new(), Vec::new(), dense_stack(input, hidden)?)
             }
             (None, Stack::Conv(_)) => unreachable!("image_input refused 1-D convolutions"),
         };
         Ok(Self {
             input,
-            layers,
+            convs,
             geometry,
+            dense,
             out: candle_nn::linear(pre, 1, vb.pp("out"))?,
             channels_last: backend == ConvBackend::Fast,
         })
@@ -448,23 +485,62 @@ impl Discriminator {
     /// in PyTorch's double backward through a leaky ReLU.
     pub fn input_gradient(&self, xs: &Tensor) -> Result<Tensor> {
         let b = xs.dim(0)?;
-        let mut h = self.arrange(xs)?;
-        let mut slopes = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
-            let a = l.forward(&h)?;
+        let slope = |a: &Tensor| {
             let positive = a.detach().ge(0f64)?.to_dtype(a.dtype())?;
-            slopes.push(positive.affine(1.0 - LEAK, LEAK)?);
+            let s = f64::from(LEAKY_SLOPE);
+            positive.affine(1.0 - s, s)
+        };
+        let mut h = self.arrange(xs)?;
+        let mut conv_slopes = Vec::with_capacity(self.convs.len());
+        for l in &self.convs {
+            let a = l.forward(&h)?;
+            conv_slopes.push(slope(&a)?);
             h = leaky_relu(&a)?;
         }
+        let map = h.dims().to_vec();
+        let mut f = self.flatten(&h)?;
+        let mut dense_slopes = Vec::with_capacity(self.dense.len());
+        for l in &self.dense {
+            let a = l.forward(&f)?;
+            dense_slopes.push(slope(&a)?);
+            f = leaky_relu(&a)?;
+        }
         let row = self.out.weight();
-        let mut grad = row.broadcast_as((b, row.dim(1)?))?.reshape(h.shape())?;
-        for (i, (l, s)) in self.layers.iter().zip(&slopes).enumerate().rev() {
+        let mut grad = row.broadcast_as((b, row.dim(1)?))?;
+        for (l, s) in self.dense.iter().zip(&dense_slopes).rev() {
+            let Layer::Dense(d) = l else {
+                candle_core::bail!("the discriminator's dense part holds only dense layers");
+            };
+            grad = (grad * s)?.matmul(d.weight())?;
+        }
+        let mut grad = self.unflatten(&grad, &map)?;
+        for (i, (l, s)) in self.convs.iter().zip(&conv_slopes).enumerate().rev() {
             grad = self.adjoint(i, l, &(grad * s)?)?;
         }
         if self.input.is_some() && self.channels_last {
             grad = to_channels_first(&grad)?;
         }
         grad.flatten_from(1)
+    }
+
+    /// The convolutions' output `h` as flat features, channels-last on every backend (so the
+    /// weights after it mean the same on the CPU's kernels and candle's).
+    fn flatten(&self, h: &Tensor) -> Result<Tensor> {
+        if self.input.is_some() && !self.channels_last {
+            to_channels_last(h)?.flatten_from(1)
+        } else {
+            h.flatten_from(1)
+        }
+    }
+
+    /// [`Self::flatten`] undone: flat `[b, n]` back to the convolutions' output of shape `map`.
+    fn unflatten(&self, flat: &Tensor, map: &[usize]) -> Result<Tensor> {
+        match map {
+            [b, c, h, w] if self.input.is_some() && !self.channels_last => {
+                to_channels_first(&flat.reshape((*b, *h, *w, *c))?)
+            }
+            _ => flat.reshape(map),
+        }
     }
 
     /// WGAN-GP's penalty at the samples `xs`: the mean of `(|∇D(x)| − 1)²`, the squared
@@ -502,11 +578,14 @@ impl Module for Discriminator {
     /// Logits `[b, 1]` of flat samples `[b, input_len]`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let mut h = self.arrange(xs)?;
-        for l in &self.layers {
+        for l in &self.convs {
             h = leaky_relu(&l.forward(&h)?)?;
         }
-        // The order of the flattened features does not matter: nothing outside reads them.
-        self.out.forward(&h.flatten_from(1)?)
+        let mut f = self.flatten(&h)?;
+        for l in &self.dense {
+            f = leaky_relu(&l.forward(&f)?)?;
+        }
+        self.out.forward(&f)
     }
 }
 

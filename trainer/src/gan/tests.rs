@@ -11,6 +11,30 @@ fn image() -> EncoderSpec {
     EncoderSpec::paper_conv(input, 3)
 }
 
+/// A small copy of ClusterGAN's own networks: 4x4 convolutions padded by a pixel (12 → 6 →
+/// 3, so the flattened map's order matters), a hidden dense layer, leaky ReLU.
+fn paper_like() -> EncoderSpec {
+    use dekm_shared::{ConvSpec, Padding};
+    let conv = |filters| ConvSpec {
+        filters,
+        kernel: 4,
+        stride: 2,
+        padding: Padding::Pixels(1),
+    };
+    EncoderSpec::Conv {
+        input: ImageShape {
+            channels: 2,
+            height: 12,
+            width: 12,
+        },
+        convs: vec![conv(5), conv(7)],
+        hidden: vec![9],
+        activation: Activation::LeakyRelu,
+        latent: 3,
+        softmax_tail: 0,
+    }
+}
+
 /// Three samples of `spec` in `[0, 1)`, spread without a pattern the layers could align to.
 fn samples(spec: &EncoderSpec, dtype: DType) -> Tensor {
     let n = spec.input_len();
@@ -35,6 +59,8 @@ fn input_gradient_is_the_logits_gradient() {
         (image(), ConvBackend::Fast),
         (image(), ConvBackend::Candle),
         (EncoderSpec::paper_dense(7, 3), ConvBackend::Fast),
+        (paper_like(), ConvBackend::Fast),
+        (paper_like(), ConvBackend::Candle),
     ];
     for (spec, backend) in cases {
         let vm = VarMap::new();
@@ -67,7 +93,7 @@ fn input_gradient_is_the_logits_gradient() {
 /// the step: 1e-5 flipped some of the dense stack's 9,000 units).
 #[test]
 fn penalty_gradient_matches_its_difference_quotient() {
-    for spec in [image(), EncoderSpec::paper_dense(7, 3)] {
+    for spec in [image(), EncoderSpec::paper_dense(7, 3), paper_like()] {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
         let d = Discriminator::new(&spec, &vb, ConvBackend::Candle).unwrap();
@@ -141,7 +167,13 @@ fn the_penalty_trains_the_critic_to_slope_one() {
 /// the same penalty and the same gradient for every weight.
 #[test]
 fn fast_penalty_matches_candles() {
-    let spec = image();
+    for spec in [image(), paper_like()] {
+        fast_penalty_matches_candles_on(&spec);
+    }
+}
+
+fn fast_penalty_matches_candles_on(spec: &EncoderSpec) {
+    let spec = spec.clone();
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let fast = Discriminator::new(&spec, &vb, ConvBackend::Fast).unwrap();
@@ -162,5 +194,41 @@ fn fast_penalty_matches_candles() {
         let scale = scalar(&y.abs().unwrap().max_all().unwrap());
         let err = scalar(&(x - y).unwrap().abs().unwrap().max_all().unwrap());
         assert!(err <= 1e-4 * (1.0 + scale), "gradient {var:?}: {err}");
+    }
+}
+
+/// One set of weights means the same networks on the CPU's kernels and on candle's (a GPU's):
+/// the generator's samples and the discriminator's logits agree, for a feature map of more
+/// than one pixel, whose flattening order matters.
+#[test]
+fn networks_agree_across_backends() {
+    for spec in [image(), paper_like()] {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let code = spec.clone().with_latent(4);
+        let fast = Generator::new(&code, &vb, ConvBackend::Fast, true).unwrap();
+        let slow = Generator::new(&code, &vb, ConvBackend::Candle, true).unwrap();
+        let fast_d = Discriminator::new(&spec, &vb, ConvBackend::Fast).unwrap();
+        let slow_d = Discriminator::new(&spec, &vb, ConvBackend::Candle).unwrap();
+        init_weights(&vm, 5).unwrap();
+        let prior = Prior {
+            noise: 2,
+            k: 2,
+            noise_sd: NOISE_SD,
+        };
+        let z = prior
+            .draw(&[0, 1, 1, 0, 1], &mut crate::rng(1, 0), &Device::Cpu)
+            .unwrap();
+        let (a, b) = (fast.forward(&z).unwrap(), slow.forward(&z).unwrap());
+        let err = scalar(&(&a - &b).unwrap().abs().unwrap().max_all().unwrap());
+        assert!(err < 1e-5, "{spec:?}: generators differ by {err}");
+        let xs = samples(&spec, DType::F32);
+        let (a, b) = (fast_d.forward(&xs).unwrap(), slow_d.forward(&xs).unwrap());
+        let size = scalar(&b.abs().unwrap().max_all().unwrap());
+        let err = scalar(&(&a - &b).unwrap().abs().unwrap().max_all().unwrap());
+        assert!(
+            err <= 1e-5 * size.max(1e-3),
+            "{spec:?}: logits differ by {err} of {size}"
+        );
     }
 }

@@ -11,7 +11,7 @@ use crate::data::SampleShape;
 use crate::device::DeviceChoice;
 use crate::features::SeriesFeatures;
 use crate::gan::GanLoss;
-use crate::model::{ConvBackend, Init, SeriesEncoder};
+use crate::model::{ConvBackend, ImageEncoder, Init, SeriesEncoder};
 
 /// Training settings (what `dekm train` exposes, saved as `config.json` next to the model).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -100,6 +100,11 @@ pub struct TrainConfig {
     /// choice existed read as the non-saturating loss, which is how those models were trained.
     #[serde(default)]
     pub gan_loss: GanLoss,
+    /// The encoder of images (other data ignore it: refused for them when not the default).
+    /// Settings saved before the choice existed read as DEKM's, which is how those models
+    /// were trained.
+    #[serde(default)]
+    pub image_encoder: ImageEncoder,
 }
 
 fn series_dense() -> SeriesEncoder {
@@ -258,6 +263,7 @@ impl Default for TrainConfig {
             start: Start::default(),
             device: DeviceChoice::default(),
             gan_loss: GanLoss::default(),
+            image_encoder: ImageEncoder::default(),
         }
     }
 }

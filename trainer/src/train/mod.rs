@@ -36,10 +36,10 @@ pub use start::{
 
 use crate::augment::Jitter;
 use crate::choice::Choice;
-use crate::data::Dataset;
+use crate::data::{Dataset, SampleShape};
 use crate::device::{DeviceChoice, DeviceError};
 use crate::kmeans::{KMeans, KMeansInit};
-use crate::model::{Autoencoder, ConvBackend, Encoder, embed};
+use crate::model::{Autoencoder, ConvBackend, Encoder, ImageEncoder, embed};
 use crate::optim::Adam;
 use crate::rotation::{Rotation, rotation, within_scatter};
 use checkpoint::{CheckpointState, Checkpointer, Phase, RunKey};
@@ -223,12 +223,21 @@ fn run(
     let n = ds.len();
     let begin = cfg.start;
     tracing::info!(start = ?begin, chosen = ?asked.start, samples = n, "clustering stage start");
+    if cfg.image_encoder != ImageEncoder::default() && !matches!(ds.shape, SampleShape::Image(_)) {
+        return Err(TrainError::Config(format!(
+            "image encoder {} applies to images; {} holds {}",
+            cfg.image_encoder.name(),
+            ds.name,
+            ds.shape.kind()
+        )));
+    }
+    let encoders = (cfg.image_encoder, cfg.series_encoder, cfg.time_pooling);
     let spec = match cfg.method {
         // ClusterGAN's encoder reads back the noise and the cluster code.
         Method::ClusterGan => ds
-            .encoder_spec(cfg.latent + cfg.k, (cfg.series_encoder, cfg.time_pooling))
+            .encoder_spec(cfg.latent + cfg.k, encoders)
             .with_softmax_tail(cfg.k),
-        _ => ds.encoder_spec(cfg.latent, (cfg.series_encoder, cfg.time_pooling)),
+        _ => ds.encoder_spec(cfg.latent, encoders),
     };
     spec.validate()
         .map_err(|e| TrainError::Config(e.to_string()))?;

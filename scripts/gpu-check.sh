@@ -18,7 +18,8 @@
 # (MNIST slice on CUDA against the CPU, edge parity of the GPU export), seconds per 70,000-image
 # pretraining epoch of dekm against PyTorch's same autoencoder, batch and optimiser on the same
 # GPU (the ratio), the default `dekm train` on MNIST and Fashion-MNIST on the GPU with wall
-# times, and, with time left, Fashion-MNIST with 200 pretraining epochs (what the GPU's speed buys).
+# times, and, with time left, Fashion-MNIST with 200 pretraining epochs (what the GPU's speed buys)
+# and ClusterGAN with the paper's networks and loss on 10,000 MNIST images (its seconds on a GPU).
 # BUDGET_S (default 540) bounds the whole run: a step gets the time left and is skipped when
 # less than it needs remains. DEVICE=cpu tries the script on a machine without a GPU.
 # With EMBEDDER=DIR and TEXTS=FILE set it also embeds the texts on the GPU (candle's BERT) and on
@@ -118,4 +119,7 @@ if [ -n "${EMBEDDER:-}" ] && [ -n "${TEXTS:-}" ]; then
   python3 -c "import numpy as np; a, b = (np.load('$out/texts-' + d + '.npy') for d in ('cuda', 'cpu')); print('cuda vs cpu: cosine min', (a * b).sum(1).min(), 'max |difference|', abs(a - b).max())"
 fi
 step fashion-200-epochs 240 "$bin" --quiet train --dataset fashion-mnist --k 10 --seed 0 --epochs 200 --device "$device" --out "$out/fashion-200"
+# ClusterGAN as its paper runs it (its networks, WGAN-GP) in docs/RESULTS.md's CPU setting (903 s
+# on a Zen 4 core): the GPU's seconds for it say what the paper's 500,000 generator steps cost.
+step clustergan-paper 60 "$bin" --quiet train --dataset mnist --limit 10000 --k 10 --method clustergan --image-encoder clustergan --gan-loss wgan-gp --epochs 10 --seed 0 --device "$device" --out "$out/clustergan-paper"
 echo "== done"

@@ -3,10 +3,10 @@
 //!
 //! Samples travel as flat `[batch, input_len]` tensors; the convolutional encoder reshapes them
 //! to `[batch, c, h, w]` itself, so data loading never depends on the architecture.
+//!
+//! `init` draws a fresh model's weights; `embed` computes the latent vectors of a data set.
 
-use std::collections::HashMap;
-
-use candle_core::{CpuStorage, DType, Module, Result, Storage, Tensor, Var, bail};
+use candle_core::{DType, Module, Result, Tensor, bail};
 use candle_nn::{
     Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, Linear, VarBuilder, VarMap,
 };
@@ -20,11 +20,6 @@ use dekm_shared::{
     Activation, ConvGeometry, EncoderSpec, ImageShape, LEAKY_SLOPE, POOL_EPS, Stack, TimePooling,
     names,
 };
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
-
-use crate::rng;
 
 fn linear(vb: &VarBuilder, name: &str, input: usize, output: usize) -> Result<Linear> {
     candle_nn::linear(input, output, vb.pp(name))
@@ -56,24 +51,13 @@ pub enum ConvBackend {
 
 crate::choice::choice!(ConvBackend { Fast => "fast", Candle => "candle" });
 
-/// How a fresh autoencoder's weights are drawn. The choice is not cosmetic: it changes which
-/// k-means optimum the pretrained embedding leads to. The Keras draw is the default because
-/// over several seeds only its means cleared the DEKM paper's figures on both image sets
-/// (README, "Model"; docs/RESULTS.md has the runs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum Init {
-    /// What the DEKM authors' Keras model gets: the encoder's convolutions `U(-0.05, 0.05)`
-    /// (Keras' `'uniform'`), every other weight Glorot-uniform `U(±√(6 / (fan_in + fan_out)))`
-    /// (Keras' default for dense and transposed-convolution layers), biases zero.
-    #[default]
-    Keras,
-    /// PyTorch's layer defaults: weights and biases alike `U(±1/√fan_in)`.
-    Torch,
-}
+mod embed;
+mod init;
 
-crate::choice::choice!(Init { Keras => "keras", Torch => "torch" });
+pub use embed::{embed, manifold_features};
+pub use init::Init;
+pub(crate) use init::redraw;
+use init::reinit;
 
 /// The encoder for images. DEKM's convolutions are the default for every method (the edge
 /// runtime's fastest path and the figures of docs/RESULTS.md); ClusterGAN's own networks are
@@ -236,49 +220,6 @@ impl Encoder {
                 }
             }
         })
-    }
-}
-
-impl Encoder {
-    /// This encoder on the edge crate's inference kernels, or `None` where they do not apply:
-    /// dense encoders (a batched GEMM suits them) and candle's own convolutions (kept as they
-    /// are for comparisons).
-    fn on_edge_kernels(&self) -> Result<Option<dekm_edge::Encoder>> {
-        let Self::Conv {
-            spec,
-            convs,
-            hidden,
-            latent,
-            ..
-        } = self
-        else {
-            return Ok(None);
-        };
-        let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let mut named = Vec::new();
-        for (i, c) in convs.iter().enumerate() {
-            let ConvLayer::Fast(c, _) = c else {
-                return Ok(None);
-            };
-            named.push((format!("{}.weight", names::conv(i)), values(c.weight())?));
-            named.push((format!("{}.bias", names::conv(i)), values(c.bias())?));
-        }
-        let dense = hidden.iter().enumerate().map(|(i, l)| (names::dense(i), l));
-        for (name, l) in dense.chain([(names::LATENT.to_string(), latent)]) {
-            named.push((format!("{name}.weight"), values(l.weight())?));
-            if let Some(b) = l.bias() {
-                named.push((format!("{name}.bias"), values(b)?));
-            }
-        }
-        let get = |name: &str| {
-            named
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_slice())
-        };
-        dekm_edge::Encoder::new(spec, get)
-            .map(Some)
-            .map_err(candle_core::Error::wrap)
     }
 }
 
@@ -584,133 +525,6 @@ impl Module for Autoencoder {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         self.decoder.forward(&self.encoder.forward(xs)?)
     }
-}
-
-/// Overwrites every variable with a draw of `init`. Variables whose draw is constant (Keras'
-/// zero biases) take no numbers from the stream.
-fn reinit(varmap: &VarMap, seed: u64, init: Init) -> Result<()> {
-    redraw(varmap, seed, |name, var, vars, r| {
-        let weight = name
-            .strip_suffix(".bias")
-            .map(|base| format!("{base}.weight"))
-            .unwrap_or_else(|| name.to_string());
-        // Weights are `[out, in, ..]` (linear, convolution) or `[in, out, ..]` (transposed
-        // convolution); Glorot's fan sum is the same either way.
-        let dims = vars
-            .get(&weight)
-            .map(|w| w.dims().to_vec())
-            .unwrap_or_else(|| var.dims().to_vec());
-        let (d0, d1) = (
-            dims.first().copied().unwrap_or(1),
-            dims.get(1).copied().unwrap_or(1),
-        );
-        let kernel: usize = dims.iter().skip(2).product();
-        let bound = match init {
-            Init::Torch => 1.0 / ((d1 * kernel).max(1) as f32).sqrt(),
-            Init::Keras if name.ends_with(".bias") => 0.0,
-            Init::Keras if name.starts_with("encoder.conv") => 0.05,
-            Init::Keras => (6.0 / ((d0 + d1) * kernel).max(1) as f32).sqrt(),
-        };
-        if bound == 0.0 {
-            vec![0.0; var.elem_count()]
-        } else {
-            (0..var.elem_count())
-                .map(|_| r.random_range(-bound..bound))
-                .collect()
-        }
-    })
-}
-
-/// Overwrites every variable of `varmap` with `draw(name, variable, all variables, stream)`,
-/// visiting names in sorted order with one seeded stream, so the result depends only on `seed`
-/// (not on the map's hashing).
-pub(crate) fn redraw(
-    varmap: &VarMap,
-    seed: u64,
-    mut draw: impl FnMut(&str, &Var, &HashMap<String, Var>, &mut ChaCha8Rng) -> Vec<f32>,
-) -> Result<()> {
-    let vars = varmap
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("var map lock poisoned".into()))?;
-    let mut names: Vec<&String> = vars.keys().collect();
-    names.sort();
-    let mut r = rng(seed, 7);
-    for name in names {
-        let var = &vars[name];
-        let values = draw(name, var, &vars, &mut r);
-        var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
-    }
-    Ok(())
-}
-
-/// Latent vectors of all rows of `xs` (`[n, input_len]`), row-major `[n, d]`. A convolutional
-/// encoder on the fast backend runs the edge crate's kernels, one sample per call on every
-/// thread: without a backward pass to share its column matrices, im2col + GEMM is slower than
-/// their indirect convolution, whose activations stay in L1 (RESULTS has both rates). Anything
-/// else runs the candle graph in batches of `batch`.
-pub fn embed(encoder: &Encoder, xs: &Tensor, batch: usize) -> Result<Vec<f32>> {
-    if let Some(edge) = encoder.on_edge_kernels()? {
-        return embed_on_edge(&edge, xs);
-    }
-    Ok(batched(xs, batch, |b| encoder.forward(b))?.0)
-}
-
-/// `layer`'s outputs for all rows of `xs`, computed `batch` rows at a time: row-major, with
-/// their width (0 for no rows).
-fn batched(
-    xs: &Tensor,
-    batch: usize,
-    layer: impl Fn(&Tensor) -> Result<Tensor>,
-) -> Result<(Vec<f32>, usize)> {
-    let n = xs.dim(0)?;
-    let (mut out, mut width) = (Vec::new(), 0);
-    for start in (0..n).step_by(batch.max(1)) {
-        let len = batch.min(n - start);
-        let h = layer(&xs.narrow(0, start, len)?)?;
-        width = h.dim(1)?;
-        out.extend(h.flatten_all()?.to_vec1::<f32>()?);
-    }
-    Ok((out, width))
-}
-
-/// A convolutional encoder's last feature map for every row of `xs`, `([n, f], f)` (f = 1,152
-/// for a 28x28 image): what the `manifold` start lays out. `None` for a dense encoder, whose
-/// start lays out the latent.
-pub fn manifold_features(
-    encoder: &Encoder,
-    xs: &Tensor,
-    batch: usize,
-) -> Result<Option<(Vec<f32>, usize)>> {
-    if matches!(encoder, Encoder::Dense { .. }) {
-        return Ok(None);
-    }
-    batched(xs, batch, |b| encoder.pre_latent(b)).map(Some)
-}
-
-fn embed_on_edge(edge: &dekm_edge::Encoder, xs: &Tensor) -> Result<Vec<f32>> {
-    let (n, len) = xs.dims2()?;
-    if len != edge.input_len() {
-        bail!(
-            "embedding: samples have {len} values, the encoder takes {}",
-            edge.input_len()
-        );
-    }
-    let xs = xs.to_dtype(DType::F32)?.contiguous()?;
-    let (storage, layout) = xs.storage_and_layout();
-    let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
-        bail!("embedding: CPU tensors only");
-    };
-    let data = &data[layout.start_offset()..][..n * len];
-    let d = edge.latent_dim();
-    let mut out = vec![0f32; n * d];
-    if n > 0 && d > 0 {
-        data.par_chunks(len)
-            .zip(out.par_chunks_mut(d))
-            .try_for_each_init(|| edge.workspace(), |ws, (x, z)| edge.encode(x, ws, z))
-            .map_err(candle_core::Error::wrap)?;
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Single-sample latency is the median over `--samples` calls on varied MNIST-like inputs;
-//! throughput runs batches of `--batch`. The process re-runs itself with `RAYON_NUM_THREADS=1`
+//! throughput runs batches of `--batch` (dekm-edge through `Encoder::encode_batch`). The process re-runs itself with `RAYON_NUM_THREADS=1`
 //! so candle's kernels use one thread, like the edge encoder and onnxruntime. The best of
 //! `--repeats` interleaved rounds is reported for every contestant.
 
@@ -127,13 +127,18 @@ fn run_edge(enc: &dekm_edge::Encoder, xs: &[f32], samples: usize, batch: usize) 
         std::hint::black_box(&z);
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    // Batches through `encode_batch` (the dense layers as one product over the batch), from
+    // as many places in the pool as fit.
     let batches = (samples / batch).max(1);
+    let starts = (pool / batch).max(1);
+    let batch = batch.min(pool);
+    let mut bws = enc.batch_workspace();
+    let mut zs = vec![0f32; batch * enc.latent_dim()];
     let t = Instant::now();
     for b in 0..batches {
-        for j in 0..batch {
-            let x = &xs[((b * batch + j) % pool) * len..][..len];
-            enc.encode(x, &mut ws, &mut z).expect("edge encode");
-        }
+        let x = &xs[(b % starts) * batch * len..][..batch * len];
+        enc.encode_batch(x, &mut bws, &mut zs).expect("edge encode");
+        std::hint::black_box(&zs);
     }
     summarise(lat, (batches * batch) as f64 / t.elapsed().as_secs_f64())
 }
@@ -166,16 +171,27 @@ fn run_candle(enc: &Encoder, xs: &[f32], len: usize, a: &Args) -> Result<Round> 
 fn run_ort(a: &Args, file: &Path, model: &Model) -> Result<Option<(Round, String)>> {
     let spec = &model.meta().encoder;
     let geometry = spec.conv_geometry()?;
-    let (Some(first), dekm_shared::EncoderSpec::Conv { .. }) = (geometry.first(), spec) else {
-        println!("onnxruntime: skipped (the script builds 2-D convolutional encoders only)");
-        return Ok(None);
+    // A dense stack is a graph without convolutions on a `[n, d, 1, 1]` input.
+    let input = match (geometry.first(), spec) {
+        (Some(first), dekm_shared::EncoderSpec::Conv { .. }) => first.input,
+        (None, dekm_shared::EncoderSpec::Dense { input, .. }) => dekm_shared::ImageShape {
+            channels: *input,
+            height: 1,
+            width: 1,
+        },
+        _ => {
+            println!(
+                "onnxruntime: skipped (the script builds 2-D convolutional and dense encoders)"
+            );
+            return Ok(None);
+        }
     };
     let layers: Vec<serde_json::Value> = geometry
         .iter()
         .map(|g| serde_json::json!({"stride": g.stride, "pad": g.pad.width}))
         .collect();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/bench_edge_ort.py");
-    let i = first.input;
+    let i = input;
     let out = Command::new("python3")
         .arg(script)
         .args(["--model", &file.display().to_string()])

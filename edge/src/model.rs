@@ -7,8 +7,9 @@ use alloc::{collections::BTreeMap, string::String, vec, vec::Vec};
 use dekm_shared::{ContractError, ModelMeta, Normalizer, OutlierScore, Spectrum, Weights, names};
 use serde::{Deserialize, Serialize};
 
+use crate::encoder::BATCH;
 use crate::quantize::{Int8Tensor, is_quantized};
-use crate::{Assignment, ClusterHead, Encoder, EncoderError, HeadError, Workspace};
+use crate::{Assignment, BatchWorkspace, ClusterHead, Encoder, EncoderError, HeadError, Workspace};
 
 /// Why an export or bundle cannot be loaded.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -479,6 +480,7 @@ impl Model {
             ws: self.encoder.workspace(),
             z: vec![0.0; self.encoder.latent_dim()],
             y: vec![0.0; self.encoder.latent_dim()],
+            batch: None,
         }
     }
 }
@@ -507,6 +509,16 @@ pub struct Session<'m> {
     ws: Workspace,
     z: Vec<f32>,
     y: Vec<f32>,
+    /// [`Session::assign_all`]'s buffers, made on its first call.
+    batch: Option<Batch>,
+}
+
+/// A chunk of normalised samples, their latents and the encoder's batch buffers.
+#[derive(Debug)]
+struct Batch {
+    xs: Vec<f32>,
+    zs: Vec<f32>,
+    ws: BatchWorkspace,
 }
 
 impl Session<'_> {
@@ -523,6 +535,63 @@ impl Session<'_> {
         }
         m.encoder.encode(&self.x, &mut self.ws, &mut self.z)?;
         Ok(m.head.assign(&self.z, &mut self.y)?)
+    }
+
+    /// Assigns every raw sample of `raws`, calling `each(i, result)` for the `i`-th in order;
+    /// a bad sample gets its error and the others are assigned as usual. The results are
+    /// [`Self::assign`]'s to the bit, but the encoder's dense layers run over
+    /// [`crate::encoder::BATCH`] samples at a time ([`Encoder::encode_batch`]): for a model
+    /// with large dense layers several times the samples a second. Afterwards
+    /// [`Self::rotated`] is the last assigned sample's, [`Self::latent`] is left as it was.
+    /// Allocates once, on the first call.
+    pub fn assign_all<'r>(
+        &mut self,
+        raws: impl IntoIterator<Item = &'r [f32]>,
+        mut each: impl FnMut(usize, Result<Assignment, SampleError>),
+    ) {
+        let m = self.model;
+        let (len, d) = (m.encoder.input_len(), m.encoder.latent_dim());
+        let batch = self.batch.get_or_insert_with(|| Batch {
+            xs: vec![0.0; BATCH * len],
+            zs: vec![0.0; BATCH * d],
+            ws: m.encoder.batch_workspace(),
+        });
+        let mut raws = raws.into_iter().enumerate().peekable();
+        while raws.peek().is_some() {
+            // A chunk's samples: each one's place among the normalised rows, or its error.
+            let mut slots: heapless::Vec<(usize, Result<usize, SampleError>), BATCH> =
+                heapless::Vec::new();
+            let mut rows = 0;
+            while !slots.is_full() {
+                let Some((i, raw)) = raws.next() else { break };
+                let row = &mut batch.xs[rows * len..][..len];
+                let normalised = match &m.spectrum {
+                    Some(spectrum) => spectrum
+                        .apply(raw, &mut self.features)
+                        .and_then(|()| m.normalizer.apply(&self.features, row)),
+                    None => m.normalizer.apply(raw, row),
+                };
+                let slot = normalised.map(|()| rows).map_err(SampleError::from);
+                rows += usize::from(slot.is_ok());
+                // `slots` has room: the loop stops when it is full.
+                let _ = slots.push((i, slot));
+            }
+            let zs = &mut batch.zs[..rows * d];
+            let encoded = m
+                .encoder
+                .encode_batch(&batch.xs[..rows * len], &mut batch.ws, zs);
+            for (i, slot) in slots {
+                let result = match (slot, &encoded) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(SampleError::Encoder(e.clone())),
+                    (Ok(r), Ok(())) => m
+                        .head
+                        .assign(&batch.zs[r * d..][..d], &mut self.y)
+                        .map_err(SampleError::from),
+                };
+                each(i, result);
+            }
+        }
     }
 
     /// Latent vector of the last assigned sample.
@@ -648,6 +717,46 @@ mod tests {
             ModelParts::with_int8(parts.meta().clone(), parts.tensors().to_vec(), int8)
         };
         assert_eq!(twice.unwrap_err(), LoadError::UnexpectedTensor(name));
+    }
+
+    /// `assign_all` gives each sample what `assign` gives it, to the bit, in order, across
+    /// chunk boundaries and around bad samples, for f32 and int8 models.
+    #[test]
+    fn assigning_all_at_once_matches_one_at_a_time() {
+        let parts = fixture::dense(3);
+        for parts in [parts.clone(), parts.to_int8().unwrap()] {
+            let model = Model::from_parts(&parts).unwrap();
+            let len = model.input_len();
+            let mut raws: Vec<Vec<f32>> = (0..2 * BATCH + 3)
+                .map(|s| {
+                    (0..len)
+                        .map(|i| ((i * 5 + s * 3) % 11) as f32 - 5.0)
+                        .collect()
+                })
+                .collect();
+            raws[4][1] = f32::NAN;
+            raws[BATCH].pop();
+            let mut one = model.session();
+            let want: Vec<_> = raws.iter().map(|r| one.assign(r)).collect();
+            let mut all = model.session();
+            let mut got = Vec::new();
+            all.assign_all(raws.iter().map(Vec::as_slice), |i, r| got.push((i, r)));
+            assert_eq!(got.len(), raws.len());
+            for (i, ((at, g), w)) in got.into_iter().zip(want).enumerate() {
+                assert_eq!(at, i);
+                assert_eq!(g, w, "sample {i}");
+            }
+            assert!(matches!(
+                got_err(&mut all, &raws[4]),
+                Some(SampleError::Input(_))
+            ));
+        }
+    }
+
+    fn got_err(s: &mut Session<'_>, raw: &[f32]) -> Option<SampleError> {
+        let mut err = None;
+        s.assign_all([raw], |_, r| err = r.err());
+        err
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use alloc::string::String;
 
 /// A violation of the trainer/edge contract, named precisely enough to fix.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum ContractError {
     /// A layer would produce an empty or negative spatial size.
     #[error(

@@ -43,39 +43,42 @@ enum Store<T> {
 }
 
 impl<T: Pod + Default> Aligned<T> {
-    /// `len` default values.
+    /// `len` default values (zero bytes, for the `Pod` numbers stored here), without a
+    /// temporary copy: a model's layers are built in place, where a microcontroller's heap has
+    /// no room for a second copy of one.
     pub(super) fn new(len: usize) -> Self {
-        Self::from_slice(&vec![T::default(); len])
-    }
-
-    /// A copy of `values`.
-    pub(super) fn from_slice(values: &[T]) -> Self {
         #[cfg(all(feature = "std", target_os = "linux", target_arch = "x86_64"))]
-        if size_of_val(values) >= HUGE_MIN
-            && let Some(pages) = Self::on_huge_pages(values)
+        if len * size_of::<T>() >= HUGE_MIN
+            && let Some(pages) = Self::huge_pages(len)
         {
             return pages;
         }
         let size = size_of::<T>().max(1);
-        let mut buf = vec![T::default(); values.len() + LINE / size];
-        // Bytes to the next line, a whole number of values since `buf` is aligned for `T`
-        // (whose size divides 64 for every type stored here).
+        let buf = vec![T::default(); len + LINE / size];
+        // Values to the next line, a whole number since `buf` is aligned for `T` (whose size
+        // divides 64 for every type stored here).
         let start = (buf.as_ptr() as usize).wrapping_neg() % LINE / size;
-        buf[start..start + values.len()].copy_from_slice(values);
         Self {
             store: Store::Heap { buf, start },
-            len: values.len(),
+            len,
         }
     }
 
-    /// `values` in an anonymous mapping advised `MADV_HUGEPAGE` from a 2 MiB boundary, or
-    /// `None` where the kernel refuses the mapping or the advice (no transparent huge pages).
+    /// A copy of `values`.
+    pub(super) fn from_slice(values: &[T]) -> Self {
+        let mut out = Self::new(values.len());
+        out.copy_from_slice(values);
+        out
+    }
+
+    /// `len` zero values in an anonymous mapping advised `MADV_HUGEPAGE` from a 2 MiB
+    /// boundary, or `None` where the kernel refuses the mapping or the advice (no transparent
+    /// huge pages).
     #[cfg(all(feature = "std", target_os = "linux", target_arch = "x86_64"))]
-    fn on_huge_pages(values: &[T]) -> Option<Self> {
+    fn huge_pages(len: usize) -> Option<Self> {
         const HUGE: usize = 2 << 20;
-        let bytes = size_of_val(values);
-        let span = bytes.div_ceil(HUGE) * HUGE;
-        let mut map = memmap2::MmapOptions::new()
+        let span = (len * size_of::<T>()).div_ceil(HUGE) * HUGE;
+        let map = memmap2::MmapOptions::new()
             .len(span + HUGE)
             .map_anon()
             .ok()?;
@@ -83,10 +86,9 @@ impl<T: Pod + Default> Aligned<T> {
         // Advised before the first write, so the first touch faults in a huge page.
         map.advise_range(memmap2::Advice::HugePage, start, span)
             .ok()?;
-        bytemuck::cast_slice_mut(&mut map[start..start + bytes]).copy_from_slice(values);
         Some(Self {
             store: Store::Pages { map, start },
-            len: values.len(),
+            len,
         })
     }
 }

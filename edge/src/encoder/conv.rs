@@ -3,7 +3,7 @@
 
 use alloc::{vec, vec::Vec};
 
-use dekm_shared::{Activation, ConvGeometry, POOL_EPS, TimePooling};
+use dekm_shared::{Activation, ConvGeometry, Extent, ImageShape, POOL_EPS, TimePooling};
 
 use super::Aligned;
 
@@ -14,6 +14,9 @@ pub(super) const PAD_C: usize = 16;
 /// plus 4 weight vectors and one broadcast, fit AVX-512's 32 registers (AVX2 takes 2 vectors of
 /// channels: 12 + 2 + 1 of its 16). [`strip`] evens the tiles out rather than leave a remainder.
 const TILE_P: usize = 6;
+/// Output channels per weight panel of a dense layer ([`Conv::dense`]): AVX-512's widest strip
+/// (4 vectors of 16).
+const PANEL: usize = 4 * PAD_C;
 /// Layers whose inputs have fewer channels than this read a gathered patch matrix instead of
 /// the activations (see [`Conv::patches`]).
 const GATHER_BELOW: usize = PAD_C;
@@ -31,6 +34,10 @@ pub(super) struct Conv {
     bias: Vec<f32>,
     /// The activation fused into the tiles' store.
     activation: Activation,
+    /// Whether `weight` is cut into panels of [`PANEL`] output channels (`[panel, tap, input
+    /// channel, PANEL]`, the last panel narrower where the channels end), as a dense layer's
+    /// is: its weights stream from memory, and a strip then reads one contiguous run.
+    panels: bool,
     /// `[output pixel, tap]`: offset of the input pixel's first channel, or of the zero block
     /// where the tap falls into the padding. Computed once per model.
     taps: Vec<u32>,
@@ -77,9 +84,92 @@ impl Conv {
             weight: weight.into(),
             bias,
             activation,
+            panels: false,
             taps,
             patches,
         }
+    }
+
+    /// The dense layer `y = act(W x + b)` (`w` row-major `[outputs, inputs]`) as a 1x1
+    /// convolution whose pixels are samples: up to `samples` of them, their inputs `in_stride`
+    /// values apart. One sample is one pixel, a batch is a row of them: the register tiles
+    /// then hold several samples by four vectors of outputs, each weight vector loaded once
+    /// for all of them, and every sample's sums run in the same order (bias, then input by
+    /// input) whichever tile it falls in, so a batch has the bits of one sample at a time.
+    pub(super) fn dense(
+        (w, b): (&[f32], &[f32]),
+        activation: Activation,
+        in_stride: usize,
+        samples: usize,
+    ) -> Self {
+        let column = |channels| ImageShape {
+            channels,
+            height: samples,
+            width: 1,
+        };
+        let one = Extent {
+            height: 1,
+            width: 1,
+        };
+        let g = ConvGeometry {
+            input: column(w.len() / b.len().max(1)),
+            output: column(b.len()),
+            kernel: one,
+            stride: 1,
+            pad: Extent {
+                height: 0,
+                width: 0,
+            },
+        };
+        let (cin, cout) = (g.input.channels, g.output.channels);
+        let out_stride = cout.next_multiple_of(PAD_C);
+        // `[panel, input, output in the panel]`, straight from the `[output, input]` rows
+        // into place (padded outputs stay zero).
+        let mut weight = Aligned::new(cin * out_stride);
+        let mut at = 0;
+        for base in (0..out_stride).step_by(PANEL) {
+            let width = PANEL.min(out_stride - base);
+            for c in 0..cin {
+                for (o, v) in (base..base + width).zip(&mut weight[at..at + width]) {
+                    if o < cout {
+                        *v = w[o * cin + c];
+                    }
+                }
+                at += width;
+            }
+        }
+        let mut bias = b.to_vec();
+        bias.resize(out_stride, 0.0);
+        Self {
+            // No tap reads padding, so no zero block is needed.
+            taps: tap_offsets(&g, in_stride, 0),
+            g,
+            out_stride,
+            weight,
+            bias,
+            activation,
+            panels: true,
+            // The patch matrix is for images' few channels.
+            patches: None,
+        }
+    }
+
+    /// Where the weights of the strip of output channels from `o0` lie: the slice whose rows
+    /// (one per tap and input channel) hold them, the row length, and the strip's first
+    /// column in a row. A strip never crosses a panel: strips are at most [`PANEL`] channels
+    /// wide and start on multiples of their width.
+    #[inline(always)]
+    fn weight_rows(&self, o0: usize) -> (&[f32], usize, usize) {
+        if !self.panels {
+            return (&self.weight, self.out_stride, o0);
+        }
+        let base = o0 / PANEL * PANEL;
+        let rows = self.weight.len() / self.out_stride;
+        (
+            &self.weight[base * rows..],
+            PANEL.min(self.out_stride - base),
+            o0 - base,
+        )
     }
 
     /// Values of the patch matrix this layer gathers (0 when it reads the activations).
@@ -97,7 +187,25 @@ impl Conv {
     /// `patches` holds at least [`Self::patch_len`] values.
     pub(super) fn forward(&self, x: &[f32], patches: &mut [f32], out: &mut [f32]) {
         let x = self.source(x, patches);
-        pulp::Arch::new().dispatch(ConvKernel { conv: self, x, out });
+        let pixels = self.pixels();
+        pulp::Arch::new().dispatch(ConvKernel {
+            conv: self,
+            x,
+            out,
+            pixels,
+        });
+    }
+
+    /// [`Self::forward`] for the first `pixels` output pixels only (the samples of a
+    /// [`Self::dense`] layer), for a layer that reads its activations directly.
+    pub(super) fn forward_pixels(&self, x: &[f32], out: &mut [f32], pixels: usize) {
+        debug_assert!(self.patches.is_none() && pixels <= self.pixels());
+        pulp::Arch::new().dispatch(ConvKernel {
+            conv: self,
+            x,
+            out,
+            pixels: pixels.min(self.pixels()),
+        });
     }
 
     /// What the register tiles read: the activations `x`, or the patch matrix gathered from
@@ -167,6 +275,8 @@ struct ConvKernel<'a> {
     conv: &'a Conv,
     x: &'a [f32],
     out: &'a mut [f32],
+    /// Output pixels to compute, from the first.
+    pixels: usize,
 }
 
 impl pulp::WithSimd for ConvKernel<'_> {
@@ -174,20 +284,32 @@ impl pulp::WithSimd for ConvKernel<'_> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, simd: S) {
-        let Self { conv, x, out } = self;
+        let Self {
+            conv,
+            x,
+            out,
+            pixels,
+        } = self;
         if PAD_C.is_multiple_of(S::F32_LANES) {
-            conv_tiles(simd, conv, x, out);
+            conv_tiles(simd, conv, x, out, pixels);
         } else {
             // No instruction set pulp knows has vectors that do not divide 16 lanes; should one
             // appear, stay correct with one lane rather than read past the padded channels.
-            conv_tiles(pulp::Scalar::new(), conv, x, out);
+            conv_tiles(pulp::Scalar::new(), conv, x, out, pixels);
         }
     }
 }
 
-/// Every register tile of one convolution, for vectors that divide [`PAD_C`].
+/// Every register tile of one convolution's first `pixels` output pixels, for vectors that
+/// divide [`PAD_C`].
 #[inline(always)]
-pub(super) fn conv_tiles<S: pulp::Simd>(simd: S, conv: &Conv, x: &[f32], out: &mut [f32]) {
+pub(super) fn conv_tiles<S: pulp::Simd>(
+    simd: S,
+    conv: &Conv,
+    x: &[f32],
+    out: &mut [f32],
+    pixels: usize,
+) {
     let lanes = S::F32_LANES;
     let vectors = conv.out_stride / lanes;
     // AVX2 (8 lanes) has 16 registers: at most 2 vectors of channels per tile.
@@ -197,22 +319,22 @@ pub(super) fn conv_tiles<S: pulp::Simd>(simd: S, conv: &Conv, x: &[f32], out: &m
         let o0 = v0 * lanes;
         match (vectors - v0).min(widest) {
             4.. => {
-                strip::<S, 4>(simd, conv, x, out, o0);
+                strip::<S, 4>(simd, conv, x, out, (o0, pixels));
                 v0 += 4;
             }
             2 | 3 => {
-                strip::<S, 2>(simd, conv, x, out, o0);
+                strip::<S, 2>(simd, conv, x, out, (o0, pixels));
                 v0 += 2;
             }
             _ => {
-                strip::<S, 1>(simd, conv, x, out, o0);
+                strip::<S, 1>(simd, conv, x, out, (o0, pixels));
                 v0 += 1;
             }
         }
     }
 }
 
-/// All output pixels for the `NV` vectors of output channels from `o0`, in tiles of at most
+/// The first `pixels` output pixels for the `NV` vectors of output channels from `o0`, in tiles of at most
 /// [`TILE_P`] pixels made as even as possible (49 pixels: four of 6 and five of 5, not eight of
 /// 6 and one of 1): a tile of one or two pixels has too few accumulators to cover the FMA
 /// latency, and costs nearly as long as a full one.
@@ -222,9 +344,9 @@ fn strip<S: pulp::Simd, const NV: usize>(
     conv: &Conv,
     x: &[f32],
     out: &mut [f32],
-    o0: usize,
+    (o0, pixels): (usize, usize),
 ) {
-    for (p0, p) in even_tiles(conv.pixels(), TILE_P) {
+    for (p0, p) in even_tiles(pixels, TILE_P) {
         match p {
             6.. => tile::<S, TILE_P, NV>(simd, conv, x, out, p0, o0),
             5 => tile::<S, 5, NV>(simd, conv, x, out, p0, o0),
@@ -264,27 +386,29 @@ fn tile<S: pulp::Simd, const P: usize, const NV: usize>(
         Some(rows) => (conv.g.kernel.area() * conv.g.input.channels, 1, rows),
         None => (conv.g.input.channels, conv.g.kernel.area(), &conv.taps),
     };
-    let vectors = |s: &[f32]| -> Option<[S::f32s; NV]> {
+    let vectors = |s: &[f32], o0: usize| -> Option<[S::f32s; NV]> {
         <&[S::f32s; NV]>::try_from(S::as_simd_f32s(s.get(o0..o0 + width)?).0)
             .ok()
             .copied()
     };
     // Channels are padded to whole vectors when the layer is built, so these views always
     // exist; the early returns only keep a broken invariant from indexing out of bounds.
-    let Some(bias) = vectors(&conv.bias) else {
+    let Some(bias) = vectors(&conv.bias, o0) else {
         debug_assert!(false, "bias slice {o0}+{width} is not whole vectors");
         return;
     };
     let mut acc = [bias; P];
     let offsets = &reads[p0 * taps..(p0 + P) * taps];
-    for (t, w) in conv.weight.chunks_exact(cin * stride).enumerate() {
+    let (weight, row, col) = conv.weight_rows(o0);
+    let steps = reads.len() / conv.pixels();
+    for (t, w) in weight.chunks_exact(cin * row).take(steps).enumerate() {
         let mut src = [&x[..0]; P];
         for (m, s) in src.iter_mut().enumerate() {
             let at = offsets[m * taps + t] as usize;
             *s = &x[at..at + cin];
         }
-        for (c, row) in w.chunks_exact(stride).enumerate() {
-            let Some(w) = vectors(row) else {
+        for (c, row) in w.chunks_exact(row).enumerate() {
+            let Some(w) = vectors(row, col) else {
                 debug_assert!(false, "weight row slice {o0}+{width} is not whole vectors");
                 return;
             };

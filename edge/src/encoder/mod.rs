@@ -15,7 +15,8 @@
 //! 44% wasted work); vectors along output channels (32, 64, 128: whole vectors) waste nothing
 //! and copy nothing. General GEMM libraries (nalgebra's `matrixmultiply`, the `gemm` crate)
 //! allocate packing buffers on every call and ran slower at one image's sizes (docs/RESULTS.md).
-//! Dense layers are SIMD matrix-vector products. ReLU (or the spec's leaky ReLU) after every
+//! The latent layer is a SIMD matrix-vector product; wider dense layers run as 1x1
+//! convolutions whose pixels are samples (`dense`, `batch` say why). ReLU (or the spec's leaky ReLU) after every
 //! layer but the latent one.
 //!
 //! All buffers live in a [`Workspace`] sized once from the [`EncoderSpec`], so encoding a sample
@@ -23,13 +24,14 @@
 //!
 //! The room is split by concept: `conv` holds the indirect convolution and its register tiles,
 //! `dense` the matrix-vector layers, `int8` an int8 model's integer layers (quantizing, the
-//! stack), `kernels` which code sums their bytes and the weight layout each reads, `vnni`,
+//! stack), `batch` many samples at once (the dense layers as one product), `kernels` which code sums their bytes and the weight layout each reads, `vnni`,
 //! `avx2`, `sdot` and `portable` those kernels; `aligned` the buffers they load from; this
 //! module builds and runs the stack.
 
 mod aligned;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod batch;
 mod conv;
 mod dense;
 mod int8;
@@ -47,15 +49,16 @@ use alloc::{format, string::String, vec, vec::Vec};
 use dekm_shared::{EncoderSpec, Stack, names};
 
 use aligned::Aligned;
+pub use batch::{BATCH, BatchWorkspace};
 use conv::{Conv, PAD_C, pool_over_pixels, to_channels_last, zero_offset};
-use dense::{Dense, dense};
+use dense::{Dense, dense, hidden_layers};
 use int8::Int8Stack;
 pub use kernels::Int8Kernel;
 
 use crate::quantize::Int8Tensor;
 
 /// A missing or mis-sized weight, or a sample of the wrong length.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum EncoderError {
     /// The layer specification itself is inconsistent.
     #[error("encoder spec: {0}")]
@@ -89,11 +92,9 @@ pub enum EncoderError {
 #[derive(Debug, Clone)]
 enum Body {
     /// Convolutions, then dense layers on their flattened (or pooled) output, if any.
-    Conv {
-        convs: Vec<Conv>,
-        hidden: Vec<Dense>,
-    },
-    Dense(Vec<Dense>),
+    Conv { convs: Vec<Conv>, hidden: Vec<Conv> },
+    /// A dense stack's hidden layers.
+    Dense(Vec<Conv>),
 }
 
 /// How the layers run: in f32, or in integers on an int8 model's bytes.
@@ -154,12 +155,21 @@ impl Workspace {
     }
 }
 
-/// The tensor `name` from `get`: present, `len` values, all finite.
+/// The tensor `name` from `get`, copied: present, `len` values, all finite.
 pub(super) fn tensor<'a>(
     get: &impl Fn(&str) -> Option<&'a [f32]>,
     name: &str,
     len: usize,
 ) -> Result<Vec<f32>, EncoderError> {
+    checked(get, name, len).map(<[f32]>::to_vec)
+}
+
+/// The tensor `name` from `get`, checked as [`tensor`] does, in place.
+pub(super) fn checked<'a>(
+    get: &impl Fn(&str) -> Option<&'a [f32]>,
+    name: &str,
+    len: usize,
+) -> Result<&'a [f32], EncoderError> {
     let t = get(name).ok_or_else(|| EncoderError::Missing(name.into()))?;
     if t.len() != len {
         return Err(EncoderError::Length {
@@ -174,7 +184,7 @@ pub(super) fn tensor<'a>(
             index,
         });
     }
-    Ok(t.to_vec())
+    Ok(t)
 }
 
 impl Encoder {
@@ -199,7 +209,13 @@ impl Encoder {
                         g.output.height * g.output.width * g.output.channels.next_multiple_of(PAD_C)
                     })
                     .fold(spec.input_len().max(pre), usize::max)
-                    .max(spec.conv_hidden().iter().copied().max().unwrap_or(0));
+                    .max(
+                        spec.conv_hidden()
+                            .iter()
+                            .map(|h| h.next_multiple_of(PAD_C))
+                            .max()
+                            .unwrap_or(0),
+                    );
                 let widest_input = geometry.iter().map(|g| g.input.channels).max().unwrap_or(0);
                 // Tap offsets are 32-bit.
                 let len = zero + widest_input;
@@ -226,13 +242,8 @@ impl Encoder {
                     Some((g, stride)) => d.reading_hwc(&g, stride),
                     None => d,
                 };
-                let mut prev = spec.conv_out_len().map_err(EncoderError::Spec)?;
-                let mut hidden = Vec::with_capacity(spec.conv_hidden().len());
-                for (i, &h) in spec.conv_hidden().iter().enumerate() {
-                    let d = dense(&get, &names::dense(i), prev, h)?;
-                    hidden.push(if i == 0 { first(d) } else { d });
-                    prev = h;
-                }
+                let prev = spec.conv_out_len().map_err(EncoderError::Spec)?;
+                let hidden = hidden_layers(&get, (prev, spec.conv_hidden()), activation, hwc)?;
                 let latent = if hidden.is_empty() {
                     first(latent)
                 } else {
@@ -242,13 +253,8 @@ impl Encoder {
                 (Body::Conv { convs, hidden }, latent, (len, zero), patch_len)
             }
             Stack::Dense { input, hidden } => {
-                let mut prev = input;
-                let mut layers = Vec::with_capacity(hidden.len());
-                for (i, &h) in hidden.iter().enumerate() {
-                    layers.push(dense(&get, &names::dense(i), prev, h)?);
-                    prev = h;
-                }
-                let act = layers.iter().map(Dense::outputs).fold(input, usize::max);
+                let layers = hidden_layers(&get, (input, hidden), activation, None)?;
+                let act = layers.iter().map(|c| c.out_stride).fold(input, usize::max);
                 (Body::Dense(layers), latent, (act, act), 0)
             }
         };
@@ -335,7 +341,10 @@ impl Encoder {
                     2 * g.patch_len() * c.pixels() * g.output.channels
                 })
                 .sum(),
-            Body::Dense(layers) => layers.iter().map(|d| 2 * d.input * d.outputs()).sum(),
+            Body::Dense(layers) => layers
+                .iter()
+                .map(|c| 2 * c.g.input.channels * c.g.output.channels)
+                .sum(),
         };
         // Dense layers count their trained inputs, not the padded channels they read.
         let mut prev = self.spec.conv_out_len().unwrap_or(0);
@@ -399,11 +408,7 @@ impl Encoder {
         {
             return Err(e);
         }
-        let (len, zero) = self.sizes;
-        if ws.lens != (len, self.patch_len) || (ws.q.len(), ws.acc.len()) != self.int_lens() {
-            // A workspace made for another encoder: replaced once, then reused.
-            *ws = self.workspace();
-        }
+        self.fit(ws);
         let ([a, b, p], q, acc) = ws.parts();
         let (body, latent) = match &self.run {
             Run::F32 { body, latent } => (body, latent),
@@ -412,43 +417,70 @@ impl Encoder {
                 return Ok(());
             }
         };
-        let (mut cur, mut next) = (a, b);
-        match body {
-            Body::Conv { convs, hidden } => {
-                // The zero block: a workspace shared with another encoder of the same buffer
-                // length may have written there.
-                cur[zero..].fill(0.0);
-                next[zero..].fill(0.0);
-                match (self.spec.conv_input(), convs.is_empty()) {
-                    (Some(input), false) if input.channels > 1 => {
-                        to_channels_last(input.channels, x, cur);
-                    }
-                    // One channel, or no convolution: the latent layer reads CHW as exported.
-                    _ => cur[..x.len()].copy_from_slice(x),
-                }
-                for c in convs {
-                    c.forward(cur, p, next);
-                    core::mem::swap(&mut cur, &mut next);
-                }
-                if let Some(last) = convs.last().filter(|_| self.spec.pooled()) {
-                    let layout = (last.pixels(), last.out_stride, last.g.output.channels);
-                    pool_over_pixels(cur, layout, self.spec.pooling(), next);
-                    core::mem::swap(&mut cur, &mut next);
-                }
-                for d in hidden {
-                    d.forward(cur, next, Some(self.spec.activation()));
-                    core::mem::swap(&mut cur, &mut next);
-                }
-            }
-            Body::Dense(layers) => {
-                cur[..x.len()].copy_from_slice(x);
-                for d in layers {
-                    d.forward(cur, next, Some(self.spec.activation()));
-                    core::mem::swap(&mut cur, &mut next);
-                }
-            }
+        let (mut cur, mut next) = self.features(body, x, [a, b, p]);
+        for layer in body.dense() {
+            layer.forward_pixels(cur, next, 1);
+            core::mem::swap(&mut cur, &mut next);
         }
-        latent.forward(cur, z, None);
+        latent.forward(cur, z);
         Ok(())
+    }
+
+    /// Replaces `ws` if it was made for another encoder (once; then it is reused).
+    fn fit(&self, ws: &mut Workspace) {
+        if ws.lens != (self.sizes.0, self.patch_len)
+            || (ws.q.len(), ws.acc.len()) != self.int_lens()
+        {
+            *ws = self.workspace();
+        }
+    }
+
+    /// Runs what comes before the dense layers on the sample `x` (its convolutions and
+    /// pooling, or nothing for a dense stack) in the workspace's buffers `[a, b, patches]`:
+    /// `(cur, next)`, the buffer the first dense layer reads and the free one.
+    fn features<'w>(
+        &self,
+        body: &Body,
+        x: &[f32],
+        [a, b, p]: [&'w mut [f32]; 3],
+    ) -> (&'w mut [f32], &'w mut [f32]) {
+        let (mut cur, mut next) = (a, b);
+        let Body::Conv { convs, .. } = body else {
+            cur[..x.len()].copy_from_slice(x);
+            return (cur, next);
+        };
+        // The zero block: a workspace shared with another encoder of the same buffer length
+        // may have written there.
+        let zero = self.sizes.1;
+        cur[zero..].fill(0.0);
+        next[zero..].fill(0.0);
+        match (self.spec.conv_input(), convs.is_empty()) {
+            (Some(input), false) if input.channels > 1 => {
+                to_channels_last(input.channels, x, cur);
+            }
+            // One channel, or no convolution: the latent layer reads CHW as exported.
+            _ => cur[..x.len()].copy_from_slice(x),
+        }
+        for c in convs {
+            c.forward(cur, p, next);
+            core::mem::swap(&mut cur, &mut next);
+        }
+        if let Some(last) = convs.last().filter(|_| self.spec.pooled()) {
+            let layout = (last.pixels(), last.out_stride, last.g.output.channels);
+            pool_over_pixels(cur, layout, self.spec.pooling(), next);
+            core::mem::swap(&mut cur, &mut next);
+        }
+        (cur, next)
+    }
+}
+
+impl Body {
+    /// The dense layers before the latent one: hidden layers after convolutions, or the
+    /// dense stack.
+    fn dense(&self) -> &[Conv] {
+        match self {
+            Self::Conv { hidden, .. } => hidden,
+            Self::Dense(layers) => layers,
+        }
     }
 }

@@ -7,7 +7,7 @@ use dekm_shared::{Activation, ImageShape, POOL_EPS, TimePooling};
 use super::conv::{conv_tiles, even_tiles};
 
 /// Deterministic pseudo-random weights for every tensor of `spec`.
-fn weights(spec: &EncoderSpec) -> BTreeMap<String, Vec<f32>> {
+pub(super) fn weights(spec: &EncoderSpec) -> BTreeMap<String, Vec<f32>> {
     let mut state = 12345u32;
     let mut next = move || {
         state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -316,6 +316,7 @@ fn one_lane_and_simd_tiles_agree() {
             conv,
             conv.source(&x, &mut gathered),
             &mut one,
+            conv.pixels(),
         );
         for (a, b) in simd.iter().zip(&one) {
             assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
@@ -395,7 +396,7 @@ fn missing_or_mis_sized_weights_and_inputs_are_named() {
 }
 
 /// Every spec the tests above run, for the int8 checks.
-fn specs() -> Vec<EncoderSpec> {
+pub(super) fn specs() -> Vec<EncoderSpec> {
     use dekm_shared::{ConvSpec, Padding, SeriesShape};
     let image = |channels, side| ImageShape {
         channels,
@@ -462,7 +463,7 @@ fn specs() -> Vec<EncoderSpec> {
 
 /// `spec`'s int8 encoder (weights quantized per row from [`weights`]) and the f32 weights it
 /// stands for (the bytes widened back).
-fn int8_encoder(spec: &EncoderSpec) -> (Encoder, BTreeMap<String, Vec<f32>>) {
+pub(super) fn int8_encoder(spec: &EncoderSpec) -> (Encoder, BTreeMap<String, Vec<f32>>) {
     let shapes: BTreeMap<String, Vec<usize>> = names::encoder_tensors(spec)
         .unwrap()
         .into_iter()

@@ -190,25 +190,38 @@ impl AssignerService {
     }
 }
 
-/// Assigns vector samples.
+/// Assigns vector samples, all at once (the encoder's dense layers over chunks of them).
 fn assign_samples(
     session: &mut Session<'_>,
     samples: &[pb::Sample],
 ) -> Result<pb::AssignResponse, Status> {
-    let assignments = samples
-        .iter()
-        .enumerate()
-        .map(|(i, x)| {
-            session
-                .assign(&x.values)
-                .map(|a| to_pb(&a))
-                .map_err(|e| Status::invalid_argument(format!("sample {i}: {e}")))
-        })
-        .collect::<Result<Vec<_>, Status>>()?;
+    let assignments = assign_all(
+        session,
+        samples.iter().map(|x| x.values.as_slice()),
+        "sample",
+    )?;
     Ok(pb::AssignResponse {
         assignments,
         ..Default::default()
     })
+}
+
+/// Assigns `raws` through [`Session::assign_all`]; the first bad one fails the request, named
+/// as `what` and its index.
+fn assign_all<'r>(
+    session: &mut Session<'_>,
+    raws: impl IntoIterator<Item = &'r [f32]>,
+    what: &str,
+) -> Result<Vec<pb::Assignment>, Status> {
+    let mut assignments = Vec::new();
+    let mut failed = None;
+    session.assign_all(raws, |i, r| match r {
+        Ok(a) => assignments.push(to_pb(&a)),
+        Err(e) => {
+            failed.get_or_insert_with(|| Status::invalid_argument(format!("{what} {i}: {e}")));
+        }
+    });
+    failed.map_or(Ok(assignments), Err)
 }
 
 /// Pushes `readings` into `windows` and assigns every window they complete.
@@ -243,16 +256,7 @@ fn assign_texts(
     let e = embedder
         .embed(texts, EMBED_BATCH, &mut |_| {})
         .map_err(|e| Status::internal(format!("embedding the texts failed: {e}")))?;
-    let assignments =
-        e.xs.chunks(e.dim)
-            .enumerate()
-            .map(|(i, x)| {
-                session
-                    .assign(x)
-                    .map(|a| to_pb(&a))
-                    .map_err(|e| Status::invalid_argument(format!("text {i}: {e}")))
-            })
-            .collect::<Result<Vec<_>, Status>>()?;
+    let assignments = assign_all(session, e.xs.chunks(e.dim), "text")?;
     Ok(pb::AssignResponse {
         assignments,
         truncated: e.truncated.iter().map(|&i| i as u32).collect(),

@@ -8,8 +8,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use dekm_data::{Format, RecordingReader, SampleStream};
+use dekm_edge::encoder::BATCH;
 use dekm_edge::store::DeviceStore;
-use dekm_edge::{Model, ModelParts, StreamError, StreamSession, Summary, bundle, file, fs};
+use dekm_edge::{
+    Model, ModelParts, Session, StreamError, StreamSession, Summary, bundle, file, fs,
+};
 
 #[derive(Parser)]
 #[command(
@@ -219,10 +222,13 @@ fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
         return assign_stream(args);
     }
     let (model, model_id) = load(&args.model, args.threshold_quantile)?;
-    let mut session = model.session();
-    let mut summary = Summary::<16>::new(model.k());
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut run = Assigner {
+        session: model.session(),
+        summary: Summary::<16>::new(model.k()),
+        out: BufWriter::with_capacity(1 << 16, std::io::stdout().lock()),
+        pending: (Vec::with_capacity(BATCH * model.input_len()), 0),
+        args,
+    };
     let mut row = Vec::with_capacity(model.input_len());
     let mut index = 0u64;
     let mut failed = false;
@@ -232,31 +238,37 @@ fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
         while let Some(r) = stream.next_into(&mut row) {
             let i = index;
             index += 1;
-            let result = r
-                .map_err(split_row_error)
-                .and_then(|()| session.assign(&row).map_err(|e| Ok(e.to_string())));
-            match result {
-                Ok(a) => {
-                    summary.record(i, &a);
-                    if !args.quiet {
-                        writeln!(out, r#"{{"index":{i},{}}}"#, assignment_fields(&a))?;
+            let problem = match r.map_err(split_row_error) {
+                Ok(()) => {
+                    let (rows, first) = &mut run.pending;
+                    if rows.is_empty() {
+                        *first = i;
                     }
+                    rows.extend_from_slice(&row);
+                    if rows.len() < BATCH * row.len() {
+                        continue;
+                    }
+                    None
                 }
+                Err(e) => Some(e),
+            };
+            // A full batch, or a problem that must be reported after the rows before it.
+            if run.flush()? {
+                failed = true;
+                break 'files;
+            }
+            match problem {
+                None => {}
                 // The stream itself broke (I/O, truncation): no later sample can be trusted.
-                Err(Err(e)) => {
-                    out.flush()?;
+                Some(Err(e)) => {
+                    run.out.flush()?;
                     return Err(e.into());
                 }
-                Err(Ok(msg)) => {
-                    summary.record_rejected();
+                Some(Ok(msg)) => {
+                    run.summary.record_rejected();
                     let place = format!("sample {i}");
-                    if reject(
-                        args.on_error,
-                        &mut out,
-                        &place,
-                        &format!(r#""index":{i},"#),
-                        &msg,
-                    )? {
+                    let fields = format!(r#""index":{i},"#);
+                    if reject(args.on_error, &mut run.out, &place, &fields, &msg)? {
                         failed = true;
                         break 'files;
                     }
@@ -264,8 +276,61 @@ fn assign(args: &AssignArgs) -> Result<std::process::ExitCode> {
             }
         }
     }
-    out.flush()?;
-    finish(args, &summary, &model, &model_id, failed)
+    if !failed {
+        failed = run.flush()?;
+    }
+    run.out.flush()?;
+    finish(args, &run.summary, &model, &model_id, failed)
+}
+
+/// `assign`'s state: rows are read one at a time but assigned [`BATCH`] at a time
+/// ([`Session::assign_all`]: the encoder's dense layers over the batch, each sample's result
+/// exactly the one it gets alone), and written in the order they were read.
+struct Assigner<'m, 'a, W: Write> {
+    session: Session<'m>,
+    summary: Summary<16>,
+    out: W,
+    /// Rows read and not yet assigned, one after another, and the index of the first.
+    pending: (Vec<f32>, u64),
+    args: &'a AssignArgs,
+}
+
+impl<W: Write> Assigner<'_, '_, W> {
+    /// Assigns and writes the pending rows; true when `--on-error fail` stopped the run at one
+    /// of them (the rows after it are neither written nor counted).
+    fn flush(&mut self) -> Result<bool> {
+        let (rows, first) = &mut self.pending;
+        let len = self.session.model().input_len();
+        let (mut stop, mut broken) = (false, None);
+        let (summary, out, args) = (&mut self.summary, &mut self.out, self.args);
+        self.session.assign_all(rows.chunks_exact(len), |j, r| {
+            if stop || broken.is_some() {
+                return;
+            }
+            let i = *first + j as u64;
+            let written = match r {
+                Ok(a) => {
+                    summary.record(i, &a);
+                    if args.quiet {
+                        Ok(())
+                    } else {
+                        writeln!(out, r#"{{"index":{i},{}}}"#, assignment_fields(&a))
+                            .map_err(anyhow::Error::from)
+                    }
+                }
+                Err(e) => {
+                    summary.record_rejected();
+                    let place = format!("sample {i}");
+                    let fields = format!(r#""index":{i},"#);
+                    reject(args.on_error, out, &place, &fields, &e.to_string())
+                        .map(|fail| stop = fail)
+                }
+            };
+            broken = written.err();
+        });
+        rows.clear();
+        broken.map_or(Ok(stop), Err)
+    }
 }
 
 /// A row-level problem (reported, and reading goes on) as its message; anything else (the
@@ -571,12 +636,20 @@ fn bench(args: &BenchArgs) -> Result<()> {
     let batch = args.batch.max(1);
     let batches = (n / batch).max(1);
     let t = Instant::now();
+    let mut failed = None;
     for b in 0..batches {
-        for s in samples.iter().cycle().skip(b * batch).take(batch) {
-            std::hint::black_box(session.assign(s)?);
-        }
+        let chunk = samples.iter().cycle().skip(b * batch).take(batch);
+        session.assign_all(chunk.map(Vec::as_slice), |_, r| match r {
+            Ok(a) => {
+                std::hint::black_box(a);
+            }
+            Err(e) => failed = Some(e),
+        });
     }
     let per_s = (batches * batch) as f64 / t.elapsed().as_secs_f64();
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
     let flops = model.encoder().flops_per_sample() as f64;
     println!(
         "batch 1: mean {mean:.1} us, p50 {:.1} us, p99 {:.1} us, min {:.1} us over {n} samples ({:.2} GFLOP/s)",
@@ -586,7 +659,7 @@ fn bench(args: &BenchArgs) -> Result<()> {
         flops / pct(0.5) / 1e3
     );
     println!(
-        "batch {batch}: {per_s:.0} samples/s ({:.2} GFLOP/s), one thread",
+        "batch {batch}: {per_s:.0} samples/s ({:.2} GFLOP/s), one thread (Session::assign_all)",
         flops * per_s / 1e9
     );
     Ok(())

@@ -594,6 +594,11 @@ impl Session<'_> {
         }
     }
 
+    /// The model this session assigns with.
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
     /// Latent vector of the last assigned sample.
     pub fn latent(&self) -> &[f32] {
         &self.z

@@ -283,6 +283,35 @@ fn bad_rows_are_skipped_emitted_or_fatal_and_summarised() {
     let err = String::from_utf8_lossy(&q.stderr);
     assert!(err.contains("outside the calibrated range"), "{err}");
 
+    // Rows are assigned in batches: a bad one in the middle of the second batch still stops
+    // `fail` right after the rows before it, and `emit` keeps every row in its place.
+    let long = dir.path().join("long.csv");
+    let rows: Vec<String> = (0..40)
+        .map(|i| {
+            if i == 20 {
+                row(f32::INFINITY)
+            } else {
+                row(i as f32)
+            }
+        })
+        .collect();
+    std::fs::write(&long, rows.join("\n") + "\n").unwrap();
+    let long_base = ["assign", "--model", s(&model_dir), "--input", s(&long)];
+    let fail = edge(&[&long_base[..], &["--on-error", "fail"]].concat());
+    assert_eq!(fail.status.code(), Some(2));
+    let indices = |o: &Output| {
+        lines(o)
+            .iter()
+            .map(|r| r["index"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(indices(&fail), (0..20).collect::<Vec<_>>());
+    let emit = edge(&[&long_base[..], &["--on-error", "emit"]].concat());
+    assert_eq!(indices(&emit), (0..40).collect::<Vec<_>>());
+    let error = lines(&emit)[20]["error"].as_str().unwrap().to_string();
+    assert!(error.contains("NaN or infinite"), "{error}");
+    assert!(lines(&emit)[21]["cluster"].is_u64());
+
     let wrong = dir.path().join("wrong.csv");
     std::fs::write(&wrong, "1,2,3\n").unwrap();
     let w = edge(&["assign", "--model", s(&model_dir), "--input", s(&wrong)]);

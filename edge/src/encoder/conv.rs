@@ -14,9 +14,6 @@ pub(super) const PAD_C: usize = 16;
 /// plus 4 weight vectors and one broadcast, fit AVX-512's 32 registers (AVX2 takes 2 vectors of
 /// channels: 12 + 2 + 1 of its 16). [`strip`] evens the tiles out rather than leave a remainder.
 const TILE_P: usize = 6;
-/// Output channels per weight panel of a dense layer ([`Conv::dense`]): AVX-512's widest strip
-/// (4 vectors of 16).
-const PANEL: usize = 4 * PAD_C;
 /// Layers whose inputs have fewer channels than this read a gathered patch matrix instead of
 /// the activations (see [`Conv::patches`]).
 const GATHER_BELOW: usize = PAD_C;
@@ -34,10 +31,11 @@ pub(super) struct Conv {
     bias: Vec<f32>,
     /// The activation fused into the tiles' store.
     activation: Activation,
-    /// Whether `weight` is cut into panels of [`PANEL`] output channels (`[panel, tap, input
-    /// channel, PANEL]`, the last panel narrower where the channels end), as a dense layer's
-    /// is: its weights stream from memory, and a strip then reads one contiguous run.
-    panels: bool,
+    /// For a dense layer, the output channels of each weight panel (`[panel, input channel,
+    /// panel]`, the last narrower where the channels end): the widest strip the CPU's tiles
+    /// run ([`widest_strip`]), so a strip reads one contiguous run of the weights, which
+    /// stream from memory. 0: `weight` is `[tap, input channel, out_stride]`.
+    panel: usize,
     /// `[output pixel, tap]`: offset of the input pixel's first channel, or of the zero block
     /// where the tap falls into the padding. Computed once per model.
     taps: Vec<u32>,
@@ -84,7 +82,7 @@ impl Conv {
             weight: weight.into(),
             bias,
             activation,
-            panels: false,
+            panel: 0,
             taps,
             patches,
         }
@@ -126,9 +124,10 @@ impl Conv {
         // `[panel, input, output in the panel]`, straight from the `[output, input]` rows
         // into place (padded outputs stay zero).
         let mut weight = Aligned::new(cin * out_stride);
+        let panel = widest_strip();
         let mut at = 0;
-        for base in (0..out_stride).step_by(PANEL) {
-            let width = PANEL.min(out_stride - base);
+        for base in (0..out_stride).step_by(panel) {
+            let width = panel.min(out_stride - base);
             for c in 0..cin {
                 for (o, v) in (base..base + width).zip(&mut weight[at..at + width]) {
                     if o < cout {
@@ -148,7 +147,7 @@ impl Conv {
             weight,
             bias,
             activation,
-            panels: true,
+            panel,
             // The patch matrix is for images' few channels.
             patches: None,
         }
@@ -156,18 +155,19 @@ impl Conv {
 
     /// Where the weights of the strip of output channels from `o0` lie: the slice whose rows
     /// (one per tap and input channel) hold them, the row length, and the strip's first
-    /// column in a row. A strip never crosses a panel: strips are at most [`PANEL`] channels
-    /// wide and start on multiples of their width.
+    /// column in a row. A strip never crosses a panel: strips are at most a panel wide and
+    /// start on multiples of their width.
     #[inline(always)]
     fn weight_rows(&self, o0: usize) -> (&[f32], usize, usize) {
-        if !self.panels {
+        let panel = self.panel;
+        if panel == 0 {
             return (&self.weight, self.out_stride, o0);
         }
-        let base = o0 / PANEL * PANEL;
+        let base = o0 / panel * panel;
         let rows = self.weight.len() / self.out_stride;
         (
             &self.weight[base * rows..],
-            PANEL.min(self.out_stride - base),
+            panel.min(self.out_stride - base),
             o0 - base,
         )
     }
@@ -312,8 +312,7 @@ pub(super) fn conv_tiles<S: pulp::Simd>(
 ) {
     let lanes = S::F32_LANES;
     let vectors = conv.out_stride / lanes;
-    // AVX2 (8 lanes) has 16 registers: at most 2 vectors of channels per tile.
-    let widest = if lanes == 8 { 2 } else { 4 };
+    let widest = strip_vectors::<S>();
     let mut v0 = 0;
     while v0 < vectors {
         let o0 = v0 * lanes;
@@ -356,6 +355,32 @@ fn strip<S: pulp::Simd, const NV: usize>(
             _ => tile::<S, 1, NV>(simd, conv, x, out, p0, o0),
         }
     }
+}
+
+/// Vectors of output channels in the widest strip: AVX2 (8 lanes) has 16 registers, at most 2
+/// vectors per tile; AVX-512 and NEON have 32, 4.
+#[inline(always)]
+fn strip_vectors<S: pulp::Simd>() -> usize {
+    if S::F32_LANES == 8 { 2 } else { 4 }
+}
+
+/// Output channels of the widest strip the tiles run on this CPU (64 with AVX-512, 16 with
+/// AVX2 or NEON): the panel width of a dense layer's weights.
+fn widest_strip() -> usize {
+    struct Widest;
+    impl pulp::WithSimd for Widest {
+        type Output = usize;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) -> usize {
+            if PAD_C.is_multiple_of(S::F32_LANES) {
+                S::F32_LANES * strip_vectors::<S>()
+            } else {
+                // What `ConvKernel` runs then: one lane, four at a time.
+                4
+            }
+        }
+    }
+    pulp::Arch::new().dispatch(Widest)
 }
 
 /// `pixels` cut into the fewest tiles of at most `most`, as even as possible: `(first pixel,

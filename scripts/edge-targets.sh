@@ -50,7 +50,7 @@ if rustup target list --installed | grep -q thumbv7em-none-eabihf; then
   debian qemu-system-arm:qemu-system-arm arm-none-eabi-size:binutils-arm-none-eabi
   if command -v arm-none-eabi-size >/dev/null; then
     arm-none-eabi-size "$fw"
-    echo "(flash = text + data, RAM = data + bss + stack; bss holds the 192 KiB heap)"
+    echo "(flash = text + data, RAM = data + bss + stack; bss holds the 160 KiB heap)"
   else
     missing "no arm-none-eabi-size to report the firmware's footprint (binutils-arm-none-eabi)"
   fi

@@ -24,7 +24,7 @@ static MODEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/model.dekm"));
 /// Little-endian f32 readings, three channels each.
 static READINGS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/readings.f32"));
 /// Heap for the decoded model and the session's buffers.
-const HEAP_SIZE: usize = 192 * 1024;
+const HEAP_SIZE: usize = 160 * 1024;
 /// Values one window holds: 3 channels x 32 readings.
 const WINDOW: usize = 96;
 

@@ -33,7 +33,7 @@ pub(super) struct Conv {
     activation: Activation,
     /// For a dense layer, the output channels of each weight panel (`[panel, input channel,
     /// panel]`, the last narrower where the channels end): the widest strip the CPU's tiles
-    /// run ([`widest_strip`]), so a strip reads one contiguous run of the weights, which
+    /// run ([`simd_shape`]), so a strip reads one contiguous run of the weights, which
     /// stream from memory. 0: `weight` is `[tap, input channel, out_stride]`.
     panel: usize,
     /// `[output pixel, tap]`: offset of the input pixel's first channel, or of the zero block
@@ -120,11 +120,13 @@ impl Conv {
             },
         };
         let (cin, cout) = (g.input.channels, g.output.channels);
-        let out_stride = cout.next_multiple_of(PAD_C);
+        // Outputs padded to whole vectors of this CPU, not to 16 as activations read by
+        // convolutions are: on one lane (a microcontroller) not at all.
+        let (lanes, panel) = simd_shape();
+        let out_stride = cout.next_multiple_of(lanes);
         // `[panel, input, output in the panel]`, straight from the `[output, input]` rows
         // into place (padded outputs stay zero).
         let mut weight = Aligned::new(cin * out_stride);
-        let panel = widest_strip();
         let mut at = 0;
         for base in (0..out_stride).step_by(panel) {
             let width = panel.min(out_stride - base);
@@ -364,23 +366,24 @@ fn strip_vectors<S: pulp::Simd>() -> usize {
     if S::F32_LANES == 8 { 2 } else { 4 }
 }
 
-/// Output channels of the widest strip the tiles run on this CPU (64 with AVX-512, 16 with
-/// AVX2 or NEON): the panel width of a dense layer's weights.
-fn widest_strip() -> usize {
-    struct Widest;
-    impl pulp::WithSimd for Widest {
-        type Output = usize;
+/// The lanes of this CPU's vectors as the tiles run them, and the output channels of their
+/// widest strip (16 and 64 with AVX-512, 8 and 16 with AVX2, 4 and 16 with NEON, 1 and 4 on
+/// one lane): a dense layer's output padding and weight panel width.
+fn simd_shape() -> (usize, usize) {
+    struct Shape;
+    impl pulp::WithSimd for Shape {
+        type Output = (usize, usize);
         #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, _: S) -> usize {
+        fn with_simd<S: pulp::Simd>(self, _: S) -> (usize, usize) {
             if PAD_C.is_multiple_of(S::F32_LANES) {
-                S::F32_LANES * strip_vectors::<S>()
+                (S::F32_LANES, S::F32_LANES * strip_vectors::<S>())
             } else {
                 // What `ConvKernel` runs then: one lane, four at a time.
-                4
+                (1, 4)
             }
         }
     }
-    pulp::Arch::new().dispatch(Widest)
+    pulp::Arch::new().dispatch(Shape)
 }
 
 /// `pixels` cut into the fewest tiles of at most `most`, as even as possible: `(first pixel,

@@ -1,15 +1,16 @@
-//! Many samples at once: each sample's convolutions as for one, then the dense layers as one
-//! product over a chunk of samples.
+//! Many samples at once: each sample's convolutions as for one, then the dense layers over a
+//! chunk of samples.
 //!
 //! Why: one sample at a time, a dense layer's weights are read once per sample. A dense stack
 //! (vectors, series: 784-500-500-2000-10 is 6.6 MB) or ClusterGAN's 6,272 → 1,024 layer (25.7
 //! MB) does not fit a core's L2, so each sample streams megabytes from L3 or memory for a few
 //! million multiply-adds, and the encoder runs at a fraction of the FMA rate. Over a chunk of
-//! [`BATCH`] samples the register tiles ([`super::dense`]'s `MatMat`) read each weight row once
-//! per chunk. The convolutions gain nothing (their weights are reused across pixels already)
-//! and run per sample. Every latent has the bits [`Encoder::encode`] gives it, so a file
-//! assigned in batches and a stream assigned sample by sample agree exactly. An int8 encoder
-//! runs sample by sample.
+//! [`BATCH`] samples, a hidden layer's register tiles (1x1 convolution tiles whose pixels are
+//! samples, `Conv::dense`) and the latent layer's (`dense::MatMat`) load each weight once for
+//! several samples, and the chunk's activations stay in cache. The convolutions gain nothing
+//! (their weights are reused across pixels already) and run per sample. Every latent has the
+//! bits [`Encoder::encode`] gives it, so a file assigned in batches and a stream assigned
+//! sample by sample agree exactly. An int8 encoder runs sample by sample.
 
 use super::dense::row_stride;
 use super::{Aligned, EncoderError, Run, Workspace};

@@ -1,5 +1,7 @@
-//! Dense layers: SIMD matrix-vector products, and the latent layer's reordering to read a
-//! convolution's padded channels-last output.
+//! Dense layers: the latent layer's SIMD dot products (for one sample, or in register tiles
+//! over a batch with the same bits), the hidden layers built as 1x1 convolutions over samples
+//! (see [`hidden_layers`]), and the reordering of a layer that reads a convolution's padded
+//! channels-last output.
 
 use alloc::{format, vec, vec::Vec};
 

@@ -12,8 +12,8 @@
 //! bits [`Encoder::encode`] gives it, so a file assigned in batches and a stream assigned
 //! sample by sample agree exactly. An int8 encoder runs sample by sample.
 
-use super::dense::row_stride;
-use super::{Aligned, EncoderError, Run, Workspace};
+use super::dense::{Dense, row_stride};
+use super::{Aligned, Body, EncoderError, Run, Workspace};
 use crate::Encoder;
 
 /// Samples whose dense layers run as one product: each weight row is read once for all of
@@ -38,14 +38,10 @@ impl Encoder {
         let Run::F32 { body, latent } = &self.run else {
             return 0;
         };
-        let first = body
-            .dense()
-            .first()
-            .map_or(latent.input, |c| c.g.input.channels);
         body.dense()
             .iter()
             .map(|c| c.out_stride)
-            .fold(row_stride(first), usize::max)
+            .fold(row_stride(first_input(body, latent)), usize::max)
     }
 
     /// Buffers for [`Self::encode_batch`], allocated once.
@@ -97,16 +93,18 @@ impl Encoder {
         self.fit(&mut ws.one);
         // What the first dense layer (or the latent one) reads of each sample's features, and
         // how far apart the samples' rows are: for the first layer, then each one's output.
-        let first = body
-            .dense()
-            .first()
-            .map_or(latent.input, |c| c.g.input.channels);
+        let first = first_input(body, latent);
         let strides = (row_stride(first), body.dense().last().map(|c| c.out_stride));
         let half = BATCH * ws.width;
         for (xc, zc) in xs.chunks(BATCH * len).zip(zs.chunks_mut(BATCH * d)) {
             let m = xc.len() / len;
             let (mut cur, mut next) = ws.rows.split_at_mut(half);
             for (x, row) in xc.chunks_exact(len).zip(cur.chunks_exact_mut(strides.0)) {
+                if let Body::Dense(_) = body {
+                    // A dense stack's features are the sample itself.
+                    row[..len].copy_from_slice(x);
+                    continue;
+                }
                 let (f, ..) = ws.one.parts();
                 let (features, _) = self.features(body, x, f);
                 row[..first].copy_from_slice(&features[..first]);
@@ -122,6 +120,13 @@ impl Encoder {
         }
         Ok(())
     }
+}
+
+/// Values of each sample's features the first dense layer (or the latent one) reads.
+fn first_input(body: &Body, latent: &Dense) -> usize {
+    body.dense()
+        .first()
+        .map_or(latent.input, |c| c.g.input.channels)
 }
 
 #[cfg(test)]

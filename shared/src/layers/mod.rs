@@ -581,7 +581,8 @@ impl EncoderSpec {
 mod tests {
     use super::*;
 
-    const MNIST: ImageShape = ImageShape {
+    /// MNIST's image shape, for the tests here and in `presets`.
+    pub(super) const MNIST: ImageShape = ImageShape {
         channels: 1,
         height: 28,
         width: 28,

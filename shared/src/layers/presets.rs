@@ -126,13 +126,8 @@ impl EncoderSpec {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::MNIST;
     use super::super::*;
-
-    const MNIST: ImageShape = ImageShape {
-        channels: 1,
-        height: 28,
-        width: 28,
-    };
 
     #[test]
     fn paper_conv_on_mnist_flattens_1152_features() {

@@ -31,7 +31,7 @@ pub mod stream;
 pub mod summary;
 pub mod tensors_file;
 
-pub use encoder::{BatchWorkspace, Encoder, EncoderError, Int8Kernel, Workspace};
+pub use encoder::{BatchWorkspace, Convolutions, Encoder, EncoderError, Int8Kernel, Workspace};
 pub use head::{Assignment, ClusterHead, HeadError};
 pub use model::{LoadError, Model, ModelParts, NamedTensor, SampleError, Session};
 pub use stream::{StreamError, StreamSession, WindowAssignment, Windower};

@@ -650,7 +650,8 @@ fn bench(args: &BenchArgs) -> Result<()> {
     if let Some(e) = failed {
         return Err(e.into());
     }
-    let flops = model.encoder().flops_per_sample() as f64;
+    // The multiply-adds this encoder runs (a Winograd layer's products, not its taps).
+    let flops = model.encoder().executed_flops_per_sample() as f64;
     println!(
         "batch 1: mean {mean:.1} us, p50 {:.1} us, p99 {:.1} us, min {:.1} us over {n} samples ({:.2} GFLOP/s)",
         pct(0.5),

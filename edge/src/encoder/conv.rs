@@ -13,7 +13,7 @@ pub(super) const PAD_C: usize = 16;
 /// Output pixels per register tile at most: 6 pixels × 4 vectors of channels = 24 accumulators,
 /// plus 4 weight vectors and one broadcast, fit AVX-512's 32 registers (AVX2 takes 2 vectors of
 /// channels: 12 + 2 + 1 of its 16). [`strip`] evens the tiles out rather than leave a remainder.
-const TILE_P: usize = 6;
+pub(super) const TILE_P: usize = 6;
 /// Layers whose inputs have fewer channels than this read a gathered patch matrix instead of
 /// the activations (see [`Conv::patches`]).
 const GATHER_BELOW: usize = PAD_C;
@@ -362,14 +362,14 @@ fn strip<S: pulp::Simd, const NV: usize>(
 /// Vectors of output channels in the widest strip: AVX2 (8 lanes) has 16 registers, at most 2
 /// vectors per tile; AVX-512 and NEON have 32, 4.
 #[inline(always)]
-fn strip_vectors<S: pulp::Simd>() -> usize {
+pub(super) fn strip_vectors<S: pulp::Simd>() -> usize {
     if S::F32_LANES == 8 { 2 } else { 4 }
 }
 
 /// The lanes of this CPU's vectors as the tiles run them, and the output channels of their
 /// widest strip (16 and 64 with AVX-512, 8 and 16 with AVX2, 4 and 16 with NEON, 1 and 4 on
 /// one lane): a dense layer's output padding and weight panel width.
-fn simd_shape() -> (usize, usize) {
+pub(super) fn simd_shape() -> (usize, usize) {
     struct Shape;
     impl pulp::WithSimd for Shape {
         type Output = (usize, usize);

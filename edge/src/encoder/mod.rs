@@ -25,8 +25,9 @@
 //! The room is split by concept: `conv` holds the indirect convolution and its register tiles,
 //! `dense` the matrix-vector layers, `int8` an int8 model's integer layers (quantizing, the
 //! stack), `batch` many samples at once (the dense layers as one product), `kernels` which code sums their bytes and the weight layout each reads, `vnni`,
-//! `avx2`, `sdot` and `portable` those kernels; `aligned` the buffers they load from; this
-//! module builds and runs the stack.
+//! `avx2`, `sdot` and `portable` those kernels; `aligned` the buffers they load from;
+//! `winograd` the convolutions run with fewer multiply-adds where that pays; this module builds
+//! and runs the stack.
 
 mod aligned;
 #[cfg(target_arch = "x86_64")]
@@ -43,10 +44,14 @@ mod sdot;
 mod tests;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
+// Only x86-64 (AVX2, AVX-512) runs it (`winograd` says why), so other targets,
+// microcontrollers above all, carry none of its code.
+#[cfg(target_arch = "x86_64")]
+mod winograd;
 
 use alloc::{format, string::String, vec, vec::Vec};
 
-use dekm_shared::{EncoderSpec, Stack, names};
+use dekm_shared::{ConvGeometry, EncoderSpec, Stack, names};
 
 use aligned::Aligned;
 pub use batch::{BATCH, BatchWorkspace};
@@ -54,6 +59,8 @@ use conv::{Conv, PAD_C, pool_over_pixels, to_channels_last, zero_offset};
 use dense::{Dense, dense, hidden_layers};
 use int8::Int8Stack;
 pub use kernels::Int8Kernel;
+#[cfg(target_arch = "x86_64")]
+use winograd::Winograd;
 
 use crate::quantize::Int8Tensor;
 
@@ -89,10 +96,108 @@ pub enum EncoderError {
     },
 }
 
+/// How an f32 encoder runs its convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Convolutions {
+    /// Winograd's algorithm for the layers where it saves a quarter of the multiply-adds or
+    /// more on this CPU, the direct convolution for the others: what [`Encoder::new`] builds.
+    /// The two round differently, within a few units in the last place.
+    #[default]
+    Fastest,
+    /// Every layer direct, each output summed tap by tap (for comparing the two).
+    Direct,
+}
+
+/// One convolution as it runs.
+#[derive(Debug, Clone)]
+enum ConvLayer {
+    Direct(Conv),
+    #[cfg(target_arch = "x86_64")]
+    Winograd(Winograd),
+}
+
+impl ConvLayer {
+    /// Layer `g` (exported weight `w`, bias `b`) reading activations whose channel stride is
+    /// `in_stride`, with the zero block at `zero`: Winograd's algorithm where `method` allows
+    /// it and it pays on this CPU, else direct.
+    fn new(
+        g: ConvGeometry,
+        (w, b): (&[f32], &[f32]),
+        activation: dekm_shared::Activation,
+        (in_stride, zero): (usize, u32),
+        method: Convolutions,
+    ) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if method == Convolutions::Fastest
+            && let Some(layer) = Winograd::plan(g, (w, b), activation, (in_stride, zero))
+        {
+            return Self::Winograd(layer);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = method;
+        Self::Direct(Conv::new(g, (w, b), activation, in_stride, zero))
+    }
+
+    fn geometry(&self) -> &ConvGeometry {
+        match self {
+            Self::Direct(c) => &c.g,
+            #[cfg(target_arch = "x86_64")]
+            Self::Winograd(w) => &w.g,
+        }
+    }
+
+    /// The channel stride of its output activations.
+    fn out_stride(&self) -> usize {
+        match self {
+            Self::Direct(c) => c.out_stride,
+            #[cfg(target_arch = "x86_64")]
+            Self::Winograd(w) => w.out_stride,
+        }
+    }
+
+    fn pixels(&self) -> usize {
+        let g = self.geometry();
+        g.output.height * g.output.width
+    }
+
+    /// Values of the workspace's scratch part it needs: a direct layer's patch matrix, a
+    /// Winograd layer's transformed tiles.
+    fn scratch_len(&self) -> usize {
+        match self {
+            Self::Direct(c) => c.patch_len(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Winograd(w) => w.scratch_len(),
+        }
+    }
+
+    fn forward(&self, x: &[f32], scratch: &mut [f32], out: &mut [f32]) {
+        match self {
+            Self::Direct(c) => c.forward(x, scratch, out),
+            #[cfg(target_arch = "x86_64")]
+            Self::Winograd(w) => w.forward(x, scratch, out),
+        }
+    }
+
+    /// Multiply-adds per sample it runs (a Winograd layer's products, not the taps'),
+    /// counting real channels, not the padding.
+    fn multiply_adds(&self) -> usize {
+        let g = self.geometry();
+        let pairs = g.input.channels * g.output.channels;
+        match self {
+            Self::Direct(c) => g.kernel.area() * c.pixels() * pairs,
+            #[cfg(target_arch = "x86_64")]
+            Self::Winograd(w) => w.products() * pairs,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Body {
     /// Convolutions, then dense layers on their flattened (or pooled) output, if any.
-    Conv { convs: Vec<Conv>, hidden: Vec<Conv> },
+    Conv {
+        convs: Vec<ConvLayer>,
+        hidden: Vec<Conv>,
+    },
     /// A dense stack's hidden layers.
     Dense(Vec<Conv>),
 }
@@ -118,12 +223,14 @@ pub struct Encoder {
     /// Length of each f32 activation buffer, and the offset of the zero block (as many zeros
     /// as the widest layer input has channels) at its end that padded taps read.
     sizes: (usize, usize),
-    /// Length of the patch matrix the layers with few input channels gather (0 if none does).
-    patch_len: usize,
+    /// Length of the scratch the convolutions need (0 if none does): the patch matrix a layer
+    /// with few input channels gathers, a Winograd layer's transformed tiles and sums.
+    scratch_len: usize,
 }
 
-/// Scratch buffers for one [`Encoder`]: two activation buffers, used in turn, the patch matrix
-/// of a convolution with few input channels, and for an int8 encoder its byte activations and
+/// Scratch buffers for one [`Encoder`]: two activation buffers, used in turn, the
+/// convolutions' scratch (the patch matrix of a layer with few input channels, a Winograd
+/// layer's transformed tiles and sums), and for an int8 encoder its byte activations and
 /// integer sums (empty otherwise).
 ///
 /// The three f32 buffers are one allocation (each part on a cache line), so a workspace large
@@ -131,9 +238,10 @@ pub struct Encoder {
 /// weights', set the AVX2 encoder's speed on an AMD Zen 4.
 #[derive(Debug, Clone)]
 pub struct Workspace {
-    /// The activation buffers `a` and `b`, then the patch matrix, each part starting on a line.
+    /// The activation buffers `a` and `b`, then the convolutions' scratch, each part starting
+    /// on a line.
     f: Aligned<f32>,
-    /// The lengths of an activation buffer and of the patch matrix.
+    /// The lengths of an activation buffer and of the scratch.
     lens: (usize, usize),
     q: Vec<u8>,
     acc: Aligned<i32>,
@@ -143,8 +251,8 @@ pub struct Workspace {
 const LINE_FLOATS: usize = 16;
 
 impl Workspace {
-    /// The activation buffers and the patch matrix, apart, then the byte activations and
-    /// the integer sums.
+    /// The activation buffers and the scratch, apart, then the byte activations and the
+    /// integer sums.
     fn parts(&mut self) -> ([&mut [f32]; 3], &mut [u8], &mut [i32]) {
         let (len, patch) = self.lens;
         let stride = len.next_multiple_of(LINE_FLOATS);
@@ -194,11 +302,20 @@ impl Encoder {
         spec: &EncoderSpec,
         get: impl Fn(&str) -> Option<&'a [f32]>,
     ) -> Result<Self, EncoderError> {
+        Self::with_convolutions(spec, get, Convolutions::Fastest)
+    }
+
+    /// [`Self::new`] with the convolutions run as `method` says.
+    pub fn with_convolutions<'a>(
+        spec: &EncoderSpec,
+        get: impl Fn(&str) -> Option<&'a [f32]>,
+        method: Convolutions,
+    ) -> Result<Self, EncoderError> {
         spec.validate().map_err(EncoderError::Spec)?;
         let pre = spec.pre_latent_len().map_err(EncoderError::Spec)?;
         let latent = dense(&get, names::LATENT, pre, spec.latent_dim())?;
         let activation = spec.activation();
-        let (body, latent, sizes, patch_len) = match spec.stack() {
+        let (body, latent, sizes, scratch_len) = match spec.stack() {
             Stack::Conv(input) => {
                 let geometry = spec.conv_geometry().map_err(EncoderError::Spec)?;
                 // Every activation (the image included, and a pooled summary) fits below the
@@ -216,7 +333,13 @@ impl Encoder {
                             .max()
                             .unwrap_or(0),
                     );
-                let widest_input = geometry.iter().map(|g| g.input.channels).max().unwrap_or(0);
+                // As many zeros as the widest input's padded channels: a Winograd layer reads
+                // whole vectors of them.
+                let widest_input = geometry
+                    .iter()
+                    .map(|g| g.input.channels.next_multiple_of(PAD_C))
+                    .max()
+                    .unwrap_or(0);
                 // Tap offsets are 32-bit.
                 let len = zero + widest_input;
                 let zero32 = zero_offset(zero, len)?;
@@ -227,8 +350,8 @@ impl Encoder {
                     let (o, r) = (g.output.channels, g.patch_len());
                     let w = tensor(&get, &format!("{name}.weight"), o * r)?;
                     let b = tensor(&get, &format!("{name}.bias"), o)?;
-                    let conv = Conv::new(g, (&w, &b), activation, in_stride, zero32);
-                    in_stride = conv.out_stride;
+                    let conv = ConvLayer::new(g, (&w, &b), activation, (in_stride, zero32), method);
+                    in_stride = conv.out_stride();
                     convs.push(conv);
                 }
                 // The first dense layer after the convolutions (a hidden one, or the latent)
@@ -237,7 +360,7 @@ impl Encoder {
                 let hwc = convs
                     .last()
                     .filter(|_| !spec.pooled())
-                    .map(|c| (c.g, c.out_stride));
+                    .map(|c| (*c.geometry(), c.out_stride()));
                 let first = |d: Dense| match hwc {
                     Some((g, stride)) => d.reading_hwc(&g, stride),
                     None => d,
@@ -249,8 +372,13 @@ impl Encoder {
                 } else {
                     latent
                 };
-                let patch_len = convs.iter().map(Conv::patch_len).max().unwrap_or(0);
-                (Body::Conv { convs, hidden }, latent, (len, zero), patch_len)
+                let scratch_len = convs.iter().map(ConvLayer::scratch_len).max().unwrap_or(0);
+                (
+                    Body::Conv { convs, hidden },
+                    latent,
+                    (len, zero),
+                    scratch_len,
+                )
             }
             Stack::Dense { input, hidden } => {
                 let layers = hidden_layers(&get, (input, hidden), activation, None)?;
@@ -262,7 +390,7 @@ impl Encoder {
             spec: spec.clone(),
             run: Run::F32 { body, latent },
             sizes,
-            patch_len,
+            scratch_len,
         })
     }
 
@@ -281,7 +409,7 @@ impl Encoder {
             spec: spec.clone(),
             run: Run::Int8(stack),
             sizes: (floats, floats),
-            patch_len: 0,
+            scratch_len: 0,
         })
     }
 
@@ -326,21 +454,30 @@ impl Encoder {
         self.spec.latent_dim()
     }
 
-    /// Floating-point operations (two per multiply-add) of one forward pass, for reporting
-    /// GFLOP/s against the machine's peak. Counts the layers' real channels, not the padding.
+    /// Floating-point operations (two per multiply-add) of one forward pass as the model
+    /// defines it (every convolution's taps), for reporting GFLOP/s against the machine's
+    /// peak. Counts the layers' real channels, not the padding.
     pub fn flops_per_sample(&self) -> usize {
+        self.count_flops(|c| {
+            let g = c.geometry();
+            2 * g.patch_len() * c.pixels() * g.output.channels
+        })
+    }
+
+    /// [`Self::flops_per_sample`] as this encoder runs them: a Winograd layer's products in
+    /// place of its taps (fewer; the figure an FMA rate bounds).
+    pub fn executed_flops_per_sample(&self) -> usize {
+        self.count_flops(|c| 2 * c.multiply_adds())
+    }
+
+    /// The forward pass's FLOPs with `conv` counting each convolution's.
+    fn count_flops(&self, conv: impl Fn(&ConvLayer) -> usize) -> usize {
         let (body, latent) = match &self.run {
             Run::F32 { body, latent } => (body, latent),
             Run::Int8(stack) => return stack.flops(),
         };
         let body: usize = match body {
-            Body::Conv { convs, .. } => convs
-                .iter()
-                .map(|c| {
-                    let g = &c.g;
-                    2 * g.patch_len() * c.pixels() * g.output.channels
-                })
-                .sum(),
+            Body::Conv { convs, .. } => convs.iter().map(conv).sum(),
             Body::Dense(layers) => layers
                 .iter()
                 .map(|c| 2 * c.g.input.channels * c.g.output.channels)
@@ -374,8 +511,8 @@ impl Encoder {
         let (bytes, sums) = self.int_lens();
         let stride = len.next_multiple_of(LINE_FLOATS);
         Workspace {
-            f: Aligned::new(2 * stride + self.patch_len),
-            lens: (len, self.patch_len),
+            f: Aligned::new(2 * stride + self.scratch_len),
+            lens: (len, self.scratch_len),
             q: vec![0; bytes],
             acc: Aligned::new(sums),
         }
@@ -428,7 +565,7 @@ impl Encoder {
 
     /// Replaces `ws` if it was made for another encoder (once; then it is reused).
     fn fit(&self, ws: &mut Workspace) {
-        if ws.lens != (self.sizes.0, self.patch_len)
+        if ws.lens != (self.sizes.0, self.scratch_len)
             || (ws.q.len(), ws.acc.len()) != self.int_lens()
         {
             *ws = self.workspace();
@@ -466,7 +603,11 @@ impl Encoder {
             core::mem::swap(&mut cur, &mut next);
         }
         if let Some(last) = convs.last().filter(|_| self.spec.pooled()) {
-            let layout = (last.pixels(), last.out_stride, last.g.output.channels);
+            let layout = (
+                last.pixels(),
+                last.out_stride(),
+                last.geometry().output.channels,
+            );
             pool_over_pixels(cur, layout, self.spec.pooling(), next);
             core::mem::swap(&mut cur, &mut next);
         }

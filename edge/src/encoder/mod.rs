@@ -178,15 +178,22 @@ impl ConvLayer {
         }
     }
 
-    /// Multiply-adds per sample it runs (a Winograd layer's products, not the taps'),
-    /// counting real channels, not the padding.
-    fn multiply_adds(&self) -> usize {
+    /// Multiply-adds per sample of its taps, as the model defines the layer (real channels,
+    /// not the padding).
+    fn taps(&self) -> usize {
         let g = self.geometry();
-        let pairs = g.input.channels * g.output.channels;
+        g.patch_len() * self.pixels() * g.output.channels
+    }
+
+    /// Multiply-adds per sample it runs: [`Self::taps`], but a Winograd layer's products.
+    fn multiply_adds(&self) -> usize {
         match self {
-            Self::Direct(c) => g.kernel.area() * c.pixels() * pairs,
+            Self::Direct(_) => self.taps(),
             #[cfg(target_arch = "x86_64")]
-            Self::Winograd(w) => w.products() * pairs,
+            Self::Winograd(w) => {
+                let g = self.geometry();
+                w.products() * g.input.channels * g.output.channels
+            }
         }
     }
 }
@@ -458,10 +465,7 @@ impl Encoder {
     /// defines it (every convolution's taps), for reporting GFLOP/s against the machine's
     /// peak. Counts the layers' real channels, not the padding.
     pub fn flops_per_sample(&self) -> usize {
-        self.count_flops(|c| {
-            let g = c.geometry();
-            2 * g.patch_len() * c.pixels() * g.output.channels
-        })
+        self.count_flops(|c| 2 * c.taps())
     }
 
     /// [`Self::flops_per_sample`] as this encoder runs them: a Winograd layer's products in

@@ -126,6 +126,39 @@ const fn tile_outputs(alpha: usize) -> usize {
     if alpha == 1 { 1 } else { MAX_M }
 }
 
+/// A layer split by the phases of its stride, before any weight is transformed: enough to
+/// tell whether Winograd's algorithm pays.
+struct Split {
+    rows: Vec<(usize, Axis)>,
+    cols: Vec<(usize, Axis)>,
+    /// Output pixels per tile along rows and columns.
+    m: (usize, usize),
+    /// Tiles along rows and columns.
+    tiles: (usize, usize),
+}
+
+impl Split {
+    /// `None` where [`phases`] cannot split an axis.
+    fn new(g: &ConvGeometry) -> Option<Self> {
+        let (oh, ow) = (g.output.height, g.output.width);
+        let rows = phases(g.kernel.height, g.stride, oh)?;
+        let cols = phases(g.kernel.width, g.stride, ow)?;
+        let m = (rows[0].1.m, cols[0].1.m);
+        Some(Self {
+            tiles: (oh.div_ceil(m.0), ow.div_ceil(m.1)),
+            rows,
+            cols,
+            m,
+        })
+    }
+
+    /// Product points of all phases together.
+    fn points(&self) -> usize {
+        let alphas = |axis: &[(usize, Axis)]| axis.iter().map(|(_, a)| a.alpha()).sum::<usize>();
+        alphas(&self.rows) * alphas(&self.cols)
+    }
+}
+
 /// One phase of the stride along both axes.
 #[derive(Debug, Clone, Copy)]
 struct Phase {
@@ -190,26 +223,32 @@ impl Winograd {
         if lanes < MIN_LANES || g.input.channels < MIN_CHANNELS {
             return None;
         }
-        let layer = Self::new(g, (w, b), activation, (in_stride, zero))?;
+        let split = Split::new(&g)?;
+        let (cin, out_stride) = (g.input.channels, g.output.channels.next_multiple_of(PAD_C));
+        let weight_bytes = split.points() * cin * out_stride * size_of::<f32>();
+        let products = split.tiles.0 * split.tiles.1 * split.points();
         let direct = g.output.height * g.output.width * g.kernel.area();
-        let small = layer.weight.len() * size_of::<f32>() <= MAX_WEIGHT_BYTES;
-        (layer.m == (MAX_M, MAX_M) && 4 * layer.products() <= 3 * direct && small).then_some(layer)
+        let pays = split.m == (MAX_M, MAX_M)
+            && 4 * products <= 3 * direct
+            && weight_bytes <= MAX_WEIGHT_BYTES;
+        pays.then(|| Self::new(g, split, (w, b), activation, (in_stride, zero)))
     }
 
-    /// [`Self::plan`] without asking whether it pays; `None` only where the stride leaves a
-    /// phase more than 3 taps, or an output one pixel wide more than one (see [`phases`]).
+    /// Geometry `g`, split as `split`, run by Winograd's algorithm whether or not it pays.
     fn new(
         g: ConvGeometry,
+        split: Split,
         (w, b): (&[f32], &[f32]),
         activation: Activation,
         (in_stride, zero): (usize, u32),
-    ) -> Option<Self> {
-        let (s, k) = (g.stride, g.kernel);
+    ) -> Self {
+        let Split {
+            rows,
+            cols,
+            m,
+            tiles,
+        } = split;
         let (oh, ow) = (g.output.height, g.output.width);
-        let rows = phases(k.height, s, oh)?;
-        let cols = phases(k.width, s, ow)?;
-        let m = (rows[0].1.m, cols[0].1.m);
-        let tiles = (oh.div_ceil(m.0), ow.div_ceil(m.1));
         let (cin, cout) = (g.input.channels, g.output.channels);
         let out_stride = cout.next_multiple_of(PAD_C);
         let mut phase_list = Vec::with_capacity(rows.len() * cols.len());
@@ -265,7 +304,7 @@ impl Winograd {
                 }
             }
         }
-        Some(layer)
+        layer
     }
 
     /// Appends phase `(pr, pc)`'s transformed weights `G g Gᵀ` at `*at`, where `g` are the

@@ -164,7 +164,7 @@ impl ConvLayer {
     /// Winograd layer's transformed tiles.
     fn scratch_len(&self) -> usize {
         match self {
-            Self::Direct(c) => c.patch_len(),
+            Self::Direct(c) => c.scratch_len(),
             #[cfg(target_arch = "x86_64")]
             Self::Winograd(w) => w.scratch_len(),
         }

@@ -114,8 +114,12 @@ impl Patches {
         copy.fill(0.0);
         // Rows and columns past the last one a tap reaches are left out.
         let (height, width) = (
-            g.input.height.min(self.extent.height.saturating_sub(g.pad.height)),
-            g.input.width.min(self.extent.width.saturating_sub(g.pad.width)),
+            g.input
+                .height
+                .min(self.extent.height.saturating_sub(g.pad.height)),
+            g.input
+                .width
+                .min(self.extent.width.saturating_sub(g.pad.width)),
         );
         let row_len = self.extent.width * cin;
         for y in 0..height {

@@ -197,6 +197,9 @@ pub(super) struct Winograd {
     reads: Vec<u32>,
     /// `[tile, row, column]`: the output pixel of each of a tile's outputs, or [`OUTSIDE`].
     outputs: Vec<u32>,
+    /// Where the last vector read through `reads` and written through `outputs` end: the
+    /// bounds the transforms check their buffers against once (see `kernels::Vectors`).
+    ends: (usize, usize),
     /// Where each tile's row of a point's transformed inputs starts (`tile · in_stride`).
     /// Read from memory, the register tiles' rows are opaque to the compiler, which then keeps
     /// a pointer per row, as the direct convolution's tap offsets do; computed as evenly
@@ -276,6 +279,7 @@ impl Winograd {
             weight: Aligned::new(point0 * cin * out_stride),
             reads: Vec::with_capacity(read0),
             outputs: Vec::with_capacity(tiles.0 * tiles.1 * m.0 * m.1),
+            ends: (0, 0),
             row_starts: (0..tiles.0 * tiles.1)
                 .map(|t| (t * in_stride) as u32)
                 .collect(),
@@ -304,6 +308,15 @@ impl Winograd {
                 }
             }
         }
+        let end = |offsets: &[u32], stride| {
+            let inside = offsets.iter().filter(|&&v| v != OUTSIDE);
+            inside.map(|&v| v as usize * stride + stride).max()
+        };
+        layer.ends = (
+            // A read is an offset in the activations, an output a pixel.
+            end(&layer.reads, 1).map_or(0, |e| e - 1 + in_stride),
+            end(&layer.outputs, out_stride).unwrap_or(0),
+        );
         layer
     }
 

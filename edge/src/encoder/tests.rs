@@ -315,8 +315,8 @@ fn one_lane_and_simd_tiles_agree() {
             ConvLayer::Winograd(_) => panic!("11x11 images have no layer worth Winograd's"),
         };
         let (mut simd, mut one) = (vec![0.0; len], vec![0.0; len]);
-        let mut patches = vec![0.0; conv.scratch_len()];
-        conv.forward(&x, &mut patches, &mut simd);
+        let mut scratch = vec![0.0; conv.scratch_len()];
+        conv.forward(&x, &mut scratch, &mut simd);
         let mut gathered = vec![0.0; conv.scratch_len()];
         conv_tiles(
             pulp::Scalar::new(),

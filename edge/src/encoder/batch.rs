@@ -174,10 +174,12 @@ mod tests {
     #[test]
     fn a_batch_has_the_bits_of_one_sample_at_a_time() {
         let mut all = specs();
-        // Layers wider than one register tile's rows and a chunk's samples.
+        // Layers wider than one register tile's rows and a chunk's samples, and one wide
+        // enough for one sample's groups of panels (`conv::one_sample`: 96 outputs with AVX2,
+        // 256 with AVX-512) and a remainder.
         all.push(EncoderSpec::Dense {
             input: 37,
-            hidden: vec![67, 130],
+            hidden: vec![67, 300],
             latent: 5,
             softmax_tail: 2,
         });

@@ -26,6 +26,7 @@
 //! `dense` the matrix-vector layers, `int8` an int8 model's integer layers (quantizing, the
 //! stack), `batch` many samples at once (the dense layers as one product), `kernels` which code sums their bytes and the weight layout each reads, `vnni`,
 //! `avx2`, `sdot` and `portable` those kernels; `aligned` the buffers they load from;
+//! `patches` the patch matrix a few-channel layer gathers;
 //! `winograd` the convolutions run with fewer multiply-adds where that pays; this module builds
 //! and runs the stack.
 
@@ -37,6 +38,7 @@ mod conv;
 mod dense;
 mod int8;
 mod kernels;
+mod patches;
 mod portable;
 #[cfg(target_arch = "aarch64")]
 mod sdot;

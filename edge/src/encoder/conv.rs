@@ -336,6 +336,11 @@ pub(super) fn conv_tiles<S: pulp::Simd>(
 fn one_sample<S: pulp::Simd>(simd: S, conv: &Conv, x: &[f32], out: &mut [f32]) -> usize {
     let lanes = S::F32_LANES;
     let nv = strip_vectors::<S>();
+    if conv.panel != nv * lanes {
+        // Weights laid out for other vectors (the one-lane path run on a layer built for
+        // SIMD, as a test does): the strips read any layout.
+        return 0;
+    }
     let full = conv.out_stride / conv.panel;
     let mut panel = 0;
     if nv == 2 {

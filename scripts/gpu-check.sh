@@ -18,7 +18,8 @@
 # (MNIST slice on CUDA against the CPU, edge parity of the GPU export), seconds per 70,000-image
 # pretraining epoch of dekm against PyTorch's same autoencoder, batch and optimiser on the same
 # GPU (the ratio), the default `dekm train` on MNIST and Fashion-MNIST on the GPU with wall
-# times, and, with time left, Fashion-MNIST with 200 pretraining epochs (what the GPU's speed buys)
+# times, the pretraining epoch on candle's own convolutions (what `gemm` saves), and, with time
+# left, Fashion-MNIST with 200 pretraining epochs (what the GPU's speed buys)
 # and ClusterGAN with the paper's networks and loss on 10,000 MNIST images (its seconds on a GPU).
 # BUDGET_S (default 540) bounds the whole run: a step gets the time left and is skipped when
 # less than it needs remains. DEVICE=cpu tries the script on a machine without a GPU.
@@ -113,6 +114,10 @@ for ds in mnist fashion-mnist; do
   step "default-$ds" 120 "$bin" --quiet train --dataset "$ds" --k 10 --seed 0 --device "$device" --out "$out/$ds"
 done
 step evaluate-cuda 20 "$bin" --quiet evaluate --model "$out/mnist" --dataset mnist --device "$device"
+# What the GPU layers (`gemm`, the default there) save over candle's own, whose transposed
+# convolution is a direct kernel: the same epochs with --conv candle, at most 90 s.
+step pretrain-epoch-candle 40 timeout 90 "$bin" train --dataset mnist --k 10 --epochs 3 --start kmeans --max-iter 1 --seed 0 --device "$device" --conv candle --out "$out/epochs-candle" 2> "$out/epochs-candle.log"
+echo "== pretraining epoch: gemm $dekm_epoch s, candle's own convolutions $(epoch_seconds "$out/epochs-candle.log") s"
 if [ -n "${EMBEDDER:-}" ] && [ -n "${TEXTS:-}" ]; then
   step embed-cuda 30 "$bin" embed --input "$TEXTS" --embedder "$EMBEDDER" --out "$out/texts-cuda.npy" --device cuda --embed-batch 128
   step embed-cpu 60 "$bin" embed --input "$TEXTS" --embedder "$EMBEDDER" --out "$out/texts-cpu.npy" --device cpu

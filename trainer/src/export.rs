@@ -232,7 +232,7 @@ pub fn candle_encoder(
 }
 
 /// The encoder `spec` with the `encoder.*` tensors of `tensors` (as [`LoadedModel::tensors`]
-/// holds them), on `dev` with candle's own convolutions: how a GPU runs an exported model.
+/// holds them), on `dev` with the convolutions that run there: how a GPU runs an exported model.
 pub fn encoder_on(
     spec: &dekm_shared::EncoderSpec,
     tensors: &BTreeMap<String, Vec<f32>>,
@@ -252,7 +252,7 @@ pub fn encoder_on(
         })
         .collect::<Result<HashMap<_, _>, candle_core::Error>>()?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, dev);
-    Encoder::new(spec, &vb, ConvBackend::Candle)
+    Encoder::new(spec, &vb, ConvBackend::Fast.on(dev))
 }
 
 /// Reads a model directory, a `model.safetensors` path or a bundle with the edge runtime's

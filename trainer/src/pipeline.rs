@@ -226,7 +226,7 @@ pub fn latent(model: &LoadedModel, ds: &Dataset) -> Result<Vec<f32>, PipelineErr
     latent_on(model, ds, &Device::Cpu)
 }
 
-/// [`latent`] computed on `dev` (a GPU runs candle's convolutions over the model's tensors;
+/// [`latent`] computed on `dev` (a GPU runs its `gemm` convolutions over the model's tensors;
 /// the CPU the edge crate's kernels, as [`embed`] says).
 pub fn latent_on(
     model: &LoadedModel,

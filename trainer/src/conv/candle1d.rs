@@ -1,4 +1,5 @@
-//! The 1-D layers on candle's own ops, for devices without the fused CPU kernels (a GPU).
+//! The 1-D layers on candle's own ops (`--conv candle`, the reference the others are tested
+//! against; a GPU runs the one-row case of `gemm`).
 //!
 //! Both run candle's 2-D convolutions on one-row activations `[b, c, 1, len]` without padding,
 //! because candle 0.11's 1-D ops cannot train: `conv_transpose1d` has no backward pass, and on

@@ -27,10 +27,12 @@
 //!
 //! Where the parts live: the column matrix, its tasks and GEMMs in `columns`; the two custom
 //! ops with their backward passes in `ops`; here the public functions and the layers built on
-//! them.
+//! them. A GPU runs the layers of `gemm` instead (candle's `conv2d` for everything), and 1-D
+//! layers on candle's ops are in `candle1d`.
 
 mod candle1d;
 mod columns;
+mod gemm;
 mod ops;
 #[cfg(test)]
 mod tests;
@@ -40,6 +42,7 @@ use candle_nn::VarBuilder;
 pub use candle1d::{CandleConv1d, CandleDeconv1d};
 use columns::Geometry;
 use dekm_shared::ConvGeometry;
+pub use gemm::{GemmConv2d, GemmConvTranspose2d};
 use ops::{Conv2dOp, ConvTranspose2dOp};
 
 fn out_side(n: usize, k: usize, stride: usize, pad: usize) -> Result<usize> {

@@ -4,7 +4,7 @@
 use super::columns::{SUB_FLOATS, TASKS_PER_THREAD};
 use super::*;
 use crate::rng;
-use candle_core::{Device, Var};
+use candle_core::{DType, Device, Var};
 use rand::Rng;
 
 fn random(shape: &[usize], seed: u64) -> Var {
@@ -354,4 +354,125 @@ fn one_row_layers_match_candles_conv1d() {
             close(&ours, &reference, &format!("{what} transposed forward"));
         }
     }
+}
+
+/// The GPU's layers (`gemm`) against candle's `conv2d` / `conv_transpose2d`: forward, and the
+/// input and weight gradients under a random upstream gradient.
+fn check_gemm(x: &[usize], w: &[usize], stride: usize, pad: usize, out_pad: Option<usize>) {
+    let seed = (x.iter().chain(w).sum::<usize>() + stride * 7 + pad) as u64;
+    let (xv, wv) = (random(x, seed), random(w, seed + 1));
+    let (ours, reference) = match out_pad {
+        None => (
+            gemm::conv2d(&xv, &wv, stride, (pad, pad)).unwrap(),
+            xv.conv2d(&wv, pad, stride, 1, 1).unwrap(),
+        ),
+        Some(op) => {
+            let reference = xv.conv_transpose2d(&wv, pad, op, stride, 1).unwrap();
+            let (_, _, h, wd) = reference.dims4().unwrap();
+            let ours = gemm::conv_transpose2d(&xv, &wv, stride, (pad, pad), (h, wd)).unwrap();
+            (ours, reference)
+        }
+    };
+    let what = format!("gemm x {x:?} w {w:?} s {stride} p {pad} op {out_pad:?}");
+    close(&ours, &reference, &format!("{what} forward"));
+    let up = random(reference.dims(), seed + 2);
+    let grads = |y: &Tensor| (y * up.as_tensor()).unwrap().sum_all().unwrap().backward();
+    let (got, want) = (grads(&ours).unwrap(), grads(&reference).unwrap());
+    for (v, name) in [(&xv, "input"), (&wv, "weight")] {
+        let (got, want) = (got.get(v).unwrap(), want.get(v).unwrap());
+        close(got, want, &format!("{what} grad {name}"));
+    }
+}
+
+#[test]
+fn gemm_convolutions_match_candle() {
+    // The paper's layers, ClusterGAN's 4x4 ones, stride 1, and a kernel smaller than the stride.
+    check_gemm(&[2, 1, 28, 28], &[32, 1, 5, 5], 2, 2, None);
+    check_gemm(&[2, 32, 14, 14], &[64, 32, 5, 5], 2, 2, None);
+    check_gemm(&[2, 64, 7, 7], &[128, 64, 3, 3], 2, 0, None);
+    check_gemm(&[2, 1, 28, 28], &[64, 1, 4, 4], 2, 1, None);
+    check_gemm(&[1, 3, 9, 9], &[4, 3, 3, 3], 1, 1, None);
+    check_gemm(&[2, 2, 11, 11], &[3, 2, 2, 2], 3, 0, None);
+    // Their transposes, output padding included.
+    check_gemm(&[2, 128, 3, 3], &[128, 64, 3, 3], 2, 0, Some(0));
+    check_gemm(&[2, 64, 7, 7], &[64, 32, 5, 5], 2, 2, Some(1));
+    check_gemm(&[2, 32, 14, 14], &[32, 1, 5, 5], 2, 2, Some(1));
+    check_gemm(&[2, 128, 7, 7], &[128, 64, 4, 4], 2, 1, Some(0));
+    check_gemm(&[1, 3, 5, 5], &[3, 2, 3, 3], 1, 1, Some(0));
+    check_gemm(&[2, 2, 4, 6], &[2, 3, 5, 5], 3, 1, Some(2));
+    check_gemm(&[2, 2, 4, 4], &[2, 3, 2, 2], 3, 0, Some(1));
+}
+
+/// One-row layers with padding along the row only (the temporal encoder's) against the fused
+/// kernels, which take padding per axis: forward and gradients, both directions.
+#[test]
+fn gemm_one_row_layers_match_the_fused_ones() {
+    for (b, c, len, o, k, stride, pad) in [(3, 6, 100, 32, 7, 2, 3), (2, 3, 29, 4, 4, 3, 2)] {
+        let seed = (len + k) as u64;
+        let (x, w) = (
+            random(&[b, c, 1, len], seed),
+            random(&[o, c, 1, k], seed + 1),
+        );
+        let lo = out_side(len, k, stride, pad).unwrap();
+        let y = random(&[b, o, 1, lo], seed + 2);
+        let op = len - ((lo - 1) * stride + k - 2 * pad);
+        let (zo, zc) = (
+            Tensor::zeros(o, DType::F32, &Device::Cpu).unwrap(),
+            Tensor::zeros(c, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let fused = |t: Tensor| to_channels_first(&t).unwrap();
+        let cases = [
+            (
+                gemm::conv2d(&x, &w, stride, (0, pad)).unwrap(),
+                fused(
+                    conv2d(
+                        &to_channels_last(&x).unwrap(),
+                        &w,
+                        &zo,
+                        stride,
+                        (0, pad),
+                        false,
+                    )
+                    .unwrap(),
+                ),
+                &x,
+            ),
+            (
+                gemm::conv_transpose2d(&y, &w, stride, (0, pad), (1, len)).unwrap(),
+                fused(
+                    conv_transpose2d(
+                        &to_channels_last(&y).unwrap(),
+                        &w,
+                        &zc,
+                        (stride, (0, pad), (0, op)),
+                        false,
+                    )
+                    .unwrap(),
+                ),
+                &y,
+            ),
+        ];
+        for (i, (ours, reference, input)) in cases.into_iter().enumerate() {
+            let what = format!("one row {i}: [{b}, {c}, {len}] k {k} s {stride} p {pad}");
+            close(&ours, &reference, &format!("{what} forward"));
+            let up = random(reference.dims(), seed + 3);
+            let grads = |t: &Tensor| (t * up.as_tensor()).unwrap().sum_all().unwrap().backward();
+            let (got, want) = (grads(&ours).unwrap(), grads(&reference).unwrap());
+            for (v, name) in [(input, "input"), (&w, "weight")] {
+                let (got, want) = (got.get(v).unwrap(), want.get(v).unwrap());
+                close(got, want, &format!("{what} grad {name}"));
+            }
+        }
+    }
+}
+
+/// The data need no gradient: the backward pass leaves the first layer's input alone.
+#[test]
+fn gemm_skips_the_gradient_of_data() {
+    let x = random(&[2, 1, 12, 12], 50).as_tensor().detach();
+    let w = random(&[4, 1, 5, 5], 51);
+    let y = gemm::conv2d(&x, &w, 2, (2, 2)).unwrap();
+    let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    assert!(grads.get(&w).is_some());
 }

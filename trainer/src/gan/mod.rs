@@ -20,7 +20,10 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::conv::{FastConv2d, FastConvTranspose2d, to_channels_first, to_channels_last};
+use crate::conv::{
+    FastConv2d, FastConvTranspose2d, GemmConv2d, GemmConvTranspose2d, to_channels_first,
+    to_channels_last,
+};
 use crate::model::{ConvBackend, activate, candle_deconv, redraw};
 
 /// Standard deviation of the noise part of the code (the paper's `sigma = 0.1`).
@@ -72,7 +75,7 @@ impl Prior {
 }
 
 /// One layer of the generator or the discriminator: a (transposed) convolution on the fast
-/// kernels (channels-last activations) or on candle's (channels-first, the GPU's), or a dense
+/// kernels (channels-last activations), the GPU's or candle's (channels-first), or a dense
 /// layer. None has an activation fused in: batch normalisation or the leaky ReLU follows.
 #[derive(Debug, Clone)]
 enum Layer {
@@ -80,6 +83,8 @@ enum Layer {
     Conv(Conv2d),
     FastDeconv(FastConvTranspose2d),
     Deconv(ConvTranspose2d),
+    GemmConv(GemmConv2d),
+    GemmDeconv(GemmConvTranspose2d),
     Dense(Linear),
 }
 
@@ -90,6 +95,8 @@ impl Module for Layer {
             Self::Conv(c) => c.forward(x),
             Self::FastDeconv(c) => c.forward(x),
             Self::Deconv(c) => c.forward(x),
+            Self::GemmConv(c) => c.forward(x),
+            Self::GemmDeconv(c) => c.forward(x),
             Self::Dense(d) => d.forward(x),
         }
     }
@@ -116,6 +123,8 @@ fn conv(g: &ConvGeometry, up: bool, vb: VarBuilder, backend: ConvBackend) -> Res
             Layer::Conv(candle_nn::conv2d(cin, cout, g.kernel.width, cfg, vb)?)
         }
         (ConvBackend::Candle, true) => Layer::Deconv(candle_deconv(g, vb)?),
+        (ConvBackend::Gemm, false) => Layer::GemmConv(GemmConv2d::new(*g, false, vb)?),
+        (ConvBackend::Gemm, true) => Layer::GemmDeconv(GemmConvTranspose2d::new(*g, false, vb)?),
     })
 }
 
@@ -305,11 +314,7 @@ impl Generator {
         };
         let tensors = candle_core::safetensors::load(&path, dev).map_err(read)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, dev);
-        let backend = if dev.is_cpu() {
-            ConvBackend::Fast
-        } else {
-            ConvBackend::Candle
-        };
+        let backend = ConvBackend::Fast.on(dev);
         let g = Self::new(&info.spec, &vb, backend, info.squash).map_err(read)?;
         Ok((g, info))
     }
@@ -350,7 +355,7 @@ impl Module for Generator {
         let mut axis = 1;
         if let Some(s) = self.unflatten {
             // The flat map is channels-last on every backend, so one generator's weights
-            // mean the same on the CPU's kernels and candle's (a GPU).
+            // mean the same on the CPU's kernels and the channels-first ones (a GPU's).
             h = h.reshape((b, s.height, s.width, s.channels))?;
             if self.channels_last {
                 axis = 3;
@@ -556,6 +561,7 @@ impl Discriminator {
     fn adjoint(&self, i: usize, layer: &Layer, grad: &Tensor) -> Result<Tensor> {
         match layer {
             Layer::FastConv(c) => c.adjoint(grad),
+            Layer::GemmConv(c) => c.adjoint(grad),
             Layer::Conv(c) => {
                 let g = &self.geometry[i];
                 let (oph, opw) = g.transpose_output_padding();
@@ -567,7 +573,7 @@ impl Discriminator {
                 grad.conv_transpose2d(c.weight(), g.pad.width, oph, g.stride, 1)
             }
             Layer::Dense(d) => grad.matmul(d.weight()),
-            Layer::FastDeconv(_) | Layer::Deconv(_) => {
+            Layer::FastDeconv(_) | Layer::Deconv(_) | Layer::GemmDeconv(_) => {
                 candle_core::bail!("the discriminator has no transposed convolutions")
             }
         }

@@ -58,9 +58,11 @@ fn input_gradient_is_the_logits_gradient() {
     let cases = [
         (image(), ConvBackend::Fast),
         (image(), ConvBackend::Candle),
+        (image(), ConvBackend::Gemm),
         (EncoderSpec::paper_dense(7, 3), ConvBackend::Fast),
         (paper_like(), ConvBackend::Fast),
         (paper_like(), ConvBackend::Candle),
+        (paper_like(), ConvBackend::Gemm),
     ];
     for (spec, backend) in cases {
         let vm = VarMap::new();
@@ -93,10 +95,17 @@ fn input_gradient_is_the_logits_gradient() {
 /// the step: 1e-5 flipped some of the dense stack's 9,000 units).
 #[test]
 fn penalty_gradient_matches_its_difference_quotient() {
-    for spec in [image(), EncoderSpec::paper_dense(7, 3), paper_like()] {
+    let cases = [
+        (image(), ConvBackend::Candle),
+        (image(), ConvBackend::Gemm),
+        (EncoderSpec::paper_dense(7, 3), ConvBackend::Candle),
+        (paper_like(), ConvBackend::Candle),
+        (paper_like(), ConvBackend::Gemm),
+    ];
+    for (spec, backend) in cases {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F64, &Device::Cpu);
-        let d = Discriminator::new(&spec, &vb, ConvBackend::Candle).unwrap();
+        let d = Discriminator::new(&spec, &vb, backend).unwrap();
         let xs = samples(&spec, DType::F64);
         let penalty = d.gradient_penalty(&xs).unwrap();
         let grads = penalty.backward().unwrap();
@@ -135,7 +144,7 @@ fn penalty_gradient_matches_its_difference_quotient() {
         let err = (quotient - along).abs();
         assert!(
             err <= 1e-4 * along.abs(),
-            "{spec:?}: {quotient} against {along}"
+            "{spec:?} {backend:?}: {quotient} against {along}"
         );
     }
 }
@@ -197,7 +206,7 @@ fn fast_penalty_matches_candles_on(spec: &EncoderSpec) {
     }
 }
 
-/// One set of weights means the same networks on the CPU's kernels and on candle's (a GPU's):
+/// One set of weights means the same networks on the CPU's kernels, the GPU's and candle's:
 /// the generator's samples and the discriminator's logits agree, for a feature map of more
 /// than one pixel, whose flattening order matters.
 #[test]
@@ -206,10 +215,14 @@ fn networks_agree_across_backends() {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let code = spec.clone().with_latent(4);
-        let fast = Generator::new(&code, &vb, ConvBackend::Fast, true).unwrap();
-        let slow = Generator::new(&code, &vb, ConvBackend::Candle, true).unwrap();
-        let fast_d = Discriminator::new(&spec, &vb, ConvBackend::Fast).unwrap();
-        let slow_d = Discriminator::new(&spec, &vb, ConvBackend::Candle).unwrap();
+        let nets = |backend| {
+            (
+                Generator::new(&code, &vb, backend, true).unwrap(),
+                Discriminator::new(&spec, &vb, backend).unwrap(),
+            )
+        };
+        let (slow, slow_d) = nets(ConvBackend::Candle);
+        let others = [ConvBackend::Fast, ConvBackend::Gemm].map(|b| (b, nets(b)));
         init_weights(&vm, 5).unwrap();
         let prior = Prior {
             noise: 2,
@@ -219,16 +232,22 @@ fn networks_agree_across_backends() {
         let z = prior
             .draw(&[0, 1, 1, 0, 1], &mut crate::rng(1, 0), &Device::Cpu)
             .unwrap();
-        let (a, b) = (fast.forward(&z).unwrap(), slow.forward(&z).unwrap());
-        let err = scalar(&(&a - &b).unwrap().abs().unwrap().max_all().unwrap());
-        assert!(err < 1e-5, "{spec:?}: generators differ by {err}");
         let xs = samples(&spec, DType::F32);
-        let (a, b) = (fast_d.forward(&xs).unwrap(), slow_d.forward(&xs).unwrap());
-        let size = scalar(&b.abs().unwrap().max_all().unwrap());
-        let err = scalar(&(&a - &b).unwrap().abs().unwrap().max_all().unwrap());
-        assert!(
-            err <= 1e-5 * size.max(1e-3),
-            "{spec:?}: logits differ by {err} of {size}"
-        );
+        let (want, want_d) = (slow.forward(&z).unwrap(), slow_d.forward(&xs).unwrap());
+        let size = scalar(&want_d.abs().unwrap().max_all().unwrap());
+        for (backend, (g, d)) in others {
+            let a = g.forward(&z).unwrap();
+            let err = scalar(&(&a - &want).unwrap().abs().unwrap().max_all().unwrap());
+            assert!(
+                err < 1e-5,
+                "{spec:?} {backend:?}: generators differ by {err}"
+            );
+            let a = d.forward(&xs).unwrap();
+            let err = scalar(&(&a - &want_d).unwrap().abs().unwrap().max_all().unwrap());
+            assert!(
+                err <= 1e-5 * size.max(1e-3),
+                "{spec:?} {backend:?}: logits differ by {err} of {size}"
+            );
+        }
     }
 }

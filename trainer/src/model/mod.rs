@@ -13,8 +13,8 @@ use candle_nn::{
 use serde::{Deserialize, Serialize};
 
 use crate::conv::{
-    CandleConv1d, CandleDeconv1d, FastConv2d, FastConvTranspose2d, to_channels_first,
-    to_channels_last,
+    CandleConv1d, CandleDeconv1d, FastConv2d, FastConvTranspose2d, GemmConv2d, GemmConvTranspose2d,
+    to_channels_first, to_channels_last,
 };
 use dekm_shared::{
     Activation, ConvGeometry, EncoderSpec, ImageShape, LEAKY_SLOPE, POOL_EPS, Stack, TimePooling,
@@ -47,9 +47,23 @@ pub enum ConvBackend {
     Fast,
     /// candle's built-in `conv2d` / `conv_transpose2d` (for comparison).
     Candle,
+    /// candle's `conv2d` for every convolution, transposed ones and backward passes included
+    /// ([`crate::conv::GemmConv2d`]): cuBLAS on a GPU, where it stands in for `fast`.
+    Gemm,
 }
 
-crate::choice::choice!(ConvBackend { Fast => "fast", Candle => "candle" });
+crate::choice::choice!(ConvBackend { Fast => "fast", Candle => "candle", Gemm => "gemm" });
+
+impl ConvBackend {
+    /// The backend as it runs on `dev`: the fused kernels are CPU code, so a GPU runs `gemm`
+    /// for `fast`; the others run where they are asked for.
+    pub fn on(self, dev: &candle_core::Device) -> Self {
+        match self {
+            Self::Fast if !dev.is_cpu() => Self::Gemm,
+            other => other,
+        }
+    }
+}
 
 mod embed;
 mod init;
@@ -105,6 +119,8 @@ pub enum ConvLayer {
     Fast(FastConv2d, Activation),
     /// candle's `Conv2d`, then the activation.
     Candle(Conv2d, Activation),
+    /// [`GemmConv2d`], then the activation.
+    Gemm(GemmConv2d, Activation),
     /// A 1-D convolution on candle's ops, ReLU included (1-D encoders have no other).
     Candle1d(CandleConv1d),
 }
@@ -115,6 +131,7 @@ impl Module for ConvLayer {
             Self::Fast(c, Activation::Relu) => c.forward(xs),
             Self::Fast(c, a) => activate(&c.forward(xs)?, *a),
             Self::Candle(c, a) => activate(&c.forward(xs)?, *a),
+            Self::Gemm(c, a) => activate(&c.forward(xs)?, *a),
             Self::Candle1d(c) => c.forward(xs),
         }
     }
@@ -174,6 +191,9 @@ impl Encoder {
                             ),
                             ConvBackend::Candle if temporal => {
                                 ConvLayer::Candle1d(CandleConv1d::new(*g, vb)?)
+                            }
+                            ConvBackend::Gemm => {
+                                ConvLayer::Gemm(GemmConv2d::new(*g, temporal, vb)?, activation)
                             }
                             ConvBackend::Candle => {
                                 let cfg = Conv2dConfig {
@@ -359,6 +379,7 @@ enum DecoderLayer {
     FastDeconv(FastConvTranspose2d),
     Deconv(ConvTranspose2d),
     Deconv1d(CandleDeconv1d),
+    GemmDeconv(GemmConvTranspose2d),
     Dense(Linear),
 }
 
@@ -403,6 +424,9 @@ impl Decoder {
                             candle_deconv(g, vb)
                                 .map_err(|e| e.context(format!("decoder layer {i}")))?,
                         ),
+                        ConvBackend::Gemm => {
+                            DecoderLayer::GemmDeconv(GemmConvTranspose2d::new(*g, temporal, vb)?)
+                        }
                     });
                 }
                 (geometry.last().map(|g| g.output), layers)
@@ -471,6 +495,7 @@ impl Module for Decoder {
                 DecoderLayer::FastDeconv(c) => c.forward(&h)?,
                 DecoderLayer::Deconv(c) => c.forward(&h)?,
                 DecoderLayer::Deconv1d(c) => c.forward(&h)?,
+                DecoderLayer::GemmDeconv(c) => c.forward(&h)?,
                 DecoderLayer::Dense(d) => d.forward(&h)?,
             };
             let fused =
@@ -532,9 +557,10 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
-    /// The fused and candle's kernels on the same variables: reconstruction shape, output and
-    /// every variable's gradient of a squared reconstruction loss.
-    fn fast_matches_candle(spec: &EncoderSpec) {
+    /// The fused kernels, the GPU's `gemm` layers and candle's own on the same variables:
+    /// reconstruction shape, output and every variable's gradient of a squared reconstruction
+    /// loss.
+    fn backends_match_candle(spec: &EncoderSpec) {
         let vm = VarMap::new();
         let n = spec.input_len();
         let xs: Vec<f32> = (0..3 * n)
@@ -547,8 +573,6 @@ mod tests {
             fast.encoder.forward(&xs).unwrap().dims(),
             [3, spec.latent_dim()]
         );
-        let out = fast.forward(&xs).unwrap();
-        assert_eq!(out.dims(), [3, n]);
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let reference = Autoencoder::new(spec, &vb, ConvBackend::Candle)
             .unwrap()
@@ -564,30 +588,36 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap()
         };
-        let err = max_err(&out, &reference);
-        assert!(err < 1e-4, "fast vs candle: {err}");
         let loss = |y: &Tensor| (y - &xs).unwrap().sqr().unwrap().sum_all().unwrap();
-        let (g1, g2) = (
-            loss(&out).backward().unwrap(),
-            loss(&reference).backward().unwrap(),
-        );
-        for var in vm.all_vars() {
-            let (a, b) = (g1.get(&var).unwrap(), g2.get(&var).unwrap());
-            let scale = b
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let err = max_err(a, b);
-            assert!(err <= 1e-4 * (1.0 + scale), "gradient {var:?}: {err}");
+        let want = loss(&reference).backward().unwrap();
+        let gemm = Autoencoder::new(spec, &vb, ConvBackend::Gemm).unwrap();
+        for (name, model) in [("fast", fast), ("gemm", gemm)] {
+            let out = model.forward(&xs).unwrap();
+            assert_eq!(out.dims(), [3, n]);
+            let err = max_err(&out, &reference);
+            assert!(err < 1e-4, "{name} vs candle: {err}");
+            let got = loss(&out).backward().unwrap();
+            for var in vm.all_vars() {
+                let (a, b) = (got.get(&var).unwrap(), want.get(&var).unwrap());
+                let scale = b
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let err = max_err(a, b);
+                assert!(
+                    err <= 1e-4 * (1.0 + scale),
+                    "{name}: gradient {var:?}: {err}"
+                );
+            }
         }
     }
 
     #[test]
     fn conv_autoencoder_reconstructs_input_shape() {
-        fast_matches_candle(&EncoderSpec::paper_conv(
+        backends_match_candle(&EncoderSpec::paper_conv(
             ImageShape {
                 channels: 2,
                 height: 13,
@@ -628,7 +658,7 @@ mod tests {
             latent: 4,
             softmax_tail: 0,
         };
-        fast_matches_candle(&spec);
+        backends_match_candle(&spec);
         let vm = VarMap::new();
         let model =
             Autoencoder::init(&spec, &vm, 3, ConvBackend::Fast, Init::Torch, &Device::Cpu).unwrap();
@@ -674,7 +704,7 @@ mod tests {
                 TimePooling::Mean,
                 TimePooling::MeanStd,
             ] {
-                fast_matches_candle(&EncoderSpec::paper_conv1d(
+                backends_match_candle(&EncoderSpec::paper_conv1d(
                     SeriesShape { channels, length },
                     pooling,
                     5,

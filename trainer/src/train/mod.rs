@@ -196,12 +196,7 @@ impl Trained {
 pub fn train(ds: &Dataset, cfg: &TrainConfig, opts: &RunOptions) -> Result<Trained, TrainError> {
     cfg.validate(ds.len())?;
     let (dev, device) = cfg.device.open()?;
-    // The fused convolutions are CPU kernels; on a GPU candle's own run.
-    let conv = if dev.is_cpu() {
-        cfg.conv
-    } else {
-        ConvBackend::Candle
-    };
+    let conv = cfg.conv.on(&dev);
     tracing::info!(device = %device, chosen = %cfg.device, conv = conv.name(), "computing on");
     let used = TrainConfig {
         start: cfg.start_for(ds.len(), &ds.shape),

@@ -400,13 +400,11 @@ fn panels<S: pulp::Simd, const G: usize, const NV: usize>(
             }
         }
     }
-    let leaky = conv.activation != Activation::Relu;
-    let slope = simd.splat_f32s(conv.activation.slope());
+    let act = Activate::new(simd, conv.activation);
     for (g, a) in acc.iter().enumerate() {
         let dst = &mut out[o0 + g * width..][..width];
         for (d, &a) in S::as_mut_simd_f32s(dst).0.iter_mut().zip(a.iter()) {
-            let floor = if leaky { simd.mul_f32s(a, slope) } else { zero };
-            *d = simd.max_f32s(a, floor);
+            *d = act.apply(a);
         }
     }
 }
@@ -524,18 +522,44 @@ fn tile<S: pulp::Simd, const P: usize, const NV: usize>(
             }
         }
     }
-    // ReLU is `max(a, 0)`, leaky ReLU `max(a, slope · a)` (the slope is below one).
-    let leaky = conv.activation != Activation::Relu;
-    let (zero, slope) = (
-        simd.splat_f32s(0.0),
-        simd.splat_f32s(conv.activation.slope()),
-    );
+    let act = Activate::new(simd, conv.activation);
     for (m, a) in acc.iter().enumerate() {
         let dst = &mut out[(p0 + m) * stride + o0..][..width];
         for (d, &a) in S::as_mut_simd_f32s(dst).0.iter_mut().zip(a.iter()) {
-            let floor = if leaky { simd.mul_f32s(a, slope) } else { zero };
-            *d = simd.max_f32s(a, floor);
+            *d = act.apply(a);
         }
+    }
+}
+
+/// An activation on whole vectors, as every f32 layer stores its sums: ReLU is `max(a, 0)`,
+/// leaky ReLU `max(a, slope · a)` (the slope is below one), one `max` either way.
+#[derive(Clone, Copy)]
+pub(super) struct Activate<S: pulp::Simd> {
+    simd: S,
+    leaky: bool,
+    slope: S::f32s,
+    zero: S::f32s,
+}
+
+impl<S: pulp::Simd> Activate<S> {
+    #[inline(always)]
+    pub(super) fn new(simd: S, activation: Activation) -> Self {
+        Self {
+            simd,
+            leaky: activation != Activation::Relu,
+            slope: simd.splat_f32s(activation.slope()),
+            zero: simd.splat_f32s(0.0),
+        }
+    }
+
+    #[inline(always)]
+    pub(super) fn apply(self, a: S::f32s) -> S::f32s {
+        let floor = if self.leaky {
+            self.simd.mul_f32s(a, self.slope)
+        } else {
+            self.zero
+        };
+        self.simd.max_f32s(a, floor)
     }
 }
 

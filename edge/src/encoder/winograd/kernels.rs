@@ -1,10 +1,8 @@
 //! The layer's kernels, for each instruction set: the input tiles' transform, the product
 //! points' register tiles, the sums' transform back, the activation.
 
-use dekm_shared::Activation;
-
 use super::{MAX_ALPHA, MAX_M, OUTSIDE, Phase, Winograd, tile_outputs};
-use crate::encoder::conv::{PAD_C, TILE_P, even_tiles, strip_vectors};
+use crate::encoder::conv::{Activate, PAD_C, TILE_P, even_tiles, strip_vectors};
 
 /// `$f::<S, AR, AC>(args)` with `phase`'s tile extents (products along its rows and columns)
 /// as the constants `AR` and `AC`, so that a tile's values stay in registers.
@@ -73,20 +71,10 @@ fn run<S: pulp::Simd>(simd: S, layer: &Winograd, x: &[f32], scratch: &mut [f32],
         }
         transform_outputs(simd, layer, phase, m, out);
     }
-    // ReLU is `max(a, 0)`, leaky ReLU `max(a, slope · a)` (the slope is below one).
-    let leaky = layer.activation != Activation::Relu;
-    let (zero, slope) = (
-        simd.splat_f32s(0.0),
-        simd.splat_f32s(layer.activation.slope()),
-    );
+    let act = Activate::new(simd, layer.activation);
     let (head, tail) = S::as_mut_simd_f32s(out);
     for v in head {
-        let floor = if leaky {
-            simd.mul_f32s(*v, slope)
-        } else {
-            zero
-        };
-        *v = simd.max_f32s(*v, floor);
+        *v = act.apply(*v);
     }
     debug_assert!(tail.is_empty(), "outputs are padded to whole vectors");
 }

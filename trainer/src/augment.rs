@@ -14,6 +14,7 @@
 use candle_core::Tensor;
 use dekm_shared::ImageShape;
 use rand::Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::SampleShape;
@@ -77,17 +78,24 @@ impl Augment {
             src.len(),
             dst.len()
         );
-        let plane = shape.height * shape.width;
-        for (img, out) in src.chunks_exact(len).zip(dst.chunks_exact_mut(len)) {
-            if self.is_off() {
-                out.copy_from_slice(img);
-                continue;
-            }
-            let t = self.draw(shape, rng);
-            for (p, q) in img.chunks_exact(plane).zip(out.chunks_exact_mut(plane)) {
-                t.warp(shape, p, q);
-            }
+        if self.is_off() {
+            dst.copy_from_slice(src);
+            return;
         }
+        // Every draw first, in image order (the same numbers for a seed however many threads
+        // warp); then the images in parallel, so the warp never holds up a GPU's next step.
+        let draws: Vec<Affine> = (0..src.len() / len)
+            .map(|_| self.draw(shape, rng))
+            .collect();
+        let plane = shape.height * shape.width;
+        src.par_chunks_exact(len)
+            .zip(dst.par_chunks_exact_mut(len))
+            .zip(&draws)
+            .for_each(|((img, out), t)| {
+                for (p, q) in img.chunks_exact(plane).zip(out.chunks_exact_mut(plane)) {
+                    t.warp(shape, p, q);
+                }
+            });
     }
 
     fn draw(&self, shape: ImageShape, rng: &mut impl Rng) -> Affine {

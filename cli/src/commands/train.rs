@@ -112,7 +112,8 @@ pub(crate) struct TrainArgs {
     /// Frequency bands per channel of the spectral features (at most half the window).
     #[arg(long, default_value_t = SpectrumSpec::DEFAULT_BANDS)]
     spectrum_bands: usize,
-    /// Convolution kernels: fast (im2col + GEMM) or candle's built-in ops, for comparison.
+    /// Convolution kernels: fast (the fused CPU kernels; on a GPU, gemm), gemm (candle's conv2d
+    /// for every convolution and gradient) or candle's built-in ops, for comparison.
     #[arg(long, value_enum, default_value_t = ConvBackend::Fast)]
     conv: ConvBackend,
     /// Write pictures (latent space, confusion matrix, training curves) into this directory.

@@ -213,7 +213,7 @@ impl CustomOp2 for Backward {
     }
 }
 
-/// A convolution layer on [`conv2d`] (channels-first), with candle's parameter names and
+/// A convolution layer on `conv2d` above (channels-first), with candle's parameter names and
 /// layouts; no activation. A 1-D layer runs as the one-row case.
 #[derive(Debug, Clone)]
 pub struct GemmConv2d {
@@ -249,7 +249,7 @@ impl Module for GemmConv2d {
     }
 }
 
-/// A transposed convolution layer on [`conv_transpose2d`], inverting a convolution of
+/// A transposed convolution layer on `conv_transpose2d` above, inverting a convolution of
 /// geometry `g` exactly (output padding included), with candle's names; no activation.
 #[derive(Debug, Clone)]
 pub struct GemmConvTranspose2d {

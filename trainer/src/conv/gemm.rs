@@ -114,14 +114,18 @@ fn window(t: &Tensor, dim: usize, start: usize, len: usize) -> Result<Tensor> {
         .pad_with_zeros(dim, 0, len - have)
 }
 
-/// `t` with axis `dim` in reverse order.
+/// `t` with axis `dim` in reverse order: its slices joined back to front, so no index tensor
+/// travels from the host to the device at every step (the axis is a kernel's few taps).
 fn reverse(t: &Tensor, dim: usize) -> Result<Tensor> {
     let n = t.dim(dim)?;
     if n == 1 {
         return Ok(t.clone());
     }
-    let order: Vec<u32> = (0..n as u32).rev().collect();
-    t.index_select(&Tensor::from_vec(order, n, t.device())?, dim)
+    let slices = (0..n)
+        .rev()
+        .map(|i| t.narrow(dim, i, 1))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&slices, dim)
 }
 
 /// The gradients of a convolution with `stride` and `pad`, as a graph node of value zero on

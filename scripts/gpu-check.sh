@@ -126,9 +126,9 @@ if [ -n "${EMBEDDER:-}" ] && [ -n "${TEXTS:-}" ]; then
 fi
 # What the GPU's speed buys: DEC-DA's jitter on Fashion-MNIST seed 0 (30 epochs, the default's
 # 0.6281 beside it): its cost on the GPU. Not 200 epochs: on the CPU they lowered that seed to
-# 0.5778, 150 jittered epochs to 0.6192, and the jitter lowered the mean of seeds 0-4 from 0.6304
-# to 0.6167 (docs/RESULTS.md, "what longer pretraining buys with the manifold start", "DEC-DA's
-# recipe" and "DEC-DA's jitter on five seeds").
+# 0.5778, 150 jittered epochs to 0.6192, and the jitter lowered the mean of seeds 0-6 from 0.6347
+# to 0.6227 (docs/RESULTS.md, "what longer pretraining buys with the manifold start", "DEC-DA's
+# recipe" and "DEC-DA's jitter on seven seeds").
 step fashion-augment 150 "$bin" --quiet train --dataset fashion-mnist --k 10 --seed 0 --augment-shift 0.1 --augment-rotate 10 --device "$device" --out "$out/fashion-augment"
 # ClusterGAN as its paper runs it (its networks, WGAN-GP) in docs/RESULTS.md's CPU setting (903 s
 # on a Zen 4 core): the GPU's seconds for it say what the paper's 500,000 generator steps cost.
